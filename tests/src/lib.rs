@@ -1,0 +1,1 @@
+//! Shared harness for strata's end-to-end tests and benchmarks.
