@@ -1,1 +1,197 @@
-fn main() {}
+//! `strata-fs`: mounts a union of directories, with fuse-overlayfs's command line.
+//!
+//! ```text
+//! strata-fs [-f] [-d] -o lowerdir=L3:L2:L1[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT
+//! ```
+//! Without `-f` it returns once the mount is ready and serves it from a background
+//! process (re-executed with `STRATA_FS_DAEMON=1`; its first line on stdout says "ready").
+//! SIGTERM, SIGINT or SIGHUP unmount cleanly.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use strata_fs::mount;
+use strata_fs::options::MountOptions;
+
+const USAGE: &str = "usage: strata-fs [-f] [-d] -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...] [SOURCE] MOUNTPOINT";
+const DAEMON_ENV: &str = "STRATA_FS_DAEMON";
+
+struct Args {
+    opts: MountOptions,
+    source: Option<String>,
+    mountpoint: PathBuf,
+    foreground: bool,
+    debug: bool,
+}
+
+fn parse_args(raw: &[OsString]) -> Result<Args, String> {
+    let mut opts = MountOptions::default();
+    let mut positional = Vec::new();
+    let mut foreground = false;
+    let mut debug = false;
+    let mut it = raw.iter();
+    while let Some(arg) = it.next() {
+        let s = arg
+            .to_str()
+            .ok_or_else(|| format!("argument {arg:?} is not valid UTF-8"))?;
+        match s {
+            "-f" | "--foreground" => foreground = true,
+            "-d" | "--debug" => {
+                debug = true;
+                foreground = true;
+            }
+            "-o" => {
+                let v = it.next().ok_or("-o needs a value")?;
+                opts.apply(v.to_str().ok_or("-o value is not valid UTF-8")?)
+                    .map_err(|e| e.to_string())?;
+            }
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            "-V" | "--version" => {
+                println!("strata-fs {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            o if o.starts_with("-o") => opts.apply(&o[2..]).map_err(|e| e.to_string())?,
+            o if o.starts_with('-') && o.len() > 1 => {
+                return Err(format!("unknown flag {o:?}\n{USAGE}"))
+            }
+            _ => positional.push(s.to_string()),
+        }
+    }
+    let (source, mountpoint) = match positional.len() {
+        1 => (None, positional.remove(0)),
+        2 => {
+            let mp = positional.remove(1);
+            (Some(positional.remove(0)), mp)
+        }
+        0 => return Err(format!("no mount point given\n{USAGE}")),
+        _ => return Err(format!("too many arguments: {positional:?}\n{USAGE}")),
+    };
+    opts.validate().map_err(|e| e.to_string())?;
+    Ok(Args {
+        opts,
+        source,
+        mountpoint: PathBuf::from(mountpoint),
+        foreground,
+        debug,
+    })
+}
+
+/// Starts the serving process and waits until it reports the mount ready.
+fn daemonize(raw: &[OsString]) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("strata-fs: cannot find own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut child = match Command::new(exe)
+        .args(raw)
+        .env(DAEMON_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("strata-fs: cannot start the filesystem process: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == "ready" {
+        return ExitCode::SUCCESS;
+    }
+    match child.wait() {
+        Ok(status) if !status.success() => {
+            ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+        }
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn main() -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let args = match parse_args(&raw) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("strata-fs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    if !args.foreground && !daemon {
+        return daemonize(&raw);
+    }
+    env_logger::Builder::new()
+        .filter_level(if args.debug {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        })
+        .init();
+    rustix::process::umask(rustix::fs::Mode::empty());
+    if daemon {
+        let _ = rustix::process::setsid();
+    }
+    // Signals are taken by one thread, which unmounts; the serving threads never see them.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    for s in [
+        nix::sys::signal::SIGTERM,
+        nix::sys::signal::SIGINT,
+        nix::sys::signal::SIGHUP,
+    ] {
+        signals.add(s);
+    }
+    if let Err(e) = signals.thread_block() {
+        eprintln!("strata-fs: cannot block signals: {e}");
+        return ExitCode::FAILURE;
+    }
+    let union = match mount::build_union(&args.opts) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("strata-fs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut session =
+        match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("strata-fs: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let mut unmounter = session.unmount_callable();
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            let _ = unmounter.unmount();
+        }
+    });
+    if daemon {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "ready");
+        let _ = out.flush();
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            let _ = rustix::stdio::dup2_stdout(&null);
+            if !args.debug {
+                let _ = rustix::stdio::dup2_stderr(&null);
+            }
+        }
+    }
+    match session.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata-fs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `DirLayer`: a host directory as a read-only layer.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use rustix::fs::OFlags;
+
+use super::{oci_whiteout_target, Layer, LayerDirEntry, LayerPath, Lookup, OPAQUE_MARKER};
+use crate::attr::{Attr, FileKind};
+use crate::errno::{Errno, Result};
+use crate::host::{self, SharedFd};
+
+/// Opaque-directory xattrs, privileged (kernel default) and unprivileged (`userxattr`).
+pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// A plain host directory serving as a lower layer.
+///
+/// Directory handles are kept in a bounded LRU so walks do not reopen every ancestor, while
+/// the number of open descriptors stays within the caller's limits however large the tree.
+pub struct DirLayer {
+    path: PathBuf,
+    root: SharedFd,
+    dirs: Mutex<LruCache<LayerPath, SharedFd>>,
+}
+
+impl std::fmt::Debug for DirLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirLayer")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl DirLayer {
+    /// Opens `path` as a layer; `cache` bounds the directory handles it keeps open.
+    pub fn open(path: &Path, cache: usize) -> std::io::Result<DirLayer> {
+        let root = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(DirLayer {
+            path: path.to_path_buf(),
+            root: Arc::new(root),
+            dirs: Mutex::new(LruCache::new(
+                NonZeroUsize::new(cache.max(16)).expect("nonzero"),
+            )),
+        })
+    }
+
+    /// A handle on directory `path`, walking from the nearest cached ancestor.
+    fn dir(&self, path: &LayerPath) -> Result<SharedFd> {
+        if path.is_root() {
+            return Ok(self.root.clone());
+        }
+        if let Some(fd) = self.dirs.lock().expect("dir cache").get(path) {
+            return Ok(fd.clone());
+        }
+        let (parent, name) = path.split_last().expect("not root");
+        let parent_fd = self.dir(&parent)?;
+        let fd = Arc::new(host::open_dir_path(parent_fd.as_fd(), name)?);
+        self.dirs
+            .lock()
+            .expect("dir cache")
+            .put(path.clone(), fd.clone());
+        Ok(fd)
+    }
+
+    fn parent_of<'p>(&self, path: &'p LayerPath) -> Result<(SharedFd, &'p OsStr)> {
+        let (parent, name) = path.split_last().ok_or(Errno::EINVAL)?;
+        Ok((self.dir(&parent)?, name))
+    }
+
+    /// Whether directory `path` is opaque in either format.
+    fn is_opaque(&self, path: &LayerPath) -> Result<bool> {
+        let fd = self.dir(path)?;
+        for key in OPAQUE_XATTRS {
+            if host::get_xattr(fd.as_fd(), None, OsStr::new(key))?.as_deref() == Some(b"y") {
+                return Ok(true);
+            }
+        }
+        Ok(host::stat_at(fd.as_fd(), OsStr::from_bytes(OPAQUE_MARKER))?.is_some())
+    }
+}
+
+impl Layer for DirLayer {
+    fn lookup(&self, dir: &LayerPath, name: &OsStr) -> Result<Lookup> {
+        let fd = match self.dir(dir) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(Lookup::Missing),
+            Err(e) => return Err(e),
+        };
+        match host::stat_at(fd.as_fd(), name)? {
+            Some(attr) if attr.is_whiteout_device() => Ok(Lookup::Whiteout),
+            Some(attr) => {
+                let opaque = attr.kind == FileKind::Directory && self.is_opaque(&dir.join(name))?;
+                Ok(Lookup::Found { attr, opaque })
+            }
+            None => {
+                let mut wh = Vec::with_capacity(name.len() + 4);
+                wh.extend_from_slice(super::WHITEOUT_PREFIX);
+                wh.extend_from_slice(name.as_bytes());
+                if wh.len() <= host::NAME_MAX
+                    && host::stat_at(fd.as_fd(), OsStr::from_bytes(&wh))?.is_some()
+                {
+                    Ok(Lookup::Whiteout)
+                } else {
+                    Ok(Lookup::Missing)
+                }
+            }
+        }
+    }
+
+    fn stat(&self, path: &LayerPath) -> Result<Attr> {
+        if path.is_root() {
+            return host::stat_fd(self.root.as_fd());
+        }
+        let (dir, name) = self.parent_of(path)?;
+        host::stat_at(dir.as_fd(), name)?.ok_or(Errno::ENOENT)
+    }
+
+    fn read_dir(&self, dir: &LayerPath) -> Result<Vec<LayerDirEntry>> {
+        let fd = self.dir(dir)?;
+        let mut out = Vec::new();
+        for e in host::read_dir(fd.as_fd())? {
+            if let Some(target) = oci_whiteout_target(&e.name) {
+                if !target.is_empty() {
+                    out.push(LayerDirEntry::Whiteout(target.to_os_string()));
+                }
+                continue;
+            }
+            let kind = match e.kind {
+                Some(FileKind::CharDevice) | None => match host::stat_at(fd.as_fd(), &e.name)? {
+                    Some(a) if a.is_whiteout_device() => {
+                        out.push(LayerDirEntry::Whiteout(e.name));
+                        continue;
+                    }
+                    Some(a) => a.kind,
+                    None => continue,
+                },
+                Some(k) => k,
+            };
+            out.push(LayerDirEntry::Entry {
+                name: e.name,
+                ino: e.ino,
+                kind,
+            });
+        }
+        Ok(out)
+    }
+
+    fn open(&self, path: &LayerPath) -> Result<File> {
+        let (dir, name) = self.parent_of(path)?;
+        Ok(File::from(host::open_at(
+            dir.as_fd(),
+            name,
+            OFlags::RDONLY,
+            0,
+        )?))
+    }
+
+    fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>> {
+        let (dir, name) = self.parent_of(path)?;
+        host::read_link(dir.as_fd(), name)
+    }
+
+    fn list_xattrs(&self, path: &LayerPath) -> Result<Vec<OsString>> {
+        if path.is_root() {
+            return host::list_xattrs(self.root.as_fd(), None);
+        }
+        let (dir, name) = self.parent_of(path)?;
+        host::list_xattrs(dir.as_fd(), Some(name))
+    }
+
+    fn get_xattr(&self, path: &LayerPath, key: &OsStr) -> Result<Option<Vec<u8>>> {
+        if path.is_root() {
+            return host::get_xattr(self.root.as_fd(), None, key);
+        }
+        let (dir, name) = self.parent_of(path)?;
+        host::get_xattr(dir.as_fd(), Some(name), key)
+    }
+}

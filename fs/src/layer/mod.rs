@@ -1,0 +1,181 @@
+//! Read-only layers: what the union needs from a lower.
+//!
+//! A [`Layer`] answers by layer-relative path ([`LayerPath`]): look a name up in a
+//! directory (with whiteouts and opaque markers already decoded), stat, list, open, read a
+//! link, read xattrs. The union never sees a layer's storage. Drivers:
+//! - [`DirLayer`]: a plain host directory (fuse-overlayfs compatibility, unpacked rootfs);
+//!   reads go to the host file, so they are as fast as the host and can use FUSE
+//!   passthrough. Its cost is one host inode per file and per-file extraction.
+//! - the indexed layer over an image blob arrives with image pulls.
+//!
+//! Lower whiteouts are read in both formats: OCI (`.wh.NAME`, `.wh..wh..opq`) and kernel
+//! overlay (character device 0/0, `trusted.overlay.opaque`/`user.overlay.opaque` = `y`).
+
+mod dir;
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+pub use dir::{DirLayer, OPAQUE_XATTRS};
+
+use crate::attr::{Attr, FileKind};
+use crate::errno::Result;
+
+/// Prefix of an OCI whiteout entry.
+pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of the OCI opaque-directory marker.
+pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// A path inside a layer: names joined by `/`, empty for the root. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct LayerPath(Arc<[u8]>);
+
+impl LayerPath {
+    /// The layer's root directory.
+    pub fn root() -> LayerPath {
+        LayerPath(Arc::from(&b""[..]))
+    }
+
+    /// Parses an absolute or relative path such as a redirect xattr holds.
+    pub fn from_bytes(path: &[u8]) -> LayerPath {
+        let parts: Vec<&[u8]> = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        LayerPath(Arc::from(parts.join(&b'/').as_slice()))
+    }
+
+    /// The path of `name` inside this directory.
+    pub fn join(&self, name: &OsStr) -> LayerPath {
+        if self.0.is_empty() {
+            return LayerPath(Arc::from(name.as_bytes()));
+        }
+        let mut v = Vec::with_capacity(self.0.len() + 1 + name.len());
+        v.extend_from_slice(&self.0);
+        v.push(b'/');
+        v.extend_from_slice(name.as_bytes());
+        LayerPath(Arc::from(v.as_slice()))
+    }
+
+    /// The parent directory and the last name; `None` for the root.
+    pub fn split_last(&self) -> Option<(LayerPath, &OsStr)> {
+        if self.0.is_empty() {
+            return None;
+        }
+        match self.0.iter().rposition(|b| *b == b'/') {
+            Some(i) => Some((
+                LayerPath(Arc::from(&self.0[..i])),
+                OsStr::from_bytes(&self.0[i + 1..]),
+            )),
+            None => Some((LayerPath::root(), OsStr::from_bytes(&self.0))),
+        }
+    }
+
+    /// The names along the path.
+    pub fn components(&self) -> impl Iterator<Item = &OsStr> {
+        self.0
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(OsStr::from_bytes)
+    }
+
+    /// The path as bytes, without a leading `/`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for LayerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+/// What a layer holds under a name.
+#[derive(Clone, Debug)]
+pub enum Lookup {
+    /// Nothing: look further down.
+    Missing,
+    /// A whiteout: the name is deleted here and in every layer below.
+    Whiteout,
+    /// An entry; `opaque` for a directory that hides the layers below it.
+    Found { attr: Attr, opaque: bool },
+}
+
+/// One entry of a layer directory listing.
+#[derive(Clone, Debug)]
+pub enum LayerDirEntry {
+    Entry {
+        name: OsString,
+        ino: u64,
+        kind: FileKind,
+    },
+    /// A whiteout for `name` (in either format); it hides the name in layers below.
+    Whiteout(OsString),
+}
+
+/// A read-only layer of the union.
+pub trait Layer: Send + Sync + fmt::Debug {
+    /// Looks `name` up in directory `dir`.
+    fn lookup(&self, dir: &LayerPath, name: &OsStr) -> Result<Lookup>;
+    /// Attributes of the entry at `path` (not followed if a symlink).
+    fn stat(&self, path: &LayerPath) -> Result<Attr>;
+    /// The entries of directory `dir`, whiteouts decoded, opaque markers left out.
+    fn read_dir(&self, dir: &LayerPath) -> Result<Vec<LayerDirEntry>>;
+    /// Opens the regular file at `path` for reading.
+    fn open(&self, path: &LayerPath) -> Result<File>;
+    /// The target of the symlink at `path`, as bytes.
+    fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>>;
+    /// The names of the extended attributes of `path`.
+    fn list_xattrs(&self, path: &LayerPath) -> Result<Vec<OsString>>;
+    /// One extended attribute of `path`; `None` when not set.
+    fn get_xattr(&self, path: &LayerPath, key: &OsStr) -> Result<Option<Vec<u8>>>;
+}
+
+/// Decodes an OCI whiteout name: `Some(hidden name)` for `.wh.NAME`, `Some("")` for the
+/// opaque marker, `None` for an ordinary name.
+pub fn oci_whiteout_target(name: &OsStr) -> Option<&OsStr> {
+    let b = name.as_bytes();
+    if b == OPAQUE_MARKER {
+        return Some(OsStr::new(""));
+    }
+    b.strip_prefix(WHITEOUT_PREFIX).map(OsStr::from_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_path_join_and_split() {
+        let p = LayerPath::root()
+            .join(OsStr::new("a"))
+            .join(OsStr::new("b"));
+        assert_eq!(p.as_bytes(), b"a/b");
+        let (parent, name) = p.split_last().unwrap();
+        assert_eq!(parent.as_bytes(), b"a");
+        assert_eq!(name, "b");
+        assert_eq!(LayerPath::from_bytes(b"/x//y/").as_bytes(), b"x/y");
+        assert!(LayerPath::root().split_last().is_none());
+    }
+
+    #[test]
+    fn oci_whiteout_names_decode() {
+        assert_eq!(
+            oci_whiteout_target(OsStr::new(".wh.foo")),
+            Some(OsStr::new("foo"))
+        );
+        assert_eq!(
+            oci_whiteout_target(OsStr::new(".wh..wh..opq")),
+            Some(OsStr::new(""))
+        );
+        assert_eq!(oci_whiteout_target(OsStr::new("foo")), None);
+    }
+}
