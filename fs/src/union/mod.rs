@@ -18,6 +18,9 @@
 
 mod write;
 
+#[cfg(test)]
+mod tests;
+
 pub use write::{Caller, NewKind, SetAttr, SetTime};
 
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,328 @@
+//! The merge without a mount: a union over temporary directory layers, driven through its
+//! API. The FUSE-level suite (tests/) runs the same semantics through the kernel.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::layer::DirLayer;
+use crate::union::write::{Caller, NewKind, SetAttr};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    union: Union,
+}
+
+fn layer(root: &Path, name: &str, files: &[(&str, Option<&str>)]) -> Arc<dyn Layer> {
+    let base = root.join(name);
+    fs::create_dir_all(&base).unwrap();
+    for (path, content) in files {
+        let p = base.join(path);
+        match content {
+            Some(c) => {
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(&p, c).unwrap();
+            }
+            None => fs::create_dir_all(&p).unwrap(),
+        }
+    }
+    Arc::new(DirLayer::open(&base, 64).unwrap())
+}
+
+/// Top layer: `a` (file), `d/x`, OCI whiteout of `gone`, opaque `o/` with `o/new`.
+/// Bottom layer: `b`, `d/y`, `gone`, `o/old`.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let top = layer(
+        dir.path(),
+        "top",
+        &[
+            ("a", Some("top-a")),
+            ("d/x", Some("x")),
+            (".wh.gone", Some("")),
+            ("o/new", Some("n")),
+            ("o/.wh..wh..opq", Some("")),
+        ],
+    );
+    let bottom = layer(
+        dir.path(),
+        "bottom",
+        &[
+            ("a", Some("bottom-a")),
+            ("b", Some("b")),
+            ("d/y", Some("y")),
+            ("gone", Some("g")),
+            ("o/old", Some("o")),
+        ],
+    );
+    fs::create_dir_all(dir.path().join("upper")).unwrap();
+    fs::create_dir_all(dir.path().join("work")).unwrap();
+    let upper = Upper::open(
+        &dir.path().join("upper"),
+        &dir.path().join("work"),
+        crate::mount::privileged(),
+        false,
+    )
+    .unwrap();
+    let union = Union::new(UnionConfig {
+        lowers: vec![top, bottom],
+        upper: Some(upper),
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 64,
+    });
+    Fixture { dir, union }
+}
+
+fn names(u: &Union, ino: Ino) -> Vec<String> {
+    let node = u.node(ino).unwrap();
+    let mut v: Vec<String> = u
+        .merged_listing(ino, &node)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name.to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_all(u: &Union, ino: Ino) -> String {
+    let (fh, _) = u.open(ino, libc::O_RDONLY).unwrap();
+    let mut buf = Vec::new();
+    u.read(fh, 0, 4096, &mut buf).unwrap();
+    u.release(fh);
+    String::from_utf8(buf).unwrap()
+}
+
+fn me() -> Caller {
+    Caller {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    }
+}
+
+#[test]
+fn merged_listing_hides_whiteouts_and_respects_opaque_dirs() {
+    let f = fixture();
+    assert_eq!(names(&f.union, ROOT), ["a", "b", "d", "o"]);
+    let d = f.union.lookup(ROOT, OsStr::new("d")).unwrap().attr.ino;
+    assert_eq!(names(&f.union, d), ["x", "y"]);
+    let o = f.union.lookup(ROOT, OsStr::new("o")).unwrap().attr.ino;
+    assert_eq!(names(&f.union, o), ["new"]);
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("gone")).unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new(".wh.gone")).unwrap_err(),
+        Errno::ENOENT
+    );
+}
+
+#[test]
+fn top_layer_wins_and_write_copies_up() {
+    let f = fixture();
+    let a = f.union.lookup(ROOT, OsStr::new("a")).unwrap().attr.ino;
+    assert_eq!(read_all(&f.union, a), "top-a");
+    let (fh, _) = f.union.open(a, libc::O_WRONLY).unwrap();
+    f.union.write(fh, 0, b"TOP").unwrap();
+    f.union.release(fh);
+    assert_eq!(read_all(&f.union, a), "TOP-a");
+    assert_eq!(
+        fs::read_to_string(f.dir.path().join("upper/a")).unwrap(),
+        "TOP-a"
+    );
+    assert_eq!(
+        fs::read_to_string(f.dir.path().join("top/a")).unwrap(),
+        "top-a",
+        "lower untouched"
+    );
+    // The number survives copy-up.
+    assert_eq!(f.union.lookup(ROOT, OsStr::new("a")).unwrap().attr.ino, a);
+}
+
+#[test]
+fn chmod_of_a_lower_file_copies_metadata_only() {
+    let f = fixture();
+    let b = f.union.lookup(ROOT, OsStr::new("b")).unwrap().attr.ino;
+    let attr = f
+        .union
+        .setattr(
+            b,
+            SetAttr {
+                mode: Some(0o600),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(attr.perm, 0o600);
+    assert_eq!(attr.size, 1);
+    assert!(f.union.node(b).unwrap().place.metacopy);
+    assert_eq!(read_all(&f.union, b), "b", "data still read from the lower");
+    let (fh, _) = f.union.open(b, libc::O_RDWR).unwrap();
+    f.union.release(fh);
+    assert!(!f.union.node(b).unwrap().place.metacopy);
+    assert_eq!(
+        fs::read_to_string(f.dir.path().join("upper/b")).unwrap(),
+        "b"
+    );
+}
+
+#[test]
+fn unlink_writes_a_whiteout_only_over_lower_names() {
+    let f = fixture();
+    f.union.unlink(ROOT, OsStr::new("b")).unwrap();
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("b")).unwrap_err(),
+        Errno::ENOENT
+    );
+    assert_eq!(names(&f.union, ROOT), ["a", "d", "o"]);
+    let (e, _) = f
+        .union
+        .create(
+            ROOT,
+            OsStr::new("fresh"),
+            NewKind::Regular {
+                flags: libc::O_WRONLY,
+            },
+            0o644,
+            me(),
+        )
+        .unwrap();
+    assert_eq!(e.attr.kind, FileKind::Regular);
+    f.union.unlink(ROOT, OsStr::new("fresh")).unwrap();
+    let left: Vec<_> = fs::read_dir(f.dir.path().join("upper"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left.iter().any(|n| n.contains("fresh")),
+        "no whiteout for an upper-only name: {left:?}"
+    );
+}
+
+#[test]
+fn recreated_directory_is_opaque() {
+    let f = fixture();
+    let d = f.union.lookup(ROOT, OsStr::new("d")).unwrap().attr.ino;
+    f.union.unlink(d, OsStr::new("x")).unwrap();
+    f.union.unlink(d, OsStr::new("y")).unwrap();
+    f.union.rmdir(ROOT, OsStr::new("d")).unwrap();
+    let (e, _) = f
+        .union
+        .create(ROOT, OsStr::new("d"), NewKind::Directory, 0o755, me())
+        .unwrap();
+    assert!(
+        names(&f.union, e.attr.ino).is_empty(),
+        "old lower children must not come back"
+    );
+}
+
+#[test]
+fn renamed_lower_directory_keeps_its_content() {
+    let f = fixture();
+    f.union
+        .rename(ROOT, OsStr::new("d"), ROOT, OsStr::new("moved"), 0)
+        .unwrap();
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("d")).unwrap_err(),
+        Errno::ENOENT
+    );
+    let m = f.union.lookup(ROOT, OsStr::new("moved")).unwrap().attr.ino;
+    assert_eq!(names(&f.union, m), ["x", "y"]);
+    // A fresh union over the same layers and upper sees the same (redirect on disk).
+    let upper = Upper::open(
+        &f.dir.path().join("upper"),
+        &f.dir.path().join("work"),
+        crate::mount::privileged(),
+        false,
+    )
+    .unwrap();
+    let lowers = vec![
+        Arc::new(DirLayer::open(&f.dir.path().join("top"), 64).unwrap()) as Arc<dyn Layer>,
+        Arc::new(DirLayer::open(&f.dir.path().join("bottom"), 64).unwrap()),
+    ];
+    let again = Union::new(UnionConfig {
+        lowers,
+        upper: Some(upper),
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 64,
+    });
+    let m2 = again.lookup(ROOT, OsStr::new("moved")).unwrap().attr.ino;
+    assert_eq!(m2, m, "inode number stable across remount");
+    assert_eq!(names(&again, m2), ["x", "y"]);
+    assert_eq!(
+        again.lookup(ROOT, OsStr::new("d")).unwrap_err(),
+        Errno::ENOENT
+    );
+}
+
+#[test]
+fn rename_noreplace_and_exchange() {
+    let f = fixture();
+    assert_eq!(
+        f.union
+            .rename(
+                ROOT,
+                OsStr::new("a"),
+                ROOT,
+                OsStr::new("b"),
+                libc::RENAME_NOREPLACE
+            )
+            .unwrap_err(),
+        Errno::EEXIST
+    );
+    f.union
+        .rename(
+            ROOT,
+            OsStr::new("a"),
+            ROOT,
+            OsStr::new("b"),
+            libc::RENAME_EXCHANGE,
+        )
+        .unwrap();
+    let a = f.union.lookup(ROOT, OsStr::new("a")).unwrap().attr.ino;
+    let b = f.union.lookup(ROOT, OsStr::new("b")).unwrap().attr.ino;
+    assert_eq!(read_all(&f.union, a), "b");
+    assert_eq!(read_all(&f.union, b), "top-a");
+}
+
+#[test]
+fn names_too_long_or_malformed_are_refused() {
+    let f = fixture();
+    let long = "n".repeat(256);
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new(&long)).unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        f.union
+            .create(ROOT, OsStr::new(&long), NewKind::Directory, 0o755, me())
+            .unwrap_err(),
+        Errno::ENAMETOOLONG
+    );
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("a/b")).unwrap_err(),
+        Errno::EINVAL
+    );
+}
+
+#[test]
+fn read_only_union_refuses_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = layer(dir.path(), "l", &[("f", Some("x"))]);
+    let u = Union::new(UnionConfig {
+        lowers: vec![l],
+        upper: None,
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 16,
+    });
+    let f = u.lookup(ROOT, OsStr::new("f")).unwrap().attr.ino;
+    assert_eq!(u.open(f, libc::O_WRONLY).unwrap_err(), Errno::EROFS);
+    assert_eq!(u.unlink(ROOT, OsStr::new("f")).unwrap_err(), Errno::EROFS);
+    assert_eq!(read_all(&u, f), "x");
+}
