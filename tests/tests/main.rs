@@ -1,1 +1,5 @@
-//! End-to-end tests.
+//! End-to-end tests through the binaries: real FUSE mounts, kernel overlayfs as the reference.
+//! One test binary (STYLE.md 15): each area is a module.
+
+mod differential;
+mod union;

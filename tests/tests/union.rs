@@ -1,0 +1,1 @@
+//! The union filesystem's semantics through a real mount (issue: strata-fs).
