@@ -1,12 +1,14 @@
 //! Shared harness for strata's end-to-end tests and benchmarks.
 //!
 //! ```text
+//!   dirstream.rs opendir/readdir with telldir/seekdir
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
 //!   mounts.rs   mount/unmount strata-fs, fuse-overlayfs, kernel overlayfs; MountGuard
 //!   tree.rs     a merged tree as comparable data (snapshot, diff)
 //!   users.rs    root or not, the unprivileged test user, re-running a test as that user
 //! ```
 
+pub mod dirstream;
 pub mod fixture;
 pub mod mounts;
 pub mod tree;

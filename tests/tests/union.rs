@@ -1,1 +1,0 @@
-//! The union filesystem's semantics through a real mount (issue: strata-fs).

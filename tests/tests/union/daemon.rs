@@ -1,0 +1,250 @@
+//! The `strata-fs` command: options (fuse-overlayfs's syntax), read-only mounts, the mount(8)
+//! helper form, foreground and debug modes, and what a killed daemon leaves behind.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_tests::fixture::{LayerBuilder, WhiteoutFormat};
+use strata_tests::mounts::{
+    is_mounted, mount, mount_strata_foreground, strata_fs_bin, unmount, wait_for, Driver,
+    UnionDirs,
+};
+use strata_tests::users::have_root;
+
+use super::{errno, names, Fixture, ROOT_NAMES};
+
+fn strata_fs(args: &[&str]) -> std::process::Output {
+    Command::new(strata_fs_bin().unwrap())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn without_upperdir_the_mount_is_read_only() {
+    if !have_root("without_upperdir_the_mount_is_read_only") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let dirs = UnionDirs {
+        upper: None,
+        ..fx.dirs.clone()
+    };
+    let m = mount(Driver::Strata, &dirs, &[]).unwrap();
+    let m = m.path();
+    assert_eq!(names(m), ROOT_NAMES);
+    assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "top-a");
+    assert_eq!(errno(fs::write(m.join("new"), "x")), libc::EROFS);
+    assert_eq!(errno(OpenOptions::new().write(true).open(m.join("a"))), libc::EROFS);
+    assert_eq!(errno(fs::create_dir(m.join("dir"))), libc::EROFS);
+    assert_eq!(errno(fs::remove_file(m.join("a"))), libc::EROFS);
+    assert_eq!(errno(fs::rename(m.join("a"), m.join("c"))), libc::EROFS);
+}
+
+#[test]
+fn bad_options_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let lower = dir.path().display().to_string();
+    for (opts, expected) in [
+        (format!("lowerdir={lower},frobnicate"), "frobnicate"),
+        (format!("lowerdir={lower},threads=0"), "threads"),
+        (format!("lowerdir={lower},upperdir={lower}"), "workdir"),
+        ("upperdir=/x,workdir=/y".to_string(), "lowerdir"),
+        (format!("lowerdir={lower}/missing"), "missing"),
+    ] {
+        let out = strata_fs(&["-o", &opts, &lower]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "-o {opts} was accepted");
+        assert!(stderr.contains(expected), "-o {opts}: {stderr:?} does not name {expected}");
+        assert!(!is_mounted(dir.path()));
+    }
+    let out = strata_fs(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
+
+/// containers/storage's `mount_program` call: empty items, `volatile`, the compat options.
+#[test]
+fn podman_style_options_mount() {
+    if !have_root("podman_style_options_mount") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let opts = format!("{},,volatile,fsync=0,noacl,userxattr", fx.dirs.options());
+    let out = strata_fs(&["-o", &opts, fx.merged().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_mounted(fx.merged()), "strata-fs returned before the mount was ready");
+    fs::write(fx.merged().join("v"), "volatile").unwrap();
+    assert_eq!(fs::read_to_string(fx.upper().join("v")).unwrap(), "volatile");
+    // fusermount3 -u ends it like any FUSE mount.
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(fx.merged())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!is_mounted(fx.merged()));
+}
+
+/// `mount -t fuse.strata-fs SRC MNT -o …`: mount(8) runs mount.fuse3, which runs
+/// `strata-fs SRC MNT -o OPTS` found in PATH, with the generic options added.
+#[test]
+fn works_as_a_mount_helper() {
+    if !have_root("works_as_a_mount_helper") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let bin_dir = strata_fs_bin().unwrap().parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new("mount")
+        .args(["-t", "fuse.strata-fs", "strata"])
+        .arg(fx.merged())
+        .arg("-o")
+        .arg(format!("rw,nodev,nosuid,noatime,exec,{}", fx.dirs.options()))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
+    wait_for(Duration::from_secs(5), "the mount", || is_mounted(fx.merged())).unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(fx.merged().to_str().unwrap()))
+        .unwrap();
+    assert!(line.contains("fuse.strata-fs"), "{line}");
+    assert!(line.contains("nodev") && line.contains("nosuid"), "{line}");
+    assert_eq!(fs::read_to_string(fx.merged().join("a")).unwrap(), "top-a");
+    assert!(Command::new("umount").arg(fx.merged()).status().unwrap().success());
+    assert!(!is_mounted(fx.merged()));
+}
+
+#[test]
+fn foreground_debug_logs_each_request() {
+    if !have_root("foreground_debug_logs_each_request") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let log = fx.tmp.path().join("debug.log");
+    let mut child = Command::new(strata_fs_bin().unwrap())
+        .args(["-f", "-d", "-o"])
+        .arg(fx.dirs.options())
+        .arg(fx.merged())
+        .stdin(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the mount", || is_mounted(fx.merged())).unwrap();
+    let _ = fs::metadata(fx.merged().join("d/x")).unwrap();
+    unmount(fx.merged(), Driver::Strata).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "foreground strata-fs exited with {status}");
+    let text = fs::read_to_string(&log).unwrap().to_lowercase();
+    assert!(text.contains("lookup"), "no LOOKUP in the debug log:\n{text}");
+}
+
+/// Killing the daemon: every access answers ENOTCONN at once (no hang), and the next mount
+/// of the same upper sees every write that completed before the kill.
+#[test]
+fn killed_daemon_gives_enotconn_and_keeps_completed_writes() {
+    if !have_root("killed_daemon_gives_enotconn_and_keeps_completed_writes") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let m = mount_strata_foreground(&fx.dirs, &[]).unwrap();
+    let merged = m.path().to_path_buf();
+    fs::write(merged.join("done"), "complete").unwrap();
+    let mut f = OpenOptions::new().append(true).open(merged.join("a")).unwrap();
+    f.write_all(b"+appended").unwrap();
+    drop(f);
+    fs::rename(merged.join("ren"), merged.join("ren2")).unwrap();
+    fs::remove_file(merged.join("b")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(m.daemon_pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    // The answer must come promptly, from another thread so a hang fails the test.
+    let probe = merged.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(errno(fs::metadata(probe.join("done"))));
+    });
+    let answer = rx.recv_timeout(Duration::from_secs(10)).expect("stat hung");
+    assert_eq!(answer, libc::ENOTCONN);
+    drop(m); // unmounts the dead mount
+    let m = mount(Driver::Strata, &fx.dirs, &[]).unwrap();
+    let m = m.path();
+    assert_eq!(fs::read_to_string(m.join("done")).unwrap(), "complete");
+    assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "top-a+appended");
+    assert_eq!(fs::read_to_string(m.join("ren2/sub/f2")).unwrap(), "2");
+    assert_eq!(errno(fs::metadata(m.join("ren"))), libc::ENOENT);
+    assert_eq!(errno(fs::metadata(m.join("b"))), libc::ENOENT);
+}
+
+/// kill -9 in the middle of copying a large file up: the upper then has no `huge` or the
+/// whole of it, never a prefix.
+#[test]
+fn kill_during_copy_up_leaves_no_half_file() {
+    if !have_root("kill_during_copy_up_leaves_no_half_file") {
+        return;
+    }
+    const HUGE: u64 = 256 << 20;
+    let fx = Fixture::with_layers(WhiteoutFormat::Oci, |_| {
+        let data: Vec<u8> = (0..HUGE).map(|i| (i >> 12) as u8).collect();
+        [LayerBuilder::new().file("huge", data), LayerBuilder::new().dir("x")]
+    })
+    .unwrap();
+    for delay_ms in [0u64, 20, 80] {
+        let m = mount_strata_foreground(&fx.dirs, &["nopassthrough"]).unwrap();
+        let target = m.path().join("huge");
+        let writer = std::thread::spawn(move || {
+            // Opening for write starts the copy-up; the result does not matter here.
+            let _ = OpenOptions::new().append(true).open(target);
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let pid = nix::unistd::Pid::from_raw(m.daemon_pid().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        writer.join().unwrap();
+        drop(m);
+        match fs::metadata(fx.upper().join("huge")) {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOENT)),
+            Ok(meta) => assert_eq!(meta.len(), HUGE, "a partial copy is visible"),
+        }
+        // A later mount completes the job and shows the whole file.
+        let m = mount(Driver::Strata, &fx.dirs, &[]).unwrap();
+        let meta = fs::metadata(m.path().join("huge")).unwrap();
+        assert_eq!(meta.len(), HUGE);
+        drop(m);
+        let _ = fs::remove_file(fx.upper().join("huge"));
+    }
+    assert!(names(&fx.dirs.upper.as_ref().unwrap().0).is_empty());
+}
+
+#[test]
+fn uid_mapping_and_squash_options() {
+    if !have_root("uid_mapping_and_squash_options") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let owner = |opts: &[&str], file: &str| {
+        let m = mount(Driver::Strata, &fx.dirs, opts).unwrap();
+        let meta = fs::metadata(m.path().join(file)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner(&[], "b"), (1000, 1000));
+    assert_eq!(owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "b"), (0, 0));
+    assert_eq!(owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "a"), (65534, 65534));
+    assert_eq!(owner(&["squash_to_root"], "b"), (0, 0));
+    assert_eq!(owner(&["squash_to_uid=55", "squash_to_gid=66"], "b"), (55, 66));
+    // Through a mapping a new file is written with the host id.
+    let m = mount(
+        Driver::Strata,
+        &fx.dirs,
+        &["uidmapping=0:1000:10", "gidmapping=0:1000:10"],
+    )
+    .unwrap();
+    fs::write(m.path().join("mapped"), "m").unwrap();
+    assert_eq!(fs::metadata(m.path().join("mapped")).unwrap().uid(), 0);
+    assert_eq!(fs::metadata(fx.upper().join("mapped")).unwrap().uid(), 1000);
+}
