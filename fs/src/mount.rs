@@ -155,22 +155,143 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
     config
 }
 
+/// A mounted union: the session that serves it, and how to end it.
+pub struct Mounted {
+    pub session: fuser::Session<StrataFs>,
+    unmount: Unmount,
+}
+
+enum Unmount {
+    /// fuser mounted it (through fusermount3): fuser unmounts.
+    Fuser(fuser::SessionUnmounter),
+    /// We mounted it with mount(2): unmounting is ours.
+    Direct(PathBuf),
+}
+
+/// Ends a mount from another thread (the signal thread).
+pub struct Unmounter(Unmount);
+
+impl Unmounter {
+    pub fn unmount(&mut self) -> std::io::Result<()> {
+        match &mut self.0 {
+            Unmount::Fuser(u) => u.unmount(),
+            // Lazy: a busy mount still goes away; the session then reads ENODEV and ends.
+            Unmount::Direct(path) => {
+                rustix::mount::unmount(path.as_path(), rustix::mount::UnmountFlags::DETACH)
+                    .map_err(Into::into)
+            }
+        }
+    }
+}
+
+impl Mounted {
+    /// Takes the unmount handle (once; later calls get a no-op).
+    pub fn unmounter(&mut self) -> Unmounter {
+        match &mut self.unmount {
+            Unmount::Fuser(_) => Unmounter(Unmount::Fuser(self.session.unmount_callable())),
+            Unmount::Direct(path) => Unmounter(Unmount::Direct(path.clone())),
+        }
+    }
+}
+
 /// Mounts `union` at `mountpoint`; the returned session serves it when run.
+///
+/// mount(2) first, with the type `fuse.strata-fs` (fuser's own mount says only `fuse`), so
+/// mountinfo, `findmnt -t fuse.strata-fs` and umount(8) see it as fuse-overlayfs's is seen;
+/// an unprivileged caller outside a user namespace gets EPERM there and goes through
+/// fuser's fusermount3 path instead.
 pub fn mount(
     union: Union,
     opts: &MountOptions,
     source: Option<&str>,
     mountpoint: &Path,
-) -> Result<fuser::Session<StrataFs>, MountError> {
+) -> Result<Mounted, MountError> {
     let fs = StrataFs::new(
         Arc::new(union),
         opts.timeout,
         opts.passthrough && privileged(),
     );
-    fuser::Session::new(fs, mountpoint, &fuser_config(opts, source)).map_err(|source| {
-        MountError::Mountpoint {
-            path: mountpoint.to_path_buf(),
-            source,
+    let config = fuser_config(opts, source);
+    let err = |source| MountError::Mountpoint {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    match mount_directly(opts, source, mountpoint).map_err(err)? {
+        Some(fd) => {
+            let session = fuser::Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
+                let _ = rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH);
+                err(e)
+            })?;
+            Ok(Mounted {
+                session,
+                unmount: Unmount::Direct(mountpoint.to_path_buf()),
+            })
         }
-    })
+        None => {
+            let mut session = fuser::Session::new(fs, mountpoint, &config).map_err(err)?;
+            let unmounter = session.unmount_callable();
+            Ok(Mounted {
+                session,
+                unmount: Unmount::Fuser(unmounter),
+            })
+        }
+    }
+}
+
+/// mount(2) of `/dev/fuse` at `mountpoint`; `None` when the kernel says EPERM.
+fn mount_directly(
+    opts: &MountOptions,
+    source: Option<&str>,
+    mountpoint: &Path,
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::mount::MountFlags;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+
+    let root_mode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let fd = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let root = rustix::process::geteuid().is_root();
+    let mut flags = MountFlags::empty();
+    if !opts.dev.unwrap_or(root) {
+        flags |= MountFlags::NODEV;
+    }
+    if !opts.suid.unwrap_or(root) {
+        flags |= MountFlags::NOSUID;
+    }
+    if opts.read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    if opts.exec == Some(false) {
+        flags |= MountFlags::NOEXEC;
+    }
+    if opts.noatime {
+        flags |= MountFlags::NOATIME;
+    }
+    let mut data = format!(
+        "fd={},rootmode={root_mode:o},user_id={},group_id={},default_permissions",
+        fd.as_raw_fd(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if opts.allow_other || opts.allow_root {
+        data.push_str(",allow_other");
+    }
+    let fsname = opts
+        .fsname
+        .clone()
+        .or(source.map(str::to_string))
+        .unwrap_or_else(|| "strata-fs".into());
+    let data = std::ffi::CString::new(data).map_err(std::io::Error::other)?;
+    match rustix::mount::mount(
+        fsname.as_str(),
+        mountpoint,
+        "fuse.strata-fs",
+        flags,
+        Some(data.as_c_str()),
+    ) {
+        Ok(()) => Ok(Some(fd)),
+        Err(rustix::io::Errno::PERM) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }

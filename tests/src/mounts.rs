@@ -105,6 +105,9 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long a mount may take to appear: generous, as CI machines are busy.
+const MOUNT_WAIT: Duration = Duration::from_secs(30);
+
 /// Polls `done` every few milliseconds until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;
@@ -137,6 +140,15 @@ impl MountGuard {
     /// The foreground daemon's pid, for tests that kill it.
     pub fn daemon_pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs a foreground daemon and reaps it: its /dev/fuse is closed on return.
+    pub fn kill_daemon(&mut self) -> Result<()> {
+        let child = self.daemon.as_mut().context("the daemon is not a child")?;
+        child.kill()?;
+        child.wait()?;
+        self.daemon = None;
+        Ok(())
     }
 
     /// Unmounts and waits until the mount is gone and a foreground daemon has exited.
@@ -247,9 +259,7 @@ pub fn mount(driver: Driver, dirs: &UnionDirs, extra: &[&str]) -> Result<MountGu
             }
         }
     }
-    wait_for(Duration::from_secs(10), "the mount", || {
-        is_mounted(&dirs.merged)
-    })?;
+    wait_for(MOUNT_WAIT, "the mount", || is_mounted(&dirs.merged))?;
     Ok(MountGuard {
         path: dirs.merged.clone(),
         driver,
@@ -272,7 +282,7 @@ pub fn mount_strata_foreground(dirs: &UnionDirs, extra: &[&str]) -> Result<Mount
         .stdin(Stdio::null())
         .spawn()
         .context("starting strata-fs -f")?;
-    let ready = wait_for(Duration::from_secs(10), "the mount", || {
+    let ready = wait_for(MOUNT_WAIT, "the mount", || {
         is_mounted(&dirs.merged) || matches!(child.try_wait(), Ok(Some(_)))
     });
     if let Ok(Some(status)) = child.try_wait() {

@@ -158,15 +158,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut session =
+    let mut mounted =
         match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
-            Ok(s) => s,
+            Ok(m) => m,
             Err(e) => {
                 eprintln!("strata-fs: {e}");
                 return ExitCode::FAILURE;
             }
         };
-    let mut unmounter = session.unmount_callable();
+    let mut unmounter = mounted.unmounter();
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
             let _ = unmounter.unmount();
@@ -187,7 +187,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match session.run() {
+    match mounted.session.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata-fs: {e}");

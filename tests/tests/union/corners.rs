@@ -22,10 +22,22 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("name_too_long_everywhere", name_too_long_everywhere),
         ("path_max_below_the_root", path_max_below_the_root),
         ("open_unlink_fstat", open_unlink_fstat),
-        ("recreated_name_is_a_new_inode", recreated_name_is_a_new_inode),
-        ("no_whiteout_for_upper_only_names", no_whiteout_for_upper_only_names),
-        ("lower_symlink_is_never_followed", lower_symlink_is_never_followed),
-        ("permission_checks_for_other_users", permission_checks_for_other_users),
+        (
+            "recreated_name_is_a_new_inode",
+            recreated_name_is_a_new_inode,
+        ),
+        (
+            "no_whiteout_for_upper_only_names",
+            no_whiteout_for_upper_only_names,
+        ),
+        (
+            "lower_symlink_is_never_followed",
+            lower_symlink_is_never_followed,
+        ),
+        (
+            "permission_checks_for_other_users",
+            permission_checks_for_other_users,
+        ),
     ]
 }
 
@@ -38,13 +50,19 @@ fn name_too_long_everywhere(fx: &Fixture, v: &Variant) -> Result<()> {
     let dp = m.join("d").join(&long);
     let too_long = libc::ENAMETOOLONG;
     ensure!(errno(fs::symlink_metadata(&p)) == too_long, "lookup");
-    ensure!(errno(fs::symlink_metadata(&dp)) == too_long, "lookup in a merged dir");
+    ensure!(
+        errno(fs::symlink_metadata(&dp)) == too_long,
+        "lookup in a merged dir"
+    );
     ensure!(errno(File::create(&p)) == too_long, "create");
     ensure!(errno(fs::create_dir(&p)) == too_long, "mkdir");
     ensure!(errno(fs::remove_file(&p)) == too_long, "unlink");
     ensure!(errno(fs::remove_dir(&p)) == too_long, "rmdir");
     ensure!(errno(fs::rename(m.join("a"), &p)) == too_long, "rename");
-    ensure!(errno(std::os::unix::fs::symlink("x", &p)) == too_long, "symlink");
+    ensure!(
+        errno(std::os::unix::fs::symlink("x", &p)) == too_long,
+        "symlink"
+    );
     ensure!(errno(fs::hard_link(m.join("a"), &p)) == too_long, "link");
     fs::write(m.join(&max), "255")?;
     ensure!(fs::read_to_string(m.join(&max))? == "255");
@@ -116,7 +134,10 @@ fn open_unlink_fstat(fx: &Fixture, v: &Variant) -> Result<()> {
         // Kernel overlayfs answers fstat of a lower file opened read-only from the lower
         // inode (nlink 1); strata keeps the union's view, as the issue asks.
         let lower_quirk = v.driver == Driver::Kernel && name == "a" && nlink == 1;
-        ensure!(nlink == 0 || lower_quirk, "{name}: nlink {nlink} after unlink");
+        ensure!(
+            nlink == 0 || lower_quirk,
+            "{name}: nlink {nlink} after unlink"
+        );
         let mut content = String::new();
         f.read_to_string(&mut content)?;
         ensure!(!content.is_empty(), "{name} unreadable after unlink");
@@ -134,7 +155,10 @@ fn recreated_name_is_a_new_inode(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::create_dir(&p)?;
     ensure!(fs::metadata(&p)?.is_dir(), "r is not the new directory");
     let st = old.metadata()?;
-    ensure!(st.file_type().is_file() && st.nlink() == 0, "the unlinked file changed");
+    ensure!(
+        st.file_type().is_file() && st.nlink() == 0,
+        "the unlinked file changed"
+    );
     fs::remove_dir(&p)?;
     // Host inode numbers get recycled at once: each new node must show its own type.
     for round in 0..60 {
@@ -164,7 +188,10 @@ fn recreated_name_is_a_new_inode(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::remove_file(m.path().join("a"))?;
     fs::create_dir(m.path().join("a"))?;
     let again = fs::metadata(m.path().join("a"))?;
-    ensure!(again.is_dir() && again.ino() != a.ino(), "recreated a kept the old inode");
+    ensure!(
+        again.is_dir() && again.ino() != a.ino(),
+        "recreated a kept the old inode"
+    );
     Ok(())
 }
 
@@ -178,7 +205,14 @@ fn no_whiteout_for_upper_only_names(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::write(m.join("d/fresh"), "f")?;
     fs::remove_file(m.join("d/fresh"))?;
     let upper = fx.upper();
-    for leftover in ["fresh", ".wh.fresh", "newdir", ".wh.newdir", "d/fresh", "d/.wh.fresh"] {
+    for leftover in [
+        "fresh",
+        ".wh.fresh",
+        "newdir",
+        ".wh.newdir",
+        "d/fresh",
+        "d/.wh.fresh",
+    ] {
         ensure!(
             fs::symlink_metadata(upper.join(leftover)).is_err(),
             "{leftover} left in the upper"
@@ -195,7 +229,11 @@ fn lower_symlink_is_never_followed(fx: &Fixture, v: &Variant) -> Result<()> {
     ensure!(errno(fs::symlink_metadata(m.join("evil/secret"))) == libc::ENOENT);
     fs::write(m.join("evil/new"), "n")?;
     fs::create_dir(m.join("evil/dir"))?;
-    ensure!(names(&fx.outside) == ["secret"], "outside changed: {:?}", names(&fx.outside));
+    ensure!(
+        names(&fx.outside) == ["secret"],
+        "outside changed: {:?}",
+        names(&fx.outside)
+    );
     ensure!(fs::read_to_string(fx.upper().join("evil/new"))? == "n");
     // Deleting through it touches nothing outside either.
     fs::remove_dir_all(m.join("evil"))?;
@@ -215,7 +253,10 @@ fn permission_checks_for_other_users(fx: &Fixture, v: &Variant) -> Result<()> {
     let m = strata_tests::mounts::mount(v.driver, &fx.dirs, extra)?;
     let m = m.path();
     fs::write(m.join("secret"), "s")?;
-    fs::set_permissions(m.join("secret"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    fs::set_permissions(
+        m.join("secret"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     let (uid, gid) = strata_tests::users::test_user()?;
     let as_user = |script: &str| -> Result<bool> {
         let status = std::process::Command::new("setpriv")
@@ -227,11 +268,26 @@ fn permission_checks_for_other_users(fx: &Fixture, v: &Variant) -> Result<()> {
         Ok(status.success())
     };
     let path = |p: &str| m.join(p).display().to_string();
-    ensure!(as_user(&format!("cat {}", path("a")))?, "other user cannot read a 0644 file");
-    ensure!(!as_user(&format!("cat {}", path("secret")))?, "other user read a 0600 file");
-    ensure!(!as_user(&format!("echo x > {}", path("a")))?, "other user wrote a root file");
-    ensure!(!as_user(&format!("touch {}", path("d/new")))?, "other user created in a root dir");
-    ensure!(!as_user(&format!("rm -f {}", path("a")))?, "other user deleted a root file");
+    ensure!(
+        as_user(&format!("cat {}", path("a")))?,
+        "other user cannot read a 0644 file"
+    );
+    ensure!(
+        !as_user(&format!("cat {}", path("secret")))?,
+        "other user read a 0600 file"
+    );
+    ensure!(
+        !as_user(&format!("echo x > {}", path("a")))?,
+        "other user wrote a root file"
+    );
+    ensure!(
+        !as_user(&format!("touch {}", path("d/new")))?,
+        "other user created in a root dir"
+    );
+    ensure!(
+        !as_user(&format!("rm -f {}", path("a")))?,
+        "other user deleted a root file"
+    );
     ensure!(fs::read_to_string(m.join("a"))? == "top-a");
     ensure!(errno(fs::metadata(m.join("d/new"))) == libc::ENOENT);
     Ok(())

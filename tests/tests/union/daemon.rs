@@ -4,13 +4,13 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strata_tests::fixture::{LayerBuilder, WhiteoutFormat};
 use strata_tests::mounts::{
-    is_mounted, mount, mount_strata_foreground, strata_fs_bin, unmount, wait_for, Driver,
-    UnionDirs,
+    is_mounted, mount, mount_strata_foreground, strata_fs_bin, unmount, wait_for, Driver, UnionDirs,
 };
 use strata_tests::users::have_root;
 
@@ -39,7 +39,10 @@ fn without_upperdir_the_mount_is_read_only() {
     assert_eq!(names(m), ROOT_NAMES);
     assert_eq!(fs::read_to_string(m.join("a")).unwrap(), "top-a");
     assert_eq!(errno(fs::write(m.join("new"), "x")), libc::EROFS);
-    assert_eq!(errno(OpenOptions::new().write(true).open(m.join("a"))), libc::EROFS);
+    assert_eq!(
+        errno(OpenOptions::new().write(true).open(m.join("a"))),
+        libc::EROFS
+    );
     assert_eq!(errno(fs::create_dir(m.join("dir"))), libc::EROFS);
     assert_eq!(errno(fs::remove_file(m.join("a"))), libc::EROFS);
     assert_eq!(errno(fs::rename(m.join("a"), m.join("c"))), libc::EROFS);
@@ -59,7 +62,10 @@ fn bad_options_are_named_in_the_error() {
         let out = strata_fs(&["-o", &opts, &lower]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "-o {opts} was accepted");
-        assert!(stderr.contains(expected), "-o {opts}: {stderr:?} does not name {expected}");
+        assert!(
+            stderr.contains(expected),
+            "-o {opts}: {stderr:?} does not name {expected}"
+        );
         assert!(!is_mounted(dir.path()));
     }
     let out = strata_fs(&[]);
@@ -76,10 +82,20 @@ fn podman_style_options_mount() {
     let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
     let opts = format!("{},,volatile,fsync=0,noacl,userxattr", fx.dirs.options());
     let out = strata_fs(&["-o", &opts, fx.merged().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(is_mounted(fx.merged()), "strata-fs returned before the mount was ready");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        is_mounted(fx.merged()),
+        "strata-fs returned before the mount was ready"
+    );
     fs::write(fx.merged().join("v"), "volatile").unwrap();
-    assert_eq!(fs::read_to_string(fx.upper().join("v")).unwrap(), "volatile");
+    assert_eq!(
+        fs::read_to_string(fx.upper().join("v")).unwrap(),
+        "volatile"
+    );
     // fusermount3 -u ends it like any FUSE mount.
     let status = Command::new("fusermount3")
         .arg("-u")
@@ -90,26 +106,42 @@ fn podman_style_options_mount() {
     assert!(!is_mounted(fx.merged()));
 }
 
-/// `mount -t fuse.strata-fs SRC MNT -o …`: mount(8) runs mount.fuse3, which runs
-/// `strata-fs SRC MNT -o OPTS` found in PATH, with the generic options added.
+/// mount(8): `mount -t fuse.strata-fs SRC MNT -o …` runs mount.fuse3, which runs
+/// `strata-fs SRC MNT -o OPTS` with the generic options added. mount.fuse3 looks the
+/// program up in a fixed PATH, so an installed strata-fs is found by its subtype; a build
+/// tree's is named in the source (`PROGRAM#SRC`), the form mount.fuse3 documents for that.
 #[test]
 fn works_as_a_mount_helper() {
     if !have_root("works_as_a_mount_helper") {
         return;
     }
     let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
-    let bin_dir = strata_fs_bin().unwrap().parent().unwrap().to_path_buf();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let bin = strata_fs_bin().unwrap();
+    let installed = Path::new("/usr/local/bin/strata-fs").exists();
+    let (fstype, source) = if installed {
+        ("fuse.strata-fs".to_string(), "strata".to_string())
+    } else {
+        ("fuse".to_string(), format!("{}#strata", bin.display()))
+    };
     let out = Command::new("mount")
-        .args(["-t", "fuse.strata-fs", "strata"])
+        .args(["-t", &fstype, &source])
         .arg(fx.merged())
         .arg("-o")
-        .arg(format!("rw,nodev,nosuid,noatime,exec,{}", fx.dirs.options()))
-        .env("PATH", path)
+        .arg(format!(
+            "rw,nodev,nosuid,noatime,exec,{}",
+            fx.dirs.options()
+        ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "mount: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for(Duration::from_secs(5), "the mount", || is_mounted(fx.merged())).unwrap();
+    assert!(
+        out.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(30), "the mount", || {
+        is_mounted(fx.merged())
+    })
+    .unwrap();
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let line = info
         .lines()
@@ -118,7 +150,11 @@ fn works_as_a_mount_helper() {
     assert!(line.contains("fuse.strata-fs"), "{line}");
     assert!(line.contains("nodev") && line.contains("nosuid"), "{line}");
     assert_eq!(fs::read_to_string(fx.merged().join("a")).unwrap(), "top-a");
-    assert!(Command::new("umount").arg(fx.merged()).status().unwrap().success());
+    assert!(Command::new("umount")
+        .arg(fx.merged())
+        .status()
+        .unwrap()
+        .success());
     assert!(!is_mounted(fx.merged()));
 }
 
@@ -137,13 +173,22 @@ fn foreground_debug_logs_each_request() {
         .stderr(fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_for(Duration::from_secs(10), "the mount", || is_mounted(fx.merged())).unwrap();
+    wait_for(Duration::from_secs(10), "the mount", || {
+        is_mounted(fx.merged())
+    })
+    .unwrap();
     let _ = fs::metadata(fx.merged().join("d/x")).unwrap();
     unmount(fx.merged(), Driver::Strata).unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "foreground strata-fs exited with {status}");
+    assert!(
+        status.success(),
+        "foreground strata-fs exited with {status}"
+    );
     let text = fs::read_to_string(&log).unwrap().to_lowercase();
-    assert!(text.contains("lookup"), "no LOOKUP in the debug log:\n{text}");
+    assert!(
+        text.contains("lookup"),
+        "no LOOKUP in the debug log:\n{text}"
+    );
 }
 
 /// Killing the daemon: every access answers ENOTCONN at once (no hang), and the next mount
@@ -154,16 +199,18 @@ fn killed_daemon_gives_enotconn_and_keeps_completed_writes() {
         return;
     }
     let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
-    let m = mount_strata_foreground(&fx.dirs, &[]).unwrap();
+    let mut m = mount_strata_foreground(&fx.dirs, &[]).unwrap();
     let merged = m.path().to_path_buf();
     fs::write(merged.join("done"), "complete").unwrap();
-    let mut f = OpenOptions::new().append(true).open(merged.join("a")).unwrap();
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(merged.join("a"))
+        .unwrap();
     f.write_all(b"+appended").unwrap();
     drop(f);
     fs::rename(merged.join("ren"), merged.join("ren2")).unwrap();
     fs::remove_file(merged.join("b")).unwrap();
-    let pid = nix::unistd::Pid::from_raw(m.daemon_pid().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    m.kill_daemon().unwrap();
     // The answer must come promptly, from another thread so a hang fails the test.
     let probe = merged.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -192,19 +239,21 @@ fn kill_during_copy_up_leaves_no_half_file() {
     const HUGE: u64 = 256 << 20;
     let fx = Fixture::with_layers(WhiteoutFormat::Oci, |_| {
         let data: Vec<u8> = (0..HUGE).map(|i| (i >> 12) as u8).collect();
-        [LayerBuilder::new().file("huge", data), LayerBuilder::new().dir("x")]
+        [
+            LayerBuilder::new().file("huge", data),
+            LayerBuilder::new().dir("x"),
+        ]
     })
     .unwrap();
     for delay_ms in [0u64, 20, 80] {
-        let m = mount_strata_foreground(&fx.dirs, &["nopassthrough"]).unwrap();
+        let mut m = mount_strata_foreground(&fx.dirs, &["nopassthrough"]).unwrap();
         let target = m.path().join("huge");
         let writer = std::thread::spawn(move || {
             // Opening for write starts the copy-up; the result does not matter here.
             let _ = OpenOptions::new().append(true).open(target);
         });
         std::thread::sleep(Duration::from_millis(delay_ms));
-        let pid = nix::unistd::Pid::from_raw(m.daemon_pid().unwrap() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        m.kill_daemon().unwrap();
         writer.join().unwrap();
         drop(m);
         match fs::metadata(fx.upper().join("huge")) {
@@ -233,10 +282,19 @@ fn uid_mapping_and_squash_options() {
         (meta.uid(), meta.gid())
     };
     assert_eq!(owner(&[], "b"), (1000, 1000));
-    assert_eq!(owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "b"), (0, 0));
-    assert_eq!(owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "a"), (65534, 65534));
+    assert_eq!(
+        owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "b"),
+        (0, 0)
+    );
+    assert_eq!(
+        owner(&["uidmapping=0:1000:10", "gidmapping=0:1000:10"], "a"),
+        (65534, 65534)
+    );
     assert_eq!(owner(&["squash_to_root"], "b"), (0, 0));
-    assert_eq!(owner(&["squash_to_uid=55", "squash_to_gid=66"], "b"), (55, 66));
+    assert_eq!(
+        owner(&["squash_to_uid=55", "squash_to_gid=66"], "b"),
+        (55, 66)
+    );
     // Through a mapping a new file is written with the host id.
     let m = mount(
         Driver::Strata,
@@ -247,4 +305,39 @@ fn uid_mapping_and_squash_options() {
     fs::write(m.path().join("mapped"), "m").unwrap();
     assert_eq!(fs::metadata(m.path().join("mapped")).unwrap().uid(), 0);
     assert_eq!(fs::metadata(fx.upper().join("mapped")).unwrap().uid(), 1000);
+}
+
+/// SIGTERM (as `podman`, `systemd` or a shutdown sends it) unmounts and exits cleanly; the
+/// mount shows as `fuse.strata-fs`, as fuse-overlayfs's shows as `fuse.fuse-overlayfs`.
+#[test]
+fn sigterm_unmounts_and_exits() {
+    if !have_root("sigterm_unmounts_and_exits") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let mut child = Command::new(strata_fs_bin().unwrap())
+        .args(["-f", "-o"])
+        .arg(fx.dirs.options())
+        .arg(fx.merged())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the mount", || {
+        is_mounted(fx.merged())
+    })
+    .unwrap();
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.contains(fx.merged().to_str().unwrap()))
+        .unwrap();
+    assert!(line.contains(" - fuse.strata-fs "), "{line}");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "strata-fs exited with {status} on SIGTERM"
+    );
+    assert!(!is_mounted(fx.merged()));
 }

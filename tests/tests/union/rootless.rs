@@ -89,8 +89,11 @@ fn chown_the_host_refuses_is_kept_in_override_stat() {
             .unwrap()
     };
     assert!(chown_tree(fx.tmp.path()).success());
-    fs::set_permissions(fx.tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    fs::set_permissions(
+        fx.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let status = Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
         .arg(format!("--regid={gid}"))
@@ -112,9 +115,17 @@ fn chown_the_host_refuses_is_kept_in_override_stat() {
     let m = fx.merged();
     std::os::unix::fs::chown(m.join("a"), Some(1234), Some(4321)).unwrap();
     let a = fs::metadata(m.join("a")).unwrap();
-    assert_eq!((a.uid(), a.gid()), (1234, 4321), "merged view shows the new owner");
+    assert_eq!(
+        (a.uid(), a.gid()),
+        (1234, 4321),
+        "merged view shows the new owner"
+    );
     let up = fs::metadata(fx.upper().join("a")).unwrap();
-    assert_eq!((up.uid(), up.gid()), (uid.as_raw(), gid.as_raw()), "host owner unchanged");
+    assert_eq!(
+        (up.uid(), up.gid()),
+        (uid.as_raw(), gid.as_raw()),
+        "host owner unchanged"
+    );
     assert_eq!(
         xattr_get(&fx.upper().join("a"), "user.containers.override_stat").unwrap(),
         Some(b"1234:4321:0644".to_vec())
@@ -122,7 +133,10 @@ fn chown_the_host_refuses_is_kept_in_override_stat() {
     // A new file created by root is root's in the merged view, the user's on the host.
     fs::write(m.join("byroot"), "r").unwrap();
     assert_eq!(fs::metadata(m.join("byroot")).unwrap().uid(), 0);
-    assert_eq!(fs::metadata(fx.upper().join("byroot")).unwrap().uid(), uid.as_raw());
+    assert_eq!(
+        fs::metadata(fx.upper().join("byroot")).unwrap().uid(),
+        uid.as_raw()
+    );
     // And after a remount (as the user again) the override is still what stat shows.
     unmount(&merged, Driver::Strata).unwrap();
     let status = Command::new("setpriv")

@@ -36,9 +36,15 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("readdir_while_changing", readdir_while_changing),
         ("read_write_create", read_write_create),
         ("special_files", special_files),
-        ("whiteouts_and_opaque_recreate", whiteouts_and_opaque_recreate),
+        (
+            "whiteouts_and_opaque_recreate",
+            whiteouts_and_opaque_recreate,
+        ),
         ("rename_files_and_lower_dirs", rename_files_and_lower_dirs),
-        ("rename_noreplace_and_exchange", rename_noreplace_and_exchange),
+        (
+            "rename_noreplace_and_exchange",
+            rename_noreplace_and_exchange,
+        ),
         ("links_and_symlinks", links_and_symlinks),
         ("copy_up_keeps_metadata", copy_up_keeps_metadata),
         ("metadata_only_copy_up", metadata_only_copy_up),
@@ -47,7 +53,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("statfs_fsync_locks", statfs_fsync_locks),
         ("tmpfile", tmpfile),
         ("mmap_shared_write", mmap_shared_write),
-        ("inode_numbers_unique_and_stable", inode_numbers_unique_and_stable),
+        (
+            "inode_numbers_unique_and_stable",
+            inode_numbers_unique_and_stable,
+        ),
     ];
     all.extend(super::corners::checks());
     all
@@ -79,9 +88,21 @@ fn merged_view(fx: &Fixture, v: &Variant) -> Result<()> {
     let m = fx.mount(v.driver)?;
     let m = m.path();
     ensure!(names(m) == ROOT_NAMES, "root lists {:?}", names(m));
-    ensure!(names(&m.join("d")) == ["x", "z"], "d lists {:?}", names(&m.join("d")));
-    ensure!(names(&m.join("o")) == ["new"], "opaque o lists {:?}", names(&m.join("o")));
-    ensure!(names(&m.join("evil")) == ["inside"], "evil lists {:?}", names(&m.join("evil")));
+    ensure!(
+        names(&m.join("d")) == ["x", "z"],
+        "d lists {:?}",
+        names(&m.join("d"))
+    );
+    ensure!(
+        names(&m.join("o")) == ["new"],
+        "opaque o lists {:?}",
+        names(&m.join("o"))
+    );
+    ensure!(
+        names(&m.join("evil")) == ["inside"],
+        "evil lists {:?}",
+        names(&m.join("evil"))
+    );
     ensure!(read(&m.join("a"))? == "top-a");
     ensure!(errno(fs::metadata(m.join("gone"))) == libc::ENOENT);
     ensure!(errno(fs::metadata(m.join("d/y"))) == libc::ENOENT);
@@ -159,7 +180,12 @@ fn readdir_while_changing(fx: &Fixture, v: &Variant) -> Result<()> {
     for name in &removed {
         fs::remove_file(d.join(name))?;
     }
-    seen.extend(stream.rest()?.into_iter().map(|n| n.to_string_lossy().into_owned()));
+    seen.extend(
+        stream
+            .rest()?
+            .into_iter()
+            .map(|n| n.to_string_lossy().into_owned()),
+    );
     seen.retain(|n| n != "." && n != "..");
     let mut unique = seen.clone();
     unique.sort();
@@ -181,8 +207,14 @@ fn read_write_create(fx: &Fixture, v: &Variant) -> Result<()> {
     f.write_at(b"T", 0)?;
     drop(f);
     ensure!(read(&m.join("a"))? == "Top-a");
-    ensure!(read(&fx.upper().join("a"))? == "Top-a", "upper copy differs");
-    ensure!(read(&fx.lower(0).join("a"))? == "top-a", "a lower layer was written");
+    ensure!(
+        read(&fx.upper().join("a"))? == "Top-a",
+        "upper copy differs"
+    );
+    ensure!(
+        read(&fx.lower(0).join("a"))? == "top-a",
+        "a lower layer was written"
+    );
     let mut f = OpenOptions::new().append(true).open(m.join("d/x"))?;
     f.write_all(b"++")?;
     drop(f);
@@ -195,10 +227,18 @@ fn read_write_create(fx: &Fixture, v: &Variant) -> Result<()> {
     ensure!(read(&m.join("p/q/r/s"))? == "deep");
     ensure!(errno(fs::create_dir(m.join("d"))) == libc::EEXIST);
     ensure!(
-        errno(OpenOptions::new().write(true).create_new(true).open(m.join("a"))) == libc::EEXIST
+        errno(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(m.join("a"))
+        ) == libc::EEXIST
     );
     // Read and write the same file through two descriptors, seeking.
-    let mut rw = OpenOptions::new().read(true).write(true).open(m.join("big"))?;
+    let mut rw = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.join("big"))?;
     rw.seek(SeekFrom::Start(4096))?;
     rw.write_all(b"xyz")?;
     let mut other = File::open(m.join("big"))?;
@@ -214,9 +254,13 @@ fn special_files(fx: &Fixture, v: &Variant) -> Result<()> {
     let m = fx.mount(v.driver)?;
     let m = m.path();
     nix::unistd::mkfifo(&m.join("newfifo"), Mode::from_bits_truncate(0o600))?;
-    ensure!(fs::symlink_metadata(m.join("newfifo"))?.file_type().is_fifo());
+    ensure!(fs::symlink_metadata(m.join("newfifo"))?
+        .file_type()
+        .is_fifo());
     let sock = std::os::unix::net::UnixListener::bind(m.join("sock"))?;
-    ensure!(fs::symlink_metadata(m.join("sock"))?.file_type().is_socket());
+    ensure!(fs::symlink_metadata(m.join("sock"))?
+        .file_type()
+        .is_socket());
     drop(sock);
     let dev = mknod(
         &m.join("null"),
@@ -229,7 +273,10 @@ fn special_files(fx: &Fixture, v: &Variant) -> Result<()> {
         let meta = fs::symlink_metadata(m.join("null"))?;
         ensure!(meta.file_type().is_char_device() && meta.rdev() == makedev(1, 3));
     } else {
-        ensure!(dev == Err(nix::errno::Errno::EPERM), "mknod of a device: {dev:?}");
+        ensure!(
+            dev == Err(nix::errno::Errno::EPERM),
+            "mknod of a device: {dev:?}"
+        );
     }
     Ok(())
 }
@@ -248,7 +295,10 @@ fn whiteouts_and_opaque_recreate(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::remove_file(m.join("b"))?;
     ensure!(errno(fs::metadata(m.join("b"))) == libc::ENOENT);
     ensure!(!names(m).contains(&"b".to_string()));
-    ensure!(has_whiteout(fx.upper(), "b"), "no whiteout for b in the upper");
+    ensure!(
+        has_whiteout(fx.upper(), "b"),
+        "no whiteout for b in the upper"
+    );
     // Removing the top layer's `a` must hide the bottom's too.
     fs::remove_file(m.join("a"))?;
     ensure!(errno(fs::metadata(m.join("a"))) == libc::ENOENT);
@@ -257,10 +307,17 @@ fn whiteouts_and_opaque_recreate(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::remove_dir(m.join("rmme"))?;
     ensure!(errno(fs::metadata(m.join("rmme"))) == libc::ENOENT);
     fs::create_dir(m.join("rmme"))?;
-    ensure!(names(&m.join("rmme")).is_empty(), "recreated dir shows old entries");
+    ensure!(
+        names(&m.join("rmme")).is_empty(),
+        "recreated dir shows old entries"
+    );
     fs::remove_dir_all(m.join("d"))?;
     fs::create_dir(m.join("d"))?;
-    ensure!(names(&m.join("d")).is_empty(), "recreated d lists {:?}", names(&m.join("d")));
+    ensure!(
+        names(&m.join("d")).is_empty(),
+        "recreated d lists {:?}",
+        names(&m.join("d"))
+    );
     fs::write(m.join("b"), "again")?;
     ensure!(read(&m.join("b"))? == "again");
     // A file recreated as a directory and back.
@@ -297,8 +354,14 @@ fn rename_files_and_lower_dirs(fx: &Fixture, v: &Variant) -> Result<()> {
     // Everything persists across a remount.
     let m = fx.mount(v.driver)?;
     let m = m.path();
-    ensure!(read(&m.join("d/ren2/sub/f2"))? == "2", "renamed dir lost on remount");
-    ensure!(names(&m.join("ren")).is_empty(), "recreated ren shows lower names after remount");
+    ensure!(
+        read(&m.join("d/ren2/sub/f2"))? == "2",
+        "renamed dir lost on remount"
+    );
+    ensure!(
+        names(&m.join("ren")).is_empty(),
+        "recreated ren shows lower names after remount"
+    );
     ensure!(names(&m.join("emptydir")) == ["new"]);
     ensure!(errno(fs::metadata(m.join("hl1"))) == libc::ENOENT);
     Ok(())
@@ -315,9 +378,7 @@ fn rename_noreplace_and_exchange(fx: &Fixture, v: &Variant) -> Result<()> {
     ensure!(read(&m.join("d"))? == "top-a");
     ensure!(names(&m.join("a3")) == ["x", "z"]);
     ensure!(read(&m.join("a3/x"))? == "x");
-    ensure!(
-        rn("b", "missing", RenameFlags::RENAME_EXCHANGE) == Err(nix::errno::Errno::ENOENT)
-    );
+    ensure!(rn("b", "missing", RenameFlags::RENAME_EXCHANGE) == Err(nix::errno::Errno::ENOENT));
     rn("b", "sym", RenameFlags::RENAME_EXCHANGE)?;
     ensure!(fs::read_link(m.join("b"))? == Path::new("a"));
     ensure!(read(&m.join("sym"))? == "b");
@@ -332,7 +393,10 @@ fn links_and_symlinks(fx: &Fixture, v: &Variant) -> Result<()> {
     ensure!(h1.ino() == h3.ino(), "link has another inode");
     fs::write(m.join("hl1"), "HARD")?;
     ensure!(read(&m.join("hl3"))? == "HARD");
-    ensure!(read(&m.join("hl2"))? == "HARD", "the lower's other hard link lost the write");
+    ensure!(
+        read(&m.join("hl2"))? == "HARD",
+        "the lower's other hard link lost the write"
+    );
     ensure!(fs::metadata(m.join("hl2"))?.ino() == h1.ino());
     ensure!(errno(fs::hard_link(m.join("missing"), m.join("x"))) == libc::ENOENT);
     fs::write(m.join("n1"), "n")?;
@@ -365,8 +429,14 @@ fn copy_up_keeps_metadata(fx: &Fixture, v: &Variant) -> Result<()> {
     drop(f);
     let b = fs::metadata(m.join("b"))?;
     ensure!(b.mode() & 0o7777 == 0o640);
-    ensure!((b.uid(), b.gid()) == (lower_b.uid(), lower_b.gid()), "copy-up lost the owner");
-    ensure!(xattr_get(&m.join("b"), "user.k")? == Some(b"v".to_vec()), "copy-up lost xattr");
+    ensure!(
+        (b.uid(), b.gid()) == (lower_b.uid(), lower_b.gid()),
+        "copy-up lost the owner"
+    );
+    ensure!(
+        xattr_get(&m.join("b"), "user.k")? == Some(b"v".to_vec()),
+        "copy-up lost xattr"
+    );
     ensure!(read(&m.join("b"))? == "b+");
     ensure!(read(&fx.upper().join("b"))? == "b+");
     // Copy-up of a file in a lower-only directory brings the directory up too.
@@ -389,12 +459,22 @@ fn metadata_only_copy_up(fx: &Fixture, v: &Variant) -> Result<()> {
         up.blocks()
     );
     let big = fs::read(m.join("big"))?;
-    ensure!(big.iter().enumerate().all(|(i, b)| *b == big_byte(i)), "content changed");
+    ensure!(
+        big.iter().enumerate().all(|(i, b)| *b == big_byte(i)),
+        "content changed"
+    );
     // The first write brings the data.
-    OpenOptions::new().write(true).open(m.join("big"))?.write_at(b"!", 10)?;
+    OpenOptions::new()
+        .write(true)
+        .open(m.join("big"))?
+        .write_at(b"!", 10)?;
     let big = fs::read(m.join("big"))?;
     ensure!(big.len() == BIG_LEN && big[10] == b'!' && big[11] == big_byte(11));
-    ensure!(big.iter().enumerate().skip(11).all(|(i, b)| *b == big_byte(i)));
+    ensure!(big
+        .iter()
+        .enumerate()
+        .skip(11)
+        .all(|(i, b)| *b == big_byte(i)));
     ensure!(fs::metadata(m.join("big"))?.mode() & 0o7777 == 0o600);
     Ok(())
 }
@@ -419,14 +499,31 @@ fn attributes(fx: &Fixture, v: &Variant) -> Result<()> {
     } else {
         ensure!(errno(std::os::unix::fs::chown(m.join("a"), Some(0), None)) == libc::EPERM);
     }
-    OpenOptions::new().write(true).open(m.join("d/x"))?.set_len(100)?;
+    OpenOptions::new()
+        .write(true)
+        .open(m.join("d/x"))?
+        .set_len(100)?;
     ensure!(fs::metadata(m.join("d/x"))?.len() == 100);
     let at = TimeSpec::new(1_000_000, 5);
     let mt = TimeSpec::new(2_000_000, 7);
-    utimensat(None, &m.join("d/z"), &at, &mt, UtimensatFlags::FollowSymlink)?;
+    utimensat(
+        None,
+        &m.join("d/z"),
+        &at,
+        &mt,
+        UtimensatFlags::FollowSymlink,
+    )?;
     let z = fs::metadata(m.join("d/z"))?;
-    ensure!((z.atime(), z.atime_nsec()) == (1_000_000, 5), "atime {}", z.atime());
-    ensure!((z.mtime(), z.mtime_nsec()) == (2_000_000, 7), "mtime {}", z.mtime());
+    ensure!(
+        (z.atime(), z.atime_nsec()) == (1_000_000, 5),
+        "atime {}",
+        z.atime()
+    );
+    ensure!(
+        (z.mtime(), z.mtime_nsec()) == (2_000_000, 7),
+        "mtime {}",
+        z.mtime()
+    );
     let f = OpenOptions::new().write(true).open(m.join("empty"))?;
     rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 65536)?;
     ensure!(fs::metadata(m.join("empty"))?.len() == 65536);
@@ -436,9 +533,15 @@ fn attributes(fx: &Fixture, v: &Variant) -> Result<()> {
 
 /// Bookkeeping xattrs no union may show.
 fn private_xattr(name: &str) -> bool {
-    ["trusted.overlay.", "user.overlay.", "user.containers.", "trusted.strata.", "user.strata."]
-        .iter()
-        .any(|p| name.starts_with(p))
+    [
+        "trusted.overlay.",
+        "user.overlay.",
+        "user.containers.",
+        "trusted.strata.",
+        "user.strata.",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
 }
 
 fn xattrs(fx: &Fixture, v: &Variant) -> Result<()> {
@@ -476,12 +579,18 @@ fn statfs_fsync_locks(fx: &Fixture, v: &Variant) -> Result<()> {
     let m = m.path();
     let st = nix::sys::statvfs::statvfs(m)?;
     ensure!(st.block_size() > 0 && st.blocks() > 0 && st.name_max() >= 255);
-    let f = OpenOptions::new().read(true).write(true).open(m.join("a"))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.join("a"))?;
     f.write_at(b"sync", 0)?;
     f.sync_all()?;
     f.sync_data()?;
     File::open(m.join("d"))?.sync_all()?;
-    let g = OpenOptions::new().read(true).write(true).open(m.join("a"))?;
+    let g = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.join("a"))?;
     let locked = Flock::lock(f, FlockArg::LockExclusive).map_err(|(_, e)| e)?;
     let g = match Flock::lock(g, FlockArg::LockExclusiveNonblock) {
         Ok(_) => anyhow::bail!("a second exclusive flock succeeded"),
@@ -500,7 +609,10 @@ fn statfs_fsync_locks(fx: &Fixture, v: &Variant) -> Result<()> {
         let mut fl: libc::flock = zeroed_flock();
         fl.l_type = kind;
         fl.l_len = 10;
-        nix::fcntl::fcntl(std::os::fd::AsRawFd::as_raw_fd(file), nix::fcntl::F_OFD_SETLK(&fl))
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(file),
+            nix::fcntl::F_OFD_SETLK(&fl),
+        )
     };
     lock(&f, libc::F_WRLCK as i16)?;
     ensure!(lock(&g, libc::F_WRLCK as i16) == Err(nix::errno::Errno::EAGAIN));
@@ -557,7 +669,10 @@ fn mmap_shared_write(fx: &Fixture, v: &Variant) -> Result<()> {
     let data = fs::read(&path)?;
     ensure!(data[0] == b'M' && data[BIG_LEN - 1] == b'E' && data[1] == big_byte(1));
     let up = fs::read(fx.upper().join("big"))?;
-    ensure!(up[0] == b'M' && up[BIG_LEN - 1] == b'E', "the write did not reach the upper");
+    ensure!(
+        up[0] == b'M' && up[BIG_LEN - 1] == b'E',
+        "the write did not reach the upper"
+    );
     Ok(())
 }
 
