@@ -254,13 +254,16 @@ impl Union {
         let index_name = super::index_name(node.key);
         if node.kind != FileKind::Directory && self.indexed(node.key)? {
             // Another name of this lower inode was copied up: share its inode.
-            rustix::fs::linkat(
-                upper.index.as_fd(),
-                &index_name,
-                pfd.as_fd(),
-                &node.name,
-                AtFlags::empty(),
-            )?;
+            keeping_dir_times(&pfd, || {
+                rustix::fs::linkat(
+                    upper.index.as_fd(),
+                    &index_name,
+                    pfd.as_fd(),
+                    &node.name,
+                    AtFlags::empty(),
+                )
+                .map_err(Errno::from)
+            })?;
             self.set_place(ino, |p| {
                 p.upper = true;
                 p.metacopy = false;
@@ -341,16 +344,7 @@ impl Union {
             if node.kind != FileKind::Symlink {
                 entry.chmod(attr.perm)?;
             }
-            entry.utimes(&Timestamps {
-                last_access: Timespec {
-                    tv_sec: attr.atime.sec,
-                    tv_nsec: attr.atime.nsec.into(),
-                },
-                last_modification: Timespec {
-                    tv_sec: attr.mtime.sec,
-                    tv_nsec: attr.mtime.nsec.into(),
-                },
-            })?;
+            entry.utimes(&timestamps_of(&attr))?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -358,7 +352,7 @@ impl Union {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::REMOVEDIR);
             return Err(e);
         }
-        upper.install(&tmp, pfd.as_fd(), &node.name)?;
+        keeping_dir_times(&pfd, || upper.install(&tmp, pfd.as_fd(), &node.name))?;
         if node.kind != FileKind::Directory && attr.nlink > 1 {
             match rustix::fs::linkat(
                 pfd.as_fd(),
@@ -988,3 +982,31 @@ impl Union {
 
 #[allow(dead_code)]
 fn _assert_types(_: LowerHit) {}
+
+/// The atime and mtime of `attr`, as utimensat takes them.
+fn timestamps_of(attr: &Attr) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: attr.atime.sec,
+            tv_nsec: attr.atime.nsec.into(),
+        },
+        last_modification: Timespec {
+            tv_sec: attr.mtime.sec,
+            tv_nsec: attr.mtime.nsec.into(),
+        },
+    }
+}
+
+/// Runs `change`, which adds a copied-up name to the upper directory `dir`, and puts the
+/// directory's times back: a copy-up is no change of the directory (overlayfs's
+/// `ovl_set_timestamps` on the parent after copy-up does the same).
+fn keeping_dir_times<T>(dir: &SharedFd, change: impl FnOnce() -> Result<T>) -> Result<T> {
+    let entry = HostEntry {
+        dir: dir.clone(),
+        name: None,
+    };
+    let before = entry.stat()?;
+    let out = change()?;
+    entry.utimes(&timestamps_of(&before))?;
+    Ok(out)
+}

@@ -47,6 +47,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ),
         ("links_and_symlinks", links_and_symlinks),
         ("copy_up_keeps_metadata", copy_up_keeps_metadata),
+        (
+            "copy_up_keeps_parent_dir_times",
+            copy_up_keeps_parent_dir_times,
+        ),
         ("metadata_only_copy_up", metadata_only_copy_up),
         ("attributes", attributes),
         ("xattrs", xattrs),
@@ -443,6 +447,51 @@ fn copy_up_keeps_metadata(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::write(m.join("ren/sub/f2"), "22")?;
     ensure!(fx.upper().join("ren/sub").is_dir());
     ensure!(read(&m.join("ren/f1"))? == "1");
+    Ok(())
+}
+
+/// A copy-up adds names to upper directories; that is not a change of the directory, so its
+/// times stay the lower's (overlayfs restores them after each copy-up).
+fn copy_up_keeps_parent_dir_times(fx: &Fixture, v: &Variant) -> Result<()> {
+    let guard = fx.mount(v.driver)?;
+    let m = guard.path();
+    let mtime = |p: &Path| fs::metadata(p).map(|s| (s.mtime(), s.mtime_nsec()));
+    let (ren, sub) = (
+        mtime(&fx.lower(1).join("ren"))?,
+        mtime(&fx.lower(1).join("ren/sub"))?,
+    );
+    OpenOptions::new()
+        .append(true)
+        .open(m.join("ren/sub/f2"))?
+        .write_all(b"+")?;
+    ensure!(
+        mtime(&m.join("ren/sub"))? == sub,
+        "ren/sub mtime changed by a copy-up"
+    );
+    ensure!(
+        mtime(&m.join("ren"))? == ren,
+        "ren mtime changed by a copy-up"
+    );
+    fs::set_permissions(m.join("ren/f1"), fs::Permissions::from_mode(0o600))?;
+    ensure!(
+        mtime(&m.join("ren"))? == ren,
+        "ren mtime changed by a metadata copy-up"
+    );
+    // Not only in the kernel's attribute cache: after a remount too.
+    drop(guard);
+    let guard = fx.mount(v.driver)?;
+    let m = guard.path();
+    ensure!(
+        mtime(&m.join("ren/sub"))? == sub,
+        "ren/sub mtime lost on remount"
+    );
+    ensure!(mtime(&m.join("ren"))? == ren, "ren mtime lost on remount");
+    // A real change of the directory still updates it.
+    fs::write(m.join("ren/new"), "n")?;
+    ensure!(
+        mtime(&m.join("ren"))? != ren,
+        "creating a file did not touch ren"
+    );
     Ok(())
 }
 
