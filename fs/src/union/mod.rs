@@ -444,6 +444,21 @@ impl Union {
         }
     }
 
+    /// The stable number of upper entry `name`: a copied-up file keeps its lower one (the
+    /// `strata.ino` xattr), as overlayfs keeps the origin's st_ino.
+    fn upper_key(&self, pfd: &SharedFd, name: &OsStr, host_ino: u64) -> Result<Ino> {
+        let upper = self.upper()?;
+        Ok(
+            match host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("strata.ino"))? {
+                Some(v) => std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(stable_ino(0, host_ino)),
+                None => stable_ino(0, host_ino),
+            },
+        )
+    }
+
     fn resolve_upper(
         &self,
         pfd: &SharedFd,
@@ -452,13 +467,7 @@ impl Union {
         pplace: &Placement,
     ) -> Result<Resolved> {
         let upper = self.upper()?;
-        let key = match host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("strata.ino"))? {
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(stable_ino(0, a.ino)),
-            None => stable_ino(0, a.ino),
-        };
+        let key = self.upper_key(pfd, name, a.ino)?;
         let mut place = Placement {
             upper: true,
             ..Placement::default()
@@ -596,7 +605,7 @@ impl Union {
                 };
                 seen.insert(e.name.clone());
                 out.push(DirEntry {
-                    ino: stable_ino(0, e.ino),
+                    ino: self.upper_key(&dir, &e.name, e.ino)?,
                     kind,
                     name: e.name,
                 });
@@ -626,6 +635,13 @@ impl Union {
                 }
             }
             hidden.extend(layer_whiteouts);
+        }
+        // d_ino must equal st_ino: a live node may answer to its key under another number.
+        let table = self.table.lock().expect("table");
+        for e in &mut out {
+            if let Some(ino) = table.by_key(e.ino) {
+                e.ino = ino;
+            }
         }
         Ok(out)
     }

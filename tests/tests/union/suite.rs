@@ -46,6 +46,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
             rename_noreplace_and_exchange,
         ),
         ("links_and_symlinks", links_and_symlinks),
+        ("readdir_ino_matches_stat", readdir_ino_matches_stat),
         ("copy_up_keeps_metadata", copy_up_keeps_metadata),
         (
             "copy_up_keeps_parent_dir_times",
@@ -755,5 +756,30 @@ fn inode_numbers_unique_and_stable(fx: &Fixture, v: &Variant) -> Result<()> {
     let m = fx.mount(v.driver)?;
     let second = collect(m.path())?;
     ensure!(first == second, "inode numbers changed across a remount");
+    Ok(())
+}
+
+/// `d_ino` from readdir equals `st_ino` (find, du and tar's hard-link detection use it).
+fn readdir_ino_matches_stat(fx: &Fixture, v: &Variant) -> Result<()> {
+    use std::os::unix::fs::DirEntryExt;
+    let m = fx.mount(v.driver)?;
+    let m = m.path();
+    fs::write(m.join("d/x"), "copied up")?;
+    fs::write(m.join("d/new"), "new")?;
+    fs::set_permissions(m.join("a"), fs::Permissions::from_mode(0o600))?;
+    fs::rename(m.join("ren"), m.join("d/ren"))?;
+    for dir in ["", "d", "o", "d/ren"] {
+        for entry in fs::read_dir(m.join(dir))? {
+            let entry = entry?;
+            let st = fs::symlink_metadata(entry.path())?;
+            ensure!(
+                entry.ino() == st.ino(),
+                "{}: d_ino {} but st_ino {}",
+                entry.path().display(),
+                entry.ino(),
+                st.ino()
+            );
+        }
+    }
     Ok(())
 }
