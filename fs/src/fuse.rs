@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BackingId, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::attr::{Attr, FileKind, Timestamp};
@@ -166,6 +166,10 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        // Listing with attributes saves a LOOKUP per entry on `ls -l`, find and du; AUTO
+        // lets the kernel fall back to plain readdir when nobody stats the entries.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.passthrough.load(Ordering::Relaxed) {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
                 let _ = config.set_max_stack_depth(1);
@@ -482,6 +486,64 @@ impl Filesystem for StrataFs {
         };
         for (i, e) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(e.ino), (i + 1) as u64, kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        if offset == 0 {
+            if let Err(e) = self.union.refresh_dir(fh.0, ino.0) {
+                return reply.error(err(e));
+            }
+        }
+        let entries = match self.union.readdir(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(err(e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            if e.name == "." || e.name == ".." {
+                // The kernel takes no reference on these; their attributes go unused.
+                let mut attr = file_attr(&negative_attr());
+                attr.ino = INodeNo(e.ino);
+                attr.kind = FileType::Directory;
+                if reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    &e.name,
+                    &Duration::ZERO,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // Each entry sent is a counted lookup, as LOOKUP would be; one that vanished
+            // since the snapshot is left out.
+            let Ok(entry) = self.union.lookup(ino.0, &e.name) else {
+                continue;
+            };
+            let attr = file_attr(&entry.attr);
+            if reply.add(
+                attr.ino,
+                next,
+                &e.name,
+                &self.ttl,
+                &attr,
+                Generation(entry.generation),
+            ) {
+                // Not sent (the buffer is full): give the reference back.
+                self.union.forget(attr.ino.0, 1);
                 break;
             }
         }

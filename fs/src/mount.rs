@@ -158,48 +158,51 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
 /// A mounted union: the session that serves it, and how to end it.
 pub struct Mounted {
     pub session: fuser::Session<StrataFs>,
-    unmount: Unmount,
-}
-
-enum Unmount {
-    /// fuser mounted it (through fusermount3): fuser unmounts.
-    Fuser(fuser::SessionUnmounter),
-    /// We mounted it with mount(2): unmounting is ours.
-    Direct(PathBuf),
+    mountpoint: PathBuf,
+    by_fusermount: bool,
 }
 
 /// Ends a mount from another thread (the signal thread).
-pub struct Unmounter(Unmount);
+pub struct Unmounter {
+    mountpoint: PathBuf,
+    by_fusermount: bool,
+}
 
 impl Unmounter {
+    /// Detaches the mount (a busy one too); the session then reads ENODEV and ends.
     pub fn unmount(&mut self) -> std::io::Result<()> {
-        match &mut self.0 {
-            Unmount::Fuser(u) => u.unmount(),
-            // Lazy: a busy mount still goes away; the session then reads ENODEV and ends.
-            Unmount::Direct(path) => {
-                rustix::mount::unmount(path.as_path(), rustix::mount::UnmountFlags::DETACH)
-                    .map_err(Into::into)
+        if self.by_fusermount {
+            let status = std::process::Command::new("fusermount3")
+                .args(["-u", "-z", "--"])
+                .arg(&self.mountpoint)
+                .status()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!("fusermount3 -u: {status}")));
             }
+            return Ok(());
         }
+        rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+            .map_err(Into::into)
     }
 }
 
 impl Mounted {
-    /// Takes the unmount handle (once; later calls get a no-op).
-    pub fn unmounter(&mut self) -> Unmounter {
-        match &mut self.unmount {
-            Unmount::Fuser(_) => Unmounter(Unmount::Fuser(self.session.unmount_callable())),
-            Unmount::Direct(path) => Unmounter(Unmount::Direct(path.clone())),
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter {
+            mountpoint: self.mountpoint.clone(),
+            by_fusermount: self.by_fusermount,
         }
     }
 }
 
 /// Mounts `union` at `mountpoint`; the returned session serves it when run.
 ///
-/// mount(2) first, with the type `fuse.strata-fs` (fuser's own mount says only `fuse`), so
-/// mountinfo, `findmnt -t fuse.strata-fs` and umount(8) see it as fuse-overlayfs's is seen;
-/// an unprivileged caller outside a user namespace gets EPERM there and goes through
-/// fuser's fusermount3 path instead.
+/// We mount ourselves and hand fuser the `/dev/fuse` descriptor, for two reasons: the type
+/// is `fuse.strata-fs` (fuser's own mount says only `fuse`), so mountinfo, `findmnt -t` and
+/// umount(8) see it as fuse-overlayfs's is seen; and a session that ends because someone
+/// unmounted it must not unmount again on drop (fuser's does, which takes down a new mount
+/// made at the same place meanwhile). mount(2) first; an unprivileged user outside a user
+/// namespace gets EPERM there and goes through the setuid fusermount3.
 pub fn mount(
     union: Union,
     opts: &MountOptions,
@@ -216,32 +219,110 @@ pub fn mount(
         path: mountpoint.to_path_buf(),
         source,
     };
-    match mount_directly(opts, source, mountpoint).map_err(err)? {
-        Some(fd) => {
-            let session = fuser::Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
-                let _ = rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH);
-                err(e)
-            })?;
-            Ok(Mounted {
-                session,
-                unmount: Unmount::Direct(mountpoint.to_path_buf()),
-            })
+    let fsname = opts
+        .fsname
+        .clone()
+        .or(source.map(str::to_string))
+        .unwrap_or_else(|| "strata-fs".into());
+    let (fd, by_fusermount) = match mount_directly(opts, &fsname, mountpoint).map_err(err)? {
+        Some(fd) => (fd, false),
+        None => (
+            mount_with_fusermount(opts, &fsname, mountpoint).map_err(err)?,
+            true,
+        ),
+    };
+    let mounted = Mounted {
+        session: fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
+        mountpoint: mountpoint.to_path_buf(),
+        by_fusermount,
+    };
+    Ok(mounted)
+}
+
+/// The generic options both mount paths pass, besides the descriptor and ids.
+fn generic_options(opts: &MountOptions) -> String {
+    let mut data = String::from("default_permissions");
+    if opts.allow_other || opts.allow_root {
+        data.push_str(",allow_other");
+    }
+    data
+}
+
+/// Mounts through the setuid `fusermount3`, which mounts and passes the `/dev/fuse`
+/// descriptor back over a socket named by `_FUSE_COMMFD` (libfuse's protocol).
+fn mount_with_fusermount(
+    opts: &MountOptions,
+    fsname: &str,
+    mountpoint: &Path,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::net::{
+        recvmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+        SocketFlags, SocketType,
+    };
+    use std::os::fd::AsRawFd;
+
+    // Our end is close-on-exec; fusermount3 inherits the other.
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )?;
+    rustix::io::fcntl_setfd(&ours, rustix::io::FdFlags::CLOEXEC)?;
+    let mut options = format!(
+        "{},subtype=strata-fs,fsname={}",
+        generic_options(opts),
+        fsname.replace(',', "\\,")
+    );
+    for (on, name) in [
+        (opts.read_only, "ro"),
+        (opts.exec == Some(false), "noexec"),
+        (opts.noatime, "noatime"),
+    ] {
+        if on {
+            options.push(',');
+            options.push_str(name);
         }
-        None => {
-            let mut session = fuser::Session::new(fs, mountpoint, &config).map_err(err)?;
-            let unmounter = session.unmount_callable();
-            Ok(Mounted {
-                session,
-                unmount: Unmount::Fuser(unmounter),
-            })
-        }
+    }
+    let child = std::process::Command::new("fusermount3")
+        .arg("-o")
+        .arg(&options)
+        .arg("--")
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    drop(theirs);
+    let mut byte = [0u8; 1];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let received = recvmsg(
+        &ours,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut ancillary,
+        RecvFlags::empty(),
+    );
+    let fd = ancillary.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    drop(ours);
+    let out = child.wait_with_output()?;
+    match (fd, received) {
+        (Some(fd), Ok(_)) => Ok(fd),
+        _ => Err(std::io::Error::other(format!(
+            "fusermount3 -o {options}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
     }
 }
 
 /// mount(2) of `/dev/fuse` at `mountpoint`; `None` when the kernel says EPERM.
 fn mount_directly(
     opts: &MountOptions,
-    source: Option<&str>,
+    fsname: &str,
     mountpoint: &Path,
 ) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     use rustix::fs::{Mode, OFlags};
@@ -268,23 +349,16 @@ fn mount_directly(
     if opts.noatime {
         flags |= MountFlags::NOATIME;
     }
-    let mut data = format!(
-        "fd={},rootmode={root_mode:o},user_id={},group_id={},default_permissions",
+    let data = format!(
+        "fd={},rootmode={root_mode:o},user_id={},group_id={},{}",
         fd.as_raw_fd(),
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw(),
+        generic_options(opts),
     );
-    if opts.allow_other || opts.allow_root {
-        data.push_str(",allow_other");
-    }
-    let fsname = opts
-        .fsname
-        .clone()
-        .or(source.map(str::to_string))
-        .unwrap_or_else(|| "strata-fs".into());
     let data = std::ffi::CString::new(data).map_err(std::io::Error::other)?;
     match rustix::mount::mount(
-        fsname.as_str(),
+        fsname,
         mountpoint,
         "fuse.strata-fs",
         flags,

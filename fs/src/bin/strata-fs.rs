@@ -158,14 +158,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut mounted =
-        match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("strata-fs: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let mounted = match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("strata-fs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut unmounter = mounted.unmounter();
     std::thread::spawn(move || {
         if signals.wait().is_ok() {
