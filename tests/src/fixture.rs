@@ -167,6 +167,104 @@ impl LayerBuilder {
     }
 }
 
+impl LayerBuilder {
+    /// Writes the layer as an OCI layer tar (uncompressed): `.wh.` whiteouts, `.wh..wh..opq`
+    /// markers, xattrs as PAX `SCHILY.xattr.` records, owners as given (root otherwise),
+    /// every entry with mtime `mtime`. Parent directories are not added implicitly.
+    pub fn write_tar(&self, out: impl std::io::Write, mtime: u64) -> Result<()> {
+        let mut tar = tar::Builder::new(out);
+        for entry in &self.entries {
+            append_tar_entry(&mut tar, entry, mtime)
+                .with_context(|| format!("adding {} to the tar", entry.path.display()))?;
+        }
+        tar.finish()?;
+        Ok(())
+    }
+
+    /// The tar as bytes.
+    pub fn tar_bytes(&self, mtime: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_tar(&mut out, mtime)?;
+        Ok(out)
+    }
+}
+
+fn append_tar_entry<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    entry: &Entry,
+    mtime: u64,
+) -> Result<()> {
+    use tar::{EntryType, Header};
+    let mut header = Header::new_gnu();
+    let (uid, gid) = entry.owner.unwrap_or((0, 0));
+    header.set_uid(uid.into());
+    header.set_gid(gid.into());
+    header.set_mtime(mtime);
+    header.set_size(0);
+    let mut path = entry.path.clone();
+    let mut data: Vec<u8> = Vec::new();
+    let default_mode = match &entry.kind {
+        Kind::Dir | Kind::Opaque => 0o755,
+        Kind::Symlink(_) => 0o777,
+        _ => 0o644,
+    };
+    header.set_mode(entry.mode.unwrap_or(default_mode));
+    match &entry.kind {
+        Kind::File(content) => {
+            header.set_entry_type(EntryType::Regular);
+            data = content.clone();
+        }
+        Kind::Sparse(len) => {
+            header.set_entry_type(EntryType::Regular);
+            data = vec![0; *len as usize];
+        }
+        Kind::Dir => header.set_entry_type(EntryType::Directory),
+        Kind::Symlink(target) => {
+            header.set_entry_type(EntryType::Symlink);
+            tar.append_link(&mut header, &path, target)?;
+            return Ok(());
+        }
+        Kind::Hardlink(target) => {
+            header.set_entry_type(EntryType::Link);
+            tar.append_link(&mut header, &path, target)?;
+            return Ok(());
+        }
+        Kind::Node(kind, dev) => {
+            header.set_entry_type(if *kind == SFlag::S_IFIFO {
+                EntryType::Fifo
+            } else if *kind == SFlag::S_IFBLK {
+                EntryType::Block
+            } else {
+                EntryType::Char
+            });
+            header.set_device_major(nix::sys::stat::major(*dev) as u32)?;
+            header.set_device_minor(nix::sys::stat::minor(*dev) as u32)?;
+        }
+        Kind::Whiteout => {
+            let name = path.file_name().context("whiteout of the root")?;
+            let mut marker = b".wh.".to_vec();
+            marker.extend_from_slice(name.as_bytes());
+            path = path.with_file_name(OsStr::from_bytes(&marker));
+            header.set_entry_type(EntryType::Regular);
+        }
+        Kind::Opaque => {
+            path = path.join(".wh..wh..opq");
+            header.set_entry_type(EntryType::Regular);
+        }
+    }
+    if !entry.xattrs.is_empty() {
+        let records: Vec<(String, &[u8])> = entry
+            .xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+            .collect();
+        tar.append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))?;
+    }
+    header.set_size(data.len() as u64);
+    tar.append_data(&mut header, &path, data.as_slice())?;
+    Ok(())
+}
+
 fn write_entry(root: &Path, path: &Path, entry: &Entry, format: WhiteoutFormat) -> Result<()> {
     match &entry.kind {
         Kind::File(content) => fs::write(path, content)?,

@@ -3,6 +3,8 @@
 //! ```text
 //!   dirstream.rs opendir/readdir with telldir/seekdir
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
+//!   oci.rs      ImageBuilder: layers → an OCI image layout (gzip, zstd or plain)
+//!   registry.rs docker-registry on a free loopback port; push with skopeo
 //!   mounts.rs   mount/unmount strata-fs, fuse-overlayfs, kernel overlayfs; MountGuard
 //!   tree.rs     a merged tree as comparable data (snapshot, diff)
 //!   users.rs    root or not, the unprivileged test user, re-running a test as that user
@@ -11,5 +13,7 @@
 pub mod dirstream;
 pub mod fixture;
 pub mod mounts;
+pub mod oci;
+pub mod registry;
 pub mod tree;
 pub mod users;

@@ -2,4 +2,5 @@
 //! One test binary (STYLE.md 15): each area is a module.
 
 mod differential;
+mod images;
 mod union;

@@ -1,0 +1,109 @@
+//! A real OCI distribution registry for tests: Debian's `docker-registry` on 127.0.0.1 with
+//! a free port and a temporary storage directory, stopped on drop. Images go in with skopeo.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tempfile::TempDir;
+
+use crate::mounts::wait_for;
+
+pub struct Registry {
+    child: Child,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    storage: TempDir,
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The status code of `GET path` on `host`, over plain HTTP/1.0.
+pub fn http_status(host: &str, path: &str) -> Result<u16> {
+    let mut conn = TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    conn.read_exact(&mut head)?;
+    let text = String::from_utf8_lossy(&head);
+    text.get(9..12)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad HTTP status line {text:?}"))
+}
+
+impl Registry {
+    pub fn start() -> Result<Registry> {
+        let storage = tempfile::Builder::new()
+            .prefix("strata-registry")
+            .tempdir()?;
+        let port = free_port()?;
+        let host = format!("127.0.0.1:{port}");
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+                storage.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry (apt-get install docker-registry)")?;
+        let mut registry = Registry {
+            child,
+            host,
+            storage,
+        };
+        let host = registry.host.clone();
+        let child = &mut registry.child;
+        wait_for(Duration::from_secs(30), "the registry", || {
+            matches!(child.try_wait(), Ok(Some(_))) || http_status(&host, "/v2/").ok() == Some(200)
+        })?;
+        if let Ok(Some(status)) = registry.child.try_wait() {
+            bail!("docker-registry exited at start: {status}");
+        }
+        Ok(registry)
+    }
+
+    /// Pushes tag `tag` of the OCI layout `layout` as `REGISTRY/repo`; returns that reference.
+    pub fn push(&self, layout: &Path, tag: &str, repo: &str) -> Result<String> {
+        let reference = format!("{}/{repo}", self.host);
+        let out = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{reference}"))
+            .output()
+            .context("running skopeo (apt-get install skopeo)")?;
+        if !out.status.success() {
+            bail!(
+                "skopeo copy to {reference} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(reference)
+    }
+
+    /// Where the registry keeps its data (tests corrupt blobs there).
+    pub fn storage(&self) -> &Path {
+        self.storage.path()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
