@@ -166,10 +166,11 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
-        // Listing with attributes saves a LOOKUP per entry on `ls -l`, find and du; AUTO
-        // lets the kernel fall back to plain readdir when nobody stats the entries.
+        // Listing with attributes saves a LOOKUP per entry on `ls -l`, find and du. Always,
+        // not READDIRPLUS_AUTO: AUTO answers only a listing's first batch with attributes
+        // when the caller reads the whole directory before stat-ing (find, fts), and our
+        // lookups of listed names cost no syscall on the lower layers.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.passthrough.load(Ordering::Relaxed) {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
                 let _ = config.set_max_stack_depth(1);
@@ -461,7 +462,12 @@ impl Filesystem for StrataFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.union.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            // The kernel may cache listings: every change to a directory goes through us,
+            // and the kernel drops its cache on each one.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -474,13 +480,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if offset == 0 {
-            // rewinddir(3) sees the directory as it is now.
-            if let Err(e) = self.union.refresh_dir(fh.0, ino.0) {
-                return reply.error(err(e));
-            }
-        }
-        let entries = match self.union.readdir(fh.0) {
+        let entries = match self.union.readdir(fh.0, ino.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };
@@ -500,12 +500,7 @@ impl Filesystem for StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        if offset == 0 {
-            if let Err(e) = self.union.refresh_dir(fh.0, ino.0) {
-                return reply.error(err(e));
-            }
-        }
-        let entries = match self.union.readdir(fh.0) {
+        let entries = match self.union.readdir(fh.0, ino.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(err(e)),
         };

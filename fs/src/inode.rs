@@ -53,6 +53,9 @@ pub struct Placement {
     pub metacopy: bool,
     /// For a non-directory: the lower file it comes from (its data while not copied up).
     pub origin: Option<LowerRef>,
+    /// `origin` is known to have one name, so no other name can have copied it up into the
+    /// hard-link index: lookups skip probing the index.
+    pub single_link: bool,
     /// For a directory: the lower directories merged into it, top first.
     pub lower_dirs: Arc<[LowerRef]>,
     /// The node's last name was removed: its nlink is 0 and names no longer lead to it.

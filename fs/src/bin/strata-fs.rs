@@ -90,6 +90,12 @@ fn daemonize(raw: &[OsString]) -> ExitCode {
     let mut child = match Command::new(exe)
         .args(raw)
         .env(DAEMON_ENV, "1")
+        // glibc gives each serving thread its own malloc arena; the inode table is shared,
+        // so per-thread arenas only fragment it (measured: RSS after a 100k walk).
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var_os("MALLOC_ARENA_MAX").unwrap_or_else(|| "1".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()

@@ -83,7 +83,8 @@ pub struct OpenFile {
 
 enum Handle {
     File(Arc<OpenFile>),
-    Dir(Arc<Vec<DirEntry>>),
+    /// A directory; its listing once read.
+    Dir(Option<Arc<Vec<DirEntry>>>),
 }
 
 /// The result of looking a name up in a stack of lower directories.
@@ -103,6 +104,9 @@ struct Resolved {
     kind: FileKind,
     key: Ino,
     place: Placement,
+    /// The host attributes of the node's location when the lookup already read them (a
+    /// lower hit), saving a second stat per looked-up name.
+    host_attr: Option<Attr>,
 }
 
 /// Where to reach a node's file on the host.
@@ -237,7 +241,7 @@ impl Union {
             ));
         }
         if let Some(origin) = &p.origin {
-            if self.indexed(node.key)? {
+            if !p.single_link && self.indexed(node.key)? {
                 return Ok(Location::Index(index_name(node.key)));
             }
             return Ok(Location::Lower(origin.clone()));
@@ -431,6 +435,7 @@ impl Union {
                 } else {
                     Placement {
                         origin: Some(top),
+                        single_link: attr.nlink <= 1,
                         ..Placement::default()
                     }
                 };
@@ -438,6 +443,7 @@ impl Union {
                     kind: attr.kind,
                     key,
                     place,
+                    host_attr: Some(attr),
                 })
             }
             LowerHit::Missing => Err(Errno::ENOENT),
@@ -502,6 +508,7 @@ impl Union {
             kind: a.kind,
             key,
             place,
+            host_attr: None,
         })
     }
 
@@ -515,7 +522,13 @@ impl Union {
             count,
         );
         let node = self.node(ino)?;
-        let attr = self.attr_of(ino, &node)?;
+        let attr = match r.host_attr {
+            Some(host) if !node.place.upper => {
+                let over = self.override_of(&self.location(ino, &node)?)?;
+                self.present(ino, &node, over, host)?
+            }
+            _ => self.attr_of(ino, &node)?,
+        };
         Ok(Entry { attr, generation })
     }
 
@@ -646,37 +659,28 @@ impl Union {
         Ok(out)
     }
 
-    /// FUSE OPENDIR: takes a snapshot of the merged listing, so offsets stay valid for
-    /// telldir/seekdir however the directory changes while it is read.
+    /// FUSE OPENDIR. The listing is taken at the first READDIR, not here: with the kernel's
+    /// directory cache (FOPEN_CACHE_DIR) most opens are answered from it and never read.
     pub fn opendir(&self, ino: Ino) -> Result<u64> {
         let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        let mut entries = vec![
-            DirEntry {
-                ino,
-                kind: FileKind::Directory,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: node.parent,
-                kind: FileKind::Directory,
-                name: "..".into(),
-            },
-        ];
-        entries.extend(self.merged_listing(ino, &node)?);
-        Ok(self.add_handle(Handle::Dir(Arc::new(entries))))
-    }
-
-    /// The snapshot entries from `offset` on; an entry's offset is its index + 1.
-    pub fn readdir(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>> {
-        match self.handles.lock().expect("handles").get(&fh) {
-            Some(Handle::Dir(d)) => Ok(d.clone()),
-            _ => Err(Errno::EBADF),
+        if self.node(ino)?.kind != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
         }
+        Ok(self.add_handle(Handle::Dir(None)))
     }
 
-    /// Rereads a directory handle's listing (rewinddir: offset 0 after a first pass).
-    pub fn refresh_dir(&self, fh: u64, ino: Ino) -> Result<()> {
+    /// FUSE READDIR(PLUS): the handle's snapshot of the merged listing, whose entry at index
+    /// `i` has offset `i + 1`. Offsets stay valid for telldir/seekdir however the directory
+    /// changes while it is read; offset 0 (a first read, or rewinddir) takes a new snapshot,
+    /// as does a first read that continues where the kernel's cache of the listing ends.
+    pub fn readdir(&self, fh: u64, ino: Ino, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        if offset != 0 {
+            match self.handles.lock().expect("handles").get(&fh) {
+                Some(Handle::Dir(Some(d))) => return Ok(d.clone()),
+                Some(Handle::Dir(None)) => {}
+                _ => return Err(Errno::EBADF),
+            }
+        }
         let _ns = self.ns.read().expect("ns");
         let node = self.node(ino)?;
         let mut entries = vec![
@@ -692,11 +696,12 @@ impl Union {
             },
         ];
         entries.extend(self.merged_listing(ino, &node)?);
-        self.handles
-            .lock()
-            .expect("handles")
-            .insert(fh, Handle::Dir(Arc::new(entries)));
-        Ok(())
+        let entries = Arc::new(entries);
+        match self.handles.lock().expect("handles").get_mut(&fh) {
+            Some(Handle::Dir(d)) => *d = Some(entries.clone()),
+            _ => return Err(Errno::EBADF),
+        }
+        Ok(entries)
     }
 
     pub fn release(&self, fh: u64) {

@@ -252,7 +252,7 @@ impl Union {
         self.copy_up(node.parent)?;
         let pfd = self.upper_dir(node.parent)?;
         let index_name = super::index_name(node.key);
-        if node.kind != FileKind::Directory && self.indexed(node.key)? {
+        if node.kind != FileKind::Directory && !node.place.single_link && self.indexed(node.key)? {
             // Another name of this lower inode was copied up: share its inode.
             keeping_dir_times(&pfd, || {
                 rustix::fs::linkat(
