@@ -75,6 +75,8 @@ pub struct Node {
     pub lookups: u64,
     /// The stable number this node answers to (differs from its number after a collision).
     pub key: Ino,
+    /// Whether lookups of `key` lead here (no longer once unlinked or replaced).
+    answers: bool,
     pub place: Placement,
 }
 
@@ -82,7 +84,9 @@ pub struct Node {
 #[derive(Debug, Default)]
 pub struct InodeTable {
     nodes: HashMap<Ino, Node>,
-    by_key: HashMap<Ino, Ino>,
+    /// Keys answered by a node numbered otherwise (after a collision): rare, so the common
+    /// case (number == key) costs no second map entry per node.
+    renumbered: HashMap<Ino, Ino>,
     next_generation: u64,
     next_fallback: u64,
 }
@@ -103,10 +107,10 @@ impl InodeTable {
                 generation: 0,
                 lookups: 1,
                 key: ROOT,
+                answers: true,
                 place: root,
             },
         );
-        t.by_key.insert(ROOT, ROOT);
         t
     }
 
@@ -120,7 +124,39 @@ impl InodeTable {
 
     /// The live node for stable number `key`, if one answers to it.
     pub fn by_key(&self, key: Ino) -> Option<Ino> {
-        self.by_key.get(&key).copied()
+        if let Some(&ino) = self.renumbered.get(&key) {
+            return Some(ino);
+        }
+        match self.nodes.get(&key) {
+            Some(n) if n.key == key && n.answers => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Makes `ino` the node lookups of `key` lead to.
+    fn answer(&mut self, key: Ino, ino: Ino) {
+        if let Some(prev) = self.by_key(key).filter(|&p| p != ino) {
+            if let Some(n) = self.nodes.get_mut(&prev) {
+                n.answers = false;
+            }
+        }
+        self.renumbered.remove(&key);
+        if ino != key {
+            self.renumbered.insert(key, ino);
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.answers = true;
+        }
+    }
+
+    /// Lookups of `key` no longer lead to `ino`.
+    fn unanswer(&mut self, key: Ino, ino: Ino) {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.answers = false;
+        }
+        if self.renumbered.get(&key) == Some(&ino) {
+            self.renumbered.remove(&key);
+        }
     }
 
     /// Records a lookup of `(parent, name)` that found a file of `kind` with stable number
@@ -135,7 +171,7 @@ impl InodeTable {
         place: Placement,
         count: bool,
     ) -> (Ino, u64) {
-        if let Some(&ino) = self.by_key.get(&key) {
+        if let Some(ino) = self.by_key(key) {
             if let Some(node) = self.nodes.get_mut(&ino) {
                 if node.kind == kind && !node.place.unlinked {
                     if ino != ROOT {
@@ -167,10 +203,11 @@ impl InodeTable {
                 generation,
                 lookups: u64::from(count),
                 key,
+                answers: false,
                 place,
             },
         );
-        self.by_key.insert(key, ino);
+        self.answer(key, ino);
         (ino, generation)
     }
 
@@ -188,10 +225,8 @@ impl InodeTable {
             return false;
         }
         let key = node.key;
+        self.unanswer(key, ino);
         self.nodes.remove(&ino);
-        if self.by_key.get(&key) == Some(&ino) {
-            self.by_key.remove(&key);
-        }
         true
     }
 
@@ -203,9 +238,8 @@ impl InodeTable {
             if detached.is_some() {
                 node.place.detached = detached;
             }
-            if self.by_key.get(&node.key) == Some(&ino) {
-                self.by_key.remove(&node.key);
-            }
+            let key = node.key;
+            self.unanswer(key, ino);
         }
     }
 

@@ -1,6 +1,5 @@
 //! `DirLayer`: a host directory as a read-only layer.
 
-use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::BuildHasher;
@@ -32,8 +31,8 @@ pub struct DirLayer {
     /// Hashes of the raw names (whiteout markers included) of directories listed lately. A
     /// layer does not change while mounted, so a lookup of a name absent there needs no
     /// syscall: a merged lookup probes every layer, and most probes miss. Hashes keep this
-    /// at ~10 bytes a name; a collision only costs the stat it would have cost anyway.
-    listed: Mutex<LruCache<LayerPath, Arc<HashSet<u64>>>>,
+    /// at 8 bytes a name; a collision only costs the stat it would have cost anyway.
+    listed: Mutex<LruCache<LayerPath, Arc<[u64]>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -113,9 +112,9 @@ impl Layer for DirLayer {
         // From a cached listing: whether each name may be there (a hash match, confirmed by
         // the stat below) or surely is not.
         let (maybe_name, maybe_wh) = match self.listed.lock().expect("listings").get(dir) {
-            Some(names) => (
-                names.contains(&self.hasher.hash_one(name)),
-                names.contains(&self.hasher.hash_one(wh)),
+            Some(hashes) => (
+                hashes.binary_search(&self.hasher.hash_one(name)).is_ok(),
+                hashes.binary_search(&self.hasher.hash_one(wh)).is_ok(),
             ),
             None => (true, true),
         };
@@ -159,14 +158,15 @@ impl Layer for DirLayer {
         let fd = self.dir(dir)?;
         let mut out = Vec::new();
         let entries = host::read_dir(fd.as_fd())?;
-        let names: HashSet<u64> = entries
+        let mut hashes: Vec<u64> = entries
             .iter()
             .map(|e| self.hasher.hash_one(&e.name))
             .collect();
+        hashes.sort_unstable();
         self.listed
             .lock()
             .expect("listings")
-            .put(dir.clone(), Arc::new(names));
+            .put(dir.clone(), hashes.into());
         for e in entries {
             if let Some(target) = oci_whiteout_target(&e.name) {
                 if !target.is_empty() {
