@@ -1,0 +1,18 @@
+//! One module per command family; each takes the global options and its clap arguments.
+
+pub mod auth;
+pub mod images;
+pub mod inspect;
+pub mod mount;
+pub mod pull;
+
+use std::io::Write;
+
+/// Writes to stdout, treating a closed pipe (`strata images | head`) as done.
+pub fn print(out: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out).and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}

@@ -1,0 +1,72 @@
+//! `strata pull`.
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::oci::PlatformSpec;
+use crate::progress::Progress;
+use crate::pull::{pull, PullOptions};
+use crate::reference::Reference;
+use crate::registry::auth::AuthFile;
+use crate::store::Store;
+use crate::Global;
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Image reference: NAME[:TAG|@DIGEST]
+    pub reference: String,
+    /// Platform to pull from an image index, os/arch[/variant] (default: the host's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Print only the image reference
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Allow plain HTTP to this registry
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+pub fn run(global: &Global, args: PullArgs) -> Result<()> {
+    let reference = Reference::parse(&args.reference)?;
+    let platform = match &args.platform {
+        Some(p) => PlatformSpec::parse(p)?,
+        None => PlatformSpec::host(),
+    };
+    let store = Store::new(&global.root);
+    let progress = Progress::new(args.quiet);
+    let given = Reference::parse_name_only(&args.reference)?;
+    if given.tag.is_none() && given.digest.is_none() {
+        progress.line("Using default tag: latest");
+    }
+    progress.line(&format!(
+        "{}: Pulling from {}",
+        reference.manifest_ref(),
+        reference.path
+    ));
+    let pulled = pull(
+        &store,
+        &AuthFile::new(&global.root),
+        &reference,
+        &PullOptions {
+            platform,
+            insecure: args.insecure,
+        },
+        &progress,
+    )
+    .with_context(|| format!("pulling {}", reference.familiar()))?;
+    let mut out = String::new();
+    if !args.quiet {
+        out.push_str(&format!("Digest: {}\n", pulled.digest));
+        out.push_str(&format!(
+            "Status: {} for {}\n",
+            if pulled.up_to_date {
+                "Image is up to date"
+            } else {
+                "Downloaded newer image"
+            },
+            reference.familiar()
+        ));
+    }
+    out.push_str(&format!("{reference}\n"));
+    super::print(out.as_bytes())
+}

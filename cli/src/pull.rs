@@ -1,0 +1,233 @@
+//! Pulling an image into the store: resolve the manifest (choosing a platform in an index),
+//! store the config, fetch the layers a few at a time — each in one streaming pass that
+//! verifies the blob, computes the diff-id and builds the layer index — then the manifest,
+//! and name it in index.json last, so a crash leaves no name pointing at missing content.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io;
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::digest::Digest;
+use crate::oci::{parse_manifest, Descriptor, ImageConfig, ManifestKind, PlatformSpec};
+use crate::progress::{LayerProgress, Progress};
+use crate::reference::Reference;
+use crate::registry::auth::AuthFile;
+use crate::registry::Client;
+use crate::store::ingest::Begin;
+use crate::store::Store;
+
+/// Layers fetched at once.
+const PARALLEL_LAYERS: usize = 3;
+
+pub struct PullOptions {
+    pub platform: PlatformSpec,
+    pub insecure: bool,
+}
+
+pub struct Pulled {
+    /// What the reference resolved to in the registry (an index or a manifest).
+    pub digest: Digest,
+    /// The tag already named this manifest before the pull.
+    pub up_to_date: bool,
+}
+
+pub fn pull(
+    store: &Store,
+    auth: &AuthFile,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<Pulled> {
+    store.init()?;
+    let creds = auth.get(&reference.domain)?;
+    let client = Client::new(reference, opts.insecure, creds)?;
+    let top = client.manifest(&reference.manifest_ref())?;
+    let (media_type, kind) = parse_manifest(top.content_type.as_deref(), &top.bytes)
+        .with_context(|| format!("manifest for {reference}"))?;
+    let (descriptor, bytes, manifest) = match kind {
+        ManifestKind::Image(m) => (
+            Descriptor {
+                media_type,
+                digest: top.digest.clone(),
+                size: top.bytes.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+                extra: Default::default(),
+            },
+            top.bytes.clone(),
+            m,
+        ),
+        ManifestKind::Index(index) => {
+            let chosen = opts.platform.select(&index.manifests).ok_or_else(|| {
+                anyhow!(
+                    "no matching manifest for {} in the manifest list entries of {reference}",
+                    opts.platform
+                )
+            })?;
+            let fetched = client.manifest(chosen.digest.as_str())?;
+            let (mt, kind) = parse_manifest(
+                fetched.content_type.as_deref().or(Some(&chosen.media_type)),
+                &fetched.bytes,
+            )
+            .with_context(|| format!("manifest {} of {reference}", chosen.digest))?;
+            let ManifestKind::Image(m) = kind else {
+                bail!(
+                    "manifest {} of {reference} is a nested index",
+                    chosen.digest
+                );
+            };
+            let mut d = chosen.clone();
+            d.media_type = mt;
+            d.annotations.clear();
+            (d, fetched.bytes, m)
+        }
+    };
+
+    let table = store.table()?;
+    let up_to_date = match &reference.digest {
+        None => table
+            .by_tag(&reference.to_string())
+            .is_some_and(|e| e.digest() == &descriptor.digest),
+        Some(_) => table.get(&descriptor.digest).is_some(),
+    } && store.has_blob(&descriptor.digest);
+
+    // Blobs stored from here on are unreferenced until index.json names them.
+    let _gc = store.gc_guard()?;
+    let config_bytes = if store.has_blob(&manifest.config.digest) {
+        store.read_blob(&manifest.config.digest)?
+    } else {
+        let b = client.blob_bytes(&manifest.config.digest, manifest.config.size)?;
+        store.put_blob(&manifest.config.digest, &b)?;
+        b
+    };
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .with_context(|| format!("parsing image config {}", manifest.config.digest))?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "image {reference}: the manifest has {} layers but the config names {} diff-ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+
+    let mut seen = BTreeSet::new();
+    let jobs: Vec<(&Descriptor, &Digest)> = manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .filter(|(l, _)| seen.insert(l.digest.clone()))
+        .collect();
+    fetch_layers(store, &client, &jobs, progress)?;
+
+    store.put_blob(&descriptor.digest, &bytes)?;
+    store.update(|t| {
+        let repo_digest = reference.with_digest(&top.digest).to_string();
+        t.ensure(&descriptor).repo_digests.insert(repo_digest);
+        if reference.digest.is_none() {
+            t.set_tag(&descriptor.digest, reference);
+        }
+        Ok(())
+    })?;
+    Ok(Pulled {
+        digest: top.digest,
+        up_to_date,
+    })
+}
+
+/// Fetches layers with a few threads; the first error stops the others taking new work.
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    jobs: &[(&Descriptor, &Digest)],
+    progress: &Progress,
+) -> Result<()> {
+    let bars: Vec<LayerProgress<'_>> = jobs
+        .iter()
+        .map(|(l, _)| progress.layer(l.digest.short(), l.size))
+        .collect();
+    let queue = Mutex::new((0..jobs.len()).collect::<Vec<_>>());
+    let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
+            s.spawn(|| loop {
+                if !errors.lock().expect("not poisoned").is_empty() {
+                    return;
+                }
+                let Some(i) = ({
+                    let mut q = queue.lock().expect("not poisoned");
+                    (!q.is_empty()).then(|| q.remove(0))
+                }) else {
+                    return;
+                };
+                let (layer, diff_id) = jobs[i];
+                if let Err(e) = fetch_layer(store, client, layer, diff_id, &bars[i]) {
+                    bars[i].fail(&format!("{e:#}"));
+                    errors.lock().expect("not poisoned").push(e);
+                }
+            });
+        }
+    });
+    match errors
+        .into_inner()
+        .expect("not poisoned")
+        .into_iter()
+        .next()
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn fetch_layer(
+    store: &Store,
+    client: &Client,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    bar: &LayerProgress<'_>,
+) -> Result<()> {
+    if store.has_blob(&layer.digest) && store.has_layer(diff_id) {
+        bar.finish("Already exists");
+        return Ok(());
+    }
+    bar.status("Pulling fs layer");
+    let ingest = match store.begin_ingest(&layer.digest, layer.size)? {
+        Begin::Present => {
+            // Fetched by another process meanwhile, or copied in without an index.
+            store.ensure_layer(&layer.digest, &layer.media_type, diff_id)?;
+            bar.finish("Already exists");
+            return Ok(());
+        }
+        Begin::Ingest(i) => i,
+    };
+    let source = client.blob(&layer.digest);
+    let mut reader = ingest.reader(&source, Box::new(|n| bar.bytes(n)))?;
+    bar.bar_status("Downloading");
+    if store.has_layer(diff_id) {
+        // Same content under another compression: only the blob is new.
+        io::copy(&mut reader, &mut io::sink())
+            .with_context(|| format!("downloading blob {}", layer.digest))?;
+        ingest.commit(reader)?;
+        bar.finish("Pull complete");
+        return Ok(());
+    }
+    match store.prepare_layer(&layer.digest, &layer.media_type, &mut reader, Some(diff_id)) {
+        Ok(prepared) => {
+            bar.status("Verifying Checksum");
+            ingest.commit(reader)?;
+            bar.status("Download complete");
+            prepared.commit()?;
+        }
+        Err(e) => {
+            // Bad bytes from the registry say so by their digest; a verified blob whose
+            // content is bad is not kept either.
+            ingest.commit(reader)?;
+            let _ = fs::remove_file(store.blob_path(&layer.digest));
+            return Err(e);
+        }
+    }
+    bar.finish("Pull complete");
+    Ok(())
+}
