@@ -24,6 +24,8 @@ const PARALLEL_LAYERS: usize = 3;
 
 pub struct PullOptions {
     pub platform: PlatformSpec,
+    /// `--platform` was given: a single-platform image must match it.
+    pub explicit_platform: bool,
     pub insecure: bool,
 }
 
@@ -34,7 +36,24 @@ pub struct Pulled {
     pub up_to_date: bool,
 }
 
+/// Pulls `reference`. A failed pull leaves nothing in the store but the partial file of an
+/// interrupted transfer (to resume from): what it had stored is collected again, unless
+/// another pull is running.
 pub fn pull(
+    store: &Store,
+    auth: &AuthFile,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &Progress,
+) -> Result<Pulled> {
+    let result = pull_unguarded(store, auth, reference, opts, progress);
+    if result.is_err() && store.root().join("index.json").exists() {
+        let _ = store.gc_if_idle();
+    }
+    result
+}
+
+fn pull_unguarded(
     store: &Store,
     auth: &AuthFile,
     reference: &Reference,
@@ -99,12 +118,21 @@ pub fn pull(
     let config_bytes = if store.has_blob(&manifest.config.digest) {
         store.read_blob(&manifest.config.digest)?
     } else {
-        let b = client.blob_bytes(&manifest.config.digest, manifest.config.size)?;
-        store.put_blob(&manifest.config.digest, &b)?;
-        b
+        client.blob_bytes(&manifest.config.digest, manifest.config.size)?
     };
     let config: ImageConfig = serde_json::from_slice(&config_bytes)
         .with_context(|| format!("parsing image config {}", manifest.config.digest))?;
+    if opts.explicit_platform
+        && (config.os != opts.platform.os || config.architecture != opts.platform.arch)
+    {
+        bail!(
+            "image with reference {reference} was found but does not match the specified \
+             platform: wanted {}, actual: {}/{}",
+            opts.platform,
+            config.os,
+            config.architecture
+        );
+    }
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         bail!(
             "image {reference}: the manifest has {} layers but the config names {} diff-ids",
@@ -112,6 +140,8 @@ pub fn pull(
             config.rootfs.diff_ids.len()
         );
     }
+
+    store.put_blob(&manifest.config.digest, &config_bytes)?;
 
     let mut seen = BTreeSet::new();
     let jobs: Vec<(&Descriptor, &Digest)> = manifest

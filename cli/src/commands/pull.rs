@@ -1,6 +1,6 @@
 //! `strata pull`.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::oci::PlatformSpec;
@@ -49,11 +49,11 @@ pub fn run(global: &Global, args: PullArgs) -> Result<()> {
         &reference,
         &PullOptions {
             platform,
+            explicit_platform: args.platform.is_some(),
             insecure: args.insecure,
         },
         &progress,
-    )
-    .with_context(|| format!("pulling {}", reference.familiar()))?;
+    )?;
     let mut out = String::new();
     if !args.quiet {
         out.push_str(&format!("Digest: {}\n", pulled.digest));

@@ -167,16 +167,21 @@ impl Client {
     fn status_error(&self, code: u16, resp: ureq::Response, had_auth: bool) -> HttpError {
         let body = registry_error_body(resp);
         let message = match code {
-            401 if self.creds.is_some() && had_auth => format!(
-                "{}: unauthorized: the credentials for {} were refused: {body}",
-                self.domain, self.domain
+            401 if had_auth && self.creds.is_some() => format!(
+                "wrong credentials for {} (user {:?}): {body}",
+                self.domain,
+                self.creds
+                    .as_ref()
+                    .map(|c| c.username.as_str())
+                    .unwrap_or_default()
             ),
             401 | 403 => format!(
                 "pull access denied for {}/{}, repository does not exist or may require \
                  'strata login': {body}",
                 self.domain, self.repo
             ),
-            _ => format!("{} ({code}): {body}", self.domain),
+            404 => body,
+            _ => format!("{} answered {code}: {body}", self.domain),
         };
         HttpError {
             status: code,
@@ -226,7 +231,7 @@ impl Client {
                         code,
                         match &self.creds {
                             Some(c) => format!(
-                                "{}: unauthorized: wrong credentials for user {:?}: {body}",
+                                "wrong credentials for {} (user {:?}): {body}",
                                 self.domain, c.username
                             ),
                             None => format!("{}: unauthorized: {body}", self.domain),

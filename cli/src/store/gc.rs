@@ -70,6 +70,18 @@ impl Store {
     /// are kept for resuming).
     pub fn gc(&self) -> Result<GcReport> {
         let _gc = self.lock_gc_exclusive()?;
+        self.gc_locked()
+    }
+
+    /// [`Store::gc`] unless a pull is under way (then its blobs are left for a later GC).
+    pub fn gc_if_idle(&self) -> Result<Option<GcReport>> {
+        match self.try_lock_gc_exclusive()? {
+            Some(_gc) => self.gc_locked().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn gc_locked(&self) -> Result<GcReport> {
         let reachable = self.reachable()?;
         let mut report = GcReport::default();
         if let Ok(rd) = fs::read_dir(self.blobs_dir()) {

@@ -28,6 +28,26 @@ impl Lock {
         Lock::take(path, FlockArg::LockShared, false)
     }
 
+    /// An exclusive lock if nobody holds the file locked now.
+    pub fn try_exclusive(path: &Path) -> Result<Option<Lock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(flock) => Ok(Some(Lock {
+                _flock: flock,
+                path: path.to_path_buf(),
+                remove_on_drop: false,
+            })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
     /// An exclusive lock on a lock file that is deleted when released. Waiters that locked
     /// the deleted file notice (its inode is no longer the path's) and retry.
     pub fn exclusive_ephemeral(path: &Path) -> Result<Lock> {

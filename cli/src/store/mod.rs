@@ -61,6 +61,10 @@ impl Store {
         data.join("strata")
     }
 
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     pub fn blobs_dir(&self) -> PathBuf {
         self.root.join("blobs").join("sha256")
     }
@@ -121,6 +125,10 @@ impl Store {
 
     pub fn lock_gc_exclusive(&self) -> Result<Lock> {
         Lock::exclusive(&self.root.join("locks").join("gc"))
+    }
+
+    pub fn try_lock_gc_exclusive(&self) -> Result<Option<Lock>> {
+        Lock::try_exclusive(&self.root.join("locks").join("gc"))
     }
 
     /// index.json as it is now (lock-free). A missing store reads as empty.
