@@ -47,7 +47,7 @@ impl Progress {
                 let bar = mp.add(ProgressBar::new(size));
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{prefix}: {msg:<18} [{bar:30}] {bytes:>9}/{total_bytes:<9}",
+                        "{prefix}: {msg:<18} [{bar:30}] {decimal_bytes:>9}/{decimal_total_bytes:<9}",
                     )
                     .expect("valid template")
                     .progress_chars("=> "),
