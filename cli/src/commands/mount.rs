@@ -2,7 +2,6 @@
 //! strata-fs union mount, read-only, or writable with `--upper DIR` (changes go to
 //! `DIR/upper`, scratch space is `DIR/work`).
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -152,10 +151,8 @@ pub fn umount(_global: &Global, args: UmountArgs) -> Result<()> {
         Err(nix::errno::Errno::EPERM) => {}
         Err(e) => return Err(e).with_context(|| format!("unmounting {}", dir.display())),
     }
-    let mut arg = OsString::from("-u");
-    arg.push("");
     let status = Command::new("fusermount3")
-        .arg(arg)
+        .arg("-u")
         .arg(&dir)
         .status()
         .context("running fusermount3 -u (apt-get install fuse3)")?;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use super::table::{ImageEntry, ImageTable};
 use super::Store;
 use crate::digest::Digest;
-use crate::oci::{ImageConfig, Manifest, ManifestKind};
+use crate::oci::{ImageConfig, Manifest, ManifestKind, PlatformSpec};
 use crate::reference::Reference;
 
 #[derive(Clone, Debug)]
@@ -75,7 +75,24 @@ impl Store {
             .1
         {
             ManifestKind::Image(m) => m,
-            ManifestKind::Index(_) => bail!("{digest} is an image index, not an image"),
+            // An index copied in whole (`skopeo copy --all`): the host's platform is the image.
+            ManifestKind::Index(index) => {
+                let chosen = PlatformSpec::host()
+                    .select(&index.manifests)
+                    .with_context(|| format!("index {digest} has no manifest for this platform"))?;
+                match crate::oci::parse_manifest(
+                    Some(&chosen.media_type),
+                    &self.read_blob(&chosen.digest)?,
+                )
+                .with_context(|| format!("manifest {}", chosen.digest))?
+                .1
+                {
+                    ManifestKind::Image(m) => m,
+                    ManifestKind::Index(_) => {
+                        bail!("{digest}: nested image indexes are not supported")
+                    }
+                }
+            }
         };
         let config: ImageConfig = serde_json::from_slice(&self.read_blob(&manifest.config.digest)?)
             .with_context(|| format!("parsing image config {}", manifest.config.digest))?;
