@@ -141,7 +141,8 @@ fn image_rows(img: &Image, show_digests: bool) -> Vec<(String, String, String)> 
         }
     }
     let mut rows = Vec::new();
-    for (repo, tags) in &tags {
+    for (repo, tags) in &mut tags {
+        tags.sort();
         let ds = digests.remove(repo).unwrap_or_default();
         for tag in tags {
             if !show_digests || ds.is_empty() {
@@ -332,5 +333,89 @@ mod tests {
         assert!(!single_reference(&[r("busybox"), r("busybox:1")]));
         assert!(!single_reference(&[r("busybox"), r("other")]));
         assert!(!single_reference(&[r("busybox"), r(&format!("other@{d}"))]));
+    }
+}
+
+#[cfg(test)]
+mod rmi_tests {
+    use super::*;
+    use crate::store::image::testing::{name_image, put_image};
+    use serde_json::json;
+
+    #[test]
+    fn untag_versus_delete_like_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let a = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"a");
+        name_image(&store, &a, &["busybox", "busybox:1", "other:x"]);
+        let id = store.images().unwrap()[0].id.clone();
+
+        // An ID with names in several repositories needs -f.
+        let e = remove(&store, id.short(), false).unwrap_err().to_string();
+        assert!(e.contains("must be forced"), "{e}");
+
+        // Removing one of several tags only untags.
+        assert_eq!(
+            remove(&store, "busybox:1", false).unwrap(),
+            vec!["Untagged: busybox:1\n"]
+        );
+        assert_eq!(
+            remove(&store, "other:x", false).unwrap(),
+            vec!["Untagged: other:x\n"]
+        );
+        // The last tag of the repository takes its repo digest along, then the image goes.
+        let lines = remove(&store, "busybox", false).unwrap();
+        assert_eq!(lines[0], "Untagged: busybox:latest\n");
+        assert_eq!(lines[1], format!("Untagged: busybox@{}\n", a.digest));
+        assert_eq!(lines[2], format!("Deleted: {id}\n"));
+        assert!(store.images().unwrap().is_empty());
+        assert!(!store.has_blob(&a.digest));
+        assert!(remove(&store, "busybox", false)
+            .unwrap_err()
+            .to_string()
+            .contains("No such image: busybox:latest"));
+
+        // One tag plus its digest: the ID removes both without -f; -f removes anything.
+        let b = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"b");
+        name_image(&store, &b, &["solo"]);
+        let id_b = store.images().unwrap()[0].id.clone();
+        let lines = remove(&store, id_b.hex(), false).unwrap();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let c = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"c");
+        name_image(&store, &c, &["c1", "c2"]);
+        let id_c = store.images().unwrap()[0].id.clone();
+        assert!(remove(&store, id_c.short(), true).is_ok());
+        assert!(store.images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn rows_per_tag_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let a = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"a");
+        name_image(
+            &store,
+            &a,
+            &["busybox", "busybox:1", "127.0.0.1:5000/x/y:z"],
+        );
+        let img = &store.images().unwrap()[0];
+        let rows = image_rows(img, false);
+        assert_eq!(
+            rows,
+            vec![
+                (
+                    "127.0.0.1:5000/x/y".to_string(),
+                    "z".to_string(),
+                    "<none>".to_string()
+                ),
+                ("busybox".into(), "1".into(), "<none>".into()),
+                ("busybox".into(), "latest".into(), "<none>".into()),
+            ]
+        );
+        let rows = image_rows(img, true);
+        assert_eq!(rows[1].2, a.digest.to_string());
+        let r = row(img, "busybox", "1", "<none>", true);
+        assert_eq!(r["ID"], img.id.short());
+        assert_eq!(r["Size"], "1B");
     }
 }

@@ -198,3 +198,123 @@ fn id_prefix(s: &str) -> Option<&str> {
         && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
     .then_some(hex)
 }
+
+/// A store with small synthetic images, for tests of the commands that work on images.
+#[cfg(test)]
+pub mod testing {
+    use super::*;
+    use crate::oci::{media, Descriptor};
+    use serde_json::json;
+
+    /// Stores an image whose config has `created` and `labels`; returns its manifest
+    /// descriptor (not yet named in index.json).
+    pub fn put_image(
+        store: &Store,
+        created: &str,
+        labels: serde_json::Value,
+        layer: &[u8],
+    ) -> Descriptor {
+        store.init().unwrap();
+        let layer_digest = Digest::of(layer);
+        store.put_blob(&layer_digest, layer).unwrap();
+        let config = serde_json::to_vec(&json!({
+            "created": created,
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": labels, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
+            "history": [{"created": created, "created_by": "test"}]
+        }))
+        .unwrap();
+        let config_digest = Digest::of(&config);
+        store.put_blob(&config_digest, &config).unwrap();
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest.to_string(), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer_digest.to_string(), "size": layer.len()}]
+        }))
+        .unwrap();
+        let digest = Digest::of(&manifest);
+        store.put_blob(&digest, &manifest).unwrap();
+        Descriptor {
+            media_type: media::OCI_MANIFEST.to_string(),
+            digest,
+            size: manifest.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+            extra: Default::default(),
+        }
+    }
+
+    /// Names `desc` with `tags` (and a repo digest for the first tag's repository).
+    pub fn name_image(store: &Store, desc: &Descriptor, tags: &[&str]) {
+        store
+            .update(|t| {
+                t.ensure(desc);
+                for (i, tag) in tags.iter().enumerate() {
+                    let r = Reference::parse(tag).unwrap();
+                    if i == 0 {
+                        t.ensure(desc)
+                            .repo_digests
+                            .insert(r.with_digest(&desc.digest).to_string());
+                    }
+                    t.set_tag(&desc.digest, &r);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_by_tag_digest_and_id_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let a = put_image(
+            &store,
+            "2024-01-01T00:00:00Z",
+            json!({"x": "1"}),
+            b"layer a",
+        );
+        let b = put_image(&store, "2024-02-01T00:00:00Z", json!(null), b"layer b");
+        name_image(&store, &a, &["busybox", "busybox:1"]);
+        name_image(&store, &b, &["other:2"]);
+        let t = store.table().unwrap();
+        let img_a = match store.find(&t, "busybox").unwrap() {
+            Found::Tag(r, img) => {
+                assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
+                img
+            }
+            _ => panic!("not found as a tag"),
+        };
+        assert_eq!(img_a.manifest_digest, a.digest);
+        assert_eq!(img_a.created_unix(), Some(1704067200));
+        assert_eq!(img_a.config.labels()["x"], "1");
+        assert_eq!(img_a.tags.len(), 2);
+        assert!(!img_a.dangling());
+        let by_digest = format!("busybox@{}", a.digest);
+        assert!(matches!(
+            store.find(&t, &by_digest).unwrap(),
+            Found::Digest(..)
+        ));
+        let id = img_a.id.clone();
+        for q in [&id.hex()[..4], id.as_str(), &id.hex()[..12]] {
+            match store.find(&t, q).unwrap() {
+                Found::Id(i) => assert_eq!(i.id, id),
+                _ => panic!("{q} not found as an ID"),
+            }
+        }
+        assert!(store.find(&t, "busybox:2").is_err());
+        assert!(store.find(&t, "0000").is_err());
+        assert_eq!(store.images().unwrap().len(), 2);
+    }
+}
