@@ -267,3 +267,54 @@ mod tests {
         assert!(Filters::parse(&["dangling".into()]).is_err());
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use crate::store::image::testing::{name_image, put_image};
+    use crate::store::Store;
+    use serde_json::json;
+
+    #[test]
+    fn filters_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let old = put_image(&store, "2024-01-01T00:00:00Z", json!({"tier": "db"}), b"1");
+        let mid = put_image(&store, "2024-02-01T00:00:00Z", json!({"tier": "web"}), b"2");
+        let new = put_image(&store, "2024-03-01T00:00:00Z", json!(null), b"3");
+        name_image(&store, &old, &["db:1", "db:2"]);
+        name_image(&store, &mid, &["web:1"]);
+        store
+            .update(|t| {
+                t.ensure(&new);
+                Ok(())
+            })
+            .unwrap();
+        let table = store.table().unwrap();
+        let run = |args: &[&str]| -> Vec<String> {
+            let f =
+                Filters::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+            f.apply(store.images().unwrap(), |n| {
+                Ok(store.find(&table, n)?.image().created_unix())
+            })
+            .unwrap()
+            .iter()
+            .map(|i| match i.tags.first() {
+                Some(t) => format!("{}:{}", t.familiar(), i.tags.len()),
+                None => "<none>".to_string(),
+            })
+            .collect()
+        };
+        assert_eq!(run(&["dangling=true"]), vec!["<none>"]);
+        assert_eq!(run(&["dangling=false"]).len(), 2);
+        assert_eq!(run(&["reference=db:2"]), vec!["db:2:1"]);
+        assert_eq!(run(&["reference=db"]), vec!["db:1:2"]);
+        assert_eq!(run(&["reference=db", "reference=web"]).len(), 2);
+        assert_eq!(run(&["before=web:1"]), vec!["db:1:2"]);
+        assert_eq!(run(&["since=web:1"]), vec!["<none>"]);
+        assert_eq!(run(&["since=db:1", "dangling=false"]), vec!["web:1:1"]);
+        assert_eq!(run(&["label=tier"]).len(), 2);
+        assert_eq!(run(&["label=tier=web"]), vec!["web:1:1"]);
+        assert!(run(&["label=nope"]).is_empty());
+    }
+}
