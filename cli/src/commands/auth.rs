@@ -13,7 +13,7 @@ use crate::Global;
 
 #[derive(Args)]
 pub struct LoginArgs {
-    /// Registry (host[:port]); default docker.io
+    /// Registry host, with its port if any (default: docker.io)
     pub server: Option<String>,
     /// Username
     #[arg(short, long)]
@@ -31,7 +31,7 @@ pub struct LoginArgs {
 
 #[derive(Args)]
 pub struct LogoutArgs {
-    /// Registry (host[:port]); default docker.io
+    /// Registry host, with its port if any (default: docker.io)
     pub server: Option<String>,
 }
 

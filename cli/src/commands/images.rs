@@ -17,7 +17,7 @@ use crate::Global;
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Only images of this repository[:tag] (a reference filter)
+    /// Only images of this repository, or repository:tag (a reference filter)
     pub repository: Option<String>,
     /// Show all images (there are no intermediate images to hide yet)
     #[arg(short, long)]
@@ -42,9 +42,9 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct TagArgs {
-    /// SOURCE_IMAGE[:TAG]
+    /// Source image: a name, name:tag or image ID
     pub source: String,
-    /// TARGET_IMAGE[:TAG]
+    /// New name: name or name:tag
     pub target: String,
 }
 

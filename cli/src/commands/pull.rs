@@ -13,7 +13,7 @@ use crate::Global;
 
 #[derive(Args)]
 pub struct PullArgs {
-    /// Image reference: NAME[:TAG|@DIGEST]
+    /// Image reference: NAME, NAME:TAG or NAME@DIGEST
     pub reference: String,
     /// Platform to pull from an image index, os/arch[/variant] (default: the host's)
     #[arg(long)]

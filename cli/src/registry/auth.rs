@@ -114,7 +114,7 @@ pub fn auth_key(domain: &str) -> String {
     }
 }
 
-/// Normalizes an `auths` key (`https://host/v2/`, `host`) to a bare host[:port].
+/// Normalizes an `auths` key (`https://host/v2/`, `host`) to a bare `host:port`.
 fn key_host(key: &str) -> &str {
     let k = key
         .strip_prefix("https://")
