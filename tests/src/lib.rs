@@ -5,6 +5,7 @@
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
 //!   oci.rs      ImageBuilder: layers → an OCI image layout (gzip, zstd or plain)
 //!   registry.rs docker-registry on a free loopback port; push with skopeo
+//!   strata.rs   the strata binary with a test store (--root), its exit code and output
 //!   mounts.rs   mount/unmount strata-fs, fuse-overlayfs, kernel overlayfs; MountGuard
 //!   tree.rs     a merged tree as comparable data (snapshot, diff)
 //!   users.rs    root or not, the unprivileged test user, re-running a test as that user
@@ -15,5 +16,6 @@ pub mod fixture;
 pub mod mounts;
 pub mod oci;
 pub mod registry;
+pub mod strata;
 pub mod tree;
 pub mod users;

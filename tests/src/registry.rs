@@ -81,7 +81,13 @@ impl Registry {
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) -> Result<String> {
         let reference = format!("{}/{repo}", self.host);
         let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            // Layers go up as built: uncompressed ones stay uncompressed.
+            .args([
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{reference}"))
             .output()
