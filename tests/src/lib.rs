@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!   dirstream.rs opendir/readdir with telldir/seekdir
+//!   fake_registry.rs a registry that misbehaves on purpose (digests, cut transfers, auth)
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
 //!   oci.rs      ImageBuilder: layers → an OCI image layout (gzip, zstd or plain)
 //!   registry.rs docker-registry on a free loopback port; push with skopeo
@@ -12,6 +13,7 @@
 //! ```
 
 pub mod dirstream;
+pub mod fake_registry;
 pub mod fixture;
 pub mod mounts;
 pub mod oci;
