@@ -557,23 +557,35 @@ impl Union {
         self.copy_up(ino)?;
         let node = self.node(ino)?;
         let src = self.host_entry(ino, &node)?;
+        let upper = self.upper()?;
+        // Over a whiteout device (a deleted lower name) the link is made in the work dir
+        // and renamed over it: the name goes from deleted to linked in one step.
+        let over_whiteout =
+            host::stat_at(pfd.as_fd(), newname)?.is_some_and(|a| a.is_whiteout_device());
+        let tmp = upper.temp_name();
+        let (dir, name) = match over_whiteout {
+            true => (upper.work.as_fd(), tmp.as_os_str()),
+            false => (pfd.as_fd(), newname),
+        };
         match &src.name {
-            Some(n) => rustix::fs::linkat(
-                src.dir.as_fd(),
-                n.as_os_str(),
-                pfd.as_fd(),
-                newname,
-                AtFlags::empty(),
-            )?,
+            Some(n) => {
+                rustix::fs::linkat(src.dir.as_fd(), n.as_os_str(), dir, name, AtFlags::empty())?
+            }
             None => rustix::fs::linkat(
                 rustix::fs::CWD,
                 src.proc_path().as_str(),
-                pfd.as_fd(),
-                newname,
+                dir,
+                name,
                 AtFlags::SYMLINK_FOLLOW,
             )?,
         }
-        self.upper()?.remove_whiteout(pfd.as_fd(), newname)?;
+        if over_whiteout {
+            if let Err(e) = rustix::fs::renameat(upper.work.as_fd(), &tmp, pfd.as_fd(), newname) {
+                let _ = rustix::fs::unlinkat(upper.work.as_fd(), &tmp, AtFlags::empty());
+                return Err(e.into());
+            }
+        }
+        upper.remove_whiteout(pfd.as_fd(), newname)?;
         let r = self.resolve(newparent, newname)?;
         self.enter(newparent, newname, r, true)
     }

@@ -408,6 +408,13 @@ fn links_and_symlinks(fx: &Fixture, v: &Variant) -> Result<()> {
     fs::hard_link(m.join("n1"), m.join("d/n2"))?;
     ensure!(fs::metadata(m.join("n1"))?.nlink() == 2);
     ensure!(errno(fs::hard_link(m.join("d"), m.join("dlink"))) == libc::EPERM);
+    // A link made where a lower name was deleted (the whiteout is replaced).
+    fs::remove_file(m.join("b"))?;
+    fs::remove_dir_all(m.join("rmme"))?;
+    fs::hard_link(m.join("n1"), m.join("b"))?;
+    fs::hard_link(m.join("n1"), m.join("rmme"))?;
+    ensure!(read(&m.join("b"))? == "n" && read(&m.join("rmme"))? == "n");
+    ensure!(fs::metadata(m.join("n1"))?.nlink() == 4);
     std::os::unix::fs::symlink("target/of/link", m.join("ln"))?;
     ensure!(fs::read_link(m.join("ln"))? == Path::new("target/of/link"));
     let long_target = "t/".repeat(1000);
