@@ -75,13 +75,16 @@ pub fn strata_fs_bin() -> Result<PathBuf> {
 
 /// Whether `path` is a mount point in this mount namespace.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
+    mountinfo_line(path).is_some()
+}
+
+/// The `/proc/self/mountinfo` line of the mount at `path`, if mounted.
+pub fn mountinfo_line(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let wanted = path.to_string_lossy();
     info.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|point| unescape_mountinfo(point) == wanted)
+        .find(|line| line.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(&*wanted))
+        .map(str::to_string)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.

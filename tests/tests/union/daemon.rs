@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use strata_tests::fixture::{LayerBuilder, WhiteoutFormat};
 use strata_tests::mounts::{
-    is_mounted, mount, mount_strata_foreground, strata_fs_bin, unmount, wait_for, Driver, UnionDirs,
+    is_mounted, mount, mount_strata_foreground, mountinfo_line, strata_fs_bin, unmount, wait_for,
+    Driver, UnionDirs,
 };
 use strata_tests::users::have_root;
 
@@ -142,11 +143,7 @@ fn works_as_a_mount_helper() {
         is_mounted(fx.merged())
     })
     .unwrap();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.contains(fx.merged().to_str().unwrap()))
-        .unwrap();
+    let line = mountinfo_line(fx.merged()).unwrap();
     assert!(line.contains("fuse.strata-fs"), "{line}");
     assert!(line.contains("nodev") && line.contains("nosuid"), "{line}");
     assert_eq!(fs::read_to_string(fx.merged().join("a")).unwrap(), "top-a");
@@ -326,11 +323,7 @@ fn sigterm_unmounts_and_exits() {
         is_mounted(fx.merged())
     })
     .unwrap();
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let line = info
-        .lines()
-        .find(|l| l.contains(fx.merged().to_str().unwrap()))
-        .unwrap();
+    let line = mountinfo_line(fx.merged()).unwrap();
     assert!(line.contains(" - fuse.strata-fs "), "{line}");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();

@@ -94,18 +94,22 @@ fn chown_the_host_refuses_is_kept_in_override_stat() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let status = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .args(["--clear-groups"])
-        .arg(strata_fs_bin().unwrap())
-        .arg("-o")
-        .arg(format!("{},allow_other", fx.dirs.options()))
-        .arg(fx.merged())
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "rootless strata-fs failed to mount");
+    // The user mounts (through fusermount3), admitting root with allow_other.
+    let mount_as_user = || {
+        let status = Command::new("setpriv")
+            .arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .args(["--clear-groups"])
+            .arg(strata_fs_bin().unwrap())
+            .arg("-o")
+            .arg(format!("{},allow_other", fx.dirs.options()))
+            .arg(fx.merged())
+            .stdin(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "rootless strata-fs failed to mount");
+    };
+    mount_as_user();
     let merged = fx.merged().to_path_buf();
     let _unmount = scopeguard(|| {
         if is_mounted(&merged) {
@@ -139,17 +143,7 @@ fn chown_the_host_refuses_is_kept_in_override_stat() {
     );
     // And after a remount (as the user again) the override is still what stat shows.
     unmount(&merged, Driver::Strata).unwrap();
-    let status = Command::new("setpriv")
-        .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .args(["--clear-groups"])
-        .arg(strata_fs_bin().unwrap())
-        .arg("-o")
-        .arg(format!("{},allow_other", fx.dirs.options()))
-        .arg(fx.merged())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    mount_as_user();
     wait_for(std::time::Duration::from_secs(5), "the remount", || {
         is_mounted(&merged)
     })
