@@ -30,6 +30,8 @@ pub struct Node {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// The first path (in sorted order) sharing this node's inode: hard links agree.
     pub link_group: Option<PathBuf>,
+    /// Modification time (seconds), only from [`snapshot_with_times`].
+    pub mtime: Option<i64>,
 }
 
 impl fmt::Display for Node {
@@ -53,6 +55,9 @@ impl fmt::Display for Node {
         }
         if let Some(g) = &self.link_group {
             write!(f, " link={}", g.display())?;
+        }
+        if let Some(t) = self.mtime {
+            write!(f, " mtime={t}")?;
         }
         Ok(())
     }
@@ -81,9 +86,18 @@ fn kind_of(ft: fs::FileType) -> char {
 
 /// Reads the whole tree below `root` (not `root` itself).
 pub fn snapshot(root: &Path) -> Result<Tree> {
+    snapshot_inner(root, false)
+}
+
+/// [`snapshot`] with modification times (of every entry but symlinks' targets).
+pub fn snapshot_with_times(root: &Path) -> Result<Tree> {
+    snapshot_inner(root, true)
+}
+
+fn snapshot_inner(root: &Path, times: bool) -> Result<Tree> {
     let mut tree = Tree::new();
     let mut inodes: HashMap<u64, Vec<PathBuf>> = HashMap::new();
-    walk(root, Path::new(""), &mut tree, &mut inodes)?;
+    walk(root, Path::new(""), &mut tree, &mut inodes, times)?;
     for paths in inodes.values().filter(|p| p.len() > 1) {
         let first = paths.iter().min().cloned();
         for path in paths {
@@ -100,6 +114,7 @@ fn walk(
     rel: &Path,
     tree: &mut Tree,
     inodes: &mut HashMap<u64, Vec<PathBuf>>,
+    times: bool,
 ) -> Result<()> {
     let dir = root.join(rel);
     let mut names: Vec<_> = fs::read_dir(&dir)
@@ -157,10 +172,11 @@ fn walk(
                 },
                 xattrs,
                 link_group: None,
+                mtime: times.then(|| meta.mtime()),
             },
         );
         if kind == 'd' {
-            walk(root, &rel_path, tree, inodes)?;
+            walk(root, &rel_path, tree, inodes, times)?;
         }
     }
     Ok(())
