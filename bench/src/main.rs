@@ -1,1 +1,282 @@
-fn main() {}
+//! `strata-bench`: the workloads DESIGN.md's bars are stated in, run in one go on the same
+//! layer data for native ext4, kernel overlayfs, fuse-overlayfs and strata-fs, printed as a
+//! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
+//!
+//! ```text
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar] [--runs N]
+//! ```
+//! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
+//! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
+//! named by `$STRATA_FS_BIN`.
+//!
+//! The workloads, each the median of `--runs` (3) rounds on every target:
+//! 1. **walk**: `lstat` of every entry of a 100k-file tree spread over 4 layers (with shadowed
+//!    files, whiteouts and opaque directories), recursive readdir. *Cold* is a fresh mount
+//!    after `sync; echo 3 > /proc/sys/vm/drop_caches`: nothing of the tree is in the page,
+//!    dentry or inode caches, nor in the daemon's own tables — what a container's first
+//!    `find /` or image scan costs. *Warm* is a second walk of the same mount: what a
+//!    union adds when the kernel's caches could answer (FUSE entry/attr timeouts, its own
+//!    lookups). After it, the FUSE daemon's `VmRSS` (workload 7).
+//! 2. **readdir**: the names of one 30k-entry directory merged from 3 layers, cold and warm:
+//!    merging and whiteout filtering, which FUSE unions do in userspace.
+//! 3. **seqread**: a cold 1 GiB lower file read in 1 MiB `read(2)`s, MB/s (10^6 bytes).
+//! 4. **randread**: `fio` 4k random reads by 4 `psync` jobs for 10 s on that file, cold, IOPS:
+//!    the per-request cost of a FUSE round trip against a page-cache miss.
+//! 5. **copyup**: `open(O_WRONLY|O_APPEND)` + a 1-byte write + close on a 512 MiB lower file
+//!    (the whole file is copied up), and `chmod` of it on another fresh mount: a metadata-only
+//!    change that should not cost the file's copy.
+//! 6. **untar**: `tar -xf` of 20k small files into the mount (they land in the upper), then
+//!    `rm -rf` of them: the create/unlink path, as image builds and package managers use it.
+//!
+//! The native column runs the same operations without a union: on the merged tree copied
+//! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
+//! copy of the file in place — no copy-up at all (copyup), in a plain directory (untar).
+//! Each union mount uses its defaults: kernel overlayfs with plain
+//! `lowerdir=…,upperdir=…,workdir=…` (so its module defaults for redirect_dir, index and
+//! metacopy), fuse-overlayfs and strata-fs with no options beyond the directories.
+//!
+//! All data lives on an ext4 image on a loop device, created for the run and removed at its
+//! end, so runs start from the same filesystem state. `--quick` shrinks every size to about
+//! a tenth and runs once: a smoke test, not a measurement.
+
+mod data;
+mod ops;
+mod procfs;
+mod report;
+mod scratch;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+
+use crate::data::{Layout, Sizes};
+use crate::report::Results;
+use crate::scratch::Scratch;
+use crate::workloads::Bench;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Workload benchmarks: native ext4, kernel overlayfs, fuse-overlayfs and strata-fs"
+)]
+struct Args {
+    /// Smaller data (about a tenth) and one run: a smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// Only these workloads (comma-separated, or repeat the flag).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Workload>,
+    /// Rounds per workload and target; the median is reported [default: 3, 1 with --quick].
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Directory for the ext4 image (a sparse file of up to 12 GiB, removed at the end).
+    #[arg(long, default_value = "/var/tmp")]
+    image_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Metadata walk of the 100k-file tree, cold and warm, and the FUSE daemons' RSS.
+    Walk,
+    /// Merged readdir of the 30k-entry directory, cold and warm.
+    Readdir,
+    /// Sequential read of the 1 GiB lower file, cold.
+    Seqread,
+    /// fio 4k random reads, 4 jobs, cold.
+    Randread,
+    /// Copy-up of the 512 MiB lower file by an append, and chmod of it.
+    Copyup,
+    /// tar -xf of 20k small files into the upper, and rm -rf of them.
+    Untar,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("strata-bench: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the selected workloads and prints the report; `false` when a measurement failed.
+fn run(args: &Args) -> Result<bool> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("strata-bench needs root: loop devices, kernel overlayfs and drop_caches");
+    }
+    for tool in ["fio", "fuse-overlayfs", "tar", "mkfs.ext4", "losetup", "cp"] {
+        which(tool)?;
+    }
+    let strata_fs = strata_tests::mounts::strata_fs_bin()?;
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::full()
+    };
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let wanted = |w: Workload| args.only.is_empty() || args.only.contains(&w);
+
+    let started = Instant::now();
+    let scratch = Scratch::create(&args.image_dir, sizes.image_bytes)?;
+    let layout = Layout::new(scratch.root());
+    eprintln!(
+        "strata-bench: generating data in {}",
+        scratch.root().display()
+    );
+    let walk_expected = generate(&scratch, &layout, &sizes, &wanted)?;
+    eprintln!(
+        "strata-bench: data ready after {:.0} s; {runs} run(s) per workload and target",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut bench = Bench {
+        scratch: &scratch,
+        layout: &layout,
+        sizes: &sizes,
+        runs,
+        results: Results::default(),
+        walk_expected,
+    };
+    if wanted(Workload::Walk) {
+        bench.walk();
+    }
+    if wanted(Workload::Readdir) {
+        bench.readdir();
+    }
+    if wanted(Workload::Seqread) {
+        bench.seq_read();
+    }
+    if wanted(Workload::Randread) {
+        bench.rand_read();
+    }
+    if wanted(Workload::Copyup) {
+        bench.copy_up();
+    }
+    if wanted(Workload::Untar) {
+        bench.untar();
+    }
+    let results = bench.results;
+    drop(scratch);
+
+    print!("{}", environment(&strata_fs, runs, args.quick));
+    println!();
+    print!("{}", results.table(&sizes));
+    let errors: Vec<String> = results.errors().collect();
+    if !errors.is_empty() {
+        println!("\nFailures:\n");
+        for e in &errors {
+            println!("- {e}");
+        }
+    }
+    println!("\n<details><summary>Every run</summary>\n");
+    print!("{}", results.runs_table(&sizes));
+    println!("\n</details>");
+    eprintln!(
+        "strata-bench: done in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(errors.is_empty())
+}
+
+/// Writes the layers, archive and native copies the selected workloads use; returns what
+/// the walk must count.
+fn generate(
+    scratch: &Scratch,
+    layout: &Layout,
+    sizes: &Sizes,
+    wanted: &dyn Fn(Workload) -> bool,
+) -> Result<ops::Counts> {
+    let mut expected = ops::Counts::default();
+    let mut native = Vec::new();
+    layout.create()?;
+    if wanted(Workload::Walk) {
+        let (layers, counts) = data::walk_layers(sizes);
+        data::write_layers(layout, &layers)?;
+        expected = counts;
+        native.push(data::WALK_DIR);
+    }
+    if wanted(Workload::Readdir) {
+        let (layers, _) = data::readdir_layers(sizes);
+        data::write_layers(layout, &layers)?;
+        native.push(data::READDIR_DIR);
+    }
+    if wanted(Workload::Seqread) || wanted(Workload::Randread) {
+        data::write_big_file(&layout.bottom().join(data::SEQ_FILE), sizes.seq_bytes, 1)?;
+    }
+    if wanted(Workload::Copyup) {
+        let file = layout.bottom().join(data::COPYUP_FILE);
+        data::write_big_file(&file, sizes.copyup_bytes, 2)?;
+        native.push(data::COPYUP_FILE);
+    }
+    if wanted(Workload::Untar) {
+        data::write_tar(&layout.tar, sizes.untar_files)?;
+    }
+    data::copy_merged(scratch, layout, &native)?;
+    scratch::drop_caches()?;
+    Ok(expected)
+}
+
+fn which(tool: &str) -> Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        bail!("{tool} is not installed (not on PATH)");
+    }
+    Ok(())
+}
+
+/// The machine and the drivers' versions and options, as markdown bullets.
+fn environment(strata_fs: &std::path::Path, runs: usize, quick: bool) -> String {
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".to_string());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fuse_overlayfs = Command::new("fuse-overlayfs")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find(|l| l.starts_with("fuse-overlayfs"))
+                .map(|l| l.trim_start_matches("fuse-overlayfs:").trim().to_string())
+        })
+        .unwrap_or_else(|| "?".to_string());
+    let params: Vec<String> = ["redirect_dir", "index", "metacopy", "xino_auto"]
+        .iter()
+        .filter_map(|p| {
+            let v = std::fs::read_to_string(format!("/sys/module/overlay/parameters/{p}")).ok()?;
+            Some(format!("{p}={}", v.trim()))
+        })
+        .collect();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "- machine: {os}, {cores} cores, kernel {kernel}\n\
+         - kernel overlayfs: plain `lowerdir,upperdir,workdir`, module defaults ({})\n\
+         - fuse-overlayfs {fuse_overlayfs} and strata-fs ({}) with their defaults\n\
+         - data on a fresh ext4 image on a loop device; layers in kernel overlay format\n\
+         - median of {runs} run(s){}; ratios are strata-fs's figure over the peer's \
+           (times: below 1 is faster; MB/s and IOPS: above 1 is faster)\n\
+         - native ext4: the merged tree copied flat (walk, readdir), the lower file itself \
+           (reads), a plain copy written in place with no copy-up (copyup, chmod)\n",
+        params.join(" "),
+        strata_fs.display(),
+        if quick { ", --quick sizes" } else { "" },
+    ));
+    out
+}
