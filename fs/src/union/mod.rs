@@ -577,7 +577,9 @@ impl Union {
             Location::Upper { dir, name } => host::read_link(dir.as_fd(), &name),
             Location::Index(name) => host::read_link(self.upper()?.index.as_fd(), &name),
             Location::Lower(r) => self.lowers[r.layer].read_link(&r.path),
-            Location::UpperRoot | Location::Detached(_) => Err(Errno::EINVAL),
+            // A symlink that lost one of its hard links: its held O_PATH|O_NOFOLLOW handle.
+            Location::Detached(fd) => host::read_link(fd.as_fd(), OsStr::new("")),
+            Location::UpperRoot => Err(Errno::EINVAL),
         }
     }
 

@@ -326,3 +326,15 @@ fn read_only_union_refuses_changes() {
     assert_eq!(u.unlink(ROOT, OsStr::new("f")).unwrap_err(), Errno::EROFS);
     assert_eq!(read_all(&u, f), "x");
 }
+
+#[test]
+fn readlink_of_a_symlink_that_lost_a_hard_link() {
+    let f = fixture();
+    let (s, _) = f
+        .union
+        .create(ROOT, OsStr::new("s"), NewKind::Symlink(b"a"), 0o777, me())
+        .unwrap();
+    f.union.link(s.attr.ino, ROOT, OsStr::new("t")).unwrap();
+    f.union.unlink(ROOT, OsStr::new("t")).unwrap();
+    assert_eq!(f.union.readlink(s.attr.ino).unwrap(), b"a");
+}
