@@ -524,7 +524,14 @@ impl Union {
         let node = self.node(ino)?;
         let attr = match r.host_attr {
             Some(host) if !node.place.upper => {
-                let over = self.override_of(&self.location(ino, &node)?)?;
+                let loc = self.location(ino, &node)?;
+                // The lower hit's attributes, unless another name of this lower file was
+                // copied up: the index holds the file then.
+                let host = match loc {
+                    Location::Lower(_) => host,
+                    _ => self.stat_location(&loc)?,
+                };
+                let over = self.override_of(&loc)?;
                 self.present(ino, &node, over, host)?
             }
             _ => self.attr_of(ino, &node)?,

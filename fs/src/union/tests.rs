@@ -338,3 +338,45 @@ fn readlink_of_a_symlink_that_lost_a_hard_link() {
     f.union.unlink(ROOT, OsStr::new("t")).unwrap();
     assert_eq!(f.union.readlink(s.attr.ino).unwrap(), b"a");
 }
+
+/// A union whose bottom layer has one file with three names, `h1`, `h2` and `r/h3`, under a
+/// top layer holding `a`.
+fn linked_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let top = layer(dir.path(), "top", &[("a", Some("top-a"))]);
+    let bottom = dir.path().join("bottom");
+    fs::create_dir_all(bottom.join("r")).unwrap();
+    fs::write(bottom.join("h1"), "hard").unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("h2")).unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("r/h3")).unwrap();
+    let bottom = Arc::new(DirLayer::open(&bottom, 64).unwrap());
+    fs::create_dir_all(dir.path().join("upper")).unwrap();
+    fs::create_dir_all(dir.path().join("work")).unwrap();
+    let upper = Upper::open(
+        &dir.path().join("upper"),
+        &dir.path().join("work"),
+        crate::mount::privileged(),
+        false,
+    )
+    .unwrap();
+    let union = Union::new(UnionConfig {
+        lowers: vec![top, bottom],
+        upper: Some(upper),
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 64,
+    });
+    Fixture { dir, union }
+}
+
+#[test]
+fn lookup_of_a_lower_hard_link_shows_the_copied_up_file() {
+    let f = linked_fixture();
+    let h1 = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    let (fh, _) = f.union.open(h1, libc::O_WRONLY).unwrap();
+    f.union.write(fh, 0, b"harder!").unwrap();
+    f.union.release(fh);
+    let h2 = f.union.lookup(ROOT, OsStr::new("h2")).unwrap().attr;
+    assert_eq!(h2.ino, h1);
+    assert_eq!(h2.size, 7, "the lookup answered the lower file's size");
+}
