@@ -380,3 +380,37 @@ fn lookup_of_a_lower_hard_link_shows_the_copied_up_file() {
     assert_eq!(h2.ino, h1);
     assert_eq!(h2.size, 7, "the lookup answered the lower file's size");
 }
+
+fn chmod(u: &Union, ino: Ino, mode: u32) -> Result<Attr> {
+    u.setattr(
+        ino,
+        SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        },
+    )
+}
+
+#[test]
+fn removing_a_name_of_a_lower_hard_link_keeps_its_node_usable() {
+    let f = linked_fixture();
+    let n = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    // The node answers to the name looked up last, which then goes.
+    assert_eq!(f.union.lookup(ROOT, OsStr::new("h2")).unwrap().attr.ino, n);
+    f.union.unlink(ROOT, OsStr::new("h2")).unwrap();
+    let new = f.union.link(n, ROOT, OsStr::new("new")).unwrap();
+    assert_eq!(new.attr.ino, n);
+    assert_eq!(read_all(&f.union, n), "hard");
+    assert_eq!(names(&f.union, ROOT), ["a", "h1", "new", "r"]);
+    // A rename over the name the node answers to, likewise.
+    let r = f.union.lookup(ROOT, OsStr::new("r")).unwrap().attr.ino;
+    assert_eq!(f.union.lookup(r, OsStr::new("h3")).unwrap().attr.ino, n);
+    f.union
+        .rename(ROOT, OsStr::new("a"), r, OsStr::new("h3"), 0)
+        .unwrap();
+    assert_eq!(chmod(&f.union, n, 0o600).unwrap().perm, 0o600);
+    let h1 = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr;
+    assert_eq!((h1.ino, h1.perm), (n, 0o600));
+    let h3 = f.union.lookup(r, OsStr::new("h3")).unwrap().attr.ino;
+    assert_eq!(read_all(&f.union, h3), "top-a");
+}

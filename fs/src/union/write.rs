@@ -13,7 +13,7 @@ use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
 };
 
-use super::{Entry, Handle, Location, LowerHit, OpenFile, Union};
+use super::{Entry, Handle, Location, LowerHit, OpenFile, Resolved, Union};
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
@@ -600,9 +600,16 @@ impl Union {
         }
         let pnode = self.node(parent)?;
         let lower_has = self.lower_visible(&pnode.place.lower_dirs, name)?;
-        let node_ino = self.table.lock().expect("table").by_key(r.key);
+        let mut node_ino = self.table.lock().expect("table").by_key(r.key);
+        let mut in_upper = r.place.upper;
+        if node_ino.is_some() {
+            if let Some(ino) = self.copy_up_linked(parent, name, &r)? {
+                node_ino = Some(ino);
+                in_upper = true;
+            }
+        }
         let mut detached = None;
-        if r.place.upper {
+        if in_upper {
             let pfd = self.upper_dir(parent)?;
             if node_ino.is_some() {
                 detached = upper::hold(pfd.as_fd(), name);
@@ -618,21 +625,51 @@ impl Union {
             upper.create_whiteout(pfd.as_fd(), name)?;
         }
         if let Some(ino) = node_ino {
-            let gone = match &detached {
-                Some(fd) => host::stat_fd(fd.as_fd())?.nlink == 0,
-                None => self
-                    .node(ino)
-                    .ok()
-                    .and_then(|n| n.place.origin.map(|o| self.lowers[o.layer].stat(&o.path)))
-                    .and_then(|a| a.ok())
-                    .is_none_or(|a| a.nlink <= 1),
-            };
-            let mut t = self.table.lock().expect("table");
-            if gone {
-                t.mark_unlinked(ino, detached);
-            } else if let Some(n) = t.get_mut(ino) {
-                n.place.detached = detached;
-            }
+            self.name_removed(ino, detached)?;
+        }
+        Ok(())
+    }
+
+    /// Before a name of a lower non-directory with several names goes away (unlink, or a
+    /// rename over it): copies the file up under that name, with its hard-link index entry,
+    /// as the kernel's `ovl_nlink_start` does. Its node then keeps a host file to answer
+    /// from through its other names, instead of a remembered name that no longer leads to
+    /// it. Returns the node, when it was copied up.
+    fn copy_up_linked(&self, parent: Ino, name: &OsStr, r: &Resolved) -> Result<Option<Ino>> {
+        if r.kind == FileKind::Directory || r.place.upper || r.place.single_link {
+            return Ok(None);
+        }
+        // The node now names this entry (it may have answered to another name).
+        let (ino, _) = self.table.lock().expect("table").intern(
+            parent,
+            name.to_os_string(),
+            r.kind,
+            r.key,
+            r.place.clone(),
+            false,
+        );
+        self.copy_up(ino)?;
+        Ok(Some(ino))
+    }
+
+    /// After a name of non-directory node `ino` went away: the node is unlinked when that was
+    /// its last name; otherwise `detached`, its file held before the name went, answers for
+    /// it (its remembered name may now lead to another file, or nowhere).
+    fn name_removed(&self, ino: Ino, detached: Option<SharedFd>) -> Result<()> {
+        let gone = match &detached {
+            Some(fd) => host::stat_fd(fd.as_fd())?.nlink == 0,
+            None => self
+                .node(ino)
+                .ok()
+                .and_then(|n| n.place.origin.map(|o| self.lowers[o.layer].stat(&o.path)))
+                .and_then(|a| a.ok())
+                .is_none_or(|a| a.nlink <= 1),
+        };
+        let mut t = self.table.lock().expect("table");
+        if gone {
+            t.mark_unlinked(ino, detached);
+        } else if let Some(n) = t.get_mut(ino) {
+            n.place.detached = detached;
         }
         Ok(())
     }
@@ -819,14 +856,20 @@ impl Union {
         self.copy_up_for_move(src_ino)?;
         if exchange {
             self.copy_up_for_move(dst_ino.expect("dst"))?;
+        } else if let Some(d) = &dst {
+            self.copy_up_linked(newparent, newname, d)?;
         }
         let pfd = self.upper_dir(parent)?;
         let npfd = self.upper_dir(newparent)?;
         let src_lower_has = self.lower_visible(&self.node(parent)?.place.lower_dirs, name)?;
         let dst_lower_has = self.lower_visible(&self.node(newparent)?.place.lower_dirs, newname)?;
+        let dst_upper = match dst_ino {
+            Some(d) => self.node(d)?.place.upper,
+            None => false,
+        };
         let mut dst_detached = None;
         match (&dst, exchange) {
-            (Some(d), false) if d.place.upper => {
+            (Some(d), false) if dst_upper => {
                 if d.kind == FileKind::Directory {
                     let cfd = host::open_dir_path(npfd.as_fd(), newname)?;
                     Upper::clear_dir(cfd.as_fd())?;
@@ -863,11 +906,15 @@ impl Union {
             }
         }
         // The table follows.
+        if let (Some(d), false) = (dst_ino, exchange) {
+            if src.kind == FileKind::Directory {
+                self.table.lock().expect("table").mark_unlinked(d, None);
+            } else {
+                self.name_removed(d, dst_detached)?;
+            }
+        }
         {
             let mut t = self.table.lock().expect("table");
-            if let (Some(d), false) = (dst_ino, exchange) {
-                t.mark_unlinked(d, dst_detached);
-            }
             if let Some(n) = t.get_mut(src_ino) {
                 n.parent = newparent;
                 n.name = newname.to_os_string();
