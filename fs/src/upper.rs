@@ -10,6 +10,8 @@
 //! - metadata-only copy-up: `*.overlay.metacopy` on an upper file whose data is still the
 //!   lower file's (the kernel's `metacopy`);
 //! - `*.strata.ino`: the union inode number a copied-up file keeps;
+//! - `*.strata.nlink`: on a copied-up file with several lower names, what to add to its host
+//!   link count for the union one (the kernel's `overlay.nlink`, as a signed difference);
 //! - `user.containers.override_stat`: `uid:gid:mode` a rootless user could not set on the
 //!   host (the containers/storage convention);
 //! - `WORK/index/<ino>`: a hard link to every copied-up file that had several lower names,
@@ -31,6 +33,9 @@ use crate::attr::Attr;
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::layer::WHITEOUT_PREFIX;
+
+/// Suffix of the xattr holding a copied-up hard link's link-count difference.
+pub const NLINK_XATTR: &str = "strata.nlink";
 
 /// Name of the override xattr (containers/storage).
 pub const OVERRIDE_STAT: &str = "user.containers.override_stat";

@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::num::NonZeroUsize;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -260,13 +260,46 @@ impl Union {
     fn stat_location(&self, loc: &Location) -> Result<Attr> {
         match loc {
             Location::UpperRoot => host::stat_fd(self.upper()?.root.as_fd()),
-            Location::Upper { dir, name } => host::stat_at(dir.as_fd(), name)?.ok_or(Errno::ENOENT),
-            Location::Index(name) => {
-                host::stat_at(self.upper()?.index.as_fd(), name)?.ok_or(Errno::ENOENT)
+            Location::Upper { dir, name } => {
+                let a = host::stat_at(dir.as_fd(), name)?.ok_or(Errno::ENOENT)?;
+                self.union_nlink(a, dir.as_fd(), Some(name), false)
             }
-            Location::Detached(fd) => host::stat_fd(fd.as_fd()),
+            Location::Index(name) => {
+                let index = self.upper()?.index.as_fd();
+                let a = host::stat_at(index, name)?.ok_or(Errno::ENOENT)?;
+                self.union_nlink(a, index, Some(name), true)
+            }
+            Location::Detached(fd) => {
+                self.union_nlink(host::stat_fd(fd.as_fd())?, fd.as_fd(), None, true)
+            }
             Location::Lower(r) => self.lowers[r.layer].stat(&r.path),
         }
+    }
+
+    /// The link count the union shows for a copied-up file: a file with several lower
+    /// names keeps in `strata.nlink` what to add to its host count (minus its index link,
+    /// plus its lower names not copied up yet), as the kernel keeps `overlay.nlink`.
+    /// `always` for the index entry and held files, whose host count may be 1; an upper
+    /// name of an indexed file shares its inode with the index entry, so 1 means no index.
+    fn union_nlink(
+        &self,
+        mut attr: Attr,
+        dir: BorrowedFd<'_>,
+        name: Option<&OsStr>,
+        always: bool,
+    ) -> Result<Attr> {
+        let Some(upper) = &self.upper else {
+            return Ok(attr);
+        };
+        if attr.kind == FileKind::Directory || !(always || attr.nlink > 1) {
+            return Ok(attr);
+        }
+        let diff = host::get_xattr(dir, name, &upper.xattr(upper::NLINK_XATTR))?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
+        if let Some(diff) = diff {
+            attr.nlink = (attr.nlink as i64 + diff).max(1) as u64;
+        }
+        Ok(attr)
     }
 
     fn location_xattr(&self, loc: &Location, key: &OsStr) -> Result<Option<Vec<u8>>> {
@@ -561,6 +594,7 @@ impl Union {
             if f.upper {
                 // An open upper file: its descriptor answers even once its name is gone.
                 let host = host::stat_fd(f.file.as_fd())?;
+                let host = self.union_nlink(host, f.file.as_fd(), None, false)?;
                 let over = match self.read_override {
                     true => {
                         host::get_xattr(f.file.as_fd(), None, OsStr::new(upper::OVERRIDE_STAT))?

@@ -414,3 +414,21 @@ fn removing_a_name_of_a_lower_hard_link_keeps_its_node_usable() {
     let h3 = f.union.lookup(r, OsStr::new("h3")).unwrap().attr.ino;
     assert_eq!(read_all(&f.union, h3), "top-a");
 }
+
+#[test]
+fn link_count_of_a_copied_up_hard_link_counts_its_lower_names() {
+    let f = linked_fixture();
+    let n = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    assert_eq!(chmod(&f.union, n, 0o600).unwrap().nlink, 3);
+    assert_eq!(f.union.getattr(n, None).unwrap().nlink, 3);
+    f.union.unlink(ROOT, OsStr::new("h2")).unwrap();
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.nlink,
+        2
+    );
+    let r = f.union.lookup(ROOT, OsStr::new("r")).unwrap().attr.ino;
+    // Not copied up yet: answered from the index.
+    assert_eq!(f.union.lookup(r, OsStr::new("h3")).unwrap().attr.nlink, 2);
+    f.union.link(n, ROOT, OsStr::new("h4")).unwrap();
+    assert_eq!(f.union.getattr(n, None).unwrap().nlink, 3);
+}

@@ -253,7 +253,8 @@ impl Union {
         let pfd = self.upper_dir(node.parent)?;
         let index_name = super::index_name(node.key);
         if node.kind != FileKind::Directory && !node.place.single_link && self.indexed(node.key)? {
-            // Another name of this lower inode was copied up: share its inode.
+            // Another name of this lower inode was copied up: share its inode. The name
+            // moves from the lower count to the host one.
             keeping_dir_times(&pfd, || {
                 rustix::fs::linkat(
                     upper.index.as_fd(),
@@ -264,6 +265,17 @@ impl Union {
                 )
                 .map_err(Errno::from)
             })?;
+            let index = HostEntry {
+                dir: upper.index.clone(),
+                name: Some(index_name),
+            };
+            let key = upper.xattr(upper::NLINK_XATTR);
+            let diff = index
+                .get_xattr(&key)?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
+            if let Some(diff) = diff {
+                index.set_xattr(&key, (diff - 1).to_string().as_bytes(), 0)?;
+            }
             self.set_place(ino, |p| {
                 p.upper = true;
                 p.metacopy = false;
@@ -335,6 +347,17 @@ impl Union {
             if let Err(e) = entry.set_xattr(&upper.xattr("strata.ino"), ino_value.as_bytes(), 0) {
                 if node.kind != FileKind::Symlink {
                     return Err(e);
+                }
+            }
+            if node.kind != FileKind::Directory && attr.nlink > 1 {
+                // The union count is the lower one: host links are this name and the index.
+                let diff = (attr.nlink as i64 - 2).to_string();
+                if let Err(e) =
+                    entry.set_xattr(&upper.xattr(upper::NLINK_XATTR), diff.as_bytes(), 0)
+                {
+                    if node.kind != FileKind::Symlink {
+                        return Err(e);
+                    }
                 }
             }
             if metacopy {
@@ -998,6 +1021,7 @@ impl Union {
         match &from_handle {
             Some(f) => {
                 let host = host::stat_fd(f.file.as_fd())?;
+                let host = self.union_nlink(host, f.file.as_fd(), None, false)?;
                 let over = match self.read_override {
                     true => entry
                         .get_xattr(OsStr::new(upper::OVERRIDE_STAT))?
