@@ -77,6 +77,10 @@ pub struct Node {
     pub key: Ino,
     /// Whether lookups of `key` lead here (no longer once unlinked or replaced).
     answers: bool,
+    /// Nodes whose `parent` this is. A directory stays in the table while one names it,
+    /// even once the kernel forgot it: the node of a hard link names the directory of its
+    /// last looked-up name, which the kernel need not hold for the link's other names.
+    children: u32,
     pub place: Placement,
 }
 
@@ -89,6 +93,8 @@ pub struct InodeTable {
     renumbered: HashMap<Ino, Ino>,
     next_generation: u64,
     next_fallback: u64,
+    /// Nodes removed since the last [`InodeTable::take_dropped`].
+    dropped: Vec<Ino>,
 }
 
 impl InodeTable {
@@ -108,6 +114,7 @@ impl InodeTable {
                 lookups: 1,
                 key: ROOT,
                 answers: true,
+                children: 0,
                 place: root,
             },
         );
@@ -172,18 +179,18 @@ impl InodeTable {
         count: bool,
     ) -> (Ino, u64) {
         if let Some(ino) = self.by_key(key) {
-            if let Some(node) = self.nodes.get_mut(&ino) {
-                if node.kind == kind && !node.place.unlinked {
-                    if ino != ROOT {
-                        node.parent = parent;
-                        node.name = name;
-                    }
-                    node.place = place;
-                    if count {
-                        node.lookups += 1;
-                    }
-                    return (ino, node.generation);
+            let reuse = self
+                .nodes
+                .get(&ino)
+                .is_some_and(|n| n.kind == kind && !n.place.unlinked);
+            if reuse {
+                self.set_name(ino, parent, name);
+                let node = self.nodes.get_mut(&ino).expect("reused node");
+                node.place = place;
+                if count {
+                    node.lookups += 1;
                 }
+                return (ino, node.generation);
             }
         }
         let ino = if self.nodes.contains_key(&key) || key >= FALLBACK_BASE {
@@ -204,15 +211,67 @@ impl InodeTable {
                 lookups: u64::from(count),
                 key,
                 answers: false,
+                children: 0,
                 place,
             },
         );
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.children += 1;
+        }
         self.answer(key, ino);
         (ino, generation)
     }
 
-    /// Drops `n` lookups of `ino`; removes the node when none are left. Returns whether it
-    /// was removed.
+    /// Gives node `ino` the name `name` in directory `parent` (a rename, or a lookup of
+    /// another name of a hard link).
+    pub fn set_name(&mut self, ino: Ino, parent: Ino, name: OsString) {
+        if ino == ROOT {
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        let old = std::mem::replace(&mut node.parent, parent);
+        node.name = name;
+        if old != parent {
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.children += 1;
+            }
+            if let Some(p) = self.nodes.get_mut(&old) {
+                p.children = p.children.saturating_sub(1);
+            }
+            self.remove_if_unused(old);
+        }
+    }
+
+    /// Removes `ino` when neither the kernel nor a child uses it, then its parent likewise.
+    fn remove_if_unused(&mut self, mut ino: Ino) {
+        while ino != ROOT {
+            let Some(node) = self.nodes.get(&ino) else {
+                return;
+            };
+            if node.lookups > 0 || node.children > 0 {
+                return;
+            }
+            let (key, parent) = (node.key, node.parent);
+            self.unanswer(key, ino);
+            self.nodes.remove(&ino);
+            self.dropped.push(ino);
+            if let Some(p) = self.nodes.get_mut(&parent) {
+                p.children = p.children.saturating_sub(1);
+            }
+            ino = parent;
+        }
+    }
+
+    /// The nodes removed since the last call, for the caches keyed by node.
+    pub fn take_dropped(&mut self) -> Vec<Ino> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Drops `n` lookups of `ino`; removes the node when none are left and no child names
+    /// it (and so its parents, see [`InodeTable::take_dropped`]). Returns whether it was
+    /// removed.
     pub fn forget(&mut self, ino: Ino, n: u64) -> bool {
         if ino == ROOT {
             return false;
@@ -221,13 +280,8 @@ impl InodeTable {
             return false;
         };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups > 0 {
-            return false;
-        }
-        let key = node.key;
-        self.unanswer(key, ino);
-        self.nodes.remove(&ino);
-        true
+        self.remove_if_unused(ino);
+        !self.nodes.contains_key(&ino)
     }
 
     /// Marks a node whose last name went away: it keeps answering its open descriptors but
@@ -291,6 +345,41 @@ mod tests {
         // Forgetting the stale node does not unmap the new one.
         assert!(t.forget(a, 1));
         assert_eq!(t.by_key(key), Some(b));
+    }
+
+    #[test]
+    fn directory_named_by_a_child_stays_after_its_forget() {
+        let mut t = InodeTable::new(Placement::default());
+        let (d, _) = t.intern(
+            ROOT,
+            "d".into(),
+            FileKind::Directory,
+            stable_ino(1, 2),
+            Placement::default(),
+            true,
+        );
+        let (f, _) = t.intern(
+            d,
+            "f".into(),
+            FileKind::Regular,
+            stable_ino(1, 3),
+            Placement::default(),
+            true,
+        );
+        assert!(!t.forget(d, 1), "f still names d");
+        assert!(t.get(d).is_some());
+        // Another name of the hard link f is looked up: d goes.
+        t.intern(
+            ROOT,
+            "g".into(),
+            FileKind::Regular,
+            stable_ino(1, 3),
+            Placement::default(),
+            true,
+        );
+        assert!(t.get(d).is_none());
+        assert_eq!(t.take_dropped(), [d]);
+        assert!(t.forget(f, 2));
     }
 
     #[test]

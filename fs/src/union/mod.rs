@@ -581,8 +581,12 @@ impl Union {
 
     /// FUSE FORGET.
     pub fn forget(&self, ino: Ino, n: u64) {
-        let removed = self.table.lock().expect("table").forget(ino, n);
-        if removed {
+        let dropped = {
+            let mut t = self.table.lock().expect("table");
+            t.forget(ino, n);
+            t.take_dropped()
+        };
+        for ino in dropped {
             self.forget_upper_dir(ino);
         }
     }

@@ -432,3 +432,18 @@ fn link_count_of_a_copied_up_hard_link_counts_its_lower_names() {
     f.union.link(n, ROOT, OsStr::new("h4")).unwrap();
     assert_eq!(f.union.getattr(n, None).unwrap().nlink, 3);
 }
+
+#[test]
+fn hard_link_outlives_the_forget_of_a_directory_it_was_named_in() {
+    let f = linked_fixture();
+    let n = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    let r = f.union.lookup(ROOT, OsStr::new("r")).unwrap().attr.ino;
+    assert_eq!(f.union.lookup(r, OsStr::new("h3")).unwrap().attr.ino, n);
+    // The kernel drops r/h3 and r, and keeps the inode through h1.
+    f.union.forget(r, 1);
+    assert_eq!(chmod(&f.union, n, 0o600).unwrap().perm, 0o600);
+    assert_eq!(
+        f.union.lookup(ROOT, OsStr::new("h2")).unwrap().attr.perm,
+        0o600
+    );
+}

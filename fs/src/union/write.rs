@@ -938,15 +938,13 @@ impl Union {
         }
         {
             let mut t = self.table.lock().expect("table");
+            t.set_name(src_ino, newparent, newname.to_os_string());
             if let Some(n) = t.get_mut(src_ino) {
-                n.parent = newparent;
-                n.name = newname.to_os_string();
                 n.place.upper = true;
             }
             if let (Some(d), true) = (dst_ino, exchange) {
+                t.set_name(d, parent, name.to_os_string());
                 if let Some(n) = t.get_mut(d) {
-                    n.parent = parent;
-                    n.name = name.to_os_string();
                     n.place.upper = true;
                 }
             }
