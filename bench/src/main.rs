@@ -9,7 +9,7 @@
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
 //! named by `$STRATA_FS_BIN`.
 //!
-//! The workloads, each the median of `--runs` (3) rounds on every target:
+//! The workloads, each the median of `--runs` (5) rounds on every target:
 //! 1. **walk**: `lstat` of every entry of a 100k-file tree spread over 4 layers (with shadowed
 //!    files, whiteouts and opaque directories), recursive readdir. *Cold* is a fresh mount
 //!    after `sync; echo 3 > /proc/sys/vm/drop_caches`: nothing of the tree is in the page,
@@ -69,7 +69,7 @@ struct Args {
     /// Only these workloads (comma-separated, or repeat the flag).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Workload>,
-    /// Rounds per workload and target; the median is reported [default: 3, 1 with --quick].
+    /// Rounds per workload and target; the median is reported [default: 5, 1 with --quick].
     #[arg(long)]
     runs: Option<usize>,
     /// Directory for the ext4 image (a sparse file of up to 12 GiB, removed at the end).
@@ -119,10 +119,18 @@ fn run(args: &Args) -> Result<bool> {
     } else {
         Sizes::full()
     };
-    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let runs = args.runs.unwrap_or(if args.quick { 1 } else { 5 }).max(1);
     let wanted = |w: Workload| args.only.is_empty() || args.only.contains(&w);
 
     let started = Instant::now();
+    let load_before = load_average();
+    if load_before.0 > 0.5 {
+        eprintln!(
+            "strata-bench: warning: load average {:.2} before the run; other work on the \
+             machine skews the figures",
+            load_before.0
+        );
+    }
     let scratch = Scratch::create(&args.image_dir, sizes.image_bytes)?;
     let layout = Layout::new(scratch.root());
     eprintln!(
@@ -163,8 +171,15 @@ fn run(args: &Args) -> Result<bool> {
     }
     let results = bench.results;
     drop(scratch);
+    let load_after = load_average();
 
     print!("{}", environment(&strata_fs, runs, args.quick));
+    println!(
+        "- load average (1, 5, 15 min) before the run {}, after it {}: this run's own \
+         processes add about 1",
+        format_load(load_before),
+        format_load(load_after)
+    );
     println!();
     print!("{}", results.table(&sizes));
     let errors: Vec<String> = results.errors().collect();
@@ -220,6 +235,20 @@ fn generate(
     data::copy_merged(scratch, layout, &native)?;
     scratch::drop_caches()?;
     Ok(expected)
+}
+
+/// The 1, 5 and 15 minute load averages; zeros when /proc/loadavg cannot be read.
+fn load_average() -> (f64, f64, f64) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0));
+    let mut next = || fields.next().unwrap_or(0.0);
+    (next(), next(), next())
+}
+
+fn format_load((one, five, fifteen): (f64, f64, f64)) -> String {
+    format!("{one:.2} / {five:.2} / {fifteen:.2}")
 }
 
 fn which(tool: &str) -> Result<()> {
