@@ -1,0 +1,93 @@
+//! `strata mount IMAGE DIR`: the image's layers, read through their indexes, show exactly
+//! what `umoci unpack` extracts from the same image (content, owners, modes, times, xattrs,
+//! device numbers, hard links); `--upper` makes the mount writable.
+
+use std::process::Command;
+
+use strata_tests::mounts::{is_mounted, unmount, Driver};
+use strata_tests::tree::{diff, snapshot_with_times};
+use strata_tests::users::have_root;
+
+use super::env;
+
+#[test]
+#[ignore = "needs strata-fs `layers=` (indexed layers), not landed yet"]
+fn mount_shows_what_umoci_unpack_extracts() {
+    if !have_root("mount_shows_what_umoci_unpack_extracts") {
+        return;
+    }
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    let mnt = env.tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    env.strata
+        .run(&["mount", &env.layers, mnt.to_str().unwrap()])
+        .ok();
+    assert!(
+        is_mounted(&mnt),
+        "strata mount returned before the mount was ready"
+    );
+    let bundle = env.tmp.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!(
+            "{}:layers",
+            env.tmp.path().join("layout").display()
+        ))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = snapshot_with_times(&bundle.join("rootfs")).unwrap();
+    let actual = snapshot_with_times(&mnt).unwrap();
+    let differences = diff(&expected, &actual);
+    assert!(
+        differences.is_empty(),
+        "strata mount differs from umoci unpack (- umoci only, + strata only):\n{}",
+        differences.join("\n")
+    );
+    // Read-only without --upper.
+    let err = std::fs::write(mnt.join("new"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+    env.strata.run(&["umount", mnt.to_str().unwrap()]).ok();
+    assert!(!is_mounted(&mnt));
+}
+
+#[test]
+#[ignore = "needs strata-fs `layers=` (indexed layers), not landed yet"]
+fn mount_with_upper_is_writable_and_keeps_changes() {
+    if !have_root("mount_with_upper_is_writable_and_keeps_changes") {
+        return;
+    }
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let mnt = env.tmp.path().join("mnt");
+    let upper = env.tmp.path().join("changes");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let args = [
+        "mount",
+        "--upper",
+        upper.to_str().unwrap(),
+        &env.busybox,
+        mnt.to_str().unwrap(),
+    ];
+    env.strata.run(&args).ok();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("hello")).unwrap(),
+        "world\n"
+    );
+    std::fs::write(mnt.join("hello"), "changed\n").unwrap();
+    std::fs::remove_file(mnt.join("etc/group")).unwrap();
+    env.strata.run(&["umount", mnt.to_str().unwrap()]).ok();
+    env.strata.run(&args).ok();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("hello")).unwrap(),
+        "changed\n"
+    );
+    assert!(!mnt.join("etc/group").exists());
+    unmount(&mnt, Driver::Strata).unwrap();
+}
