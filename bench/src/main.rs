@@ -40,6 +40,7 @@
 //! a tenth and runs once: a smoke test, not a measurement.
 
 mod data;
+mod machine;
 mod ops;
 mod procfs;
 mod report;
@@ -47,13 +48,14 @@ mod scratch;
 mod workloads;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 
 use crate::data::{Layout, Sizes};
+use crate::machine::Conditions;
 use crate::report::Results;
 use crate::scratch::Scratch;
 use crate::workloads::Bench;
@@ -111,7 +113,7 @@ fn run(args: &Args) -> Result<bool> {
         bail!("strata-bench needs root: loop devices, kernel overlayfs and drop_caches");
     }
     for tool in ["fio", "fuse-overlayfs", "tar", "mkfs.ext4", "losetup", "cp"] {
-        which(tool)?;
+        machine::which(tool)?;
     }
     let strata_fs = strata_tests::mounts::strata_fs_bin()?;
     let sizes = if args.quick {
@@ -123,14 +125,8 @@ fn run(args: &Args) -> Result<bool> {
     let wanted = |w: Workload| args.only.is_empty() || args.only.contains(&w);
 
     let started = Instant::now();
-    let load_before = load_average();
-    if load_before.0 > 0.5 {
-        eprintln!(
-            "strata-bench: warning: load average {:.2} before the run; other work on the \
-             machine skews the figures",
-            load_before.0
-        );
-    }
+    let before = Conditions::now();
+    before.warn();
     let scratch = Scratch::create(&args.image_dir, sizes.image_bytes)?;
     let layout = Layout::new(scratch.root());
     eprintln!(
@@ -171,14 +167,11 @@ fn run(args: &Args) -> Result<bool> {
     }
     let results = bench.results;
     drop(scratch);
-    let load_after = load_average();
+    let after = Conditions::now();
 
-    print!("{}", environment(&strata_fs, runs, args.quick));
-    println!(
-        "- load average (1, 5, 15 min) before the run {}, after it {}: this run's own \
-         processes add about 1",
-        format_load(load_before),
-        format_load(load_after)
+    print!(
+        "{}",
+        machine::environment(&strata_fs, runs, args.quick, &before, &after)
     );
     println!();
     print!("{}", results.table(&sizes));
@@ -235,77 +228,4 @@ fn generate(
     data::copy_merged(scratch, layout, &native)?;
     scratch::drop_caches()?;
     Ok(expected)
-}
-
-/// The 1, 5 and 15 minute load averages; zeros when /proc/loadavg cannot be read.
-fn load_average() -> (f64, f64, f64) {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut fields = text
-        .split_whitespace()
-        .map(|f| f.parse::<f64>().unwrap_or(0.0));
-    let mut next = || fields.next().unwrap_or(0.0);
-    (next(), next(), next())
-}
-
-fn format_load((one, five, fifteen): (f64, f64, f64)) -> String {
-    format!("{one:.2} / {five:.2} / {fifteen:.2}")
-}
-
-fn which(tool: &str) -> Result<()> {
-    let found = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        bail!("{tool} is not installed (not on PATH)");
-    }
-    Ok(())
-}
-
-/// The machine and the drivers' versions and options, as markdown bullets.
-fn environment(strata_fs: &std::path::Path, runs: usize, quick: bool) -> String {
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| "Linux".to_string());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let fuse_overlayfs = Command::new("fuse-overlayfs")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .find(|l| l.starts_with("fuse-overlayfs"))
-                .map(|l| l.trim_start_matches("fuse-overlayfs:").trim().to_string())
-        })
-        .unwrap_or_else(|| "?".to_string());
-    let params: Vec<String> = ["redirect_dir", "index", "metacopy", "xino_auto"]
-        .iter()
-        .filter_map(|p| {
-            let v = std::fs::read_to_string(format!("/sys/module/overlay/parameters/{p}")).ok()?;
-            Some(format!("{p}={}", v.trim()))
-        })
-        .collect();
-    let mut out = String::new();
-    out.push_str(&format!(
-        "- machine: {os}, {cores} cores, kernel {kernel}\n\
-         - kernel overlayfs: plain `lowerdir,upperdir,workdir`, module defaults ({})\n\
-         - fuse-overlayfs {fuse_overlayfs} and strata-fs ({}) with their defaults\n\
-         - data on a fresh ext4 image on a loop device; layers in kernel overlay format\n\
-         - median of {runs} run(s){}; ratios are strata-fs's figure over the peer's \
-           (times: below 1 is faster; MB/s and IOPS: above 1 is faster)\n\
-         - native ext4: the merged tree copied flat (walk, readdir), the lower file itself \
-           (reads), a plain copy written in place with no copy-up (copyup, chmod)\n",
-        params.join(" "),
-        strata_fs.display(),
-        if quick { ", --quick sizes" } else { "" },
-    ));
-    out
 }
