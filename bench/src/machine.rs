@@ -1,9 +1,11 @@
 //! The conditions of a run, printed above its table: the machine, the drivers' versions and
-//! options, and how busy the machine was. Every FUSE request is a wakeup of the daemon and
-//! one of the caller, usually on another CPU; on a virtual machine that round trip costs
-//! whatever the host charges for it, and it has been seen to move from ~10 µs to ~45 µs
-//! between two runs an hour apart, which doubles the FUSE untar figures while the kernel's
-//! stay the same. So the round trip is measured before and after the run and reported.
+//! options, and how busy the machine was. Every FUSE request wakes the daemon and then the
+//! caller, usually on the other CPU. On a virtual machine whose idle vCPUs halt without
+//! polling (this one: Firecracker, `haltpoll.guest_halt_poll_ns=0`), waking an idle vCPU
+//! goes through the host: a thread-to-thread round trip costs ~40-50 µs when the machine is
+//! idle and ~10 µs when other work keeps both vCPUs awake, and FUSE untar and `rm -rf`
+//! figures move 2-4× with it while kernel overlayfs's do not. So the round trip is measured
+//! before and after the run and reported.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -42,8 +44,8 @@ impl Conditions {
         }
         if self.round_trip_us > 25.0 {
             eprintln!(
-                "strata-bench: warning: a thread-to-thread round trip takes {:.0} µs (a \
-                 quiet machine: ~10 µs); FUSE figures will be slow",
+                "strata-bench: note: a thread-to-thread round trip takes {:.0} µs (idle vCPUs \
+                 are woken through the host?); every FUSE request pays it twice",
                 self.round_trip_us
             );
         }
