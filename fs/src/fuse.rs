@@ -103,7 +103,8 @@ impl StrataFs {
         of: &OpenFile,
         register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        if !self.passthrough.load(Ordering::Relaxed) {
+        // A file inside a layer's tar is a byte range: the kernel can only pass whole files.
+        if !self.passthrough.load(Ordering::Relaxed) || of.range.is_some() {
             return None;
         }
         let mut guard = self.backing.lock().expect("backing");

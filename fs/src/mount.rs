@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::fuse::StrataFs;
-use crate::layer::{DirLayer, Layer};
+use crate::layer::{DirLayer, IndexedLayer, Layer};
 use crate::options::MountOptions;
 use crate::union::{Union, UnionConfig};
 use crate::upper::Upper;
@@ -17,6 +17,11 @@ pub enum MountError {
     Lower {
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("layer {path}: {source}")]
+    Layer {
+        path: PathBuf,
+        source: crate::layer::index::IndexError,
     },
     #[error("upper directory {path}: {source}")]
     Upper {
@@ -71,6 +76,13 @@ pub fn build_union(opts: &MountOptions) -> Result<Union, MountError> {
     let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
     for path in &opts.lowerdirs {
         let layer = DirLayer::open(path, per_lower).map_err(|source| MountError::Lower {
+            path: path.clone(),
+            source,
+        })?;
+        lowers.push(Arc::new(layer));
+    }
+    for path in &opts.layers {
+        let layer = IndexedLayer::open(path).map_err(|source| MountError::Layer {
             path: path.clone(),
             source,
         })?;

@@ -15,7 +15,7 @@ pub enum OptionsError {
     MissingValue(String),
     #[error("mount option {option:?}: bad value: {reason}")]
     BadValue { option: String, reason: String },
-    #[error("no lowerdir= given: at least one lower directory is needed")]
+    #[error("no lowerdir= or layers= given: at least one lower layer is needed")]
     NoLowerdir,
     #[error("upperdir= and workdir= go together: {0} is missing")]
     UpperWithoutWork(&'static str),
@@ -26,6 +26,9 @@ pub enum OptionsError {
 pub struct MountOptions {
     /// Lower directories, top first (the leftmost of `lowerdir=`).
     pub lowerdirs: Vec<PathBuf>,
+    /// Layer index directories (as `strata pull` builds them), top first, stacked below
+    /// the lower directories.
+    pub layers: Vec<PathBuf>,
     pub upperdir: Option<PathBuf>,
     pub workdir: Option<PathBuf>,
     pub ids: IdMapper,
@@ -52,6 +55,7 @@ impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
             lowerdirs: Vec::new(),
+            layers: Vec::new(),
             upperdir: None,
             workdir: None,
             ids: IdMapper::default(),
@@ -101,6 +105,13 @@ impl MountOptions {
             "" => {}
             "lowerdir" => {
                 self.lowerdirs = need(key, value)?
+                    .split(':')
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            }
+            "layers" => {
+                self.layers = need(key, value)?
                     .split(':')
                     .filter(|p| !p.is_empty())
                     .map(PathBuf::from)
@@ -207,7 +218,7 @@ impl MountOptions {
 
     /// Checks the combination once every option is in.
     pub fn validate(&mut self) -> Result<(), OptionsError> {
-        if self.lowerdirs.is_empty() {
+        if self.lowerdirs.is_empty() && self.layers.is_empty() {
             return Err(OptionsError::NoLowerdir);
         }
         match (&self.upperdir, &self.workdir) {

@@ -32,7 +32,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom};
 use crate::attr::Attr;
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
-use crate::layer::WHITEOUT_PREFIX;
+use crate::layer::{LayerFile, WHITEOUT_PREFIX};
 
 /// Suffix of the xattr holding a copied-up hard link's link-count difference.
 pub const NLINK_XATTR: &str = "strata.nlink";
@@ -243,41 +243,59 @@ pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
     Some(OsString::from_vec(v))
 }
 
-/// Copies the data of `src` into `dst` (both at offset 0), keeping holes: only the data
-/// extents are copied, with `copy_file_range` (a reflink where the filesystem can).
-pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
+/// Copies the data of lower file `src` into `dst` (at offset 0), keeping holes: only the
+/// data extents are copied, with `copy_file_range` (a reflink where the filesystem can). A
+/// file inside a layer's tar is its byte range of the tar, which has no holes.
+pub fn copy_data(src: &LayerFile, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
+    let (base, size) = match src.range {
+        Some(r) => (r.offset, size.min(r.len)),
+        None => (0, size),
+    };
+    let src_fd = src.file.as_fd();
     rustix::fs::ftruncate(dst, size)?;
     let mut pos = 0u64;
     while pos < size {
-        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            // No SEEK_DATA here: copy everything from `pos`.
-            Err(rustix::io::Errno::INVAL) => pos,
-            Err(e) => return Err(e.into()),
+        let (data, hole) = match src.range {
+            Some(_) => (pos, size),
+            None => {
+                let data = match rustix::fs::seek(src_fd, SeekFrom::Data(pos)) {
+                    Ok(d) => d,
+                    Err(rustix::io::Errno::NXIO) => break,
+                    // No SEEK_DATA here: copy everything from `pos`.
+                    Err(rustix::io::Errno::INVAL) => pos,
+                    Err(e) => return Err(e.into()),
+                };
+                let hole = match rustix::fs::seek(src_fd, SeekFrom::Hole(data)) {
+                    Ok(h) => h.min(size),
+                    Err(_) => size,
+                };
+                (data, hole)
+            }
         };
-        let hole = match rustix::fs::seek(src, SeekFrom::Hole(data)) {
-            Ok(h) => h.min(size),
-            Err(_) => size,
-        };
-        let mut off_in = data;
+        let mut off_in = base + data;
         let mut off_out = data;
-        while off_in < hole {
-            let len = (hole - off_in).min(1 << 30) as usize;
-            match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), len)
-            {
+        let end_in = base + hole;
+        while off_in < end_in {
+            let len = (end_in - off_in).min(1 << 30) as usize;
+            match rustix::fs::copy_file_range(
+                src_fd,
+                Some(&mut off_in),
+                dst,
+                Some(&mut off_out),
+                len,
+            ) {
                 Ok(0) => break,
                 Ok(_) => {}
                 Err(rustix::io::Errno::XDEV)
                 | Err(rustix::io::Errno::NOSYS)
                 | Err(rustix::io::Errno::OPNOTSUPP)
                 | Err(rustix::io::Errno::INVAL) => {
-                    copy_with_buffer(src, dst, &mut off_in, &mut off_out, hole)?;
+                    copy_with_buffer(src_fd, dst, &mut off_in, &mut off_out, end_in)?;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        pos = hole.max(off_in);
+        pos = hole.max(off_in - base);
     }
     Ok(())
 }
@@ -371,8 +389,20 @@ mod tests {
             .open(dir.path().join("dst"))
             .unwrap();
         let size = src.metadata().unwrap().len();
-        copy_data(src.as_fd(), dst.as_fd(), size).unwrap();
+        copy_data(&LayerFile::host(src), dst.as_fd(), size).unwrap();
         let got = std::fs::read(dir.path().join("dst")).unwrap();
-        assert_eq!(got, std::fs::read(dir.path().join("src")).unwrap());
+        let want = std::fs::read(dir.path().join("src")).unwrap();
+        assert_eq!(got, want);
+        // a byte range of a host file, as a file inside a layer's tar is
+        let src = std::fs::File::open(dir.path().join("src")).unwrap();
+        let range = LayerFile {
+            file: src,
+            range: Some(crate::layer::ByteRange {
+                offset: 2,
+                len: 4,
+            }),
+        };
+        copy_data(&range, dst.as_fd(), 100).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"ad\0\0");
     }
 }

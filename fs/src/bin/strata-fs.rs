@@ -1,7 +1,7 @@
 //! `strata-fs`: mounts a union of directories, with fuse-overlayfs's command line.
 //!
 //! ```text
-//! strata-fs [-f] [-d] -o lowerdir=L3:L2:L1[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT
+//! strata-fs [-f] [-d] -o lowerdir=L3:L2:L1|layers=I2:I1[,upperdir=U,workdir=W][,…] [SOURCE] MOUNTPOINT
 //! ```
 //! Without `-f` it returns once the mount is ready and serves it from a background
 //! process (re-executed with `STRATA_FS_DAEMON=1`; its first line on stdout says "ready").
@@ -15,7 +15,7 @@ use std::process::{Command, ExitCode, Stdio};
 use strata_fs::mount;
 use strata_fs::options::MountOptions;
 
-const USAGE: &str = "usage: strata-fs [-f] [-d] -o lowerdir=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...] [SOURCE] MOUNTPOINT";
+const USAGE: &str = "usage: strata-fs [-f] [-d] -o lowerdir=DIR[:DIR...]|layers=DIR[:DIR...][,upperdir=DIR,workdir=DIR][,OPTION...] [SOURCE] MOUNTPOINT";
 const DAEMON_ENV: &str = "STRATA_FS_DAEMON";
 
 struct Args {

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 use rustix::fs::OFlags;
 
-use super::{oci_whiteout_target, Layer, LayerDirEntry, LayerPath, Lookup, OPAQUE_MARKER};
+use super::{
+    oci_whiteout_target, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, OPAQUE_MARKER,
+};
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
@@ -194,14 +196,14 @@ impl Layer for DirLayer {
         Ok(out)
     }
 
-    fn open(&self, path: &LayerPath) -> Result<File> {
+    fn open(&self, path: &LayerPath) -> Result<LayerFile> {
         let (dir, name) = self.parent_of(path)?;
-        Ok(File::from(host::open_at(
+        Ok(LayerFile::host(File::from(host::open_at(
             dir.as_fd(),
             name,
             OFlags::RDONLY,
             0,
-        )?))
+        )?)))
     }
 
     fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>> {

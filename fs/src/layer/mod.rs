@@ -6,12 +6,14 @@
 //! - [`DirLayer`]: a plain host directory (fuse-overlayfs compatibility, unpacked rootfs);
 //!   reads go to the host file, so they are as fast as the host and can use FUSE
 //!   passthrough. Its cost is one host inode per file and per-file extraction.
-//! - the indexed layer over an image blob arrives with image pulls.
+//! - [`IndexedLayer`]: an image layer's tar with its index (`index/`); file contents are
+//!   byte ranges of the tar, so reads are served by the daemon (no passthrough).
 //!
 //! Lower whiteouts are read in both formats: OCI (`.wh.NAME`, `.wh..wh..opq`) and kernel
 //! overlay (character device 0/0, `trusted.overlay.opaque`/`user.overlay.opaque` = `y`).
 
 mod dir;
+pub mod index;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -20,6 +22,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 pub use dir::{DirLayer, OPAQUE_XATTRS};
+pub use index::IndexedLayer;
 
 use crate::attr::{Attr, FileKind};
 use crate::errno::Result;
@@ -121,6 +124,28 @@ pub enum LayerDirEntry {
     Whiteout(OsString),
 }
 
+/// Where a lower file's bytes are inside the host file that holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// An open lower file: a host file, whole, or a byte range of one (a file inside a tar).
+#[derive(Debug)]
+pub struct LayerFile {
+    pub file: File,
+    /// `None`: the whole host file is the layer's file.
+    pub range: Option<ByteRange>,
+}
+
+impl LayerFile {
+    /// The whole of `file`.
+    pub fn host(file: File) -> LayerFile {
+        LayerFile { file, range: None }
+    }
+}
+
 /// A read-only layer of the union.
 pub trait Layer: Send + Sync + fmt::Debug {
     /// Looks `name` up in directory `dir`.
@@ -130,7 +155,7 @@ pub trait Layer: Send + Sync + fmt::Debug {
     /// The entries of directory `dir`, whiteouts decoded, opaque markers left out.
     fn read_dir(&self, dir: &LayerPath) -> Result<Vec<LayerDirEntry>>;
     /// Opens the regular file at `path` for reading.
-    fn open(&self, path: &LayerPath) -> Result<File>;
+    fn open(&self, path: &LayerPath) -> Result<LayerFile>;
     /// The target of the symlink at `path`, as bytes.
     fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>>;
     /// The names of the extended attributes of `path`.

@@ -41,7 +41,7 @@ use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::ids::IdMapper;
 use crate::inode::{stable_ino, Ino, InodeTable, LowerRef, Node, Placement, ROOT};
-use crate::layer::{Layer, LayerDirEntry, LayerPath, Lookup, WHITEOUT_PREFIX};
+use crate::layer::{ByteRange, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, WHITEOUT_PREFIX};
 use crate::upper::{self, Upper};
 
 /// How a union is put together.
@@ -76,6 +76,9 @@ pub struct DirEntry {
 #[derive(Debug)]
 pub struct OpenFile {
     pub file: File,
+    /// For a file inside a layer's tar: where its bytes are in `file`. Such a file cannot
+    /// be passed through to the kernel.
+    pub range: Option<ByteRange>,
     pub ino: Ino,
     /// The file is a host file that writes may go to (an upper file).
     pub upper: bool,
@@ -798,25 +801,30 @@ impl Union {
             self.open_location(&loc, pass)?
         };
         let (file, upper) = opened;
-        let of = Arc::new(OpenFile { file, ino, upper });
+        let of = Arc::new(OpenFile {
+            file: file.file,
+            range: file.range,
+            ino,
+            upper,
+        });
         Ok((self.add_handle(Handle::File(of.clone())), of))
     }
 
-    fn open_location(&self, loc: &Location, flags: OFlags) -> Result<(File, bool)> {
+    fn open_location(&self, loc: &Location, flags: OFlags) -> Result<(LayerFile, bool)> {
+        let host = |fd| LayerFile::host(File::from(fd));
         match loc {
-            Location::Upper { dir, name } => Ok((
-                File::from(host::open_at(dir.as_fd(), name, flags, 0)?),
-                true,
-            )),
+            Location::Upper { dir, name } => {
+                Ok((host(host::open_at(dir.as_fd(), name, flags, 0)?), true))
+            }
             Location::Index(name) => Ok((
-                File::from(host::open_at(self.upper()?.index.as_fd(), name, flags, 0)?),
+                host(host::open_at(self.upper()?.index.as_fd(), name, flags, 0)?),
                 true,
             )),
             Location::Detached(fd) => {
                 use std::os::fd::AsRawFd;
                 let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
                 Ok((
-                    File::from(rustix::fs::open(
+                    host(rustix::fs::open(
                         path.as_str(),
                         flags | OFlags::CLOEXEC,
                         rustix::fs::Mode::empty(),
@@ -831,10 +839,17 @@ impl Union {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.file_handle(fh)?;
-        buf.resize(size as usize, 0);
+        let (base, size) = match f.range {
+            Some(r) => (
+                r.offset + offset.min(r.len),
+                u64::from(size).min(r.len.saturating_sub(offset)) as usize,
+            ),
+            None => (offset, size as usize),
+        };
+        buf.resize(size, 0);
         let mut done = 0;
         while done < buf.len() {
-            let n = f.file.read_at(&mut buf[done..], offset + done as u64)?;
+            let n = f.file.read_at(&mut buf[done..], base + done as u64)?;
             if n == 0 {
                 break;
             }
@@ -886,6 +901,16 @@ impl Union {
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let f = self.file_handle(fh)?;
+        if let Some(r) = f.range {
+            // A file inside a tar has no holes: all data up to its end.
+            let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+            return match whence {
+                libc::SEEK_DATA if offset < r.len => Ok(offset as i64),
+                libc::SEEK_HOLE if offset < r.len => Ok(r.len as i64),
+                libc::SEEK_DATA | libc::SEEK_HOLE => Err(Errno(libc::ENXIO)),
+                _ => Err(Errno::EINVAL),
+            };
+        }
         let pos = match whence {
             libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
             libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
@@ -910,7 +935,7 @@ impl Union {
         let top = node.place.lower_dirs.first().cloned().ok_or(Errno::EIO)?;
         let f = self.lowers[top.layer].open(&top.path).ok();
         match f {
-            Some(f) => Ok(rustix::fs::fstatvfs(&f)?),
+            Some(f) => Ok(rustix::fs::fstatvfs(&f.file)?),
             None => Ok(rustix::fs::statvfs("/")?),
         }
     }

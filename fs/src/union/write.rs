@@ -306,7 +306,7 @@ impl Union {
                     metacopy = true;
                 } else {
                     let srcf = layer.open(&src.path)?;
-                    upper::copy_data(srcf.as_fd(), dst.as_fd(), attr.size)?;
+                    upper::copy_data(&srcf, dst.as_fd(), attr.size)?;
                 }
                 if upper.fsync {
                     rustix::fs::fsync(&dst)?;
@@ -406,7 +406,7 @@ impl Union {
         let src = layer.open(&origin.path)?;
         let entry = self.host_entry(ino, node)?;
         let dst = entry.open(OFlags::WRONLY)?;
-        upper::copy_data(src.as_fd(), dst.as_fd(), size)?;
+        upper::copy_data(&src, dst.as_fd(), size)?;
         if upper.fsync {
             dst.sync_all()?;
         }
@@ -559,6 +559,7 @@ impl Union {
             Some(fd) => {
                 let of = Arc::new(OpenFile {
                     file: std::fs::File::from(fd),
+                    range: None,
                     ino: entry.attr.ino,
                     upper: true,
                 });
