@@ -397,10 +397,7 @@ mod tests {
         let src = std::fs::File::open(dir.path().join("src")).unwrap();
         let range = LayerFile {
             file: src,
-            range: Some(crate::layer::ByteRange {
-                offset: 2,
-                len: 4,
-            }),
+            range: Some(crate::layer::ByteRange { offset: 2, len: 4 }),
         };
         copy_data(&range, dst.as_fd(), 100).unwrap();
         assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"ad\0\0");

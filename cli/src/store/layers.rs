@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{fsutil, Store};
 use crate::digest::{Digest, HashingReader};
 use crate::oci::Compression;
+use strata_fs::layer::index::{build_index, IndexLimits};
 
 /// strata's own record of a layer, written beside the index in its directory.
 pub const LAYER_META: &str = "strata-layer.json";
@@ -159,16 +160,18 @@ impl Store {
     }
 }
 
-/// The one call into the layer indexer. Returns the number of entries indexed.
-///
-/// TODO(build_index): `strata_fs::layer::index::build_index` is not in fs/ yet; until it
-/// lands this keeps the uncompressed tar as `data` so that pull works end to end.
+/// The one call into the layer indexer: `dir/data` (the tar) and `dir/index`. Returns the
+/// number of names indexed. `STRATA_MAX_LAYER_BYTES` lowers the uncompressed size cap (the
+/// guard against decompression bombs; 64 GiB by default).
 fn build_layer_index(tar: &mut dyn Read, dir: &Path) -> Result<u64> {
-    let path = dir.join("data");
-    let mut out =
-        fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    io::copy(tar, &mut out).with_context(|| format!("writing {}", path.display()))?;
-    Ok(0)
+    let mut limits = IndexLimits::default();
+    if let Ok(v) = std::env::var("STRATA_MAX_LAYER_BYTES") {
+        limits.max_bytes = v
+            .parse()
+            .with_context(|| format!("STRATA_MAX_LAYER_BYTES={v:?} is not a number of bytes"))?;
+    }
+    let summary = build_index(tar, dir, &limits)?;
+    Ok(summary.entries)
 }
 
 #[cfg(test)]

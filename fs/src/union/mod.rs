@@ -41,7 +41,9 @@ use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::ids::IdMapper;
 use crate::inode::{stable_ino, Ino, InodeTable, LowerRef, Node, Placement, ROOT};
-use crate::layer::{ByteRange, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, WHITEOUT_PREFIX};
+use crate::layer::{
+    ByteRange, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, WHITEOUT_PREFIX,
+};
 use crate::upper::{self, Upper};
 
 /// How a union is put together.

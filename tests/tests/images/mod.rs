@@ -45,9 +45,16 @@ pub fn nasty_layer() -> LayerBuilder {
         .symlink("data/dangling", "no/such/target")
         .symlink("data/abs", "/etc/passwd")
         .fifo("data/fifo")
+        .mknod("data/null", nix::sys::stat::SFlag::S_IFCHR, 1, 3)
+        .mknod("data/loop9", nix::sys::stat::SFlag::S_IFBLK, 7, 9)
+        .mode(0o600)
+        .owner(6, 6)
         .file("data/ünïcödé", "u")
         .file(format!("data/{}", "n".repeat(255)), "long")
         .whiteout("etc/group")
+        // Image builders write the directory entry with the marker; a directory known only
+        // from its marker has no defined mtime (umoci gives it the time of unpacking).
+        .dir("old")
         .opaque("old")
         .file("old/new", "new")
 }

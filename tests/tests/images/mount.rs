@@ -8,10 +8,12 @@ use strata_tests::mounts::{is_mounted, unmount, Driver};
 use strata_tests::tree::{diff, snapshot_with_times};
 use strata_tests::users::have_root;
 
-use super::env;
+use strata_tests::fixture::LayerBuilder;
+use strata_tests::oci::{busybox_layer, Compression, ImageBuilder};
+
+use super::{env, nasty_layer};
 
 #[test]
-#[ignore = "needs strata-fs `layers=` (indexed layers), not landed yet"]
 fn mount_shows_what_umoci_unpack_extracts() {
     if !have_root("mount_shows_what_umoci_unpack_extracts") {
         return;
@@ -27,13 +29,28 @@ fn mount_shows_what_umoci_unpack_extracts() {
         is_mounted(&mnt),
         "strata mount returned before the mount was ready"
     );
+    // Debian's umoci reads no zstd layers: it unpacks the same layers (same diff-ids) with
+    // the zstd one gzip'd instead.
+    let layout = env.tmp.path().join("layout");
+    let for_umoci = ImageBuilder::new()
+        .layer_with(&busybox_layer().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer_with(
+            &LayerBuilder::new()
+                .file("old/gone", "g")
+                .file("old/kept", "k"),
+            Compression::Gzip,
+        )
+        .unwrap()
+        .layer_with(&nasty_layer(), Compression::None)
+        .unwrap()
+        .write_layout(&layout, "layers-umoci")
+        .unwrap();
+    assert_eq!(for_umoci.diff_ids, env.layers_built.diff_ids);
     let bundle = env.tmp.path().join("bundle");
     let out = Command::new("umoci")
         .args(["unpack", "--image"])
-        .arg(format!(
-            "{}:layers",
-            env.tmp.path().join("layout").display()
-        ))
+        .arg(format!("{}:layers-umoci", layout.display()))
         .arg(&bundle)
         .output()
         .unwrap();
@@ -58,7 +75,6 @@ fn mount_shows_what_umoci_unpack_extracts() {
 }
 
 #[test]
-#[ignore = "needs strata-fs `layers=` (indexed layers), not landed yet"]
 fn mount_with_upper_is_writable_and_keeps_changes() {
     if !have_root("mount_with_upper_is_writable_and_keeps_changes") {
         return;

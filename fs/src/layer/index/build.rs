@@ -7,15 +7,13 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use super::format::{
-    encode_xattrs, EntryRec, Header, InodeRec, ENTRY_LEN, FLAG_OPAQUE, FLAG_WHITEOUT, HEADER_LEN,
-    INODE_LEN, NO_INODE,
+    encode_xattrs, EntryRec, Header, InodeRec, Xattr, ENTRY_LEN, FLAG_OPAQUE, FLAG_WHITEOUT,
+    HEADER_LEN, INODE_LEN, NO_INODE,
 };
 use super::tar::{Parser, Source, TarEntry, TarKind};
 use super::{IndexError, IndexLimits, IndexSummary, DATA_FILE, INDEX_FILE};
 use crate::attr::Timestamp;
 use crate::layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
-
-type Xattrs = Vec<(Box<[u8]>, Box<[u8]>)>;
 
 /// One file as the archive describes it; shared by the names hard-linked to it.
 struct Inode {
@@ -28,13 +26,15 @@ struct Inode {
     /// Regular file: offset in `data`; device: `rdev`.
     data: u64,
     link: Vec<u8>,
-    xattrs: Xattrs,
+    xattrs: Vec<Xattr>,
 }
 
 enum Kind {
     Dir(BTreeMap<Box<[u8]>, usize>),
     /// Anything but a directory; `symlink` to refuse entries below it.
-    Other { symlink: bool },
+    Other {
+        symlink: bool,
+    },
     Whiteout,
 }
 

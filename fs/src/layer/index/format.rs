@@ -228,8 +228,11 @@ impl InodeRec {
     }
 }
 
+/// One extended attribute: name, value.
+pub type Xattr = (Box<[u8]>, Box<[u8]>);
+
 /// Appends an xattr block for `xattrs` to `extra`.
-pub fn encode_xattrs(xattrs: &[(Box<[u8]>, Box<[u8]>)], extra: &mut Vec<u8>) {
+pub fn encode_xattrs(xattrs: &[Xattr], extra: &mut Vec<u8>) {
     extra.extend_from_slice(&(xattrs.len() as u32).to_le_bytes());
     for (k, v) in xattrs {
         extra.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -295,9 +298,12 @@ mod tests {
         i.encode(&mut b);
         assert_eq!(b.len(), INODE_LEN);
         assert_eq!(InodeRec::decode(&b), i);
-        let x: Vec<(Box<[u8]>, Box<[u8]>)> = vec![
+        let x: Vec<Xattr> = vec![
             (b"user.a"[..].into(), b"1"[..].into()),
-            (b"security.capability"[..].into(), vec![0u8, 1, 2][..].into()),
+            (
+                b"security.capability"[..].into(),
+                vec![0u8, 1, 2][..].into(),
+            ),
         ];
         let mut extra = Vec::new();
         encode_xattrs(&x, &mut extra);

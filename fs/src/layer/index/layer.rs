@@ -111,7 +111,10 @@ impl IndexedLayer {
 
     /// The child `name` of directory entry `dir`: a binary search of its sorted run.
     fn child(&self, dir: &EntryRec, name: &[u8]) -> Result<Option<(u32, EntryRec)>> {
-        let (mut lo, mut hi) = (dir.first_child, dir.first_child.saturating_add(dir.child_count));
+        let (mut lo, mut hi) = (
+            dir.first_child,
+            dir.first_child.saturating_add(dir.child_count),
+        );
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let e = self.entry(mid)?;

@@ -10,6 +10,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
+use super::format::Xattr;
 use super::IndexError;
 use crate::attr::Timestamp;
 
@@ -165,7 +166,7 @@ pub(super) struct TarEntry {
     pub offset: u64,
     pub dev_major: u32,
     pub dev_minor: u32,
-    pub xattrs: Vec<(Box<[u8]>, Box<[u8]>)>,
+    pub xattrs: Vec<Xattr>,
 }
 
 /// Reads entries one after the other.
@@ -189,7 +190,7 @@ struct Pax {
     uid: Option<u32>,
     gid: Option<u32>,
     mtime: Option<Timestamp>,
-    xattrs: Vec<(Box<[u8]>, Box<[u8]>)>,
+    xattrs: Vec<Xattr>,
     sparse: bool,
 }
 
@@ -571,7 +572,10 @@ mod tests {
         assert_eq!(number(b"0009"), None);
         assert_eq!(number(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0]), Some(256));
         assert_eq!(number(&[0xff; 8]), Some(-1));
-        assert_eq!(number(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]), Some(-2));
+        assert_eq!(
+            number(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]),
+            Some(-2)
+        );
     }
 
     #[test]

@@ -36,7 +36,12 @@ impl Tar {
     }
 
     fn file(self, path: &str, data: &str) -> Tar {
-        let h = Tar::header(path.as_bytes(), EntryType::Regular, 0o644, data.len() as u64);
+        let h = Tar::header(
+            path.as_bytes(),
+            EntryType::Regular,
+            0o644,
+            data.len() as u64,
+        );
         self.append(h, data.as_bytes())
     }
 
@@ -64,14 +69,22 @@ impl Tar {
     }
 }
 
-fn build(tar: &[u8]) -> (tempfile::TempDir, std::result::Result<IndexSummary, IndexError>) {
+fn build(
+    tar: &[u8],
+) -> (
+    tempfile::TempDir,
+    std::result::Result<IndexSummary, IndexError>,
+) {
     build_with(tar, &IndexLimits::default())
 }
 
 fn build_with(
     tar: &[u8],
     limits: &IndexLimits,
-) -> (tempfile::TempDir, std::result::Result<IndexSummary, IndexError>) {
+) -> (
+    tempfile::TempDir,
+    std::result::Result<IndexSummary, IndexError>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let r = build_index(&mut &tar[..], dir.path(), limits);
     (dir, r)
@@ -159,10 +172,7 @@ fn serves_what_the_tar_holds() {
     assert_eq!(null.kind, FileKind::CharDevice);
     assert_eq!(null.rdev, libc::makedev(1, 3));
     assert_eq!((null.uid, null.gid), (7, 8));
-    assert_eq!(
-        layer.stat(&p("dev/fifo")).unwrap().kind,
-        FileKind::Fifo
-    );
+    assert_eq!(layer.stat(&p("dev/fifo")).unwrap().kind, FileKind::Fifo);
     let xa = layer.stat(&p(&long)).unwrap();
     assert_eq!(xa.perm, 0o4755);
     assert_eq!(
@@ -289,10 +299,23 @@ fn limits_and_truncation_are_errors() {
         },
     );
     let e = r.unwrap_err();
-    assert!(matches!(e, IndexError::TooLarge { max_bytes: 4096, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            IndexError::TooLarge {
+                max_bytes: 4096,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("4096 bytes"), "{e}");
 
-    let tar = Tar::new().file("a", "1").file("b", "2").file("c", "3").bytes();
+    let tar = Tar::new()
+        .file("a", "1")
+        .file("b", "2")
+        .file("c", "3")
+        .bytes();
     let (_d, r) = build_with(
         &tar,
         &IndexLimits {
@@ -300,7 +323,10 @@ fn limits_and_truncation_are_errors() {
             ..IndexLimits::default()
         },
     );
-    assert!(matches!(r, Err(IndexError::TooManyEntries { max_entries: 2 })));
+    assert!(matches!(
+        r,
+        Err(IndexError::TooManyEntries { max_entries: 2 })
+    ));
 
     let (_d, r) = build(&tar[..700]);
     let e = r.unwrap_err().to_string();
