@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod commands;
+mod hostile;
 mod mount;
 
 use std::process::Command;

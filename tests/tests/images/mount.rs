@@ -107,3 +107,52 @@ fn mount_with_upper_is_writable_and_keeps_changes() {
     assert!(!mnt.join("etc/group").exists());
     unmount(&mnt, Driver::Strata).unwrap();
 }
+
+/// Rootless, owners and device numbers come from the index, not from files the user
+/// would have had to create: they are exact.
+#[test]
+fn rootless_mount_keeps_owners_and_devices_exact() {
+    if have_root("rootless_mount_keeps_owners_and_devices_exact") {
+        strata_tests::users::run_test_as_user(
+            "images::mount::rootless_mount_keeps_owners_and_devices_exact_child",
+            strata_tests::users::Rootless::Host,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+#[ignore = "run by rootless_mount_keeps_owners_and_devices_exact"]
+fn rootless_mount_keeps_owners_and_devices_exact_child() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(!nix::unistd::getuid().is_root());
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    let mnt = env.tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    env.strata
+        .run(&["mount", &env.layers, mnt.to_str().unwrap()])
+        .ok();
+    let null = std::fs::symlink_metadata(mnt.join("data/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    let blk = std::fs::symlink_metadata(mnt.join("data/loop9")).unwrap();
+    assert!(blk.file_type().is_block_device());
+    assert_eq!(blk.rdev(), nix::sys::stat::makedev(7, 9));
+    assert_eq!((blk.uid(), blk.gid(), blk.mode() & 0o7777), (6, 6, 0o600));
+    let owned = std::fs::symlink_metadata(mnt.join("data/owned")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (1000, 1000));
+    assert_eq!(
+        std::fs::symlink_metadata(mnt.join("data/suid"))
+            .unwrap()
+            .mode()
+            & 0o7777,
+        0o4755
+    );
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("data/hard2")).unwrap(),
+        "hard"
+    );
+    env.strata.run(&["umount", mnt.to_str().unwrap()]).ok();
+    assert!(!is_mounted(&mnt));
+}
