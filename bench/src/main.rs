@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -27,6 +27,8 @@
 //!    change that should not cost the file's copy.
 //! 6. **untar**: `tar -xf` of 20k small files into the mount (they land in the upper), then
 //!    `rm -rf` of them: the create/unlink path, as image builds and package managers use it.
+//! 8. **pull** (`pull.rs`): `strata pull` against `skopeo copy` + `umoci unpack` of a 4-layer
+//!    image from a loopback registry, and a cold walk of the result; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -43,6 +45,7 @@ mod data;
 mod machine;
 mod ops;
 mod procfs;
+mod pull;
 mod report;
 mod scratch;
 mod workloads;
@@ -93,6 +96,8 @@ enum Workload {
     Copyup,
     /// tar -xf of 20k small files into the upper, and rm -rf of them.
     Untar,
+    /// strata pull vs skopeo copy + umoci unpack of a 200 MiB image; cold walk of it.
+    Pull,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +171,15 @@ fn run(args: &Args) -> Result<bool> {
         bench.untar();
     }
     let results = bench.results;
+    let pull = match wanted(Workload::Pull) {
+        true => Some(pull::run_pull(
+            &scratch.root().join("pull"),
+            &strata_fs,
+            runs,
+            args.quick,
+        )),
+        false => None,
+    };
     drop(scratch);
     let after = Conditions::now();
 
@@ -175,7 +189,12 @@ fn run(args: &Args) -> Result<bool> {
     );
     println!();
     print!("{}", results.table(&sizes));
-    let errors: Vec<String> = results.errors().collect();
+    let mut errors: Vec<String> = results.errors().collect();
+    match pull {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("pull: {e:#}")),
+        None => {}
+    }
     if !errors.is_empty() {
         println!("\nFailures:\n");
         for e in &errors {
