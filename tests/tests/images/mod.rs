@@ -60,6 +60,23 @@ pub fn nasty_layer() -> LayerBuilder {
         .file("old/new", "new")
 }
 
+/// The `layers` image: busybox (gzip), a layer under the nasty one (`middle`), the nasty
+/// layer (uncompressed).
+pub fn layers_image(middle: Compression) -> ImageBuilder {
+    ImageBuilder::new()
+        .layer_with(&busybox_layer().unwrap(), Compression::Gzip)
+        .unwrap()
+        .layer_with(
+            &LayerBuilder::new()
+                .file("old/gone", "g")
+                .file("old/kept", "k"),
+            middle,
+        )
+        .unwrap()
+        .layer_with(&nasty_layer(), Compression::None)
+        .unwrap()
+}
+
 pub fn env() -> Env {
     let registry = Registry::start().unwrap();
     let tmp = tempfile::Builder::new()
@@ -84,18 +101,7 @@ pub fn env() -> Env {
     let busybox = registry
         .push(&layout, "busybox", "test/busybox:latest")
         .unwrap();
-    let layers_built = ImageBuilder::new()
-        .layer_with(&busybox_layer().unwrap(), Compression::Gzip)
-        .unwrap()
-        .layer_with(
-            &LayerBuilder::new()
-                .file("old/gone", "g")
-                .file("old/kept", "k"),
-            Compression::Zstd,
-        )
-        .unwrap()
-        .layer_with(&nasty_layer(), Compression::None)
-        .unwrap()
+    let layers_built = layers_image(Compression::Zstd)
         .config(
             "Labels",
             serde_json::json!({"suite": "strata", "kind": "layers"}),

@@ -8,10 +8,9 @@ use strata_tests::mounts::{is_mounted, unmount, Driver};
 use strata_tests::tree::{diff, snapshot_with_times};
 use strata_tests::users::have_root;
 
-use strata_tests::fixture::LayerBuilder;
-use strata_tests::oci::{busybox_layer, Compression, ImageBuilder};
+use strata_tests::oci::Compression;
 
-use super::{env, nasty_layer};
+use super::{env, layers_image};
 
 #[test]
 fn mount_shows_what_umoci_unpack_extracts() {
@@ -32,18 +31,7 @@ fn mount_shows_what_umoci_unpack_extracts() {
     // Debian's umoci reads no zstd layers: it unpacks the same layers (same diff-ids) with
     // the zstd one gzip'd instead.
     let layout = env.tmp.path().join("layout");
-    let for_umoci = ImageBuilder::new()
-        .layer_with(&busybox_layer().unwrap(), Compression::Gzip)
-        .unwrap()
-        .layer_with(
-            &LayerBuilder::new()
-                .file("old/gone", "g")
-                .file("old/kept", "k"),
-            Compression::Gzip,
-        )
-        .unwrap()
-        .layer_with(&nasty_layer(), Compression::None)
-        .unwrap()
+    let for_umoci = layers_image(Compression::Gzip)
         .write_layout(&layout, "layers-umoci")
         .unwrap();
     assert_eq!(for_umoci.diff_ids, env.layers_built.diff_ids);
