@@ -109,12 +109,19 @@ impl IndexedLayer {
         Ok(&self.index[base + off as usize..base + end as usize])
     }
 
+    /// The entries that are `dir`'s children.
+    fn children(&self, dir: &EntryRec) -> Result<std::ops::Range<u32>> {
+        let end = u64::from(dir.first_child) + u64::from(dir.child_count);
+        if end > self.header.entries {
+            return Err(corrupt());
+        }
+        Ok(dir.first_child..end as u32)
+    }
+
     /// The child `name` of directory entry `dir`: a binary search of its sorted run.
     fn child(&self, dir: &EntryRec, name: &[u8]) -> Result<Option<(u32, EntryRec)>> {
-        let (mut lo, mut hi) = (
-            dir.first_child,
-            dir.first_child.saturating_add(dir.child_count),
-        );
+        let run = self.children(dir)?;
+        let (mut lo, mut hi) = (run.start, run.end);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let e = self.entry(mid)?;
@@ -240,8 +247,9 @@ impl Layer for IndexedLayer {
         if !self.is_dir(&d)? {
             return Err(Errno::ENOTDIR);
         }
-        let mut out = Vec::with_capacity(d.child_count as usize);
-        for i in d.first_child..d.first_child.saturating_add(d.child_count) {
+        let run = self.children(&d)?;
+        let mut out = Vec::with_capacity(run.len());
+        for i in run {
             let e = self.entry(i)?;
             let name = OsStr::from_bytes(self.name(&e)?).to_os_string();
             if e.flags & FLAG_WHITEOUT != 0 || e.inode == NO_INODE {
