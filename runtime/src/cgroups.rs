@@ -1,22 +1,36 @@
-//! cgroup limits, the freezer and OOM accounting: cgroup v1 hierarchies (this host's
-//! layout) or a cgroup v2 tree, under `strata/<id>`.
+//! cgroup limits, the freezer and OOM accounting, under `strata/<id>`:
+//!
+//! - cgroup v1 (this host: hierarchies under /sys/fs/cgroup/<controller>, plus a v2
+//!   `unified` mount without controllers): one directory per controller among memory,
+//!   pids, cpu and freezer, `/sys/fs/cgroup/<controller>/strata/<id>`;
+//! - cgroup v2 (/sys/fs/cgroup is cgroup2): `/sys/fs/cgroup/strata/<id>` as root, or, in a
+//!   user namespace / as a user, under the systemd-delegated
+//!   `user.slice/user-UID.slice/user@UID.service` when this process may write it.
+//!
+//! Limits map as docker's: `--memory` to memory.limit_in_bytes and memsw (or memory.max
+//! and memory.swap.max = 0) so going over OOM-kills rather than swaps; `--pids-limit` to
+//! pids.max; `--cpus` to a CFS quota per 100 ms period.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 use crate::{Error, Resources, Result};
 
 const ROOT: &str = "/sys/fs/cgroup";
 const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
 
-/// A container's cgroup(s).
-#[derive(Clone, Debug)]
+/// A container's cgroup (v1: one directory per controller; v2: one directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {
-    /// v1: one directory per controller; v2: one directory.
     dirs: Vec<(String, PathBuf)>,
     v2: bool,
 }
 
-fn is_v2() -> bool {
+/// Whether /sys/fs/cgroup is a cgroup v2 mount.
+pub fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 
@@ -29,47 +43,87 @@ fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()
 }
 
+/// The v2 directory strata's cgroups live under: the root when this process is real root,
+/// else the user's delegated systemd service cgroup when it is writable.
+fn v2_base() -> Option<PathBuf> {
+    if !crate::idmap::in_user_namespace() && nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from(ROOT));
+    }
+    let uid = crate::idmap::host_uid();
+    let dir = Path::new(ROOT).join(format!("user.slice/user-{uid}.slice/user@{uid}.service"));
+    let writable = nix::unistd::access(
+        &dir.join("cgroup.subtree_control"),
+        nix::unistd::AccessFlags::W_OK,
+    )
+    .is_ok();
+    writable.then_some(dir)
+}
+
 impl Cgroup {
-    /// The cgroup of container `id` (it need not exist).
+    /// The cgroup of container `id` as [`Cgroup::create`] would make it (it need not
+    /// exist): for `rm`, crash cleanup and `pause` from another process.
     pub fn of(id: &str) -> Cgroup {
         let v2 = is_v2();
         let dirs = match v2 {
-            true => vec![("".to_string(), Path::new(ROOT).join("strata").join(id))],
+            true => {
+                let base = v2_base().unwrap_or_else(|| PathBuf::from(ROOT));
+                vec![(String::new(), base.join("strata").join(id))]
+            }
             false => V1_CONTROLLERS
                 .iter()
+                .filter(|c| Path::new(ROOT).join(c).is_dir())
                 .map(|c| {
-                    (
-                        c.to_string(),
-                        Path::new(ROOT).join(c).join("strata").join(id),
-                    )
+                    let dir = Path::new(ROOT).join(c).join("strata").join(id);
+                    (c.to_string(), dir)
                 })
-                .filter(|(c, _)| Path::new(ROOT).join(c).is_dir())
                 .collect(),
         };
         Cgroup { dirs, v2 }
     }
 
-    fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|(c, _)| self.v2 || c == controller)
-            .map(|(_, d)| d.as_path())
+    /// Whether the cgroup's directories exist.
+    pub fn exists(&self) -> bool {
+        !self.dirs.is_empty() && self.dirs.iter().all(|(_, d)| d.is_dir())
     }
 
-    /// Creates the cgroup with `res` applied. `Ok(None)` when this process may not manage
-    /// cgroups and no limit was asked for.
+    /// Creates the cgroup of container `id` with `res` applied. `Ok(None)` when this process
+    /// may not manage cgroups and no limit was asked for; [`Error::CgroupsUnavailable`]
+    /// naming the flags when limits were asked.
     pub fn create(id: &str, res: &Resources) -> Result<Option<Cgroup>> {
         let cg = Cgroup::of(id);
+        let unavailable = || match res.any() {
+            true => Err(Error::CgroupsUnavailable { flag: res.flags() }),
+            false => Ok(None),
+        };
+        if cg.dirs.is_empty() || (cg.v2 && v2_base().is_none()) {
+            return unavailable();
+        }
         for (_, d) in &cg.dirs {
-            if let Err(e) = std::fs::create_dir_all(d) {
-                if !res.any() {
-                    return Ok(None);
+            if cg.v2 {
+                // Controllers must be enabled in every ancestor's subtree_control.
+                if let Some(parent) = d.parent() {
+                    let base = parent.parent().unwrap_or(parent);
+                    if let Err(e) = std::fs::create_dir_all(parent) {
+                        return match e.kind() {
+                            std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::ReadOnlyFilesystem => unavailable(),
+                            _ => Err(Error::Io {
+                                path: parent.to_path_buf(),
+                                source: e,
+                            }),
+                        };
+                    }
+                    for dir in [base, parent] {
+                        for c in ["+memory", "+pids", "+cpu"] {
+                            let _ = write(dir, "cgroup.subtree_control", c);
+                        }
+                    }
                 }
+            }
+            if let Err(e) = std::fs::create_dir_all(d) {
                 return match e.kind() {
                     std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::ReadOnlyFilesystem => Err(Error::CgroupsUnavailable {
-                        flag: flag_names(res),
-                    }),
+                    | std::io::ErrorKind::ReadOnlyFilesystem => unavailable(),
                     _ => Err(Error::Io {
                         path: d.clone(),
                         source: e,
@@ -77,31 +131,69 @@ impl Cgroup {
                 };
             }
         }
-        cg.apply(res)?;
+        if let Err(e) = cg.apply(res) {
+            cg.destroy();
+            return Err(e);
+        }
         Ok(Some(cg))
     }
 
+    /// The cgroup directories process `pid` is in (every hierarchy, found through
+    /// /proc/self/mountinfo), for `exec` to join. Best effort: hierarchies not mounted here
+    /// are left out.
+    pub fn of_process(pid: i32) -> Cgroup {
+        let mounts = cgroup_mounts();
+        let mut dirs = Vec::new();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        for line in text.lines() {
+            let mut it = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+                continue;
+            };
+            let found = mounts.iter().find(|(opts, _, _)| match ctrls.is_empty() {
+                true => opts.is_none(),
+                false => opts
+                    .as_ref()
+                    .is_some_and(|o| ctrls.split(',').all(|c| o.iter().any(|x| x == c))),
+            });
+            if let Some((_, root, mnt)) = found {
+                let rel = path.strip_prefix(root.as_str()).unwrap_or(path);
+                dirs.push((ctrls.to_string(), mnt.join(rel.trim_start_matches('/'))));
+            }
+        }
+        Cgroup { dirs, v2: false }
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|(c, _)| self.v2 || c.split(',').any(|c| c == controller))
+            .map(|(_, d)| d.as_path())
+    }
+
     fn apply(&self, res: &Resources) -> Result<()> {
-        if let (Some(bytes), Some(d)) = (res.memory, self.dir("memory")) {
+        if let Some(bytes) = res.memory {
+            let d = self.need("memory", "--memory")?;
             if self.v2 {
                 write(d, "memory.max", &bytes.to_string())?;
                 let _ = write(d, "memory.swap.max", "0");
             } else {
                 write(d, "memory.limit_in_bytes", &bytes.to_string())?;
-                // No swap beyond the limit: over it, the OOM killer acts (as docker does
-                // with --memory alone on a host without swap accounting... and with it).
+                // Swap limited to the same total: over the limit the OOM killer acts.
                 if d.join("memory.memsw.limit_in_bytes").exists() {
-                    let _ = write(d, "memory.memsw.limit_in_bytes", &bytes.to_string());
+                    write(d, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
                 }
                 let _ = write(d, "memory.swappiness", "0");
             }
         }
-        if let (Some(n), Some(d)) = (res.pids_limit, self.dir("pids")) {
+        if let Some(n) = res.pids_limit {
+            let d = self.need("pids", "--pids-limit")?;
             let v = if n <= 0 { "max".into() } else { n.to_string() };
             write(d, "pids.max", &v)?;
         }
-        if let (Some(cpus), Some(d)) = (res.cpus, self.dir("cpu")) {
-            let quota = (cpus * 100_000.0).round() as u64;
+        if let Some(cpus) = res.cpus {
+            let d = self.need("cpu", "--cpus")?;
+            let quota = (cpus * 100_000.0).round().max(1000.0) as u64;
             if self.v2 {
                 write(d, "cpu.max", &format!("{quota} 100000"))?;
             } else {
@@ -112,7 +204,12 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves process `pid` into the cgroup.
+    fn need(&self, controller: &str, flag: &str) -> Result<&Path> {
+        self.dir(controller)
+            .ok_or_else(|| Error::CgroupsUnavailable { flag: flag.into() })
+    }
+
+    /// Moves process `pid` (a host pid) into the cgroup, every hierarchy.
     pub fn add(&self, pid: i32) -> Result<()> {
         for (_, d) in &self.dirs {
             write(d, "cgroup.procs", &pid.to_string())?;
@@ -120,43 +217,54 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Stops every process of the cgroup (the freezer), waiting until it is frozen.
+    /// Stops every process of the cgroup (the freezer), returning once all are frozen.
     pub fn freeze(&self) -> Result<()> {
         self.set_frozen(true)
     }
 
+    /// Resumes a frozen cgroup, returning once it has thawed.
     pub fn thaw(&self) -> Result<()> {
         self.set_frozen(false)
+    }
+
+    /// Whether the freezer says frozen.
+    pub fn is_frozen(&self) -> bool {
+        match (self.v2, self.dir("freezer")) {
+            (true, Some(d)) => read(d, "cgroup.events").contains("frozen 1"),
+            (false, Some(d)) => read(d, "freezer.state").trim() == "FROZEN",
+            _ => false,
+        }
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
         let d = self
             .dir("freezer")
             .ok_or_else(|| Error::Other("no freezer cgroup for this container".into()))?;
-        let (file, value, done) = match (self.v2, frozen) {
-            (true, true) => ("cgroup.freeze", "1", "frozen 1"),
-            (true, false) => ("cgroup.freeze", "0", "frozen 0"),
-            (false, true) => ("freezer.state", "FROZEN", "FROZEN"),
-            (false, false) => ("freezer.state", "THAWED", "THAWED"),
+        let (file, value) = match (self.v2, frozen) {
+            (true, true) => ("cgroup.freeze", "1"),
+            (true, false) => ("cgroup.freeze", "0"),
+            (false, true) => ("freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED"),
         };
-        write(d, file, value)?;
-        for _ in 0..1000 {
-            let state = match self.v2 {
-                true => read(d, "cgroup.events"),
-                false => read(d, "freezer.state"),
-            };
-            if state.contains(done) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // v1 may stay FREEZING when a task was busy in the kernel: writing again retries.
+            write(d, file, value)?;
+            if self.is_frozen() == frozen {
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            if Instant::now() > deadline {
+                return Err(Error::Other(format!(
+                    "the cgroup {} did not settle as {value}",
+                    d.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
-        Err(Error::Other(format!(
-            "the cgroup {} did not settle as {value}",
-            d.display()
-        )))
     }
 
-    /// Whether the OOM killer killed a process of this cgroup.
+    /// Whether the OOM killer killed a process of this cgroup (v1 memory.oom_control's
+    /// `oom_kill`, v2 memory.events).
     pub fn oom_killed(&self) -> bool {
         let Some(d) = self.dir("memory") else {
             return false;
@@ -173,9 +281,8 @@ impl Cgroup {
 
     /// The processes in the cgroup (host pids).
     pub fn pids(&self) -> Vec<i32> {
-        let d = match self.dirs.first() {
-            Some((_, d)) => d,
-            None => return Vec::new(),
+        let Some((_, d)) = self.dirs.first() else {
+            return Vec::new();
         };
         read(d, "cgroup.procs")
             .lines()
@@ -183,39 +290,77 @@ impl Cgroup {
             .collect()
     }
 
-    /// Kills every process, thaws, and removes the directories. Idempotent: for `rm -f` and
-    /// crash cleanup.
+    /// Sends `signal` to every process of the cgroup.
+    pub fn kill_all(&self, signal: Signal) {
+        for p in self.pids() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), signal);
+        }
+    }
+
+    /// Kills every process (SIGKILL, thawing a frozen cgroup so they die), waits for the
+    /// cgroup to empty (at most 5 s) and removes the directories. Idempotent; for `rm -f`
+    /// and crash cleanup.
     pub fn destroy(&self) {
-        for _ in 0..100 {
-            let pids = self.pids();
-            if pids.is_empty() {
-                break;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.pids().is_empty() && Instant::now() < deadline {
+            self.kill_all(Signal::SIGKILL);
+            if self.is_frozen() {
+                let _ = self.thaw();
             }
-            for p in pids {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let _ = self.thaw();
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         for (_, d) in &self.dirs {
-            let _ = std::fs::remove_dir(d);
+            // A just-killed process may still be leaving: EBUSY for a moment.
+            for _ in 0..200 {
+                match std::fs::remove_dir(d) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    _ => break,
+                }
+            }
         }
     }
 }
 
-fn flag_names(res: &Resources) -> String {
-    let mut v = Vec::new();
-    if res.memory.is_some() {
-        v.push("--memory");
+/// cgroup mounts from /proc/self/mountinfo: (v1 super options or `None` for cgroup2, root
+/// of the mount in its hierarchy, mount point).
+fn cgroup_mounts() -> Vec<(Option<Vec<String>>, String, PathBuf)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        let post: Vec<&str> = post.split(' ').collect();
+        if pre.len() < 5 || post.len() < 3 {
+            continue;
+        }
+        let (root, mnt) = (pre[3].to_string(), PathBuf::from(pre[4]));
+        match post[0] {
+            "cgroup2" => out.push((None, root, mnt)),
+            "cgroup" => {
+                let opts = post[2].split(',').map(str::to_string).collect();
+                out.push((Some(opts), root, mnt));
+            }
+            _ => {}
+        }
     }
-    if res.pids_limit.is_some() {
-        v.push("--pids-limit");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_names_the_container() {
+        let cg = Cgroup::of("abc");
+        assert!(cg.dirs.iter().all(|(_, d)| d.ends_with("strata/abc")));
+        // This process's own cgroups are found in every mounted hierarchy.
+        let me = Cgroup::of_process(std::process::id() as i32);
+        assert!(!me.dirs.is_empty());
+        assert!(me.dirs.iter().all(|(_, d)| d.is_dir()), "{me:?}");
     }
-    if res.cpus.is_some() {
-        v.push("--cpus");
-    }
-    v.join(", ")
 }

@@ -1,44 +1,84 @@
 //! strata-runtime: a lightweight namespace runtime for containers whose root is a FUSE
 //! union mount.
 //!
-//! How a container starts (the CLI's monitor drives it; see `cli/src/container/monitor.rs`):
+//! # How the CLI's monitor drives it
+//!
 //! ```text
-//! monitor ── [rootless] ns::enter_user_namespace (single id map)
-//!         ── ns::enter_mount_namespace: the union is mounted here, invisible to the host,
-//!            and gone with the last process of the namespace
-//!         ── mounts the union at spec.rootfs (strata-fs)
-//!         ── ns::enter_pid_namespace: the next child is pid 1 of a new pid namespace
-//!         ── spawns `strata __init SPEC` ─┐
-//!                                          └─ init::run: new mount/uts/ipc/net namespaces,
-//!                                             /proc /sys /dev …, volumes, masked paths,
-//!                                             pivot_root, rlimits, user, capabilities,
-//!                                             exec (or, with --init, fork + reap)
+//! monitor (single-threaded until here)
+//!   ├─ rootless only: idmap::IdMapping::detect() + idmap::enter_user_namespace(&m)
+//!   │     the monitor becomes uid 0 of a new user namespace (its own uid mapped, plus the
+//!   │     /etc/subuid range through newuidmap when both exist)
+//!   ├─ idmap::enter_mount_namespace()      mounts made now stay out of the host's view
+//!   ├─ mount the union (strata-fs) at spec.rootfs
+//!   ├─ Container::start(&spec, stdio) ─ fork ─► setup child: joins the cgroup, unshares
+//!   │     pid/mnt/uts/ipc/net/cgroup namespaces, clones (CLONE_PARENT) ─► pid 1
+//!   │                                                   │
+//!   │   Running { pid, pty_master, cgroup } ◄── pid ────┘ /proc /sys /dev, volumes, masked
+//!   │                                                     paths, pivot_root, rlimits, user,
+//!   │   (start returns once pid 1 exec'd, or with        capabilities, execve (or, with
+//!   │    its typed error: 127 / 126 / 125)                --init, fork the process + reap)
+//!   ├─ Running::wait() / process::wait(pid)   pid 1 is the monitor's own child
+//!   └─ exec(pid, &process, stdio)             `strata exec`: joins every namespace + cgroup
 //! ```
-//! Setup errors travel back on a pipe (`init::ERR_FD_ENV`) so the monitor tells "could not
-//! start" (125/126/127) from the process's own exit status. `exec` joins a running
-//! container's namespaces (`ns::join`).
+//!
+//! Setup errors of the container's processes travel back to the caller over a close-on-exec
+//! pipe as a serialized [`Error`], so `start` and `exec` return the same typed error the
+//! child met; [`Error::exit_code`] gives docker's status for it (127 command not found, 126
+//! not executable, 125 anything else). Everything after execve is the process's own: its
+//! exit status comes from [`process::wait`] (128+N for signal N).
+//!
+//! # Modules
+//! - [`spec`]: the container description (serde; the CLI stores it).
+//! - [`idmap`]: user and mount namespaces for the caller (rootless).
+//! - [`container`]: [`Container::start`], [`exec`], [`Stdio`], [`Running`].
+//! - [`cgroups`]: v1 hierarchies or v2; limits, freezer, OOM flag, kill, destroy.
+//! - [`process`]: wait, signals, signal names, the `--init` reaper.
+//! - [`pty`]: window sizes.
+//! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
+//! - [`user`]: `name[:group]` to numeric ids through the container's /etc/passwd.
+//!
+//! The in-container setup (mounts, pivot_root, credentials) lives in the private `setup`
+//! module; every `unsafe` call is in the private `sys` module.
 
 pub mod caps;
 pub mod cgroups;
-pub mod init;
-pub mod ns;
+pub mod container;
+pub mod idmap;
+pub mod process;
+pub mod pty;
 pub mod spec;
+pub mod user;
 
-pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources};
+mod setup;
+mod sys;
+mod wire;
+
+pub use cgroups::Cgroup;
+pub use container::{exec, Container, ExecRunning, Running, Stdio};
+pub use process::ExitStatus;
+pub use pty::WindowSize;
+pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, Rlimit, UserSpec};
 
 use std::path::PathBuf;
 
-/// Why the runtime could not do what was asked; each names the thing that was wrong.
+/// Why the runtime could not do what was asked; each variant names the step or thing that
+/// was wrong. Errors met inside the container before execve arrive here intact (see
+/// [`Error::exit_code`]).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A system call failed; `what` names the step and its object (`mounting /proc`,
+    /// `mounting volume /data`, `pivot_root into /run/x`, `setuid 1000`).
     #[error("{what}: {source}")]
     Sys {
         what: String,
+        #[source]
         source: nix::errno::Errno,
     },
+    /// A file could not be read, written or created.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error("unknown capability {0:?}")]
@@ -47,15 +87,39 @@ pub enum Error {
     UnknownUser(String),
     #[error("unable to find group {0}: no matching entries in group file")]
     UnknownGroup(String),
+    #[error("unknown signal {0:?}")]
+    UnknownSignal(String),
+    #[error("unknown rlimit {0:?}")]
+    UnknownRlimit(String),
+    /// A `--ulimit` above what the caller may set.
+    #[error(
+        "rlimit {kind}: cannot set {soft}:{hard} (the caller's hard limit is {max}): {source}"
+    )]
+    Rlimit {
+        kind: String,
+        soft: u64,
+        hard: u64,
+        max: u64,
+        #[source]
+        source: nix::errno::Errno,
+    },
+    /// Limits were asked for but this process may not manage cgroups (rootless without a
+    /// delegated cgroup v2 tree).
     #[error(
         "cgroup limits ({flag}) need a cgroup this user may manage; none is delegated here \
          (run as root, or on a cgroup v2 system with a delegated user slice)"
     )]
     CgroupsUnavailable { flag: String },
+    /// The command is not in the container (exit status 127).
     #[error("exec: {path}: executable file not found in $PATH")]
     NotFound { path: String },
+    /// The command exists but cannot be executed (exit status 126).
     #[error("exec: {path}: {reason}")]
     NotExecutable { path: String, reason: String },
+    /// The process list is empty.
+    #[error("no command given")]
+    NoCommand,
+    /// A container process died during setup without saying why.
     #[error("{0}")]
     Other(String),
 }

@@ -1,81 +1,190 @@
-//! What a container is made of, as the CLI decides it and the init applies it. Plain data,
-//! stored as JSON beside the container (`containers/<id>/config.json`).
+//! What a container is made of, as the CLI decides it and the runtime applies it. Plain data,
+//! stored as JSON beside the container (`containers/<id>/`). Every field has a default so a
+//! spec written by an older strata still reads.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// Everything the container's init needs.
+/// Everything [`crate::Container::start`] needs.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ContainerSpec {
+    /// The container's id: names its cgroup (`strata/<id>`).
     pub id: String,
-    /// The mounted union root, in the monitor's mount namespace.
+    /// The already-mounted union root, in the caller's mount namespace. The runtime
+    /// bind-mounts it onto itself in the container's own mount namespace (pivot_root needs a
+    /// mount point), so a plain directory works too.
     pub rootfs: PathBuf,
     pub process: ProcessSpec,
-    pub hostname: String,
+    /// The container's hostname; `None` keeps the caller's (in a new UTS namespace).
+    pub hostname: Option<String>,
+    /// Volumes and tmpfs mounts, mounted in order after /proc, /sys and /dev.
     pub mounts: Vec<MountSpec>,
+    /// Remount the root read-only after every mount is in place (`--read-only`).
     pub readonly_rootfs: bool,
     pub network: NetworkMode,
-    /// All capabilities, no masked or read-only paths.
+    /// All capabilities (within the caller's bounding set), no masked or read-only paths,
+    /// /sys read-write.
     pub privileged: bool,
+    /// cgroup limits; see [`crate::cgroups::Cgroup::create`].
     pub resources: Resources,
-    /// A small init as pid 1 that reaps zombies and forwards signals to the process.
+    /// `--init`: pid 1 is a small reaper that forwards signals to the process, its child,
+    /// and exits with the process's status. Without it the process itself is pid 1.
     pub init: bool,
 }
 
-/// The process to run.
+/// The process to run: the container's, or one `exec`'d into it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ProcessSpec {
+    /// argv; `args[0]` is looked up in the `PATH` of `env` (inside the container) unless it
+    /// contains a `/`.
     pub args: Vec<String>,
-    /// `KEY=VALUE`.
+    /// `KEY=VALUE`. `PATH`, `HOME` (from the container's /etc/passwd, else `/`) and
+    /// `HOSTNAME` are added when missing, and `TERM=xterm` under a terminal.
     pub env: Vec<String>,
+    /// Working directory inside the container, created (owned by the user) when missing, as
+    /// docker does. Empty means `/`.
     pub cwd: String,
-    /// `user[:group]`, names or numbers, resolved in the container's /etc/passwd and
-    /// /etc/group; empty is root.
-    pub user: String,
+    /// Numeric ids; [`crate::user::resolve`] turns `name[:group]` into one using the
+    /// container's /etc/passwd and /etc/group.
+    pub user: UserSpec,
+    /// Adds `TERM=xterm` when `env` has no `TERM`. The terminal itself comes from
+    /// [`crate::Stdio::Pty`].
     pub terminal: bool,
+    /// `PR_SET_NO_NEW_PRIVS` (`--security-opt no-new-privileges`); off by default, as docker,
+    /// so setuid binaries work.
     pub no_new_privileges: bool,
+    /// Capability names with or without `CAP_`, any case; `ALL` means every capability.
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
+    /// Resource limits set before exec (`--ulimit`).
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// The user the process runs as.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct UserSpec {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (`gid` need not be repeated).
+    pub additional_gids: Vec<u32>,
+}
+
+/// One resource limit. Setting a hard limit above the caller's fails with
+/// [`crate::Error::Rlimit`] unless the caller holds CAP_SYS_RESOURCE (this host's bounding
+/// set lacks it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `nofile`, `RLIMIT_NOFILE`, `NOFILE` … (docker's `--ulimit` names).
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// A volume or tmpfs inside the container.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum MountSpec {
+    /// `-v source:destination[:ro]`: a recursive bind mount. The destination is created
+    /// (a directory, or an empty file when the source is not a directory).
     Bind {
         source: PathBuf,
         destination: String,
         readonly: bool,
     },
+    /// `--tmpfs destination[:options]`, mounted nosuid,nodev.
     Tmpfs {
         destination: String,
-        /// mount(8) data, e.g. `size=64m,mode=1777`.
+        /// mount(8) data, e.g. `size=64m,mode=1777`; empty for the kernel's defaults.
         options: String,
     },
 }
 
+/// The container's network.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub enum NetworkMode {
     /// A new network namespace with loopback up (docker's default minus the bridge).
     #[default]
     Private,
-    /// A new network namespace with nothing in it.
+    /// A new network namespace with nothing in it, loopback down (`--network none`).
     None,
-    /// The host's network namespace.
+    /// The caller's network namespace (`--network host`).
     Host,
 }
 
 /// cgroup limits.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Resources {
-    /// Bytes.
+    /// `--memory`, bytes. Swap is limited to the same value, so going over OOM-kills.
     pub memory: Option<u64>,
+    /// `--pids-limit`; zero or negative means unlimited.
     pub pids_limit: Option<i64>,
+    /// `--cpus`: CFS quota of this many CPUs per 100 ms period.
     pub cpus: Option<f64>,
 }
 
 impl Resources {
+    /// Whether any limit is asked for.
     pub fn any(&self) -> bool {
         self.memory.is_some() || self.pids_limit.is_some() || self.cpus.is_some()
+    }
+
+    /// The command-line flags of the limits asked for, for messages (`--memory, --cpus`).
+    pub fn flags(&self) -> String {
+        let mut v = Vec::new();
+        if self.memory.is_some() {
+            v.push("--memory");
+        }
+        if self.pids_limit.is_some() {
+            v.push("--pids-limit");
+        }
+        if self.cpus.is_some() {
+            v.push("--cpus");
+        }
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_and_old_specs_read() {
+        let spec = ContainerSpec {
+            id: "c1".into(),
+            rootfs: "/r".into(),
+            hostname: Some("h".into()),
+            mounts: vec![MountSpec::Tmpfs {
+                destination: "/t".into(),
+                options: "size=1m".into(),
+            }],
+            process: ProcessSpec {
+                args: vec!["sh".into()],
+                rlimits: vec![Rlimit {
+                    kind: "nofile".into(),
+                    soft: 10,
+                    hard: 20,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ContainerSpec>(&text).unwrap(), spec);
+        let old: ContainerSpec = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
+        assert_eq!(old.network, NetworkMode::Private);
+        assert_eq!(
+            Resources {
+                memory: Some(1),
+                cpus: Some(0.5),
+                ..Default::default()
+            }
+            .flags(),
+            "--memory, --cpus"
+        );
     }
 }
