@@ -14,6 +14,8 @@
 //! only ever change by rename. Images are listed from index.json alone, so an image that
 //! `skopeo copy` writes here shows up too (its layer indexes are built when first needed).
 
+pub mod containers;
+pub mod demo;
 pub mod fsutil;
 pub mod gc;
 pub mod image;
@@ -21,6 +23,7 @@ pub mod ingest;
 pub mod layers;
 pub mod lock;
 pub mod table;
+pub mod volumes;
 
 use std::fs;
 use std::io;

@@ -1,0 +1,91 @@
+//! Volumes: `ROOT/volumes/<name>/_data`, the directory a container sees. A named volume
+//! (`-v NAME:/path`) is made on first use and outlives its containers; an anonymous one (an
+//! image's `Volumes`) is named by 64 random hex digits and removed by `rm -v`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use super::Store;
+
+pub struct Volumes {
+    dir: PathBuf,
+}
+
+/// docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    super::containers::valid_name(name)
+}
+
+impl Volumes {
+    pub fn new(store: &Store) -> Volumes {
+        Volumes {
+            dir: store.root().join("volumes"),
+        }
+    }
+
+    /// `volumes/<name>/_data`.
+    pub fn data(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("_data")
+    }
+
+    /// The volume's data directory, made when missing. Safe to race.
+    pub fn ensure(&self, name: &str) -> Result<PathBuf> {
+        if !valid_name(name) {
+            bail!(
+                "create {name}: \"{name}\" includes invalid characters for a local volume name, \
+                 only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
+            );
+        }
+        let data = self.data(name);
+        fs::create_dir_all(&data).with_context(|| format!("creating volume {}", data.display()))?;
+        Ok(data)
+    }
+
+    pub fn exists(&self, name: &str) -> bool {
+        self.data(name).is_dir()
+    }
+
+    pub fn remove(&self, name: &str) -> Result<()> {
+        if !valid_name(name) {
+            bail!("invalid volume name {name:?}");
+        }
+        let dir = self.dir.join(name);
+        if !dir.exists() {
+            return Ok(());
+        }
+        super::containers::remove_tree(&dir)
+    }
+
+    /// Every volume's name.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| valid_name(n))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_are_made_on_demand_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = Volumes::new(&Store::new(dir.path()));
+        let data = v.ensure("data1").unwrap();
+        assert!(data.ends_with("volumes/data1/_data") && data.is_dir());
+        assert_eq!(v.ensure("data1").unwrap(), data);
+        assert!(v.ensure("../x").is_err());
+        assert_eq!(v.names(), ["data1"]);
+        v.remove("data1").unwrap();
+        assert!(!v.exists("data1"));
+    }
+}
