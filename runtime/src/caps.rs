@@ -59,30 +59,40 @@ pub fn resolve(privileged: bool, add: &[String], drop: &[String]) -> Result<Caps
     Ok(set)
 }
 
-/// Limits the bounding and inheritable sets to `set` (call as root, before changing uid).
-pub fn limit_bounding(set: &CapsHashSet) -> Result<()> {
-    let err = |e: caps::errors::CapsError| Error::Other(format!("capabilities: {e}"));
-    for cap in caps::all() {
-        if !set.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(err)?;
-        }
+fn caps_error(step: &'static str) -> impl Fn(caps::errors::CapsError) -> Error {
+    move |e| Error::Capabilities {
+        step: step.into(),
+        reason: e.to_string(),
     }
-    let inheritable: CapsHashSet = caps::read(None, CapSet::Permitted)
-        .map_err(err)?
-        .intersection(set)
-        .copied()
-        .collect();
-    caps::set(None, CapSet::Inheritable, &inheritable).map_err(err)
 }
 
-/// Sets permitted and effective to `set` (for a process that stays uid 0; others lose them
-/// at setuid, as under docker).
-pub fn set_effective(set: &CapsHashSet) -> Result<()> {
-    let err = |e: caps::errors::CapsError| Error::Other(format!("capabilities: {e}"));
-    let have = caps::read(None, CapSet::Permitted).map_err(err)?;
+/// Removes from the bounding set every capability not in `set` (needs CAP_SETPCAP: call
+/// before changing uid). Nothing run afterwards, setuid binaries included, can gain them.
+pub fn limit_bounding(set: &CapsHashSet) -> Result<()> {
+    for cap in caps::all() {
+        if !set.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(caps_error("bounding set"))?;
+        }
+    }
+    Ok(())
+}
+
+/// After setuid with `PR_SET_KEEPCAPS`: effective and permitted become `set` (as far as the
+/// process still has them) and inheritable empty (docker's, since CVE-2022-24769). A
+/// non-root user then loses them at execve, as under docker, unless a file grants them;
+/// root gets its bounding set back at execve.
+pub fn apply(set: &CapsHashSet) -> Result<()> {
+    let have = caps::read(None, CapSet::Permitted).map_err(caps_error("reading"))?;
     let want: CapsHashSet = have.intersection(set).copied().collect();
-    caps::set(None, CapSet::Effective, &want).map_err(err)?;
-    caps::set(None, CapSet::Permitted, &want).map_err(err)
+    caps::set(None, CapSet::Inheritable, &CapsHashSet::new())
+        .map_err(caps_error("inheritable set"))?;
+    caps::set(None, CapSet::Effective, &want).map_err(caps_error("effective set"))?;
+    caps::set(None, CapSet::Permitted, &want).map_err(caps_error("permitted set"))
+}
+
+/// The mask of `set` as /proc/PID/status prints it (`CapEff: 00000000a80425fb`).
+pub fn mask(set: &CapsHashSet) -> u64 {
+    set.iter().map(|c| 1u64 << c.index()).sum()
 }
 
 #[cfg(test)]
@@ -92,8 +102,7 @@ mod tests {
     #[test]
     fn docker_default_mask() {
         let set = resolve(false, &[], &[]).unwrap();
-        let mask: u64 = set.iter().map(|c| 1u64 << c.index()).sum();
-        assert_eq!(mask, 0xa80425fb);
+        assert_eq!(mask(&set), 0xa80425fb);
         let set = resolve(false, &["sys_admin".into()], &["NET_RAW".into()]).unwrap();
         assert!(set.contains(&Capability::CAP_SYS_ADMIN));
         assert!(!set.contains(&Capability::CAP_NET_RAW));

@@ -15,13 +15,22 @@
 //! ours), mount, pid, uts, ipc, net and cgroup namespaces and its cgroup, then clones the
 //! process into the pid namespace.
 
-use std::os::fd::OwnedFd;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::mount::{mount, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::waitpid;
+use nix::unistd::{dup2, getpid, setpgid, setsid, ForkResult, Pid};
 
 use crate::cgroups::Cgroup;
 use crate::process::ExitStatus;
 use crate::pty::WindowSize;
-use crate::spec::{ContainerSpec, ProcessSpec};
-use crate::Result;
+use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
+use crate::{process, pty, setup, sys, wire, Error, Result};
 
 /// Where the container's stdin, stdout and stderr come from.
 #[derive(Debug, Default)]
@@ -93,8 +102,27 @@ impl Container {
     /// The caller may be multi-threaded (the work that needs a single thread happens in a
     /// forked child), but must not ignore SIGCHLD.
     pub fn start(spec: &ContainerSpec, stdio: Stdio) -> Result<Running> {
-        let _ = (spec, stdio);
-        todo!()
+        if spec.process.args.is_empty() {
+            return Err(Error::NoCommand);
+        }
+        let cgroup = Cgroup::create(&spec.id, &spec.resources)?;
+        let target = Target::New {
+            spec,
+            cgroup: cgroup.as_ref(),
+        };
+        match launch(target, &spec.process, stdio) {
+            Ok((pid, pty_master)) => Ok(Running {
+                pid,
+                pty_master,
+                cgroup,
+            }),
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.destroy();
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -105,6 +133,349 @@ impl Container {
 /// exec'd, or with its typed error (see [`crate::Error::exit_code`]). Inside the
 /// container its pid is not 1.
 pub fn exec(target_pid: i32, process: &ProcessSpec, stdio: Stdio) -> Result<ExecRunning> {
-    let _ = (target_pid, process, stdio);
-    todo!()
+    if process.args.is_empty() {
+        return Err(Error::NoCommand);
+    }
+    // Read from the caller's view of /proc, before anything is joined.
+    let cgroup = Cgroup::of_process(target_pid);
+    let target = Target::Join {
+        pid: target_pid,
+        cgroup,
+    };
+    let (pid, pty_master) = launch(target, process, stdio)?;
+    Ok(ExecRunning { pid, pty_master })
+}
+
+/// What the setup child builds the process in.
+enum Target<'a> {
+    /// New namespaces for `spec`, in `cgroup`.
+    New {
+        spec: &'a ContainerSpec,
+        cgroup: Option<&'a Cgroup>,
+    },
+    /// The namespaces and cgroup of running process `pid`.
+    Join { pid: i32, cgroup: Cgroup },
+}
+
+/// The setup child's and the container process's ends of the channels to the caller.
+struct Ends {
+    /// The new process's host pid, 4 bytes.
+    pid: Option<OwnedFd>,
+    /// A serialized [`Error`]; close-on-exec, so EOF without bytes means exec'd.
+    err: Option<OwnedFd>,
+    /// Under [`Stdio::Pty`]: the socket the pty master goes over.
+    pty: Option<OwnedFd>,
+    /// Under [`Stdio::Fds`]: stdin, stdout, stderr.
+    stdio: Option<[OwnedFd; 3]>,
+    size: Option<WindowSize>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(Error::sys("pipe"))
+}
+
+/// Forks the setup child for `target`, which clones the process; returns its host pid and
+/// the pty master once it exec'd, or the error it met.
+fn launch(
+    target: Target<'_>,
+    process: &ProcessSpec,
+    stdio: Stdio,
+) -> Result<(i32, Option<OwnedFd>)> {
+    let (pid_r, pid_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (sock, size, fds) = match stdio {
+        Stdio::Inherit => (None, None, None),
+        Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+        } => (None, None, Some([stdin, stdout, stderr])),
+        Stdio::Pty { size } => {
+            let pair = socketpair(
+                AddressFamily::Unix,
+                SockType::Stream,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(Error::sys("socketpair for the pty"))?;
+            let size = size.or_else(|| pty::window_size(std::io::stdin()));
+            (Some(pair), size, None)
+        }
+    };
+    let (sock_here, sock_there) = match sock {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let want_pty = sock_here.is_some();
+    let ends = Ends {
+        pid: Some(pid_w),
+        err: Some(err_w),
+        pty: sock_there,
+        stdio: fds,
+        size,
+    };
+    let child = match sys::fork().map_err(Error::sys("fork"))? {
+        ForkResult::Child => {
+            drop((pid_r, err_r, sock_here));
+            setup_child(target, process, ends)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(ends);
+    let pid = read_pid(pid_r);
+    let _ = waitpid(child, None);
+    // The master arrives before the exec; EOF instead when setup failed first.
+    let master = match (pid, sock_here) {
+        (Some(_), Some(sock)) => pty::recv_fd(&sock).unwrap_or(None),
+        _ => None,
+    };
+    let mut bytes = Vec::new();
+    let _ = File::from(err_r).read_to_end(&mut bytes);
+    if let Some(e) = wire::decode(&bytes) {
+        if let Some(pid) = pid {
+            let _ = process::wait(pid);
+        }
+        return Err(e);
+    }
+    let Some(pid) = pid else {
+        return Err(Error::Other(format!(
+            "the setup process (pid {child}) ended before starting the container"
+        )));
+    };
+    if want_pty && master.is_none() {
+        let _ = process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = process::wait(pid);
+        return Err(Error::Other("no pty master came from the container".into()));
+    }
+    Ok((pid, master))
+}
+
+fn read_pid(r: OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    File::from(r).read_exact(&mut buf).ok()?;
+    Some(i32::from_le_bytes(buf))
+}
+
+/// Closes every descriptor but 0, 1, 2 and `keep`: the caller may be multi-threaded, and
+/// descriptors other threads opened (their pipes to other containers) must not stay open
+/// in a long-lived process of this container.
+fn close_other_fds(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+fn report(ends: &Ends, e: &Error) {
+    if let Some(w) = &ends.err {
+        wire::send(w, e);
+    }
+}
+
+/// The setup child: never returns. Errors go to the caller over the error pipe.
+fn setup_child(target: Target<'_>, process: &ProcessSpec, mut ends: Ends) -> ! {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        setup_steps(target, process, &mut ends)
+    }));
+    let code = match outcome {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            report(&ends, &e);
+            e.exit_code()
+        }
+        Err(_) => {
+            report(
+                &ends,
+                &Error::Other("the runtime's setup process panicked".into()),
+            );
+            125
+        }
+    };
+    sys::exit_now(code)
+}
+
+fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Result<()> {
+    let keep: Vec<RawFd> = [&ends.pid, &ends.err, &ends.pty]
+        .into_iter()
+        .flatten()
+        .map(|f| f.as_raw_fd())
+        .chain(ends.stdio.iter().flatten().map(|f| f.as_raw_fd()))
+        .collect();
+    close_other_fds(&keep);
+    let spec = match &target {
+        Target::New { spec, cgroup } => {
+            enter_new(spec, *cgroup)?;
+            Some(*spec)
+        }
+        Target::Join { pid, cgroup } => {
+            enter_existing(*pid, cgroup)?;
+            None
+        }
+    };
+    match sys::clone_fork(CloneFlags::CLONE_PARENT).map_err(Error::sys("clone"))? {
+        ForkResult::Child => {
+            let e = match process_main(spec, process, ends) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            report(ends, &e);
+            sys::exit_now(e.exit_code())
+        }
+        ForkResult::Parent { child } => {
+            if let Some(w) = ends.pid.take() {
+                let _ = nix::unistd::write(&w, &child.as_raw().to_le_bytes());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// In the setup child: the cgroup, then the new namespaces (the pid namespace is for the
+/// next child), with every mount private to the container.
+fn enter_new(spec: &ContainerSpec, cgroup: Option<&Cgroup>) -> Result<()> {
+    if let Some(cg) = cgroup {
+        // Before CLONE_NEWCGROUP: the namespace's root is the cgroup it is made in.
+        cg.add(getpid().as_raw())?;
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP
+        | CloneFlags::CLONE_NEWPID;
+    if spec.network != NetworkMode::Host {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(Error::sys("unshare of the container namespaces"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(Error::sys(
+        "making / private in the container's mount namespace",
+    ))
+}
+
+/// In the setup child: the cgroup and every namespace of `pid`, user first when it is not
+/// ours (it grants the rights to join the others).
+fn enter_existing(pid: i32, cgroup: &Cgroup) -> Result<()> {
+    // Best effort: a rootless caller may not write the container's cgroup.
+    let _ = cgroup.add(getpid().as_raw());
+    let same = |name: &str| -> bool {
+        let a = std::fs::read_link(format!("/proc/self/ns/{name}"));
+        let b = std::fs::read_link(format!("/proc/{pid}/ns/{name}"));
+        matches!((a, b), (Ok(a), Ok(b)) if a == b)
+    };
+    // Open all first: once in the mount namespace, /proc is the container's.
+    let mut files = Vec::new();
+    for (name, flag) in [
+        ("user", CloneFlags::CLONE_NEWUSER),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ] {
+        if same(name) {
+            continue;
+        }
+        let path = format!("/proc/{pid}/ns/{name}");
+        files.push((name, flag, File::open(&path).map_err(Error::io(path))?));
+    }
+    for (name, flag, f) in files {
+        setns(f.as_fd(), flag).map_err(Error::sys(format!(
+            "joining the {name} namespace of pid {pid}"
+        )))?;
+    }
+    Ok(())
+}
+
+/// Moves `fds` to 0, 1 and 2 (through high numbers first, so no source is overwritten).
+fn install_stdio(fds: [OwnedFd; 3]) -> Result<()> {
+    let mut high = Vec::new();
+    for f in &fds {
+        let fd = fcntl(f.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(10))
+            .map_err(Error::sys("dup of a stdio descriptor"))?;
+        high.push(sys::own_fd(fd));
+    }
+    drop(fds);
+    for (target, f) in high.iter().enumerate() {
+        dup2(f.as_raw_fd(), target as RawFd).map_err(Error::sys("dup2 of a stdio descriptor"))?;
+    }
+    Ok(())
+}
+
+/// The new pty from the container's devpts becomes the controlling terminal and stdio;
+/// its master goes to the caller.
+fn install_pty(sock: OwnedFd, size: Option<WindowSize>) -> Result<()> {
+    let (master, name) = pty::open_in_container()?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&name)
+        .map_err(Error::io(&name))?;
+    sys::set_controlling_terminal(&slave).map_err(Error::sys(format!(
+        "making {name} the controlling terminal"
+    )))?;
+    if let Some(size) = size.filter(|s| s.rows > 0 && s.cols > 0) {
+        sys::set_window_size(&slave, size).map_err(Error::sys("setting the window size"))?;
+    }
+    for target in 0..3 {
+        dup2(slave.as_raw_fd(), target).map_err(Error::sys("dup2 of the terminal"))?;
+    }
+    pty::send_fd(&sock, &master)
+}
+
+/// The container's process (pid 1 for a new container): stdio, the container's mounts,
+/// the terminal, credentials, then exec — or, with `--init`, fork the process and reap.
+fn process_main(
+    spec: Option<&ContainerSpec>,
+    process: &ProcessSpec,
+    ends: &mut Ends,
+) -> Result<std::convert::Infallible> {
+    if let Some(fds) = ends.stdio.take() {
+        install_stdio(fds)?;
+    }
+    if let Some(spec) = spec {
+        setup::container(spec)?;
+    }
+    setsid().map_err(Error::sys("setsid"))?;
+    if let Some(sock) = ends.pty.take() {
+        install_pty(sock, ends.size)?;
+    }
+    let privileged = spec.is_some_and(|s| s.privileged);
+    let exec = setup::credentials(process, privileged)?;
+    if !spec.is_some_and(|s| s.init) {
+        return Err(setup::exec(&exec));
+    }
+    // --init: block what the reaper waits for before the child exists.
+    process::init_signals()
+        .thread_block()
+        .map_err(Error::sys("blocking signals for the init"))?;
+    match sys::fork().map_err(Error::sys("fork of the container process"))? {
+        ForkResult::Child => {
+            // Its own process group, in the terminal's foreground (SIGTTOU is still
+            // blocked, so tcsetpgrp from the background is allowed).
+            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            if nix::unistd::isatty(0).unwrap_or(false) {
+                let _ = nix::unistd::tcsetpgrp(std::io::stdin(), getpid());
+            }
+            Err(setup::exec(&exec))
+        }
+        ForkResult::Parent { child } => {
+            // The error pipe must reach EOF when the child execs.
+            drop(ends.err.take());
+            process::reap_and_forward(child)
+        }
+    }
 }

@@ -116,6 +116,9 @@ pub enum Error {
     /// The command exists but cannot be executed (exit status 126).
     #[error("exec: {path}: {reason}")]
     NotExecutable { path: String, reason: String },
+    /// Setting the capability sets failed.
+    #[error("capabilities: {step}: {reason}")]
+    Capabilities { step: String, reason: String },
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,

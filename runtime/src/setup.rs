@@ -1,2 +1,621 @@
-//! Inside the container, before execve: namespaces' contents (mounts, pivot_root, hostname,
-//! loopback) and the process's credentials (rlimits, user, capabilities).
+//! Inside the container, before execve: the mount namespace's contents (root, /proc,
+//! /sys, /dev, volumes, masked paths, pivot_root), hostname and loopback, then the process's
+//! credentials (rlimits, cwd, capabilities, user) and the exec with its PATH lookup.
+//!
+//! Paths inside the root are resolved with [`resolve_in`], which follows the image's
+//! symlinks as if the root were `/`, so a hostile image cannot point a mount destination at
+//! a host path before pivot_root.
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chdir, pivot_root, setgid, setgroups, sethostname, setuid, Gid, Uid};
+
+use crate::spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Rlimit};
+use crate::{caps, idmap, sys, Error, Result};
+
+/// runc's default masked paths: hidden behind /dev/null (files) or an empty read-only
+/// tmpfs (directories).
+pub(crate) const MASKED: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// runc's default read-only paths.
+pub(crate) const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+/// Devices a container gets, bind-mounted from the host (a user namespace cannot mknod).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `path` inside `root`, following symlinks met on the way as if `root` were `/` (absolute
+/// targets and `..` never leave it). The last component may not exist.
+pub(crate) fn resolve_in(root: &Path, path: &str) -> PathBuf {
+    let mut todo: VecDeque<PathBuf> = Path::new(path)
+        .components()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut rel = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        match c.components().next() {
+            None | Some(Component::RootDir) | Some(Component::CurDir) => {}
+            Some(Component::ParentDir) => {
+                rel.pop();
+            }
+            Some(Component::Prefix(_)) => {}
+            Some(Component::Normal(name)) => {
+                let here = root.join(&rel).join(name);
+                match std::fs::read_link(&here) {
+                    Ok(target) if links < 40 => {
+                        links += 1;
+                        if target.is_absolute() {
+                            rel = PathBuf::new();
+                        }
+                        for (i, t) in target.components().enumerate() {
+                            todo.insert(i, PathBuf::from(t.as_os_str()));
+                        }
+                    }
+                    _ => rel.push(name),
+                }
+            }
+        }
+    }
+    root.join(rel)
+}
+
+fn mnt(
+    src: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
+    mount(src, target, fstype, flags, data)
+        .map_err(Error::sys(format!("mounting {}", target.display())))
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(Error::io(path))
+}
+
+/// An empty file to mount over (a device, a file volume).
+fn touch(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        mkdir(parent)?;
+    }
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    File::create(path).map(drop).map_err(Error::io(path))
+}
+
+/// The flags a bind remount must keep: a user namespace may not clear the ones locked on
+/// the source mount (nosuid, nodev, noexec, atime flags).
+fn locked_flags(path: &Path) -> MsFlags {
+    let mut flags = MsFlags::empty();
+    if let Ok(st) = statvfs(path) {
+        let f = st.flags();
+        for (s, m) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(s) {
+                flags |= m;
+            }
+        }
+    }
+    flags
+}
+
+fn remount_read_only(path: &Path) -> Result<()> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(Error::sys(format!(
+        "remounting {} read-only",
+        path.display()
+    )))
+}
+
+/// Everything up to and including pivot_root and the read-only root, in pid 1 of the new
+/// namespaces (proc must be mounted from inside the pid namespace).
+pub(crate) fn container(spec: &ContainerSpec) -> Result<()> {
+    let root = spec.rootfs.as_path();
+    // pivot_root needs the new root to be a mount point, whatever the caller gave.
+    mnt(
+        Some(root),
+        root,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    if let Some(name) = &spec.hostname {
+        sethostname(name).map_err(Error::sys(format!("sethostname {name}")))?;
+    }
+    if spec.network == NetworkMode::Private {
+        sys::loopback_up().map_err(Error::sys("bringing up the loopback interface"))?;
+    }
+    mount_system(root, spec.privileged)?;
+    for m in &spec.mounts {
+        mount_volume(root, m)?;
+    }
+    if !spec.privileged {
+        mask_paths(root)?;
+    }
+    make_cwd(root, &spec.process)?;
+    enter_root(root)?;
+    if spec.readonly_rootfs {
+        remount_read_only(Path::new("/"))?;
+    }
+    Ok(())
+}
+
+/// /proc, /sys, /dev and its standard contents inside `root`.
+fn mount_system(root: &Path, privileged: bool) -> Result<()> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let proc_dir = resolve_in(root, "/proc");
+    mkdir(&proc_dir)?;
+    mnt(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    let sys_dir = resolve_in(root, "/sys");
+    mkdir(&sys_dir)?;
+    let ro = match privileged {
+        true => MsFlags::empty(),
+        false => MsFlags::MS_RDONLY,
+    };
+    let sysfs = mount(
+        Some("sysfs"),
+        &sys_dir,
+        Some("sysfs"),
+        nosuid_nodev_noexec | ro,
+        None::<&str>,
+    );
+    if sysfs.is_err() {
+        // Only a user namespace that owns the network namespace may mount sysfs (rootless
+        // with --network host): the caller's /sys, read-only.
+        mnt(
+            Some(Path::new("/sys")),
+            &sys_dir,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        if !privileged {
+            remount_read_only(&sys_dir)?;
+        }
+    }
+    let dev = resolve_in(root, "/dev");
+    mkdir(&dev)?;
+    if privileged {
+        // The host's devices, with this container's own pts, shm and mqueue on top.
+        mnt(
+            Some(Path::new("/dev")),
+            &dev,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+    } else {
+        mnt(
+            Some(Path::new("tmpfs")),
+            &dev,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        )?;
+        for name in DEVICES {
+            let target = dev.join(name);
+            touch(&target)?;
+            mnt(
+                Some(&Path::new("/dev").join(name)),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts)?;
+    // gid=5 (tty) only when that group exists in this user namespace.
+    let pts_opts = match idmap::gid_mapped(5) {
+        true => "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        false => "newinstance,ptmxmode=0666,mode=0620",
+    };
+    mnt(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(pts_opts),
+    )?;
+    let shm = dev.join("shm");
+    mkdir(&shm)?;
+    mnt(
+        Some(Path::new("shm")),
+        &shm,
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?;
+    let mqueue = dev.join("mqueue");
+    mkdir(&mqueue)?;
+    mnt(
+        Some(Path::new("mqueue")),
+        &mqueue,
+        Some("mqueue"),
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    if privileged {
+        // The host's /dev/ptmx belongs to the host's devpts.
+        mnt(
+            Some(&pts.join("ptmx")),
+            &dev.join("ptmx"),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("core", "/proc/kcore"),
+    ] {
+        let p = dev.join(link);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        std::os::unix::fs::symlink(target, &p).map_err(Error::io(p))?;
+    }
+    Ok(())
+}
+
+fn mount_volume(root: &Path, m: &MountSpec) -> Result<()> {
+    match m {
+        MountSpec::Bind {
+            source,
+            destination,
+            readonly,
+        } => {
+            let target = resolve_in(root, destination);
+            match source.is_dir() {
+                true => mkdir(&target)?,
+                false => touch(&target)?,
+            }
+            mount(
+                Some(source.as_path()),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(Error::sys(format!(
+                "mounting volume {} on {destination}",
+                source.display()
+            )))?;
+            if *readonly {
+                remount_read_only(&target)?;
+            }
+        }
+        MountSpec::Tmpfs {
+            destination,
+            options,
+        } => {
+            let target = resolve_in(root, destination);
+            mkdir(&target)?;
+            let data = Some(options.as_str()).filter(|o| !o.is_empty());
+            mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                data,
+            )
+            .map_err(Error::sys(format!("mounting tmpfs on {destination}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn mask_paths(root: &Path) -> Result<()> {
+    for path in MASKED {
+        let p = resolve_in(root, path);
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        match meta.is_dir() {
+            true => mnt(
+                Some(Path::new("tmpfs")),
+                &p,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?,
+            false => mnt(
+                Some(Path::new("/dev/null")),
+                &p,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?,
+        }
+    }
+    for path in READ_ONLY {
+        let p = resolve_in(root, path);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        mnt(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+        remount_read_only(&p)?;
+    }
+    Ok(())
+}
+
+/// docker creates a missing working directory, owned by the process's user.
+fn make_cwd(root: &Path, p: &ProcessSpec) -> Result<()> {
+    if p.cwd.is_empty() || p.cwd == "/" {
+        return Ok(());
+    }
+    let dir = resolve_in(root, &p.cwd);
+    if dir.is_dir() {
+        return Ok(());
+    }
+    mkdir(&dir)?;
+    nix::unistd::chown(
+        &dir,
+        Some(Uid::from_raw(p.user.uid)),
+        Some(Gid::from_raw(p.user.gid)),
+    )
+    .map_err(Error::sys(format!(
+        "chown of the working directory {}",
+        p.cwd
+    )))
+}
+
+/// pivot_root into `root` and drop the old root: with both arguments `.`, the old root is
+/// stacked on the new one and detached, so no directory for it is needed in the image.
+fn enter_root(root: &Path) -> Result<()> {
+    chdir(root).map_err(Error::sys(format!("chdir {}", root.display())))?;
+    pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", root.display())))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detaching the old root"))?;
+    chdir("/").map_err(Error::sys("chdir /"))
+}
+
+/// The kernel resource for a docker `--ulimit` name.
+pub(crate) fn rlimit_resource(kind: &str) -> Result<Resource> {
+    let lower = kind.to_ascii_lowercase();
+    let name = lower.strip_prefix("rlimit_").unwrap_or(&lower);
+    Ok(match name {
+        "as" => Resource::RLIMIT_AS,
+        "core" => Resource::RLIMIT_CORE,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "locks" => Resource::RLIMIT_LOCKS,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+        "nice" => Resource::RLIMIT_NICE,
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "rss" => Resource::RLIMIT_RSS,
+        "rtprio" => Resource::RLIMIT_RTPRIO,
+        "rttime" => Resource::RLIMIT_RTTIME,
+        "sigpending" => Resource::RLIMIT_SIGPENDING,
+        "stack" => Resource::RLIMIT_STACK,
+        _ => return Err(Error::UnknownRlimit(kind.to_string())),
+    })
+}
+
+fn set_rlimit(r: &Rlimit) -> Result<()> {
+    let res = rlimit_resource(&r.kind)?;
+    setrlimit(res, r.soft, r.hard).map_err(|source| Error::Rlimit {
+        kind: r.kind.clone(),
+        soft: r.soft,
+        hard: r.hard,
+        max: getrlimit(res).map(|(_, h)| h).unwrap_or(0),
+        source,
+    })
+}
+
+/// What is left once the process's credentials are in place: the exec itself.
+pub(crate) struct Exec {
+    argv0: String,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    path: String,
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains a NUL byte")))
+}
+
+/// The environment: the process's, plus PATH, HOSTNAME, HOME and (under a terminal) TERM
+/// when it lacks them.
+fn environment(p: &ProcessSpec) -> Vec<String> {
+    let mut env = p.env.clone();
+    let mut default = |k: &str, v: &dyn Fn() -> String| {
+        if !env.iter().any(|kv| kv.split('=').next() == Some(k)) {
+            env.push(format!("{k}={}", v()));
+        }
+    };
+    default("PATH", &|| DEFAULT_PATH.to_string());
+    default("HOSTNAME", &|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    default("HOME", &|| crate::user::home(Path::new("/"), p.user.uid));
+    if p.terminal {
+        default("TERM", &|| "xterm".to_string());
+    }
+    env
+}
+
+/// In the container's root: rlimits, working directory, capabilities (bounding set, then
+/// the user with PR_SET_KEEPCAPS, then effective/permitted/inheritable), no_new_privs.
+pub(crate) fn credentials(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
+    let argv0 = p.args.first().ok_or(Error::NoCommand)?.clone();
+    let env = environment(p);
+    let path = env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let exec = Exec {
+        argv0,
+        argv: p.args.iter().map(|a| cstring(a)).collect::<Result<_>>()?,
+        env: env.iter().map(|e| cstring(e)).collect::<Result<_>>()?,
+        path,
+    };
+    for r in &p.rlimits {
+        set_rlimit(r)?;
+    }
+    let cwd = match p.cwd.as_str() {
+        "" => "/",
+        c => c,
+    };
+    // As root first (the user may not search every parent), as runc.
+    chdir(cwd).map_err(Error::sys(format!("chdir to the working directory {cwd}")))?;
+    let set = caps::resolve(privileged, &p.cap_add, &p.cap_drop)?;
+    caps::limit_bounding(&set)?;
+    nix::sys::prctl::set_keepcaps(true).map_err(Error::sys("PR_SET_KEEPCAPS"))?;
+    let u = &p.user;
+    let mut groups: Vec<Gid> = vec![Gid::from_raw(u.gid)];
+    groups.extend(u.additional_gids.iter().map(|g| Gid::from_raw(*g)));
+    groups.dedup();
+    match setgroups(&groups) {
+        // A user namespace with setgroups denied (single-id rootless map): keep none.
+        Err(Errno::EPERM) if idmap::in_user_namespace() && u.additional_gids.is_empty() => {}
+        r => r.map_err(Error::sys(format!("setgroups {:?}", groups)))?,
+    }
+    setgid(Gid::from_raw(u.gid)).map_err(Error::sys(format!("setgid {}", u.gid)))?;
+    setuid(Uid::from_raw(u.uid)).map_err(Error::sys(format!("setuid {}", u.uid)))?;
+    caps::apply(&set)?;
+    nix::sys::prctl::set_keepcaps(false).map_err(Error::sys("PR_SET_KEEPCAPS"))?;
+    if p.no_new_privileges {
+        nix::sys::prctl::set_no_new_privs().map_err(Error::sys("PR_SET_NO_NEW_PRIVS"))?;
+    }
+    Ok(exec)
+}
+
+fn not_executable(path: &str, reason: impl Into<String>) -> Error {
+    Error::NotExecutable {
+        path: path.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// execve with the PATH lookup of execvp, done in the container; returns only the error.
+pub(crate) fn exec(e: &Exec) -> Error {
+    if let Err(err) = sys::reset_signals() {
+        return Error::sys("resetting signal dispositions")(err);
+    }
+    let try_one = |path: &Path| -> Errno {
+        let c = match CString::new(path.as_os_str().as_bytes()) {
+            Ok(c) => c,
+            Err(_) => return Errno::ENOENT,
+        };
+        match nix::unistd::execve(&c, &e.argv, &e.env) {
+            Err(errno) => errno,
+            Ok(never) => match never {},
+        }
+    };
+    let explain = |path: &Path, errno: Errno| -> Error {
+        match errno {
+            Errno::ENOENT | Errno::ENOTDIR => Error::NotFound {
+                path: e.argv0.clone(),
+            },
+            Errno::EACCES if path.is_dir() => not_executable(&e.argv0, "is a directory"),
+            Errno::EACCES | Errno::EPERM => not_executable(&e.argv0, "permission denied"),
+            Errno::ENOEXEC => not_executable(&e.argv0, "exec format error"),
+            other => Error::Sys {
+                what: format!("exec {}", path.display()),
+                source: other,
+            },
+        }
+    };
+    if e.argv0.contains('/') {
+        let p = Path::new(&e.argv0);
+        return explain(p, try_one(p));
+    }
+    let mut denied = None;
+    for dir in e.path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(&e.argv0);
+        match try_one(&candidate) {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ESTALE => continue,
+            Errno::EACCES => {
+                denied.get_or_insert(candidate);
+            }
+            errno => return explain(&candidate, errno),
+        }
+    }
+    match denied {
+        Some(p) => explain(&p, Errno::EACCES),
+        None => Error::NotFound {
+            path: e.argv0.clone(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_in_stays_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("strata-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("real/sub")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("real/up")).unwrap();
+        std::os::unix::fs::symlink("real/sub", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(resolve_in(&root, "/abs/passwd"), root.join("etc/passwd"));
+        assert_eq!(resolve_in(&root, "/real/up/etc"), root.join("etc"));
+        assert_eq!(resolve_in(&root, "/rel/x"), root.join("real/sub/x"));
+        assert_eq!(resolve_in(&root, "../../x"), root.join("x"));
+        assert!(resolve_in(&root, "/loop/x").starts_with(&root));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn rlimit_names() {
+        for n in ["nofile", "NOFILE", "RLIMIT_NOFILE", "rlimit_nofile"] {
+            assert_eq!(rlimit_resource(n).unwrap(), Resource::RLIMIT_NOFILE);
+        }
+        assert!(matches!(rlimit_resource("bogus"), Err(Error::UnknownRlimit(k)) if k == "bogus"));
+    }
+}
