@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -29,6 +29,8 @@
 //!    `rm -rf` of them: the create/unlink path, as image builds and package managers use it.
 //! 8. **pull** (`pull.rs`): `strata pull` against `skopeo copy` + `umoci unpack` of a 4-layer
 //!    image from a loopback registry, and a cold walk of the result; its own table.
+//! 9. **run** (`run.rs`): `strata run --rm demo true` and `exec` against runc on a
+//!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -47,6 +49,7 @@ mod ops;
 mod procfs;
 mod pull;
 mod report;
+mod run;
 mod scratch;
 mod workloads;
 
@@ -98,6 +101,8 @@ enum Workload {
     Untar,
     /// strata pull vs skopeo copy + umoci unpack of a 200 MiB image; cold walk of it.
     Pull,
+    /// strata run --rm / exec vs runc on fuse-overlayfs and podman.
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -180,6 +185,10 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let run_section = match wanted(Workload::Run) {
+        true => Some(run::run_run(&scratch.root().join("run"), runs)),
+        false => None,
+    };
     drop(scratch);
     let after = Conditions::now();
 
@@ -188,11 +197,26 @@ fn run(args: &Args) -> Result<bool> {
         machine::environment(&strata_fs, runs, args.quick, &before, &after)
     );
     println!();
-    print!("{}", results.table(&sizes));
+    let union_workloads = [
+        Workload::Walk,
+        Workload::Readdir,
+        Workload::Seqread,
+        Workload::Randread,
+        Workload::Copyup,
+        Workload::Untar,
+    ];
+    if union_workloads.iter().any(|w| wanted(*w)) {
+        print!("{}", results.table(&sizes));
+    }
     let mut errors: Vec<String> = results.errors().collect();
     match pull {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("pull: {e:#}")),
+        None => {}
+    }
+    match run_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("run: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {
