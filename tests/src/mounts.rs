@@ -35,18 +35,27 @@ pub struct UnionDirs {
 }
 
 impl UnionDirs {
-    /// `lowerdir=…,upperdir=…,workdir=…` as every driver spells it.
+    /// `lowerdir=…,upperdir=…,workdir=…` as every driver spells it (no `lowerdir=` when
+    /// `lowers` is empty).
     pub fn options(&self) -> String {
         let lowers: Vec<String> = self
             .lowers
             .iter()
             .map(|p| p.display().to_string())
             .collect();
-        let mut opts = format!("lowerdir={}", lowers.join(":"));
-        if let Some((upper, work)) = &self.upper {
-            opts += &format!(",upperdir={},workdir={}", upper.display(), work.display());
+        // No lower directories: the layers come as other options (strata-fs `layers=`).
+        let mut opts = Vec::new();
+        if !lowers.is_empty() {
+            opts.push(format!("lowerdir={}", lowers.join(":")));
         }
-        opts
+        if let Some((upper, work)) = &self.upper {
+            opts.push(format!(
+                "upperdir={},workdir={}",
+                upper.display(),
+                work.display()
+            ));
+        }
+        opts.join(",")
     }
 }
 

@@ -18,6 +18,10 @@
 //! replays a failing seed, `STRATA_DIFF_OPS=N` changes the number of operations per seed, and
 //! `STRATA_DIFF_SHRINK=1` reduces a failing sequence to a short one that still fails and
 //! prints it. Two fixed seeds run by default; `STRATA_DIFF_FRESH=1` adds one from the clock.
+//!
+//! A second test runs the same on strata-fs over layer indexes (`layers=`): the same layers
+//! written as OCI tars (`.wh.` whiteouts, `.wh..wh..opq`, PAX xattrs) and indexed as `strata
+//! pull` indexes them, against kernel overlayfs over the kernel-format directories.
 
 mod ops;
 
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ops::{apply, show, Gen, Op, Outcome};
+use strata_fs::layer::index::{build_index, IndexLimits};
 use strata_tests::fixture::{LayerBuilder, WhiteoutFormat};
 use strata_tests::mounts::{mount, Driver, MountGuard, UnionDirs};
 use strata_tests::tree::{diff, snapshot, Tree};
@@ -98,21 +103,47 @@ fn layers() -> [LayerBuilder; 3] {
     [top, middle, bottom]
 }
 
+/// What strata-fs's lower layers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lowers {
+    /// Directories in the kernel's whiteout format (`lowerdir=`).
+    Dirs,
+    /// Layer indexes built from OCI tars of the same layers (`layers=`).
+    Indexed,
+}
+
 /// One union: its directories and its mount.
 struct Side {
     driver: Driver,
     dirs: UnionDirs,
+    /// Mount options besides the directories (`layers=…`).
+    extra: Vec<String>,
     guard: Option<MountGuard>,
 }
 
 impl Side {
-    fn new(root: &Path, driver: Driver) -> Result<Side> {
+    fn new(root: &Path, driver: Driver, kind: Lowers) -> Result<Side> {
         let mut lowers = Vec::new();
+        let mut indexes = Vec::new();
         for (i, layer) in layers().iter().enumerate() {
             let dir = root.join(format!("l{i}"));
-            layer.write_dir(&dir, WhiteoutFormat::KERNEL)?;
-            lowers.push(dir);
+            match kind {
+                Lowers::Dirs => {
+                    layer.write_dir(&dir, WhiteoutFormat::KERNEL)?;
+                    lowers.push(dir);
+                }
+                Lowers::Indexed => {
+                    std::fs::create_dir_all(&dir)?;
+                    let tar = layer.tar_bytes(1_700_000_000)?;
+                    build_index(&mut &tar[..], &dir, &IndexLimits::default())?;
+                    indexes.push(dir.display().to_string());
+                }
+            }
         }
+        let extra = match kind {
+            Lowers::Dirs => Vec::new(),
+            Lowers::Indexed => vec![format!("layers={}", indexes.join(":"))],
+        };
         for d in ["upper", "work", "merged"] {
             std::fs::create_dir_all(root.join(d))?;
         }
@@ -123,6 +154,7 @@ impl Side {
                 upper: Some((root.join("upper"), root.join("work"))),
                 merged: root.join("merged"),
             },
+            extra,
             guard: None,
         };
         side.mount()?;
@@ -134,7 +166,9 @@ impl Side {
         // returns (the superblock goes later): a remount may see EBUSY for a moment.
         let deadline = Instant::now() + Duration::from_secs(10);
         let guard = loop {
-            match mount(self.driver, &self.dirs, reference_options(self.driver)) {
+            let mut options: Vec<&str> = reference_options(self.driver).to_vec();
+            options.extend(self.extra.iter().map(String::as_str));
+            match mount(self.driver, &self.dirs, &options) {
                 Err(e)
                     if e.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::EBUSY)
                         && Instant::now() < deadline =>
@@ -174,10 +208,10 @@ struct Pair {
 }
 
 impl Pair {
-    fn new() -> Result<Pair> {
+    fn new(kind: Lowers) -> Result<Pair> {
         let tmp = tempfile::Builder::new().prefix("strata-diff").tempdir()?;
-        let kernel = Side::new(&tmp.path().join("kernel"), Driver::Kernel)?;
-        let strata = Side::new(&tmp.path().join("strata"), Driver::Strata)?;
+        let kernel = Side::new(&tmp.path().join("kernel"), Driver::Kernel, Lowers::Dirs)?;
+        let strata = Side::new(&tmp.path().join("strata"), Driver::Strata, kind)?;
         Ok(Pair {
             kernel,
             strata,
@@ -238,8 +272,8 @@ struct Failure {
 }
 
 /// Runs `count` seeded operations on a fresh pair; on a mismatch, the operations so far.
-fn run_seed(seed: u64, count: usize) -> Result<std::result::Result<(), Failure>> {
-    let pair = Pair::new()?;
+fn run_seed(seed: u64, count: usize, kind: Lowers) -> Result<std::result::Result<(), Failure>> {
+    let pair = Pair::new(kind)?;
     let mut gen = Gen::new(seed);
     let mut steps: Vec<Step> = Vec::with_capacity(count);
     // The operations with the comparisons between them, for a replay.
@@ -332,8 +366,8 @@ fn recent(steps: &[Step], n: usize) -> String {
 
 /// Replays `ops` on a fresh pair; `Some(why)` when the mounts disagree (an errno, or the
 /// trees at the end, or after a remount).
-fn replay(ops: &[Op]) -> Result<Option<String>> {
-    let mut pair = Pair::new()?;
+fn replay(ops: &[Op], kind: Lowers) -> Result<Option<String>> {
+    let mut pair = Pair::new(kind)?;
     for (i, op) in ops.iter().enumerate() {
         if let Op::Compare = op {
             let (_, d) = pair.compare()?;
@@ -363,8 +397,8 @@ fn replay(ops: &[Op]) -> Result<Option<String>> {
 }
 
 /// Removes chunks of operations, halving the chunk size, while the replay still fails.
-fn shrink(mut ops: Vec<Op>) -> Result<(Vec<Op>, String)> {
-    let mut why = replay(&ops)?.context("the failure does not replay")?;
+fn shrink(mut ops: Vec<Op>, kind: Lowers) -> Result<(Vec<Op>, String)> {
+    let mut why = replay(&ops, kind)?.context("the failure does not replay")?;
     let mut chunk = ops.len().div_ceil(2);
     while chunk >= 1 {
         let mut start = 0;
@@ -372,7 +406,7 @@ fn shrink(mut ops: Vec<Op>) -> Result<(Vec<Op>, String)> {
             let end = (start + chunk).min(ops.len());
             let mut fewer = ops[..start].to_vec();
             fewer.extend_from_slice(&ops[end..]);
-            match replay(&fewer)? {
+            match replay(&fewer, kind)? {
                 Some(w) => {
                     ops = fewer;
                     why = w;
@@ -398,9 +432,21 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn kernel_overlayfs_and_strata_fs_agree_on_random_operations() {
-    if !have_root("kernel_overlayfs_and_strata_fs_agree_on_random_operations") {
-        return;
+    if have_root("kernel_overlayfs_and_strata_fs_agree_on_random_operations") {
+        run_seeds(Lowers::Dirs, &FIXED_SEEDS);
     }
+}
+
+#[test]
+fn strata_fs_over_layer_indexes_agrees_with_kernel_overlayfs() {
+    if have_root("strata_fs_over_layer_indexes_agrees_with_kernel_overlayfs") {
+        run_seeds(Lowers::Indexed, &FIXED_SEEDS[..1]);
+    }
+}
+
+/// Runs `fixed` (or `STRATA_DIFF_SEED`) with strata-fs over `kind` lowers; panics with a
+/// replay line on the first disagreement.
+fn run_seeds(kind: Lowers, fixed: &[u64]) {
     let seeds: Vec<u64> = match env_u64("STRATA_DIFF_SEED") {
         Some(seed) => vec![seed],
         // A seed from the clock only when asked (STRATA_DIFF_FRESH=1): CI stays
@@ -410,15 +456,15 @@ fn kernel_overlayfs_and_strata_fs_agree_on_random_operations() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock")
                 .as_nanos() as u64;
-            FIXED_SEEDS.iter().copied().chain([now]).collect()
+            fixed.iter().copied().chain([now]).collect()
         }
-        None => FIXED_SEEDS.to_vec(),
+        None => fixed.to_vec(),
     };
     let count = env_u64("STRATA_DIFF_OPS").map_or(OPS_PER_SEED, |n| n as usize);
     for seed in seeds {
         println!("seed={seed}");
         let started = Instant::now();
-        let run = run_seed(seed, count).unwrap_or_else(|e| panic!("seed={seed}: {e:#}"));
+        let run = run_seed(seed, count, kind).unwrap_or_else(|e| panic!("seed={seed}: {e:#}"));
         let failure = match run {
             Ok(()) => {
                 println!(
@@ -431,7 +477,7 @@ fn kernel_overlayfs_and_strata_fs_agree_on_random_operations() {
         };
         let mut message = failure.message;
         if std::env::var_os("STRATA_DIFF_SHRINK").is_some_and(|v| v == "1") {
-            match shrink(failure.ops) {
+            match shrink(failure.ops, kind) {
                 Ok((ops, why)) => {
                     message += &format!("\nshrunk to {} operations:\n", ops.len());
                     for op in &ops {
@@ -444,7 +490,12 @@ fn kernel_overlayfs_and_strata_fs_agree_on_random_operations() {
         }
         panic!(
             "{message}\nreplay: STRATA_DIFF_SEED={seed} STRATA_DIFF_OPS={count} cargo test -p \
-             strata-tests --test e2e differential -- --nocapture (STRATA_DIFF_SHRINK=1 to shrink)"
+             strata-tests --test e2e differential::{} -- --nocapture (STRATA_DIFF_SHRINK=1 to \
+             shrink)",
+            match kind {
+                Lowers::Dirs => "kernel_overlayfs_and_strata_fs_agree_on_random_operations",
+                Lowers::Indexed => "strata_fs_over_layer_indexes_agrees_with_kernel_overlayfs",
+            }
         );
     }
 }
