@@ -1,6 +1,6 @@
 //! cgroup limits, the freezer and OOM accounting, under `strata/<id>`:
 //!
-//! - cgroup v1 (this host: hierarchies under /sys/fs/cgroup/<controller>, plus a v2
+//! - cgroup v1 (this host: hierarchies under `/sys/fs/cgroup/<controller>`, plus a v2
 //!   `unified` mount without controllers): one directory per controller among memory,
 //!   pids, cpu and freezer, `/sys/fs/cgroup/<controller>/strata/<id>`;
 //! - cgroup v2 (/sys/fs/cgroup is cgroup2): `/sys/fs/cgroup/strata/<id>` as root, or, in a
