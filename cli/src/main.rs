@@ -9,6 +9,7 @@ mod commands;
 mod digest;
 mod filter;
 mod format;
+mod monitor;
 mod oci;
 mod progress;
 mod pull;
@@ -60,8 +61,144 @@ enum Command {
     /// Unmount a directory mounted by `strata mount`
     #[command(alias = "unmount")]
     Umount(commands::mount::UmountArgs),
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(commands::run::RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(commands::run::CreateOpts),
+    /// Start one or more stopped containers
+    Start(commands::containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(commands::containers::StopArgs),
+    /// Restart one or more containers
+    Restart(commands::containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(commands::containers::KillArgs),
+    /// Remove one or more containers
+    Rm(commands::containers::RmArgs),
+    /// List containers
+    Ps(commands::ps::PsArgs),
+    /// Fetch the logs of a container
+    Logs(commands::ps::LogsArgs),
+    /// Execute a command in a running container
+    Exec(commands::exec::ExecArgs),
+    /// Attach to a running container's input and output (ctrl-p ctrl-q detaches)
+    Attach(commands::exec::AttachArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(commands::containers::NamesArgs),
+    /// Pause all processes within one or more containers
+    Pause(commands::containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(commands::containers::NamesArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commands::files::DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(commands::files::CpArgs),
+    /// Rename a container
+    Rename(commands::containers::RenameArgs),
+    /// List port mappings of a container
+    Port(commands::ps::PortArgs),
+    /// Display the running processes of a container
+    Top(commands::ps::TopArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// The monitor of a container (internal)
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+    /// Copy with a stopped container's root mounted (internal)
+    #[command(name = "__rootfs", hide = true)]
+    Rootfs(commands::files::RootfsArgs),
     /// Show the version
     Version,
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// List containers
+    #[command(visible_aliases = ["ps", "list"])]
+    Ls(commands::ps::PsArgs),
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run(commands::run::RunArgs),
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create(commands::run::CreateOpts),
+    /// Start one or more stopped containers
+    Start(commands::containers::StartArgs),
+    /// Stop one or more running containers
+    Stop(commands::containers::StopArgs),
+    /// Restart one or more containers
+    Restart(commands::containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(commands::containers::KillArgs),
+    /// Remove one or more containers
+    #[command(visible_alias = "remove")]
+    Rm(commands::containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(commands::ps::LogsArgs),
+    /// Execute a command in a running container
+    Exec(commands::exec::ExecArgs),
+    /// Attach to a running container
+    Attach(commands::exec::AttachArgs),
+    /// Block until one or more containers stop
+    Wait(commands::containers::NamesArgs),
+    /// Pause all processes within one or more containers
+    Pause(commands::containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(commands::containers::NamesArgs),
+    /// Inspect changes on a container's filesystem
+    Diff(commands::files::DiffArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(commands::files::CpArgs),
+    /// Rename a container
+    Rename(commands::containers::RenameArgs),
+    /// List port mappings of a container
+    Port(commands::ps::PortArgs),
+    /// Display the running processes of a container
+    Top(commands::ps::TopArgs),
+    /// Remove all stopped containers
+    Prune(commands::containers::PruneArgs),
+    /// Show low-level information on containers (JSON)
+    Inspect(commands::inspect::InspectArgs),
+}
+
+/// The container commands: each returns its exit status (docker's).
+fn container_command(global: &Global, c: ContainerCommand) -> i32 {
+    use commands::{containers, exec, files, ps, run};
+    match c {
+        ContainerCommand::Ls(a) => ps::ps(global, a),
+        ContainerCommand::Run(a) => run::run(global, a),
+        ContainerCommand::Create(a) => run::create(global, a),
+        ContainerCommand::Start(a) => containers::start(global, a),
+        ContainerCommand::Stop(a) => containers::stop(global, a),
+        ContainerCommand::Restart(a) => containers::restart(global, a),
+        ContainerCommand::Kill(a) => containers::kill(global, a),
+        ContainerCommand::Rm(a) => containers::rm(global, a),
+        ContainerCommand::Logs(a) => ps::logs(global, a),
+        ContainerCommand::Exec(a) => exec::exec(global, a),
+        ContainerCommand::Attach(a) => exec::attach(global, a),
+        ContainerCommand::Wait(a) => containers::wait(global, a),
+        ContainerCommand::Pause(a) => containers::pause(global, a),
+        ContainerCommand::Unpause(a) => containers::unpause(global, a),
+        ContainerCommand::Diff(a) => files::diff(global, a),
+        ContainerCommand::Cp(a) => files::cp(global, a),
+        ContainerCommand::Rename(a) => containers::rename(global, a),
+        ContainerCommand::Port(a) => ps::port(global, a),
+        ContainerCommand::Top(a) => ps::top(global, a),
+        ContainerCommand::Prune(a) => containers::prune(global, a),
+        ContainerCommand::Inspect(mut a) => {
+            a.kind = Some("container".into());
+            match commands::inspect::inspect(global, a) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    1
+                }
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -110,11 +247,36 @@ fn main() {
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),
         Command::Umount(a) => commands::mount::umount(&global, a),
+        Command::Run(a) => std::process::exit(commands::run::run(&global, a)),
+        Command::Create(a) => std::process::exit(commands::run::create(&global, a)),
+        Command::Start(a) => container(&global, ContainerCommand::Start(a)),
+        Command::Stop(a) => container(&global, ContainerCommand::Stop(a)),
+        Command::Restart(a) => container(&global, ContainerCommand::Restart(a)),
+        Command::Kill(a) => container(&global, ContainerCommand::Kill(a)),
+        Command::Rm(a) => container(&global, ContainerCommand::Rm(a)),
+        Command::Ps(a) => container(&global, ContainerCommand::Ls(a)),
+        Command::Logs(a) => container(&global, ContainerCommand::Logs(a)),
+        Command::Exec(a) => container(&global, ContainerCommand::Exec(a)),
+        Command::Attach(a) => container(&global, ContainerCommand::Attach(a)),
+        Command::Wait(a) => container(&global, ContainerCommand::Wait(a)),
+        Command::Pause(a) => container(&global, ContainerCommand::Pause(a)),
+        Command::Unpause(a) => container(&global, ContainerCommand::Unpause(a)),
+        Command::Diff(a) => container(&global, ContainerCommand::Diff(a)),
+        Command::Cp(a) => container(&global, ContainerCommand::Cp(a)),
+        Command::Rename(a) => container(&global, ContainerCommand::Rename(a)),
+        Command::Port(a) => container(&global, ContainerCommand::Port(a)),
+        Command::Top(a) => container(&global, ContainerCommand::Top(a)),
+        Command::Container(c) => container(&global, c),
+        Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
+        Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
     };
+    fn container(global: &Global, c: ContainerCommand) -> ! {
+        std::process::exit(container_command(global, c))
+    }
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);

@@ -43,10 +43,9 @@ pub struct HistoryArgs {
 }
 
 pub fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
-    if let Some(k) = &args.kind {
-        if k != "image" {
-            bail!("unsupported --type {k:?}: only images can be inspected yet");
-        }
+    let kind = args.kind.as_deref().unwrap_or("");
+    if !matches!(kind, "" | "image" | "container") {
+        bail!("unsupported --type {kind:?}: want image or container");
     }
     let store = Store::new(&global.root);
     let template = match args.format.as_deref() {
@@ -59,6 +58,17 @@ pub fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in &args.names {
+        // Containers first, as docker.
+        if kind != "image" {
+            if let Some(doc) = super::ps::find_container_json(&store, name) {
+                docs.push(doc);
+                continue;
+            }
+            if kind == "container" {
+                errors.push(format!("No such container: {name}"));
+                continue;
+            }
+        }
         match find_image(&store, name) {
             Ok((_, img)) => docs.push(inspect_json(&store, &img)),
             Err(e) => errors.push(format!("{e:#}")),

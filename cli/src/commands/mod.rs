@@ -1,10 +1,15 @@
 //! One module per command family; each takes the global options and its clap arguments.
 
 pub mod auth;
+pub mod containers;
+pub mod exec;
+pub mod files;
 pub mod images;
 pub mod inspect;
 pub mod mount;
+pub mod ps;
 pub mod pull;
+pub mod run;
 
 use std::io::Write;
 

@@ -59,17 +59,14 @@ pub fn mount(global: &Global, args: MountArgs) -> Result<()> {
     if !args.dir.is_dir() {
         bail!("mount point {} is not a directory", args.dir.display());
     }
-    let mut layers = Vec::new();
-    for (blob, diff_id) in img.layers() {
-        store
-            .ensure_layer(&blob.digest, &blob.media_type, diff_id)
-            .with_context(|| format!("preparing layer {diff_id}"))?;
-        layers.push(option_path(&store.layer_dir(diff_id))?);
-    }
+    let layers = store
+        .image_layer_dirs(&img)?
+        .iter()
+        .map(|d| option_path(d))
+        .collect::<Result<Vec<_>>>()?;
     if layers.is_empty() {
         bail!("image {} has no layers", args.image);
     }
-    layers.reverse(); // top first
     let mut opts = format!("layers={}", layers.join(":"));
     if let Some(upper) = &args.upper {
         let (u, w) = (upper.join("upper"), upper.join("work"));

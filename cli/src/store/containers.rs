@@ -130,8 +130,9 @@ impl Status {
 #[serde(default)]
 pub struct State {
     pub status: Status,
-    /// Host pid of the container's pid 1 while it runs.
+    /// Host pid of the container's pid 1 while it runs, and its start time.
     pub pid: i32,
+    pub pid_start: u64,
     /// The monitor's pid and start time (clock ticks after boot, /proc/PID/stat field 22),
     /// to tell it from a recycled pid.
     pub monitor_pid: i32,
@@ -160,10 +161,6 @@ pub fn process_start(pid: i32) -> Option<u64> {
     // The command may hold spaces and parens: the fields after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     rest.split(' ').nth(19)?.parse().ok()
-}
-
-pub fn now_rfc3339() -> String {
-    jiff::Timestamp::now().to_string()
 }
 
 /// The containers of a store.
@@ -286,6 +283,20 @@ impl Containers {
 
     pub fn save_state(&self, id: &str, st: &State) -> Result<()> {
         self.write_json(&self.dir(id).join("state.json"), st)
+    }
+
+    /// Read-modify-write of the recorded state under the container's state lock (the
+    /// monitor and `pause`, `stop`, crash cleanup may write at once). Returns the new state.
+    pub fn update_state(&self, id: &str, f: impl FnOnce(&mut State)) -> Result<State> {
+        let dir = self.dir(id);
+        if !dir.join("container.json").exists() && !dir.join("state.json").exists() {
+            bail!("No such container: {id}");
+        }
+        let _lock = Lock::exclusive(&dir.join("state.lock"))?;
+        let mut st = self.raw_state(id).unwrap_or_default();
+        f(&mut st);
+        self.save_state(id, &st)?;
+        Ok(st)
     }
 
     /// Every container, oldest first.

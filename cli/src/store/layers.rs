@@ -140,6 +140,19 @@ impl Store {
         Ok(prepared)
     }
 
+    /// The layer index directories of `img`, top first (as strata-fs's `layers=` takes
+    /// them), building any index that is missing. `strata mount` and containers mount these.
+    pub fn image_layer_dirs(&self, img: &super::image::Image) -> Result<Vec<PathBuf>> {
+        let mut dirs = Vec::new();
+        for (blob, diff_id) in img.layers() {
+            self.ensure_layer(&blob.digest, &blob.media_type, diff_id)
+                .with_context(|| format!("preparing layer {diff_id}"))?;
+            dirs.push(self.layer_dir(diff_id));
+        }
+        dirs.reverse();
+        Ok(dirs)
+    }
+
     /// Builds the index of a layer whose blob is in the store but whose index is not (an
     /// image copied in by skopeo, or an index deleted by hand).
     pub fn ensure_layer(

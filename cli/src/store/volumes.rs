@@ -57,19 +57,6 @@ impl Volumes {
         }
         super::containers::remove_tree(&dir)
     }
-
-    /// Every volume's name.
-    pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| valid_name(n))
-            .collect();
-        v.sort();
-        v
-    }
 }
 
 #[cfg(test)]
@@ -84,7 +71,6 @@ mod tests {
         assert!(data.ends_with("volumes/data1/_data") && data.is_dir());
         assert_eq!(v.ensure("data1").unwrap(), data);
         assert!(v.ensure("../x").is_err());
-        assert_eq!(v.names(), ["data1"]);
         v.remove("data1").unwrap();
         assert!(!v.exists("data1"));
     }

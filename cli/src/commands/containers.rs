@@ -1,0 +1,494 @@
+//! The container lifecycle commands: `start`, `stop`, `restart`, `kill`, `rm`, `wait`,
+//! `pause`, `unpause`, `rename`, `container prune`. Each addresses containers by name, full
+//! id or unique id prefix, and first cleans up after monitors that died
+//! ([`crate::monitor::cleanup_stale`]).
+//!
+//! A container's pid 1 is signalled directly (its host pid is in state.json); its monitor
+//! notices the exit and records it. `stop` sends SIGTERM (or the image's StopSignal) and,
+//! after the timeout, SIGKILL, as docker.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use nix::sys::signal::Signal;
+use strata_runtime::cgroups::Cgroup;
+
+use crate::monitor;
+use crate::store::containers::{Containers, Record, State, Status};
+use crate::store::Store;
+use crate::Global;
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach container's STDIN
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short, long = "time", alias = "timeout", default_value_t = 10)]
+    pub time: i64,
+    /// Signal to send to the container
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short, long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Provide filter values (e.g. until=24h, label=KEY)
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
+}
+
+/// The store, cleaned of dead monitors' leftovers.
+pub fn open(global: &Global) -> (Store, Containers) {
+    let store = Store::new(&global.root);
+    monitor::cleanup_stale(&store);
+    let c = Containers::new(&store);
+    (store, c)
+}
+
+/// Runs `f` for each named container; errors are printed as docker does (one per
+/// container), and the status is 1 when any failed.
+fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> i32 {
+    let mut code = 0;
+    for n in names {
+        if let Err(e) = f(n) {
+            eprintln!("Error response from daemon: {e:#}");
+            code = 1;
+        }
+    }
+    code
+}
+
+/// Waits until `id`'s monitor has recorded the end (or is gone), at most `timeout`.
+pub fn wait_stopped(c: &Containers, id: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match c.state(id) {
+            Ok(st) if st.status.is_active() => {}
+            _ => return true,
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the monitor process recorded in `st` is gone, at most `timeout`.
+fn wait_monitor_gone(st: &State, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while st.monitor_alive() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+fn signal_pid1(st: &State, sig: Signal) -> Result<()> {
+    if st.pid <= 0 {
+        bail!("the container has no process");
+    }
+    if st.status == Status::Paused && sig == Signal::SIGKILL {
+        // A frozen process dies only once thawed.
+    }
+    strata_runtime::process::signal(st.pid, sig).map_err(anyhow::Error::from)
+}
+
+pub fn start(global: &Global, args: StartArgs) -> i32 {
+    let (_store, c) = open(global);
+    if args.attach || args.interactive {
+        if args.containers.len() > 1 {
+            eprintln!("Error: you cannot start and attach multiple containers at once");
+            return 1;
+        }
+        let rec = match c.find(&args.containers[0]) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e:#}");
+                return 1;
+            }
+        };
+        if c.state(&rec.id).is_ok_and(|s| s.status.is_active()) {
+            return super::exec::attach_to(&c, &rec, args.interactive, true);
+        }
+        return monitor::run_foreground(&global.root, &rec.id, args.interactive);
+    }
+    let mut code = 0;
+    for name in &args.containers {
+        let rec = match c.find(name) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("Error response from daemon: {e:#}");
+                code = 1;
+                continue;
+            }
+        };
+        if c.state(&rec.id).is_ok_and(|s| s.status.is_active()) {
+            println!("{name}");
+            continue;
+        }
+        match monitor::spawn_detached(&global.root, &rec.id) {
+            Ok(()) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", e.message);
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// The signal `stop` sends first: `-s`, else the image's StopSignal, else SIGTERM.
+fn stop_one(c: &Containers, rec: &Record, timeout: i64, signal: Option<&str>) -> Result<()> {
+    let st = c.state(&rec.id)?;
+    if !st.status.is_active() {
+        return Ok(());
+    }
+    let sig = match signal {
+        Some(s) => strata_runtime::process::parse_signal(s)?,
+        None => Signal::SIGTERM,
+    };
+    if st.status == Status::Paused {
+        let _ = Cgroup::of(&rec.id).thaw();
+    }
+    let _ = signal_pid1(&st, sig);
+    let grace = Duration::from_secs(timeout.max(0) as u64);
+    if timeout >= 0 && wait_stopped(c, &rec.id, grace) {
+        return Ok(());
+    }
+    let _ = signal_pid1(&st, Signal::SIGKILL);
+    Cgroup::of(&rec.id).kill_all(Signal::SIGKILL);
+    if !wait_stopped(c, &rec.id, Duration::from_secs(10)) {
+        bail!("container {} did not stop after SIGKILL", rec.name);
+    }
+    Ok(())
+}
+
+pub fn stop(global: &Global, args: StopArgs) -> i32 {
+    let (_store, c) = open(global);
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        stop_one(&c, &rec, args.time, args.signal.as_deref())?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+pub fn restart(global: &Global, args: StopArgs) -> i32 {
+    let (_store, c) = open(global);
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        stop_one(&c, &rec, args.time, args.signal.as_deref())?;
+        let st = c.state(&rec.id)?;
+        wait_monitor_gone(&st, Duration::from_secs(10));
+        monitor::spawn_detached(&global.root, &rec.id).map_err(|e| anyhow::anyhow!(e.message))?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+pub fn kill(global: &Global, args: KillArgs) -> i32 {
+    let (_store, c) = open(global);
+    let sig = match strata_runtime::process::parse_signal(&args.signal) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("Error: invalid signal: {e}");
+            return 1;
+        }
+    };
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        let st = c.state(&rec.id)?;
+        if !st.status.is_active() {
+            bail!(
+                "cannot kill container: {}: container {} is not running",
+                name,
+                rec.id
+            );
+        }
+        if st.status == Status::Paused && sig == Signal::SIGKILL {
+            let _ = Cgroup::of(&rec.id).thaw();
+        }
+        signal_pid1(&st, sig)?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+/// Removes one container; a running one only with `force` (SIGKILL, then everything the
+/// monitor would have cleaned up).
+pub fn remove(
+    store: &Store,
+    c: &Containers,
+    rec: &Record,
+    force: bool,
+    volumes: bool,
+) -> Result<()> {
+    let st = c.state(&rec.id)?;
+    if st.status.is_active() {
+        if !force {
+            let what = if st.status == Status::Paused {
+                "paused"
+            } else {
+                "running"
+            };
+            bail!(
+                "cannot remove container \"/{}\": container is {what}: stop the container \
+                 before removing or force remove",
+                rec.name
+            );
+        }
+        let cg = Cgroup::of(&rec.id);
+        if st.status == Status::Paused {
+            let _ = cg.thaw();
+        }
+        let _ = signal_pid1(&st, Signal::SIGKILL);
+        cg.kill_all(Signal::SIGKILL);
+        wait_stopped(c, &rec.id, Duration::from_secs(10));
+    }
+    // The monitor unmounts and cleans up once its pid 1 is gone; give it the time, then
+    // take over.
+    let st = c.raw_state(&rec.id).unwrap_or_default();
+    if !wait_monitor_gone(&st, Duration::from_secs(10)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.monitor_pid), Signal::SIGKILL);
+        wait_monitor_gone(&st, Duration::from_secs(5));
+    }
+    monitor::kill_leftovers(rec, &st);
+    monitor::remove_container(store, rec, volumes)
+}
+
+pub fn rm(global: &Global, args: RmArgs) -> i32 {
+    let (store, c) = open(global);
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        remove(&store, &c, &rec, args.force, args.volumes)?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+pub fn wait(global: &Global, args: NamesArgs) -> i32 {
+    let (_store, c) = open(global);
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        loop {
+            match c.state(&rec.id) {
+                Ok(st) if st.status.is_active() => {}
+                Ok(st) => {
+                    println!("{}", st.exit_code);
+                    return Ok(());
+                }
+                // Removed meanwhile (--rm).
+                Err(_) => {
+                    println!("0");
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+fn set_paused(global: &Global, args: NamesArgs, pause: bool) -> i32 {
+    let (_store, c) = open(global);
+    each(&args.containers, |name| {
+        let rec = c.find(name)?;
+        let st = c.state(&rec.id)?;
+        match (pause, st.status) {
+            (true, Status::Running) | (false, Status::Paused) => {}
+            (true, Status::Paused) => bail!("container {} is already paused", rec.id),
+            (false, Status::Running) => bail!("container {} is not paused", rec.id),
+            _ => bail!("container {} is not running", rec.id),
+        }
+        let cg = Cgroup::of(&rec.id);
+        if !cg.exists() {
+            bail!(
+                "{} needs the container's cgroup (the freezer), and this container has none: \
+                 strata may not manage cgroups here (rootless without a delegated cgroup)",
+                if pause { "pause" } else { "unpause" }
+            );
+        }
+        if pause {
+            cg.freeze().context("freezing the container")?;
+        } else {
+            cg.thaw().context("thawing the container")?;
+        }
+        c.update_state(&rec.id, |s| {
+            if s.status.is_active() {
+                s.status = if pause {
+                    Status::Paused
+                } else {
+                    Status::Running
+                };
+            }
+        })?;
+        println!("{name}");
+        Ok(())
+    })
+}
+
+pub fn pause(global: &Global, args: NamesArgs) -> i32 {
+    set_paused(global, args, true)
+}
+
+pub fn unpause(global: &Global, args: NamesArgs) -> i32 {
+    set_paused(global, args, false)
+}
+
+pub fn rename(global: &Global, args: RenameArgs) -> i32 {
+    let (_store, c) = open(global);
+    let r = (|| -> Result<()> {
+        let rec = c.find(&args.container)?;
+        c.rename(&rec.id, args.new_name.trim_start_matches('/'))
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+pub fn prune(global: &Global, args: PruneArgs) -> i32 {
+    let (store, c) = open(global);
+    let r = (|| -> Result<()> {
+        let mut until: Option<i64> = None;
+        let mut labels: Vec<(String, Option<String>)> = Vec::new();
+        for f in &args.filters {
+            match f.split_once('=') {
+                Some(("until", v)) => until = Some(parse_until(v)?),
+                Some(("label", v)) => labels.push(match v.split_once('=') {
+                    Some((k, v)) => (k.into(), Some(v.into())),
+                    None => (v.into(), None),
+                }),
+                _ => bail!("invalid filter '{f}'"),
+            }
+        }
+        if !args.force {
+            eprint!(
+                "WARNING! This will remove all stopped containers.\n\
+                 Are you sure you want to continue? [y/N] "
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            if !matches!(line.trim(), "y" | "Y" | "yes") {
+                return Ok(());
+            }
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for rec in c.records()? {
+            let st = c.state(&rec.id)?;
+            if st.status.is_active() {
+                continue;
+            }
+            if let Some(u) = until {
+                if crate::format::parse_time(&rec.created).is_some_and(|t| t >= u) {
+                    continue;
+                }
+            }
+            if !labels.iter().all(|(k, v)| match v {
+                Some(v) => rec.labels.get(k) == Some(v),
+                None => rec.labels.contains_key(k),
+            }) {
+                continue;
+            }
+            reclaimed += super::ps::dir_size(&c.dir(&rec.id).join("upper"));
+            remove(&store, &c, &rec, false, false)?;
+            deleted.push(rec.id);
+        }
+        let mut out = String::new();
+        if !deleted.is_empty() {
+            out.push_str("Deleted Containers:\n");
+            for d in &deleted {
+                out.push_str(d);
+                out.push('\n');
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "Total reclaimed space: {}\n",
+            crate::format::human_size(reclaimed)
+        ));
+        super::print(out.as_bytes())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    }
+}
+
+/// `until=` of prune: a duration before now (`24h`, `10m`, `30s`) or a timestamp.
+fn parse_until(v: &str) -> Result<i64> {
+    if let Some(t) = crate::format::parse_time(v) {
+        return Ok(t);
+    }
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    let (num, unit) = v.split_at(v.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("invalid until filter {v:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("invalid until filter {v:?}"),
+    };
+    Ok(crate::format::now_unix() - secs)
+}

@@ -1,0 +1,472 @@
+//! A container's files: `diff` (what its upper changed against the image: `A`, `C`, `D`
+//! lines) and `cp` (both ways). A running container's root is reached through its pid 1
+//! (`/proc/PID/root`); a stopped one's through a short-lived helper (`strata __rootfs`) that
+//! mounts its union in a mount namespace of its own, as the monitor does.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use strata_fs::layer::index::IndexedLayer;
+use strata_fs::layer::{Layer, LayerPath, Lookup};
+
+use super::containers::open;
+use crate::store::containers::{Containers, Record};
+use crate::store::Store;
+use crate::Global;
+
+#[derive(Args)]
+pub struct DiffArgs {
+    pub container: String,
+}
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// Always follow symbol link in SRC_PATH
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Archive mode (copy all uid/gid information)
+    #[arg(short, long)]
+    pub archive: bool,
+    /// CONTAINER:SRC_PATH or a host path
+    pub src: String,
+    /// CONTAINER:DEST_PATH or a host path
+    pub dst: String,
+}
+
+/// The image's layers, top first, for "was this path in the image?".
+struct Lowers(Vec<IndexedLayer>);
+
+impl Lowers {
+    fn open(store: &Store, rec: &Record) -> Result<Lowers> {
+        let mut v = Vec::new();
+        for dir in super::run::layer_dirs(store, rec)? {
+            v.push(IndexedLayer::open(&dir).with_context(|| format!("opening {}", dir.display()))?);
+        }
+        Ok(Lowers(v))
+    }
+
+    /// Whether `path` (relative, no leading `/`) exists in the image.
+    fn exists(&self, path: &Path) -> bool {
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let Some(name) = path.file_name() else {
+            return true;
+        };
+        let dir = LayerPath::from_bytes(parent.as_os_str().as_bytes());
+        for layer in &self.0 {
+            match layer.lookup(&dir, name) {
+                Ok(Lookup::Found { .. }) => return true,
+                Ok(Lookup::Whiteout) => return false,
+                _ => {}
+            }
+            // An opaque parent hides the layers below.
+            if let (Some(pp), Some(pn)) = (parent.parent(), parent.file_name()) {
+                let ppath = LayerPath::from_bytes(pp.as_os_str().as_bytes());
+                if let Ok(Lookup::Found { opaque: true, .. }) = layer.lookup(&ppath, pn) {
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
+    /// The names in directory `path` of the image.
+    fn children(&self, path: &Path) -> Vec<std::ffi::OsString> {
+        let dir = LayerPath::from_bytes(path.as_os_str().as_bytes());
+        let mut names = std::collections::BTreeSet::new();
+        for layer in &self.0 {
+            if let Ok(entries) = layer.read_dir(&dir) {
+                for e in entries {
+                    if let strata_fs::layer::LayerDirEntry::Entry { name, .. } = e {
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+        names
+            .into_iter()
+            .filter(|n| self.exists(&path.join(n)))
+            .collect()
+    }
+}
+
+fn is_opaque(path: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|k| xattr_get(path, k).is_some_and(|v| v == b"y"))
+        || path.join(".wh..wh..opq").exists()
+}
+
+fn xattr_get(path: &Path, key: &str) -> Option<Vec<u8>> {
+    xattr::get(path, key).ok().flatten()
+}
+
+/// The diff lines of a container's upper against its image, sorted by path.
+pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<String>> {
+    let c = Containers::new(store);
+    let upper = c.dir(&rec.id).join("upper");
+    let lowers = Lowers::open(store, rec)?;
+    let mut out: Vec<(PathBuf, char)> = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = upper.join(&rel);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let opaque = !rel.as_os_str().is_empty() && is_opaque(&dir);
+        let mut present = std::collections::BTreeSet::new();
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Ok(meta) = e.metadata() else { continue };
+            if name == ".wh..wh..opq" {
+                continue;
+            }
+            if let Some(target) = name.as_bytes().strip_prefix(b".wh.") {
+                let p = rel.join(OsStr::from_bytes(target));
+                present.insert(p.clone());
+                out.push((p, 'D'));
+                continue;
+            }
+            let p = rel.join(&name);
+            present.insert(p.clone());
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                out.push((p, 'D'));
+                continue;
+            }
+            let kind = if lowers.exists(&p) { 'C' } else { 'A' };
+            out.push((p.clone(), kind));
+            if meta.is_dir() {
+                stack.push(p);
+            }
+        }
+        if opaque {
+            for child in lowers.children(&rel) {
+                let p = rel.join(child);
+                if !present.contains(&p) {
+                    out.push((p, 'D'));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out
+        .into_iter()
+        .map(|(p, k)| format!("{k} /{}", p.display()))
+        .collect())
+}
+
+pub fn diff(global: &Global, args: DiffArgs) -> i32 {
+    let r = (|| -> Result<()> {
+        let (store, c) = open(global);
+        let rec = c.find(&args.container)?;
+        let mut s = diff_lines(&store, &rec)?.join("\n");
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        super::print(s.as_bytes())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+/// `path` inside `root`, following the container's symlinks as if `root` were `/` (an
+/// absolute link target or `..` never leaves it). The last component is followed only when
+/// `follow_last`.
+pub fn resolve_in(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf> {
+    let mut todo: Vec<std::ffi::OsString> = Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .rev()
+        .collect();
+    let mut cur = PathBuf::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            cur.pop();
+            continue;
+        }
+        let candidate = cur.join(&name);
+        let full = root.join(&candidate);
+        let last = todo.is_empty();
+        match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() && (!last || follow_last) => {
+                links += 1;
+                if links > 40 {
+                    bail!("{path}: too many levels of symbolic links");
+                }
+                let target = std::fs::read_link(&full)?;
+                if target.is_absolute() {
+                    cur = PathBuf::new();
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => todo.push(n.to_os_string()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => cur = candidate,
+        }
+    }
+    Ok(root.join(cur))
+}
+
+/// Copies `src` (file, directory, symlink) to `dst`, which must not exist; the copy keeps
+/// modes and times, and owners when `owners`.
+fn copy_tree(src: &Path, dst: &Path, owners: bool) -> Result<()> {
+    let meta = std::fs::symlink_metadata(src).with_context(|| format!("{}", src.display()))?;
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let t = std::fs::read_link(src)?;
+        std::os::unix::fs::symlink(&t, dst).with_context(|| format!("{}", dst.display()))?;
+    } else if ft.is_dir() {
+        std::fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_tree(&e.path(), &dst.join(e.file_name()), owners)?;
+        }
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    } else if ft.is_file() {
+        std::fs::copy(src, dst)
+            .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    } else {
+        bail!(
+            "{}: only files, directories and symlinks are copied",
+            src.display()
+        );
+    }
+    if owners {
+        let _ = std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()));
+    }
+    Ok(())
+}
+
+/// docker cp's rules: into an existing directory as its base name; `SRC/.` copies a
+/// directory's contents.
+fn copy_into(src: &Path, src_contents: bool, dst: &Path, owners: bool) -> Result<()> {
+    let src_meta = std::fs::symlink_metadata(src)
+        .with_context(|| format!("Could not find the file {}", src.display()))?;
+    if src_contents && src_meta.is_dir() {
+        if !dst.exists() {
+            std::fs::create_dir_all(dst)?;
+        }
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            let target = dst.join(e.file_name());
+            if target.is_dir() && e.file_type()?.is_dir() {
+                copy_into(&e.path(), true, &target, owners)?;
+            } else {
+                let _ = std::fs::remove_file(&target);
+                copy_tree(&e.path(), &target, owners)?;
+            }
+        }
+        return Ok(());
+    }
+    let target = if dst.is_dir() {
+        dst.join(src.file_name().context("source has no name")?)
+    } else {
+        if !dst.parent().is_some_and(|p| p.is_dir()) {
+            bail!(
+                "no such directory: {}",
+                dst.parent().unwrap_or(dst).display()
+            );
+        }
+        dst.to_path_buf()
+    };
+    if target.exists() && !target.is_dir() {
+        std::fs::remove_file(&target)?;
+    }
+    if target.is_dir() && src_meta.is_dir() {
+        return copy_into(src, true, &target, owners);
+    }
+    copy_tree(src, &target, owners)
+}
+
+/// `CONTAINER:PATH` → (container, path).
+fn split_container(arg: &str) -> Option<(&str, &str)> {
+    if arg.starts_with('/') || arg.starts_with('.') {
+        return None;
+    }
+    arg.split_once(':')
+}
+
+/// Which way a copy goes, with the container's path.
+pub enum Direction {
+    FromContainer { ctr_path: String, host: PathBuf },
+    ToContainer { host: PathBuf, ctr_path: String },
+}
+
+/// Does the copy with the container's root at `root` (mounted or /proc/PID/root).
+pub fn copy_with_root(root: &Path, dir: &Direction, follow: bool, owners: bool) -> Result<()> {
+    match dir {
+        Direction::FromContainer { ctr_path, host } => {
+            let contents = ctr_path.ends_with("/.");
+            let src = resolve_in(root, ctr_path.trim_end_matches("/."), follow)?;
+            if !src.exists() && std::fs::symlink_metadata(&src).is_err() {
+                bail!("Could not find the file {ctr_path} in container");
+            }
+            if host.as_os_str() == "-" {
+                bail!("copying to stdout (a tar stream) is not supported");
+            }
+            copy_into(&src, contents, host, owners)
+        }
+        Direction::ToContainer { host, ctr_path } => {
+            let contents = host.to_string_lossy().ends_with("/.");
+            let dst = resolve_in(root, ctr_path, true)?;
+            let src = if follow {
+                std::fs::canonicalize(host).unwrap_or_else(|_| host.clone())
+            } else {
+                host.clone()
+            };
+            copy_into(&src, contents, &dst, owners)
+        }
+    }
+}
+
+pub fn cp(global: &Global, args: CpArgs) -> i32 {
+    let r = (|| -> Result<()> {
+        let (store, c) = open(global);
+        let (name, direction) = match (split_container(&args.src), split_container(&args.dst)) {
+            (Some(_), Some(_)) => bail!("copying between containers is not supported"),
+            (None, None) => bail!("must specify at least one container source"),
+            (Some((n, p)), None) => (
+                n,
+                Direction::FromContainer {
+                    ctr_path: p.to_string(),
+                    host: PathBuf::from(&args.dst),
+                },
+            ),
+            (None, Some((n, p))) => (
+                n,
+                Direction::ToContainer {
+                    host: PathBuf::from(&args.src),
+                    ctr_path: p.to_string(),
+                },
+            ),
+        };
+        if let Direction::ToContainer { host, .. } = &direction {
+            if std::fs::symlink_metadata(host).is_err() {
+                bail!("could not find the file {}", host.display());
+            }
+        }
+        let rec = c.find(name)?;
+        let st = c.state(&rec.id)?;
+        if st.status.is_active() {
+            let root = PathBuf::from(format!("/proc/{}/root", st.pid));
+            return copy_with_root(&root, &direction, args.follow_link, args.archive);
+        }
+        let (way, a, b) = match &direction {
+            Direction::FromContainer { ctr_path, host } => {
+                ("from", ctr_path.clone(), std::path::absolute(host)?)
+            }
+            Direction::ToContainer { host, ctr_path } => {
+                ("to", ctr_path.clone(), std::path::absolute(host)?)
+            }
+        };
+        let exe = std::env::current_exe()?;
+        let status = std::process::Command::new(exe)
+            .arg("--root")
+            .arg(store.root())
+            .args(["__rootfs", &rec.id, way, &a])
+            .arg(&b)
+            .args(args.follow_link.then_some("--follow"))
+            .args(args.archive.then_some("--archive"))
+            .status()
+            .context("starting the copy helper")?;
+        if !status.success() {
+            bail!("copy failed");
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct RootfsArgs {
+    pub id: String,
+    /// `from` or `to` the container
+    pub way: String,
+    pub ctr_path: String,
+    pub host: PathBuf,
+    #[arg(long)]
+    pub follow: bool,
+    #[arg(long)]
+    pub archive: bool,
+}
+
+/// `strata __rootfs ID from|to CTR_PATH HOST_PATH`: copies with a stopped container's
+/// union mounted in a namespace of this process.
+pub fn rootfs_helper(global: &Global, args: RootfsArgs) -> i32 {
+    let r = (|| -> Result<()> {
+        let store = Store::new(&global.root);
+        let c = Containers::new(&store);
+        let rec = c.record(&args.id)?;
+        let root = crate::monitor::mount_private(&store, &rec)?;
+        let direction = match args.way.as_str() {
+            "from" => Direction::FromContainer {
+                ctr_path: args.ctr_path.clone(),
+                host: args.host.clone(),
+            },
+            _ => Direction::ToContainer {
+                host: args.host.clone(),
+                ctr_path: args.ctr_path.clone(),
+            },
+        };
+        let r = copy_with_root(&root.path, &direction, args.follow, args.archive);
+        drop(root);
+        r
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../..", root.join("up")).unwrap();
+        assert_eq!(
+            resolve_in(root, "/abs/x", true).unwrap(),
+            root.join("etc/x")
+        );
+        assert_eq!(resolve_in(root, "/up/etc", true).unwrap(), root.join("etc"));
+        assert_eq!(
+            resolve_in(root, "/../../etc", true).unwrap(),
+            root.join("etc")
+        );
+        assert_eq!(resolve_in(root, "/abs", false).unwrap(), root.join("abs"));
+        assert_eq!(split_container("c1:/x"), Some(("c1", "/x")));
+        assert_eq!(split_container("/a:b"), None);
+    }
+}

@@ -1,0 +1,800 @@
+//! What containers are and did: `ps`, `logs`, `port`, `top`, and the container half of
+//! `inspect` (docker-shaped JSON).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::containers::open;
+use crate::format::{self, Format};
+use crate::store::containers::{Containers, Record, State, Status};
+use crate::store::Store;
+use crate::Global;
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only display container IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Display total file sizes
+    #[arg(short, long)]
+    pub size: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter output based on conditions provided (status=, name=, ancestor=, exited=, id=,
+    /// label=)
+    #[arg(short, long = "filter")]
+    pub filters: Vec<String>,
+    /// Format output using a Go template, table or json
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show the latest created container
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Show n last created containers
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_hyphen_values = true)]
+    pub last: i64,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for every line)
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    pub container: String,
+    /// PRIVATE_PORT[/PROTO]
+    pub port: Option<String>,
+}
+
+#[derive(Args)]
+pub struct TopArgs {
+    pub container: String,
+    /// ps options
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+/// Bytes of files under `dir` (a container's upper: `ps -s`).
+pub fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.size();
+            }
+        }
+    }
+    total
+}
+
+fn unix(t: &str) -> Option<i64> {
+    format::parse_time(t)
+}
+
+/// `ps`'s STATUS column.
+pub fn status_text(st: &State) -> String {
+    let ago = |t: &str| format::human_duration(format::now_unix() - unix(t).unwrap_or(0));
+    match st.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", ago(&st.started_at)),
+        Status::Paused => format!("Up {} (Paused)", ago(&st.started_at)),
+        Status::Exited => format!("Exited ({}) {} ago", st.exit_code, ago(&st.finished_at)),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+/// `0.0.0.0:8080->80/tcp, 443/tcp`.
+fn ports_text(rec: &Record) -> String {
+    let mut v: Vec<String> = rec
+        .ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            format!("{ip}:{}->{}/{}", p.host_port, p.container_port, p.proto)
+        })
+        .collect();
+    for e in &rec.exposed {
+        if !rec
+            .ports
+            .iter()
+            .any(|p| format!("{}/{}", p.container_port, p.proto) == *e)
+        {
+            v.push(e.clone());
+        }
+    }
+    v.join(", ")
+}
+
+fn command_text(rec: &Record, trunc: bool) -> String {
+    let mut cmd = rec.path.clone();
+    for a in &rec.args {
+        cmd.push(' ');
+        cmd.push_str(a);
+    }
+    let cmd = if trunc {
+        format::ellipsis(&cmd, 20)
+    } else {
+        cmd
+    };
+    format!("\"{cmd}\"")
+}
+
+/// A `ps` row: the fields docker's `--format` knows.
+fn row(c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Value {
+    let created = unix(&rec.created);
+    let mut r = json!({
+        "ID": if trunc { rec.id[..12].to_string() } else { rec.id.clone() },
+        "Image": rec.image,
+        "Command": command_text(rec, trunc),
+        "CreatedAt": created.map(format::go_time).unwrap_or_default(),
+        "RunningFor": format::since(created),
+        "Ports": ports_text(rec),
+        "State": st.status.as_str(),
+        "Status": status_text(st),
+        "Names": rec.name,
+        "Labels": rec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Mounts": rec.volumes.iter().filter(|v| v.kind != "tmpfs")
+            .map(|v| if v.kind == "volume" { v.name.clone() } else { v.source.display().to_string() })
+            .collect::<Vec<_>>().join(","),
+        "Networks": match rec.spec.network {
+            strata_runtime::NetworkMode::Host => "host",
+            strata_runtime::NetworkMode::None => "none",
+            strata_runtime::NetworkMode::Private => "private",
+        },
+        "LocalVolumes": rec.volumes.iter().filter(|v| v.kind == "volume").count().to_string(),
+        "Size": "",
+    });
+    if size {
+        let upper = dir_size(&c.dir(&rec.id).join("upper"));
+        let virt = upper
+            + rec
+                .diff_ids
+                .iter()
+                .filter_map(|d| crate::digest::Digest::parse(d).ok())
+                .filter_map(|d| {
+                    std::fs::metadata(
+                        c.dir(&rec.id)
+                            .join("../../layers")
+                            .join(d.hex())
+                            .join("data"),
+                    )
+                    .ok()
+                })
+                .map(|m| m.len())
+                .sum::<u64>();
+        r["Size"] = json!(format!(
+            "{} (virtual {})",
+            format::human_size(upper),
+            format::human_size(virt)
+        ));
+    }
+    r
+}
+
+fn headers() -> Value {
+    json!({
+        "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+        "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
+        "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+        "LocalVolumes": "LOCAL VOLUMES", "Size": "SIZE",
+    })
+}
+
+/// `ps -f` filters: one key's values are alternatives, different keys must all hold.
+struct PsFilters {
+    by_key: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PsFilters {
+    fn parse(args: &[String]) -> Result<PsFilters> {
+        let mut by_key: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for a in args {
+            let Some((k, v)) = a.split_once('=') else {
+                bail!("bad format of filter (expected name=value): {a}");
+            };
+            let k = k.trim().to_lowercase();
+            match k.as_str() {
+                "status" => {
+                    const OK: [&str; 7] = [
+                        "created",
+                        "restarting",
+                        "running",
+                        "removing",
+                        "paused",
+                        "exited",
+                        "dead",
+                    ];
+                    if !OK.contains(&v) {
+                        bail!("invalid filter 'status={v}'");
+                    }
+                }
+                "exited" => {
+                    v.parse::<i32>()
+                        .with_context(|| format!("invalid filter 'exited={v}'"))?;
+                }
+                "name" | "id" | "ancestor" | "label" | "before" | "since" | "volume" => {}
+                other => bail!("invalid filter '{other}'"),
+            }
+            by_key.entry(k).or_default().push(v.to_string());
+        }
+        Ok(PsFilters { by_key })
+    }
+
+    fn has(&self, k: &str) -> bool {
+        self.by_key.contains_key(k)
+    }
+
+    fn keep(&self, store: &Store, all: &[Record], rec: &Record, st: &State) -> bool {
+        self.by_key.iter().all(|(k, vals)| {
+            vals.iter().any(|v| match k.as_str() {
+                "status" => st.status.as_str() == v,
+                "exited" => {
+                    st.status == Status::Exited && v.parse::<i32>().ok() == Some(st.exit_code)
+                }
+                "name" => rec.name.contains(v.trim_start_matches('/')),
+                "id" => rec.id.starts_with(v.as_str()),
+                "label" => match v.split_once('=') {
+                    Some((k, val)) => rec.labels.get(k).is_some_and(|x| x == val),
+                    None => rec.labels.contains_key(v),
+                },
+                "ancestor" => ancestor_matches(store, rec, v),
+                "volume" => rec
+                    .volumes
+                    .iter()
+                    .any(|m| m.name == *v || m.destination == *v || m.source == Path::new(v)),
+                "before" | "since" => {
+                    let Some(other) = all.iter().find(|o| {
+                        o.name == *v || o.id == *v || (v.len() >= 3 && o.id.starts_with(v.as_str()))
+                    }) else {
+                        return false;
+                    };
+                    match k.as_str() {
+                        "before" => rec.created < other.created,
+                        _ => rec.created > other.created,
+                    }
+                }
+                _ => false,
+            })
+        })
+    }
+}
+
+/// `ancestor=IMAGE`: the container's image is IMAGE (by name as given, reference or ID).
+fn ancestor_matches(store: &Store, rec: &Record, v: &str) -> bool {
+    if rec.image == v {
+        return true;
+    }
+    let hex = rec.image_id.trim_start_matches("sha256:");
+    if v.len() >= 4 && (hex.starts_with(v.trim_start_matches("sha256:"))) {
+        return true;
+    }
+    let name = if crate::store::demo::is_demo(v) {
+        crate::store::demo::REFERENCE
+    } else {
+        v
+    };
+    store
+        .table()
+        .ok()
+        .and_then(|t| store.find(&t, name).ok())
+        .is_some_and(|f| f.image().id.to_string() == rec.image_id)
+}
+
+pub fn ps(global: &Global, args: PsArgs) -> i32 {
+    match ps_inner(global, args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    }
+}
+
+fn ps_inner(global: &Global, args: PsArgs) -> Result<()> {
+    let (store, c) = open(global);
+    let filters = PsFilters::parse(&args.filters)?;
+    let all_records = c.records()?;
+    let mut rows = Vec::new();
+    let mut recs: Vec<(Record, State)> = Vec::new();
+    for rec in all_records.iter().rev() {
+        let Ok(st) = c.state(&rec.id) else { continue };
+        let shown = args.all
+            || args.latest
+            || args.last >= 0
+            || st.status.is_active()
+            || filters.has("status")
+            || filters.has("exited");
+        if !shown || !filters.keep(&store, &all_records, rec, &st) {
+            continue;
+        }
+        recs.push((rec.clone(), st));
+    }
+    if args.latest {
+        recs.truncate(1);
+    } else if args.last >= 0 {
+        recs.truncate(args.last as usize);
+    }
+    let trunc = !args.no_trunc;
+    for (rec, st) in &recs {
+        rows.push(row(&c, rec, st, trunc, args.size));
+    }
+    let mut default =
+        "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+            .to_string();
+    if args.size {
+        default.push_str("\t{{.Size}}");
+    }
+    let format = if args.quiet && args.format.is_none() {
+        Format::Raw(format::Template::parse("{{.ID}}")?)
+    } else {
+        Format::parse(args.format.as_deref(), &default)?
+    };
+    let mut out = Vec::new();
+    format.print(&mut out, &headers(), &rows)?;
+    super::print(&out)
+}
+
+/// One line of ctr.log.
+#[derive(serde::Deserialize)]
+struct LogLine {
+    log: String,
+    stream: String,
+    time: String,
+}
+
+fn print_line(l: &LogLine, timestamps: bool) {
+    use std::io::Write;
+    let text = if timestamps {
+        format!("{} {}", rfc3339_nano(&l.time), l.log)
+    } else {
+        l.log.clone()
+    };
+    let _ = if l.stream == "stderr" {
+        std::io::stderr().write_all(text.as_bytes())
+    } else {
+        let mut o = std::io::stdout().lock();
+        o.write_all(text.as_bytes()).and_then(|_| o.flush())
+    };
+}
+
+/// docker's `logs -t` time: RFC 3339 with nanoseconds, UTC (`2024-01-02T03:04:05.123456789Z`).
+fn rfc3339_nano(t: &str) -> String {
+    match t.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
+pub fn logs(global: &Global, args: LogsArgs) -> i32 {
+    match logs_inner(global, args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+fn logs_inner(global: &Global, args: LogsArgs) -> Result<()> {
+    let (_store, c) = open(global);
+    let rec = c.find(&args.container)?;
+    let path = c.dir(&rec.id).join("ctr.log");
+    let tail: Option<usize> = match args.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(
+            n.parse()
+                .with_context(|| format!("invalid value for \"tail\": {n:?}"))?,
+        ),
+    };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut pos = 0u64;
+    if let Some(f) = &mut file {
+        let mut lines: Vec<LogLine> = Vec::new();
+        let mut reader = BufReader::new(&mut *f);
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            let n = reader.read_line(&mut buf)?;
+            if n == 0 || !buf.ends_with('\n') {
+                break;
+            }
+            pos += n as u64;
+            if let Ok(l) = serde_json::from_str(&buf) {
+                lines.push(l);
+            }
+        }
+        let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
+        for l in &lines[skip..] {
+            print_line(l, args.timestamps);
+        }
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    loop {
+        let running = c.state(&rec.id).is_ok_and(|s| s.status.is_active());
+        if file.is_none() {
+            file = std::fs::File::open(&path).ok();
+        }
+        if let Some(f) = &mut file {
+            f.seek(SeekFrom::Start(pos))?;
+            let mut reader = BufReader::new(&mut *f);
+            let mut buf = String::new();
+            loop {
+                buf.clear();
+                let n = reader.read_line(&mut buf)?;
+                if n == 0 || !buf.ends_with('\n') {
+                    break;
+                }
+                pos += n as u64;
+                if let Ok(l) = serde_json::from_str::<LogLine>(&buf) {
+                    print_line(&l, args.timestamps);
+                }
+            }
+        }
+        if !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn port(global: &Global, args: PortArgs) -> i32 {
+    let r = (|| -> Result<()> {
+        let (_store, c) = open(global);
+        let rec = c.find(&args.container)?;
+        let mut out = String::new();
+        for p in &rec.ports {
+            let key = format!("{}/{}", p.container_port, p.proto);
+            if let Some(want) = &args.port {
+                let want = if want.contains('/') {
+                    want.clone()
+                } else {
+                    format!("{want}/tcp")
+                };
+                if want != key {
+                    continue;
+                }
+            }
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            if args.port.is_some() {
+                out.push_str(&format!("{ip}:{}\n", p.host_port));
+            } else {
+                out.push_str(&format!("{key} -> {ip}:{}\n", p.host_port));
+            }
+        }
+        if let (Some(p), true) = (&args.port, out.is_empty()) {
+            bail!("No public port '{p}' published for {}", rec.name);
+        }
+        super::print(out.as_bytes())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    }
+}
+
+/// The host pids of every process in the pid namespace of `pid` (a container's pid 1).
+pub fn container_pids(pid: i32) -> Vec<i32> {
+    let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid")) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/pid")).is_ok_and(|n| n == ns))
+        .collect();
+    pids.sort();
+    pids
+}
+
+pub fn top(global: &Global, args: TopArgs) -> i32 {
+    let r = (|| -> Result<()> {
+        let (_store, c) = open(global);
+        let rec = c.find(&args.container)?;
+        let st = c.state(&rec.id)?;
+        if !st.status.is_active() {
+            bail!("container {} is not running", rec.id);
+        }
+        let pids: BTreeSet<i32> = container_pids(st.pid).into_iter().collect();
+        let ps_args: Vec<String> = if args.ps_args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            args.ps_args.clone()
+        };
+        let out = std::process::Command::new("ps")
+            .args(&ps_args)
+            .output()
+            .context("running ps")?;
+        if !out.status.success() {
+            bail!(
+                "ps {}: {}",
+                ps_args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let pid_col = header
+            .split_whitespace()
+            .position(|h| h == "PID")
+            .context("ps printed no PID column")?;
+        let mut rows = vec![header.split_whitespace().collect::<Vec<_>>().join("\t")];
+        let ncols = header.split_whitespace().count();
+        for l in lines {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let Some(pid) = fields.get(pid_col).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            if !pids.contains(&pid) {
+                continue;
+            }
+            // The last column (the command) may hold spaces.
+            let mut cells: Vec<String> = fields[..(ncols - 1).min(fields.len())]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if fields.len() >= ncols {
+                cells.push(fields[ncols - 1..].join(" "));
+            }
+            rows.push(cells.join("\t"));
+        }
+        let mut s = format::tabwrite(&rows.join("\n"));
+        s.push('\n');
+        super::print(s.as_bytes())
+    })();
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            1
+        }
+    }
+}
+
+/// docker's container inspect document.
+pub fn container_json(store: &Store, rec: &Record) -> Value {
+    let c = Containers::new(store);
+    let st = c.state(&rec.id).unwrap_or_default();
+    let dir = c.dir(&rec.id);
+    let zero = "0001-01-01T00:00:00Z";
+    let time = |t: &str| {
+        if t.is_empty() {
+            zero.to_string()
+        } else {
+            rfc3339_nano(t)
+        }
+    };
+    let mounts: Vec<Value> = rec
+        .volumes
+        .iter()
+        .filter(|v| v.kind != "tmpfs")
+        .map(|v| {
+            let mut m = json!({
+                "Type": v.kind,
+                "Source": v.source,
+                "Destination": v.destination,
+                "Mode": if v.rw { "" } else { "ro" },
+                "RW": v.rw,
+                "Propagation": if v.kind == "bind" { "rprivate" } else { "" },
+            });
+            if v.kind == "volume" {
+                m["Name"] = json!(v.name);
+                m["Driver"] = json!("local");
+            }
+            m
+        })
+        .collect();
+    let binds: Vec<String> = rec
+        .volumes
+        .iter()
+        .filter(|v| v.kind != "tmpfs" && !rec.anonymous_volumes.contains(&v.name))
+        .map(|v| {
+            let src = if v.kind == "volume" {
+                v.name.clone()
+            } else {
+                v.source.display().to_string()
+            };
+            format!("{src}:{}{}", v.destination, if v.rw { "" } else { ":ro" })
+        })
+        .collect();
+    let tmpfs: serde_json::Map<String, Value> = rec
+        .spec
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            strata_runtime::MountSpec::Tmpfs {
+                destination,
+                options,
+            } => Some((destination.clone(), json!(options))),
+            _ => None,
+        })
+        .collect();
+    let mut port_bindings = serde_json::Map::new();
+    let mut ports = serde_json::Map::new();
+    for p in &rec.ports {
+        let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
+        port_bindings.insert(format!("{}/{}", p.container_port, p.proto), b.clone());
+        ports.insert(format!("{}/{}", p.container_port, p.proto), b);
+    }
+    for e in &rec.exposed {
+        ports.entry(e.clone()).or_insert(Value::Null);
+    }
+    let network = match rec.spec.network {
+        strata_runtime::NetworkMode::Host => "host",
+        strata_runtime::NetworkMode::None => "none",
+        strata_runtime::NetworkMode::Private => "private",
+    };
+    let res = &rec.spec.resources;
+    let or_null = |v: &[String]| {
+        if v.is_empty() {
+            Value::Null
+        } else {
+            json!(v)
+        }
+    };
+    let state = json!({
+        "Status": st.status.as_str(),
+        "Running": st.status.is_active(),
+        "Paused": st.status == Status::Paused,
+        "Restarting": false,
+        "OOMKilled": st.oom_killed,
+        "Dead": st.status == Status::Dead,
+        "Pid": st.pid,
+        "ExitCode": st.exit_code,
+        "Error": st.error,
+        "StartedAt": time(&st.started_at),
+        "FinishedAt": time(&st.finished_at),
+    });
+    let ulimits: Vec<Value> = rec
+        .spec
+        .process
+        .rlimits
+        .iter()
+        .map(|r| json!({"Name": r.kind, "Soft": r.soft, "Hard": r.hard}))
+        .collect();
+    let host_config = json!({
+        "Binds": or_null(&binds),
+        "NetworkMode": network,
+        "PortBindings": port_bindings,
+        "AutoRemove": rec.auto_remove,
+        "CapAdd": or_null(&rec.spec.process.cap_add),
+        "CapDrop": or_null(&rec.spec.process.cap_drop),
+        "Privileged": rec.spec.privileged,
+        "ReadonlyRootfs": rec.spec.readonly_rootfs,
+        "SecurityOpt": or_null(&rec.security_opt),
+        "Tmpfs": if tmpfs.is_empty() { Value::Null } else { Value::Object(tmpfs) },
+        "Memory": res.memory.unwrap_or(0),
+        "MemorySwap": res.memory.unwrap_or(0),
+        "NanoCpus": res.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+        "PidsLimit": res.pids_limit,
+        "Init": rec.spec.init,
+        "Ulimits": ulimits,
+    });
+    let lower: Vec<String> = rec
+        .diff_ids
+        .iter()
+        .rev()
+        .filter_map(|d| crate::digest::Digest::parse(d).ok())
+        .map(|d| store.layer_dir(&d).display().to_string())
+        .collect();
+    let graph = json!({
+        "Name": "strata-fs",
+        "Data": {
+            "UpperDir": dir.join("upper"),
+            "WorkDir": dir.join("work"),
+            "MergedDir": dir.join("rootfs"),
+            "LowerDir": lower.join(":"),
+        },
+    });
+    let exposed: serde_json::Map<String, Value> =
+        rec.exposed.iter().map(|e| (e.clone(), json!({}))).collect();
+    let volumes: serde_json::Map<String, Value> = rec
+        .volumes
+        .iter()
+        .filter(|v| rec.anonymous_volumes.contains(&v.name))
+        .map(|v| (v.destination.clone(), json!({})))
+        .collect();
+    let config = json!({
+        "Hostname": rec.spec.hostname.clone().unwrap_or_default(),
+        "Domainname": "",
+        "User": rec.user,
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "ExposedPorts": if exposed.is_empty() { Value::Null } else { Value::Object(exposed) },
+        "Tty": rec.tty,
+        "OpenStdin": rec.interactive,
+        "StdinOnce": false,
+        "Env": rec.spec.process.env,
+        "Cmd": or_null(&rec.cmd),
+        "Image": rec.image,
+        "Volumes": if volumes.is_empty() { Value::Null } else { Value::Object(volumes) },
+        "WorkingDir": rec.spec.process.cwd,
+        "Entrypoint": or_null(&rec.entrypoint),
+        "OnBuild": Value::Null,
+        "Labels": rec.labels,
+    });
+    let network_settings = json!({
+        "Ports": ports,
+        "SandboxKey": if st.pid > 0 { format!("/proc/{}/ns/net", st.pid) } else { String::new() },
+    });
+    json!({
+        "Id": rec.id,
+        "Created": time(&rec.created),
+        "Path": rec.path,
+        "Args": rec.args,
+        "State": state,
+        "Image": rec.image_id,
+        "ResolvConfPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "LogPath": dir.join("ctr.log"),
+        "Name": format!("/{}", rec.name),
+        "RestartCount": 0,
+        "Driver": "strata-fs",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": Value::Null,
+        "HostConfig": host_config,
+        "GraphDriver": graph,
+        "Mounts": mounts,
+        "Config": config,
+        "NetworkSettings": network_settings,
+    })
+}
+
+/// For `inspect`: the container named `name`, if there is one.
+pub fn find_container_json(store: &Store, name: &str) -> Option<Value> {
+    crate::monitor::cleanup_stale(store);
+    let rec = Containers::new(store).find(name).ok()?;
+    Some(container_json(store, &rec))
+}

@@ -1,0 +1,814 @@
+//! `create` and `run`: from docker's flags and the image config to a stored container
+//! (`store::containers::Record`), then, for `run`, its start.
+//!
+//! The image config applies as docker applies it: `Env` first and `-e`/`--env-file` over it
+//! by name; `Entrypoint` + `Cmd`, where a command on the line replaces `Cmd` and
+//! `--entrypoint` replaces `Entrypoint` and drops the image's `Cmd`; `WorkingDir` unless
+//! `-w`; `User` unless `-u`; each of `Volumes` an anonymous volume unless a `-v` covers it.
+//!
+//! Exit status as docker's: 125 when strata fails (bad flags, unknown image, …), 126 when
+//! the command cannot be run, 127 when it is not found, else the container's own.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use serde_json::Value;
+use strata_runtime::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, Rlimit};
+
+use crate::store::containers::{self, Containers, PortBinding, Record, VolumeMount};
+use crate::store::volumes::Volumes;
+use crate::store::{demo, Store};
+use crate::Global;
+
+/// The flags `create` and `run` share.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CreateOpts {
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Bind mount a volume (HOST:CTR[:ro], NAME:CTR, or CTR for an anonymous volume)
+    #[arg(short, long = "volume", value_name = "SPEC")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Connect a container to a network (none, host; default: a private one with loopback)
+    #[arg(long, alias = "net", value_name = "MODE")]
+    pub network: Option<String>,
+    /// Publish a container's port(s) to the host ([IP:]HOST:CTR[/PROTO])
+    #[arg(short, long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Memory limit (e.g. 512m, 1g)
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Tune container pids limit (-1 for unlimited)
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Number of CPUs
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    pub privileged: bool,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    pub init: bool,
+    /// Security options (no-new-privileges)
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Ulimit options (e.g. nofile=1024:2048)
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Set metadata on a container
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    /// Print help
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// IMAGE [COMMAND [ARG...]]
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
+    pub argv: Vec<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    #[command(flatten)]
+    pub opts: CreateOpts,
+}
+
+/// Prints `Error: …` and gives docker's 125.
+pub fn fail(e: anyhow::Error) -> i32 {
+    eprintln!("Error: {e:#}");
+    125
+}
+
+/// `create`: prints the new container's id.
+pub fn create(global: &Global, opts: CreateOpts) -> i32 {
+    match create_container(global, &opts) {
+        Ok(rec) => {
+            println!("{}", rec.id);
+            0
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `run`: create, then start (in this process unless `-d`).
+pub fn run(global: &Global, args: RunArgs) -> i32 {
+    let opts = args.opts;
+    if args.detach && opts.rm && opts.interactive && opts.tty {
+        // docker allows it; nothing special.
+    }
+    let rec = match create_container(global, &opts) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if args.detach {
+        return match crate::monitor::spawn_detached(&global.root, &rec.id) {
+            Ok(()) => {
+                println!("{}", rec.id);
+                0
+            }
+            Err(e) => {
+                eprintln!("Error: {}", e.message);
+                e.code
+            }
+        };
+    }
+    crate::monitor::run_foreground(&global.root, &rec.id, opts.interactive)
+}
+
+/// docker's `RAMInBytes`: `512m`, `1g`, `1024`, `1.5G`, `100kb`.
+pub fn parse_bytes(s: &str) -> Result<u64> {
+    let bad = || anyhow::anyhow!("invalid size: '{s}'");
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return Err(bad()),
+    };
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// `-e` and `--env-file` over the image's `Env`, by name.
+fn environment(image_env: &[String], opts: &CreateOpts) -> Result<Vec<String>> {
+    let mut env: Vec<String> = image_env.to_vec();
+    let mut set = |kv: String| {
+        let key = kv.split('=').next().unwrap_or_default().to_string();
+        env.retain(|e| e.split('=').next() != Some(key.as_str()));
+        env.push(kv);
+    };
+    let mut given = Vec::new();
+    for f in &opts.env_file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("open {}: no such env file", f.display()))?;
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            given.push(line.to_string());
+        }
+    }
+    given.extend(opts.env.iter().cloned());
+    for kv in given {
+        if kv.starts_with('=') {
+            bail!("invalid environment variable: {kv}");
+        }
+        if kv.contains('=') {
+            set(kv);
+        } else if let Ok(v) = std::env::var(&kv) {
+            // `-e NAME`: the caller's value, or nothing when it has none.
+            set(format!("{kv}={v}"));
+        }
+    }
+    Ok(env)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect(),
+        Some(Value::String(s)) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+fn keys(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A `-v` value.
+#[derive(Debug, PartialEq)]
+enum VolumeSpec {
+    Bind {
+        host: PathBuf,
+        ctr: String,
+        ro: bool,
+    },
+    Named {
+        name: String,
+        ctr: String,
+        ro: bool,
+    },
+    Anonymous {
+        ctr: String,
+    },
+}
+
+fn parse_volume(spec: &str) -> Result<VolumeSpec> {
+    let bad = || anyhow::anyhow!("invalid volume specification: '{spec}'");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (src, ctr, mode) = match parts.as_slice() {
+        [ctr] => (None, *ctr, ""),
+        [src, ctr] => (Some(*src), *ctr, ""),
+        [src, ctr, mode] => (Some(*src), *ctr, *mode),
+        _ => return Err(bad()),
+    };
+    if !ctr.starts_with('/') || ctr.is_empty() {
+        return Err(bad());
+    }
+    let mut ro = false;
+    for m in mode.split(',').filter(|m| !m.is_empty()) {
+        match m {
+            "ro" => ro = true,
+            "rw" => ro = false,
+            "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
+            | "nocopy" | "copy" | "consistent" | "cached" | "delegated" => {}
+            _ => bail!("invalid mode: {m} in volume specification '{spec}'"),
+        }
+    }
+    let ctr = ctr.to_string();
+    match src {
+        None => Ok(VolumeSpec::Anonymous { ctr }),
+        Some("") => Err(bad()),
+        Some(s) if s.starts_with('/') || s.starts_with('.') => Ok(VolumeSpec::Bind {
+            host: PathBuf::from(s),
+            ctr,
+            ro,
+        }),
+        Some(s) => {
+            if !crate::store::volumes::valid_name(s) {
+                bail!(
+                    "create {s}: \"{s}\" includes invalid characters for a local volume name, \
+                     only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a \
+                     host directory, use absolute path"
+                );
+            }
+            Ok(VolumeSpec::Named {
+                name: s.to_string(),
+                ctr,
+                ro,
+            })
+        }
+    }
+}
+
+/// `-p [IP:]HOST:CTR[/PROTO]`, `-p CTR`.
+fn parse_port(spec: &str) -> Result<PortBinding> {
+    let bad = || anyhow::anyhow!("invalid port specification: \"{spec}\"");
+    let (rest, proto) = match spec.rsplit_once('/') {
+        Some((r, p)) if p == "tcp" || p == "udp" || p == "sctp" => (r, p),
+        Some(_) => return Err(bad()),
+        None => (spec, "tcp"),
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let port = |s: &str| -> Result<u16> {
+        match s {
+            "" => Ok(0),
+            s => s.parse::<u16>().map_err(|_| bad()),
+        }
+    };
+    let (ip, host, ctr) = match parts.as_slice() {
+        [c] => ("", "", *c),
+        [h, c] => ("", *h, *c),
+        [ip, h, c] => (*ip, *h, *c),
+        _ => return Err(bad()),
+    };
+    let container_port = port(ctr)?;
+    if container_port == 0 {
+        return Err(bad());
+    }
+    Ok(PortBinding {
+        host_ip: ip.to_string(),
+        host_port: port(host)?,
+        container_port,
+        proto: proto.to_string(),
+    })
+}
+
+/// The program that publishes ports for a container in its own network namespace.
+pub fn port_helper() -> Option<&'static str> {
+    ["pasta", "slirp4netns"].into_iter().find(|p| {
+        std::env::var_os("PATH")
+            .map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+            .unwrap_or(false)
+    })
+}
+
+fn parse_ulimit(s: &str) -> Result<Rlimit> {
+    let bad = || anyhow::anyhow!("invalid ulimit argument: {s}");
+    let (kind, vals) = s.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = match vals.split_once(':') {
+        Some((a, b)) => (a, b),
+        None => (vals, vals),
+    };
+    Ok(Rlimit {
+        kind: kind.to_string(),
+        soft: soft.parse().map_err(|_| bad())?,
+        hard: hard.parse().map_err(|_| bad())?,
+    })
+}
+
+/// The image to run: the demo image is made on first use; another unknown one is pulled.
+fn resolve_image(store: &Store, name: &str) -> Result<crate::store::image::Image> {
+    let table = store.table()?;
+    if let Ok(found) = store.find(&table, name) {
+        return Ok(found.image().clone());
+    }
+    if demo::is_demo(name) {
+        demo::ensure(store).context("making the demo image")?;
+        let table = store.table()?;
+        return Ok(store.find(&table, demo::REFERENCE)?.image().clone());
+    }
+    eprintln!(
+        "Unable to find image '{}' locally",
+        crate::reference::Reference::parse(name)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| name.to_string())
+    );
+    super::pull::run(
+        &Global {
+            root: store.root().to_path_buf(),
+        },
+        super::pull::PullArgs {
+            reference: name.to_string(),
+            platform: None,
+            quiet: true,
+            insecure: false,
+        },
+    )?;
+    let table = store.table()?;
+    Ok(store.find(&table, name)?.image().clone())
+}
+
+/// Validates the flags, resolves the image and stores the container (state `created`).
+/// Nothing is left behind on error.
+pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
+    let store = Store::new(&global.root);
+    crate::monitor::cleanup_stale(&store);
+    // Flags first: a bad one costs no image lookup or pull.
+    let memory = opts
+        .memory
+        .as_deref()
+        .map(|m| {
+            parse_bytes(m)
+                .with_context(|| format!("invalid argument \"{m}\" for \"-m, --memory\" flag"))
+        })
+        .transpose()?;
+    if let Some(m) = memory {
+        if m < 6 * 1024 * 1024 {
+            bail!("Minimum memory limit allowed is 6MB");
+        }
+    }
+    let cpus = match opts.cpus.as_deref() {
+        None => None,
+        Some(c) => {
+            let v: f64 = c
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .with_context(|| format!("invalid argument \"{c}\" for \"--cpus\" flag"))?;
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if v > n as f64 || (v > 0.0 && v < 0.01) {
+                bail!("range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available");
+            }
+            (v > 0.0).then_some(v)
+        }
+    };
+    let network = match opts.network.as_deref() {
+        None | Some("default") | Some("bridge") | Some("private") => NetworkMode::Private,
+        Some("none") => NetworkMode::None,
+        Some("host") => NetworkMode::Host,
+        Some(other) => bail!("network {other} not found (strata knows none, host and the default)"),
+    };
+    let volume_specs = opts
+        .volume
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ports = opts
+        .publish
+        .iter()
+        .map(|p| parse_port(p))
+        .collect::<Result<Vec<_>>>()?;
+    let rlimits = opts
+        .ulimit
+        .iter()
+        .map(|u| parse_ulimit(u))
+        .collect::<Result<Vec<_>>>()?;
+    let mut no_new_privileges = false;
+    for s in &opts.security_opt {
+        match s.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                no_new_privileges = true
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
+            s if s.starts_with("seccomp=")
+                || s.starts_with("seccomp:")
+                || s.starts_with("apparmor=")
+                || s.starts_with("label=") => {}
+            _ => bail!("invalid --security-opt: {s:?}"),
+        }
+    }
+    strata_runtime::caps::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)
+        .map_err(anyhow::Error::from)?;
+    let mut labels = BTreeMap::new();
+    for l in &opts.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.insert(k.to_string(), v.to_string());
+    }
+    if let Some(name) = &opts.name {
+        if !containers::valid_name(name) {
+            bail!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
+        }
+    }
+    let (image_name, command) = opts.argv.split_first().context("no image given")?;
+
+    let img = resolve_image(&store, image_name)?;
+    let config = img.config.config.clone().unwrap_or(Value::Null);
+    let cfg = |k: &str| config.get(k);
+    let env = environment(&strings(cfg("Env")), opts)?;
+    let (entrypoint, cmd) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), command.to_vec()),
+        Some(e) => (vec![e.clone()], command.to_vec()),
+        None if !command.is_empty() => (strings(cfg("Entrypoint")), command.to_vec()),
+        None => (strings(cfg("Entrypoint")), strings(cfg("Cmd"))),
+    };
+    let argv: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
+    if argv.is_empty() {
+        bail!("No command specified");
+    }
+    let mut exposed: Vec<String> = keys(cfg("ExposedPorts"));
+    for e in &opts.expose {
+        let e = if e.contains('/') {
+            e.clone()
+        } else {
+            format!("{e}/tcp")
+        };
+        if !exposed.contains(&e) {
+            exposed.push(e);
+        }
+    }
+    if opts.publish_all {
+        for e in &exposed {
+            let (p, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            if let Ok(p) = p.parse() {
+                ports.push(PortBinding {
+                    host_ip: String::new(),
+                    host_port: 0,
+                    container_port: p,
+                    proto: proto.into(),
+                });
+            }
+        }
+    }
+    if !ports.is_empty() && network != NetworkMode::Host {
+        if network == NetworkMode::None {
+            bail!("conflicting options: port publishing and the container type network mode");
+        }
+        match port_helper() {
+            None => bail!(
+                "publishing ports (-p, -P) needs slirp4netns or pasta, and neither is \
+                 installed (apt-get install slirp4netns, or passt for pasta)"
+            ),
+            Some(_) => bail!(
+                "publishing ports (-p, -P) through slirp4netns or pasta is not implemented yet"
+            ),
+        }
+    }
+
+    let id = containers::new_id()?;
+    let name = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| containers::random_name(&id));
+    let volumes_store = Volumes::new(&store);
+    let mut volumes = Vec::new();
+    let mut anonymous = Vec::new();
+    let mut mounts = Vec::new();
+    // Named volumes made by this create, removed again if it fails.
+    let mut made = Vec::new();
+    let result = (|| -> Result<Record> {
+        for v in &volume_specs {
+            let (kind, vname, source, ctr, ro) = match v {
+                VolumeSpec::Bind { host, ctr, ro } => {
+                    let host = std::path::absolute(host)
+                        .with_context(|| format!("bind source {}", host.display()))?;
+                    if !host.exists() {
+                        std::fs::create_dir_all(&host).with_context(|| {
+                            format!("creating the bind source {}", host.display())
+                        })?;
+                    }
+                    ("bind", String::new(), host, ctr.clone(), *ro)
+                }
+                VolumeSpec::Named { name, ctr, ro } => {
+                    if !volumes_store.exists(name) {
+                        made.push(name.clone());
+                    }
+                    let data = volumes_store.ensure(name)?;
+                    ("volume", name.clone(), data, ctr.clone(), *ro)
+                }
+                VolumeSpec::Anonymous { ctr } => {
+                    let vname = containers::new_id()?;
+                    let data = volumes_store.ensure(&vname)?;
+                    anonymous.push(vname.clone());
+                    ("volume", vname, data, ctr.clone(), false)
+                }
+            };
+            volumes.push(VolumeMount {
+                kind: kind.into(),
+                name: vname,
+                source,
+                destination: ctr,
+                rw: !ro,
+            });
+        }
+        for dest in keys(cfg("Volumes")) {
+            if volumes.iter().any(|v| v.destination == dest) {
+                continue;
+            }
+            let vname = containers::new_id()?;
+            let data = volumes_store.ensure(&vname)?;
+            anonymous.push(vname.clone());
+            volumes.push(VolumeMount {
+                kind: "volume".into(),
+                name: vname,
+                source: data,
+                destination: dest,
+                rw: true,
+            });
+        }
+        for v in &volumes {
+            mounts.push(MountSpec::Bind {
+                source: v.source.clone(),
+                destination: v.destination.clone(),
+                readonly: !v.rw,
+            });
+        }
+        for t in &opts.tmpfs {
+            let (dest, options) = t.split_once(':').unwrap_or((t, ""));
+            if !dest.starts_with('/') {
+                bail!("invalid tmpfs mount point {dest:?}: not an absolute path");
+            }
+            mounts.push(MountSpec::Tmpfs {
+                destination: dest.to_string(),
+                options: options.to_string(),
+            });
+            volumes.push(VolumeMount {
+                kind: "tmpfs".into(),
+                destination: dest.to_string(),
+                rw: true,
+                ..Default::default()
+            });
+        }
+        let user = opts.user.clone().unwrap_or_else(|| {
+            cfg("User")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        let cwd = opts.workdir.clone().unwrap_or_else(|| {
+            cfg("WorkingDir")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        });
+        if !cwd.is_empty() && !cwd.starts_with('/') {
+            bail!("the working directory '{cwd}' is invalid, it needs to be an absolute path");
+        }
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
+        let spec = ContainerSpec {
+            id: id.clone(),
+            rootfs: PathBuf::new(),
+            process: ProcessSpec {
+                args: argv.clone(),
+                env,
+                cwd,
+                terminal: opts.tty,
+                no_new_privileges,
+                cap_add: opts.cap_add.clone(),
+                cap_drop: opts.cap_drop.clone(),
+                rlimits,
+                ..Default::default()
+            },
+            hostname: match network {
+                NetworkMode::Host if opts.hostname.is_none() => None,
+                _ => Some(hostname),
+            },
+            mounts,
+            readonly_rootfs: opts.read_only,
+            network,
+            privileged: opts.privileged,
+            resources: Resources {
+                memory,
+                pids_limit: opts.pids_limit,
+                cpus,
+            },
+            init: opts.init,
+        };
+        let mut image_labels: BTreeMap<String, String> = img.config.labels();
+        image_labels.extend(labels.clone());
+        let rec = Record {
+            id: id.clone(),
+            name: name.clone(),
+            image: image_name.clone(),
+            image_id: img.id.to_string(),
+            diff_ids: img
+                .config
+                .rootfs
+                .diff_ids
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            created: jiff::Timestamp::now().to_string(),
+            spec,
+            user,
+            path: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            cmd,
+            entrypoint,
+            labels: image_labels,
+            auto_remove: opts.rm,
+            interactive: opts.interactive,
+            tty: opts.tty,
+            volumes: volumes.clone(),
+            anonymous_volumes: anonymous.clone(),
+            ports: ports.clone(),
+            exposed: exposed.clone(),
+            security_opt: opts.security_opt.clone(),
+        };
+        // The layers must have their indexes before a monitor mounts them.
+        store.image_layer_dirs(&img)?;
+        Containers::new(&store).create(&rec)?;
+        Ok(rec)
+    })();
+    if result.is_err() {
+        for v in anonymous.iter().chain(made.iter()) {
+            let _ = volumes_store.remove(v);
+        }
+    }
+    result
+}
+
+/// The layer index directories of a container's image, top first.
+pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for d in rec.diff_ids.iter().rev() {
+        let digest = crate::digest::Digest::parse(d)?;
+        let dir = store.layer_dir(&digest);
+        if !dir.is_dir() {
+            bail!(
+                "layer {d} of image {} is not in the store (was the image removed?)",
+                rec.image
+            );
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_values_parse_as_docker() {
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("100kb").unwrap(), 100 << 10);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("1.5g").unwrap(), 3 << 29);
+        for bad in ["", "abc", "12x", "-1m", "1mm"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_specs() {
+        assert_eq!(
+            parse_volume("/h:/c:ro").unwrap(),
+            VolumeSpec::Bind {
+                host: "/h".into(),
+                ctr: "/c".into(),
+                ro: true
+            }
+        );
+        assert_eq!(
+            parse_volume("data:/c").unwrap(),
+            VolumeSpec::Named {
+                name: "data".into(),
+                ctr: "/c".into(),
+                ro: false
+            }
+        );
+        assert_eq!(
+            parse_volume("/c").unwrap(),
+            VolumeSpec::Anonymous { ctr: "/c".into() }
+        );
+        for bad in [
+            "/h:relative",
+            "a:b:c:d",
+            ":/c",
+            "/h:/c:bogus",
+            "b@d:/c",
+            "rel",
+        ] {
+            assert!(parse_volume(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn port_specs() {
+        let p = parse_port("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(
+            (
+                p.host_ip.as_str(),
+                p.host_port,
+                p.container_port,
+                p.proto.as_str()
+            ),
+            ("127.0.0.1", 8080, 80, "udp")
+        );
+        assert_eq!(parse_port("80").unwrap().host_port, 0);
+        assert!(parse_port("x:80").is_err());
+        assert!(parse_port("80/xyz").is_err());
+    }
+
+    #[test]
+    fn env_flags_override_the_image() {
+        let opts = CreateOpts {
+            env: vec!["A=2".into(), "NOPE_NOT_SET_ANYWHERE".into(), "C=3".into()],
+            ..Default::default()
+        };
+        let env = environment(&["A=1".into(), "B=1".into()], &opts).unwrap();
+        assert_eq!(env, ["B=1", "A=2", "C=3"]);
+    }
+}
