@@ -739,38 +739,65 @@ fn containers_start_in_parallel() {
 
 // --- rootless ---------------------------------------------------------------------------
 
-/// The rootless scenario, in a forked single-threaded child (CLONE_NEWUSER refuses a
-/// threaded caller; the test harness has threads): user namespace, mount namespace, then
-/// containers. Returns the child's report: `Ok(())` or the failure text.
+/// A forked single-threaded child of the test (CLONE_NEWUSER refuses a threaded caller;
+/// the test harness has threads) that reports lines over a pipe: progress, then `ok` or
+/// the failure.
+struct Forked {
+    pid: nix::unistd::Pid,
+    lines: std::io::BufReader<std::fs::File>,
+}
+
+fn say(w: &std::os::fd::OwnedFd, line: &str) {
+    let _ = nix::unistd::write(w, format!("{line}\n").as_bytes());
+}
+
 #[allow(unsafe_code)]
-fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+fn fork_child(f: impl FnOnce(&std::os::fd::OwnedFd) -> Result<(), String>) -> Forked {
     let (r, w) = nix::unistd::pipe().unwrap();
     // SAFETY: the child runs only `f` and _exits; it takes no lock another thread of the
-    // test harness may hold (no printing until the report, glibc's malloc is fork-safe).
+    // test harness may hold (it prints nothing; glibc's malloc is fork-safe).
     match unsafe { nix::unistd::fork() }.unwrap() {
         nix::unistd::ForkResult::Child => {
             drop(r);
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&w)))
                 .unwrap_or_else(|_| Err("panicked".into()));
-            let msg = match res {
-                Ok(()) => "ok".to_string(),
-                Err(e) => e,
-            };
-            let _ = nix::unistd::write(&w, msg.as_bytes());
+            match res {
+                Ok(()) => say(&w, "ok"),
+                Err(e) => say(&w, &format!("failed: {e}")),
+            }
             // SAFETY: ends the forked child without the harness's atexit handlers.
             unsafe { libc::_exit(0) }
         }
         nix::unistd::ForkResult::Parent { child } => {
             drop(w);
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut s).unwrap();
-            let _ = nix::sys::wait::waitpid(child, None);
-            match s.as_str() {
-                "ok" => Ok(()),
-                _ => Err(s),
+            Forked {
+                pid: child,
+                lines: std::io::BufReader::new(std::fs::File::from(r)),
             }
         }
     }
+}
+
+impl Forked {
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        std::io::BufRead::read_line(&mut self.lines, &mut s).unwrap();
+        s.trim_end().to_string()
+    }
+
+    fn finish(mut self) -> Result<(), String> {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut self.lines, &mut s).unwrap();
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        match s.trim_end().lines().last() {
+            Some("ok") => Ok(()),
+            _ => Err(s),
+        }
+    }
+}
+
+fn in_forked_child(f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    fork_child(|_| f()).finish()
 }
 
 fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
@@ -785,7 +812,7 @@ fn rootless_child() {
     let res = in_forked_child(|| {
         let rootfs = Rootfs::new();
         let me = nix::unistd::getuid().to_string();
-        let mapping = strata_runtime::idmap::IdMapping::detect();
+        let mapping = strata_runtime::idmap::IdMapping::single();
         strata_runtime::idmap::enter_user_namespace(&mapping).map_err(|e| e.to_string())?;
         strata_runtime::idmap::enter_mount_namespace().map_err(|e| e.to_string())?;
         check(nix::unistd::geteuid().is_root(), "uid 0 in the namespace")?;
@@ -900,5 +927,141 @@ fn rootless_containers() {
     // uid 0 inside is the user outside.
     let meta = std::fs::metadata(vol.join("made-inside")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), uid);
+    std::fs::remove_dir_all(&vol).unwrap();
+}
+
+#[test]
+#[ignore = "run as strata-test by rootless_subuid_containers"]
+fn rootless_subuid_child() {
+    assert!(is_child(), "run through rootless_subuid_containers");
+    let vol = std::path::PathBuf::from(std::env::var("STRATA_RT_VOLUME").unwrap());
+    let mut child = fork_child(|w| {
+        let rootfs = Rootfs::new();
+        let mapping = strata_runtime::idmap::IdMapping::detect();
+        check(mapping.helpers, format!("subordinate ids: {mapping:?}"))?;
+        strata_runtime::idmap::enter_user_namespace(&mapping).map_err(|e| e.to_string())?;
+        strata_runtime::idmap::enter_mount_namespace().map_err(|e| e.to_string())?;
+        let mut spec = sh(
+            &rootfs,
+            "touch /vol/by-root; cat /proc/self/uid_map | wc -l",
+        );
+        spec.mounts = vec![MountSpec::Bind {
+            source: vol.clone(),
+            destination: "/vol".into(),
+            readonly: false,
+        }];
+        let (st, out, err) = start(&spec).map_err(|e| format!("{e}"))?.finish();
+        check(
+            st == ExitStatus::Exited(0) && out.trim() == "2",
+            format!("root: {st:?} {out} {err}"),
+        )?;
+        // A user of the image is a subordinate id on the host; tty (5) is mapped, so
+        // devpts gets gid=5 (/proc/mounts shows it as the host's gid).
+        spec.process.args[2] = "touch /vol/by-1000; id -u; grep ' /dev/pts ' /proc/mounts".into();
+        spec.process.user = UserSpec {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10],
+        };
+        let (st, out, err) = start(&spec).map_err(|e| format!("{e}"))?.finish();
+        check(
+            st == ExitStatus::Exited(0) && out.starts_with("1000\n") && out.contains(",gid="),
+            format!("user: {st:?} {out} {err}"),
+        )?;
+        // A long-running container for exec from outside the user namespace.
+        let mut long = sh(&rootfs, "");
+        long.process.args = vec!["sleep".into(), "100".into()];
+        let c = start(&long).map_err(|e| format!("{e}"))?;
+        say(w, &format!("pid {}", c.running.pid));
+        let (st, _, _) = c.finish();
+        check(
+            st == ExitStatus::Signaled(Signal::SIGKILL),
+            format!("long: {st:?}"),
+        )
+    });
+    let line = child.line();
+    let Some(pid) = line.strip_prefix("pid ") else {
+        panic!("{line} {:?}", child.finish());
+    };
+    let pid: i32 = pid.parse().unwrap();
+    // This process is outside the user namespace: exec joins it first.
+    let p = ProcessSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "id -u; echo $$; cat /proc/self/uid_map | wc -l".into(),
+        ],
+        ..Default::default()
+    };
+    let (stdio, out_r, err_r) = piped();
+    let res = exec(pid, &p, stdio);
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Ok(e) = &res {
+        std::io::Read::read_to_string(&mut std::fs::File::from(out_r), &mut out).unwrap();
+        std::io::Read::read_to_string(&mut std::fs::File::from(err_r), &mut err).unwrap();
+        let _ = e.wait();
+    }
+    process::signal(pid, Signal::SIGKILL).unwrap();
+    child.finish().unwrap();
+    let e = res.unwrap();
+    let _ = e;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out} {err}");
+    assert_eq!(lines[0], "0");
+    assert_ne!(lines[1], "1");
+    assert_eq!(lines[2], "2");
+}
+
+const SUBID_RANGE: (u32, u32) = (300000, 65536);
+
+#[test]
+fn rootless_subuid_containers() {
+    if is_child() || !have_root(module_path!()) {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/newuidmap").exists() {
+        eprintln!("rootless_subuid_containers: skipped, needs newuidmap (apt-get install uidmap)");
+        return;
+    }
+    let (uid, gid) = test_user();
+    let listed = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{TEST_USER}:")));
+    if !listed {
+        let (start, count) = SUBID_RANGE;
+        let range = format!("{start}-{}", start + count - 1);
+        let st = std::process::Command::new("usermod")
+            .args(["--add-subuids", &range, "--add-subgids", &range, TEST_USER])
+            .status()
+            .unwrap();
+        assert!(st.success(), "usermod --add-subuids: {st}");
+    }
+    let sub_start: u32 = std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{TEST_USER}:")))
+        .and_then(|rest| rest.split(':').next()?.parse().ok())
+        .unwrap();
+    let vol = host_dir();
+    nix::unistd::chown(
+        &vol,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    run_test_as_user(
+        "rootless_subuid_child",
+        &[("STRATA_RT_VOLUME", vol.to_str().unwrap())],
+    );
+    let owner = |name: &str| {
+        let meta = std::fs::metadata(vol.join(name)).unwrap();
+        std::os::unix::fs::MetadataExt::uid(&meta)
+    };
+    assert_eq!(owner("by-root"), uid);
+    // Container uid 1000 is subordinate id 999 of the range (container 1 is its start).
+    assert_eq!(owner("by-1000"), sub_start + 999);
     std::fs::remove_dir_all(&vol).unwrap();
 }
