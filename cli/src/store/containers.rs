@@ -155,11 +155,15 @@ impl State {
     }
 }
 
-/// A process's start time from /proc; `None` when it does not exist.
+/// A process's start time from /proc; `None` when it does not exist or has ended.
 pub fn process_start(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command may hold spaces and parens: the fields after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
+    // A zombie has ended: only its parent's wait is missing.
+    if rest.starts_with(['Z', 'X']) {
+        return None;
+    }
     rest.split(' ').nth(19)?.parse().ok()
 }
 
