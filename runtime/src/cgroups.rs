@@ -178,9 +178,14 @@ impl Cgroup {
                 write(d, "memory.max", &bytes.to_string())?;
                 let _ = write(d, "memory.swap.max", "0");
             } else {
+                // Swap limited to the same total: over the limit the OOM killer acts. The
+                // kernel wants memsw >= limit at every step: lift memsw, set, lower it.
+                let memsw = d.join("memory.memsw.limit_in_bytes").exists();
+                if memsw {
+                    write(d, "memory.memsw.limit_in_bytes", "-1")?;
+                }
                 write(d, "memory.limit_in_bytes", &bytes.to_string())?;
-                // Swap limited to the same total: over the limit the OOM killer acts.
-                if d.join("memory.memsw.limit_in_bytes").exists() {
+                if memsw {
                     write(d, "memory.memsw.limit_in_bytes", &bytes.to_string())?;
                 }
                 let _ = write(d, "memory.swappiness", "0");

@@ -71,6 +71,11 @@ impl Running {
     pub fn wait(&self) -> Result<ExitStatus> {
         crate::process::wait(self.pid)
     }
+
+    /// Sends `sig` to pid 1 (see [`crate::process::signal`]).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        crate::process::signal(self.pid, sig)
+    }
 }
 
 /// A process started in a running container by [`exec`].
@@ -302,6 +307,7 @@ fn setup_child(target: Target<'_>, process: &ProcessSpec, mut ends: Ends) -> ! {
 }
 
 fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Result<()> {
+    sys::default_signal_handlers().map_err(Error::sys("resetting signal handlers"))?;
     let keep: Vec<RawFd> = [&ends.pid, &ends.err, &ends.pty]
         .into_iter()
         .flatten()
@@ -417,7 +423,7 @@ fn install_stdio(fds: [OwnedFd; 3]) -> Result<()> {
 
 /// The new pty from the container's devpts becomes the controlling terminal and stdio;
 /// its master goes to the caller.
-fn install_pty(sock: OwnedFd, size: Option<WindowSize>) -> Result<()> {
+fn install_pty(sock: OwnedFd, size: Option<WindowSize>, console: bool) -> Result<()> {
     let (master, name) = pty::open_in_container()?;
     let slave = std::fs::OpenOptions::new()
         .read(true)
@@ -432,6 +438,21 @@ fn install_pty(sock: OwnedFd, size: Option<WindowSize>) -> Result<()> {
     }
     for target in 0..3 {
         dup2(slave.as_raw_fd(), target).map_err(Error::sys("dup2 of the terminal"))?;
+    }
+    if console {
+        // As runc: /dev/console is the container's terminal.
+        let path = std::path::Path::new("/dev/console");
+        if std::fs::symlink_metadata(path).is_err() {
+            File::create(path).map_err(Error::io(path))?;
+        }
+        mount(
+            Some(name.as_str()),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(Error::sys("mounting /dev/console"))?;
     }
     pty::send_fd(&sock, &master)
 }
@@ -451,7 +472,7 @@ fn process_main(
     }
     setsid().map_err(Error::sys("setsid"))?;
     if let Some(sock) = ends.pty.take() {
-        install_pty(sock, ends.size)?;
+        install_pty(sock, ends.size, spec.is_some())?;
     }
     let privileged = spec.is_some_and(|s| s.privileged);
     let exec = setup::credentials(process, privileged)?;

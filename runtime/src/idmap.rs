@@ -118,7 +118,7 @@ fn map_text(ranges: &[IdRange]) -> String {
 /// every capability inside it, and none over the host.
 pub fn enter_user_namespace(mapping: &IdMapping) -> Result<()> {
     if !mapping.helpers {
-        unshare(CloneFlags::CLONE_NEWUSER).map_err(Error::sys("unshare(CLONE_NEWUSER)"))?;
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(unshare_error)?;
         write("/proc/self/setgroups", "deny")?;
         write("/proc/self/uid_map", &map_text(&mapping.uids))?;
         return write("/proc/self/gid_map", &map_text(&mapping.gids));
@@ -146,7 +146,7 @@ pub fn enter_user_namespace(mapping: &IdMapping) -> Result<()> {
         ForkResult::Parent { child } => child,
     };
     drop(go_r);
-    let unshared = unshare(CloneFlags::CLONE_NEWUSER).map_err(Error::sys("unshare(CLONE_NEWUSER)"));
+    let unshared = unshare(CloneFlags::CLONE_NEWUSER).map_err(unshare_error);
     let mut go_w = go_w;
     if unshared.is_ok() {
         let _ = go_w.write_all(b"g");
@@ -162,6 +162,14 @@ pub fn enter_user_namespace(mapping: &IdMapping) -> Result<()> {
             map_text(&mapping.gids).trim().replace('\n', ", ")
         ))),
     }
+}
+
+fn unshare_error(e: nix::errno::Errno) -> Error {
+    let what = match e {
+        nix::errno::Errno::EINVAL => "unshare(CLONE_NEWUSER) (the caller must be single-threaded)",
+        _ => "unshare(CLONE_NEWUSER)",
+    };
+    Error::sys(what)(e)
 }
 
 fn run_map_helpers(pid: i32, mapping: &IdMapping) -> Result<()> {

@@ -122,10 +122,11 @@ pub(crate) fn loopback_up() -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// Puts every catchable signal back to its default disposition (a Rust caller ignores
-/// SIGPIPE, and ignored signals survive execve) and unblocks every signal.
+/// Puts every catchable signal back to its default disposition: a forked child must not
+/// run the caller's handlers, and ignored signals (a Rust caller ignores SIGPIPE) survive
+/// execve.
 #[allow(unsafe_code)]
-pub(crate) fn reset_signals() -> nix::Result<()> {
+pub(crate) fn default_signal_handlers() -> nix::Result<()> {
     for sig in Signal::iterator() {
         if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
             continue;
@@ -133,6 +134,13 @@ pub(crate) fn reset_signals() -> nix::Result<()> {
         // SAFETY: SIG_DFL installs no handler, so no Rust code runs in signal context.
         unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) }?;
     }
+    Ok(())
+}
+
+/// [`default_signal_handlers`], and every signal unblocked: the state a process should
+/// start in.
+pub(crate) fn reset_signals() -> nix::Result<()> {
+    default_signal_handlers()?;
     nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),

@@ -670,7 +670,10 @@ fn pty_is_the_containers_dev_pts_0() {
     root_or_skip!();
     let rootfs = Rootfs::new();
     for init in [false, true] {
-        let mut spec = sh(&rootfs, "tty; stty size; echo $TERM");
+        let mut spec = sh(
+            &rootfs,
+            "tty; stty size; echo $TERM; [ /dev/console -ef /dev/pts/0 ] && echo console",
+        );
         spec.process.terminal = true;
         spec.init = init;
         let running = Container::start(
@@ -690,7 +693,7 @@ fn pty_is_the_containers_dev_pts_0() {
             cg.destroy();
         }
         assert_eq!(st, ExitStatus::Exited(0), "{out}");
-        assert_eq!(out, "/dev/pts/0\n33 101\nxterm\n", "init={init}");
+        assert_eq!(out, "/dev/pts/0\n33 101\nxterm\nconsole\n", "init={init}");
     }
 }
 
