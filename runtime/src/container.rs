@@ -468,7 +468,7 @@ fn process_main(
         install_stdio(fds)?;
     }
     if let Some(spec) = spec {
-        setup::container(spec)?;
+        setup::container(&setup::Kernel, spec)?;
     }
     setsid().map_err(Error::sys("setsid"))?;
     if let Some(sock) = ends.pty.take() {

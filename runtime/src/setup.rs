@@ -85,14 +85,71 @@ pub(crate) fn resolve_in(root: &Path, path: &str) -> PathBuf {
     root.join(rel)
 }
 
+/// The system calls that shape the container's mount namespace: the seam that lets the
+/// order of mounts be unit-tested without privilege ([`Recorder`] in the tests).
+pub(crate) trait Syscalls {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()>;
+    /// umount2(MNT_DETACH).
+    fn umount_detach(&self, target: &Path) -> nix::Result<()>;
+    /// pivot_root(".", "."): the old root stacks on the new one.
+    fn pivot_root_here(&self) -> nix::Result<()>;
+    fn chdir(&self, path: &Path) -> nix::Result<()>;
+    fn sethostname(&self, name: &str) -> nix::Result<()>;
+    fn loopback_up(&self) -> nix::Result<()>;
+}
+
+/// The kernel.
+pub(crate) struct Kernel;
+
+impl Syscalls for Kernel {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> nix::Result<()> {
+        mount(src, target, fstype, flags, data)
+    }
+
+    fn umount_detach(&self, target: &Path) -> nix::Result<()> {
+        umount2(target, MntFlags::MNT_DETACH)
+    }
+
+    fn pivot_root_here(&self) -> nix::Result<()> {
+        pivot_root(".", ".")
+    }
+
+    fn chdir(&self, path: &Path) -> nix::Result<()> {
+        chdir(path)
+    }
+
+    fn sethostname(&self, name: &str) -> nix::Result<()> {
+        sethostname(name)
+    }
+
+    fn loopback_up(&self) -> nix::Result<()> {
+        sys::loopback_up()
+    }
+}
+
 fn mnt(
+    sc: &dyn Syscalls,
     src: Option<&Path>,
     target: &Path,
     fstype: Option<&str>,
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
-    mount(src, target, fstype, flags, data)
+    sc.mount(src, target, fstype, flags, data)
         .map_err(Error::sys(format!("mounting {}", target.display())))
 }
 
@@ -133,20 +190,22 @@ fn locked_flags(path: &Path) -> MsFlags {
     flags
 }
 
-fn remount_read_only(path: &Path) -> Result<()> {
+fn remount_read_only(sc: &dyn Syscalls, path: &Path) -> Result<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked_flags(path);
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>).map_err(Error::sys(format!(
-        "remounting {} read-only",
-        path.display()
-    )))
+    sc.mount(None, path, None, flags, None)
+        .map_err(Error::sys(format!(
+            "remounting {} read-only",
+            path.display()
+        )))
 }
 
 /// Everything up to and including pivot_root and the read-only root, in pid 1 of the new
 /// namespaces (proc must be mounted from inside the pid namespace).
-pub(crate) fn container(spec: &ContainerSpec) -> Result<()> {
+pub(crate) fn container(sc: &dyn Syscalls, spec: &ContainerSpec) -> Result<()> {
     let root = spec.rootfs.as_path();
     // pivot_root needs the new root to be a mount point, whatever the caller gave.
     mnt(
+        sc,
         Some(root),
         root,
         None,
@@ -154,32 +213,35 @@ pub(crate) fn container(spec: &ContainerSpec) -> Result<()> {
         None,
     )?;
     if let Some(name) = &spec.hostname {
-        sethostname(name).map_err(Error::sys(format!("sethostname {name}")))?;
+        sc.sethostname(name)
+            .map_err(Error::sys(format!("sethostname {name}")))?;
     }
     if spec.network == NetworkMode::Private {
-        sys::loopback_up().map_err(Error::sys("bringing up the loopback interface"))?;
+        sc.loopback_up()
+            .map_err(Error::sys("bringing up the loopback interface"))?;
     }
-    mount_system(root, spec.privileged)?;
+    mount_system(sc, root, spec.privileged)?;
     for m in &spec.mounts {
-        mount_volume(root, m)?;
+        mount_volume(sc, root, m)?;
     }
     if !spec.privileged {
-        mask_paths(root)?;
+        mask_paths(sc, root)?;
     }
     make_cwd(root, &spec.process)?;
-    enter_root(root)?;
+    enter_root(sc, root)?;
     if spec.readonly_rootfs {
-        remount_read_only(Path::new("/"))?;
+        remount_read_only(sc, Path::new("/"))?;
     }
     Ok(())
 }
 
 /// /proc, /sys, /dev and its standard contents inside `root`.
-fn mount_system(root: &Path, privileged: bool) -> Result<()> {
+fn mount_system(sc: &dyn Syscalls, root: &Path, privileged: bool) -> Result<()> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = resolve_in(root, "/proc");
     mkdir(&proc_dir)?;
     mnt(
+        sc,
         Some(Path::new("proc")),
         &proc_dir,
         Some("proc"),
@@ -192,17 +254,18 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
         true => MsFlags::empty(),
         false => MsFlags::MS_RDONLY,
     };
-    let sysfs = mount(
-        Some("sysfs"),
+    let sysfs = sc.mount(
+        Some(Path::new("sysfs")),
         &sys_dir,
         Some("sysfs"),
         nosuid_nodev_noexec | ro,
-        None::<&str>,
+        None,
     );
     if sysfs.is_err() {
         // Only a user namespace that owns the network namespace may mount sysfs (rootless
         // with --network host): the caller's /sys, read-only.
         mnt(
+            sc,
             Some(Path::new("/sys")),
             &sys_dir,
             None,
@@ -210,7 +273,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
             None,
         )?;
         if !privileged {
-            remount_read_only(&sys_dir)?;
+            remount_read_only(sc, &sys_dir)?;
         }
     }
     let dev = resolve_in(root, "/dev");
@@ -218,6 +281,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
     if privileged {
         // The host's devices, with this container's own pts, shm and mqueue on top.
         mnt(
+            sc,
             Some(Path::new("/dev")),
             &dev,
             None,
@@ -226,6 +290,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
         )?;
     } else {
         mnt(
+            sc,
             Some(Path::new("tmpfs")),
             &dev,
             Some("tmpfs"),
@@ -236,6 +301,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
             let target = dev.join(name);
             touch(&target)?;
             mnt(
+                sc,
                 Some(&Path::new("/dev").join(name)),
                 &target,
                 None,
@@ -252,6 +318,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
         false => "newinstance,ptmxmode=0666,mode=0620",
     };
     mnt(
+        sc,
         Some(Path::new("devpts")),
         &pts,
         Some("devpts"),
@@ -261,6 +328,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
     let shm = dev.join("shm");
     mkdir(&shm)?;
     mnt(
+        sc,
         Some(Path::new("shm")),
         &shm,
         Some("tmpfs"),
@@ -270,6 +338,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
     let mqueue = dev.join("mqueue");
     mkdir(&mqueue)?;
     mnt(
+        sc,
         Some(Path::new("mqueue")),
         &mqueue,
         Some("mqueue"),
@@ -279,6 +348,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
     if privileged {
         // The host's /dev/ptmx belongs to the host's devpts.
         mnt(
+            sc,
             Some(&pts.join("ptmx")),
             &dev.join("ptmx"),
             None,
@@ -303,7 +373,7 @@ fn mount_system(root: &Path, privileged: bool) -> Result<()> {
     Ok(())
 }
 
-fn mount_volume(root: &Path, m: &MountSpec) -> Result<()> {
+fn mount_volume(sc: &dyn Syscalls, root: &Path, m: &MountSpec) -> Result<()> {
     match m {
         MountSpec::Bind {
             source,
@@ -315,19 +385,19 @@ fn mount_volume(root: &Path, m: &MountSpec) -> Result<()> {
                 true => mkdir(&target)?,
                 false => touch(&target)?,
             }
-            mount(
+            sc.mount(
                 Some(source.as_path()),
                 &target,
-                None::<&str>,
+                None,
                 MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
+                None,
             )
             .map_err(Error::sys(format!(
                 "mounting volume {} on {destination}",
                 source.display()
             )))?;
             if *readonly {
-                remount_read_only(&target)?;
+                remount_read_only(sc, &target)?;
             }
         }
         MountSpec::Tmpfs {
@@ -337,8 +407,8 @@ fn mount_volume(root: &Path, m: &MountSpec) -> Result<()> {
             let target = resolve_in(root, destination);
             mkdir(&target)?;
             let data = Some(options.as_str()).filter(|o| !o.is_empty());
-            mount(
-                Some("tmpfs"),
+            sc.mount(
+                Some(Path::new("tmpfs")),
                 &target,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
@@ -350,7 +420,7 @@ fn mount_volume(root: &Path, m: &MountSpec) -> Result<()> {
     Ok(())
 }
 
-fn mask_paths(root: &Path) -> Result<()> {
+fn mask_paths(sc: &dyn Syscalls, root: &Path) -> Result<()> {
     for path in MASKED {
         let p = resolve_in(root, path);
         let Ok(meta) = std::fs::symlink_metadata(&p) else {
@@ -358,6 +428,7 @@ fn mask_paths(root: &Path) -> Result<()> {
         };
         match meta.is_dir() {
             true => mnt(
+                sc,
                 Some(Path::new("tmpfs")),
                 &p,
                 Some("tmpfs"),
@@ -365,6 +436,7 @@ fn mask_paths(root: &Path) -> Result<()> {
                 None,
             )?,
             false => mnt(
+                sc,
                 Some(Path::new("/dev/null")),
                 &p,
                 None,
@@ -378,8 +450,15 @@ fn mask_paths(root: &Path) -> Result<()> {
         if std::fs::symlink_metadata(&p).is_err() {
             continue;
         }
-        mnt(Some(&p), &p, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        remount_read_only(&p)?;
+        mnt(
+            sc,
+            Some(&p),
+            &p,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        remount_read_only(sc, &p)?;
     }
     Ok(())
 }
@@ -407,11 +486,14 @@ fn make_cwd(root: &Path, p: &ProcessSpec) -> Result<()> {
 
 /// pivot_root into `root` and drop the old root: with both arguments `.`, the old root is
 /// stacked on the new one and detached, so no directory for it is needed in the image.
-fn enter_root(root: &Path) -> Result<()> {
-    chdir(root).map_err(Error::sys(format!("chdir {}", root.display())))?;
-    pivot_root(".", ".").map_err(Error::sys(format!("pivot_root into {}", root.display())))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(Error::sys("detaching the old root"))?;
-    chdir("/").map_err(Error::sys("chdir /"))
+fn enter_root(sc: &dyn Syscalls, root: &Path) -> Result<()> {
+    sc.chdir(root)
+        .map_err(Error::sys(format!("chdir {}", root.display())))?;
+    sc.pivot_root_here()
+        .map_err(Error::sys(format!("pivot_root into {}", root.display())))?;
+    sc.umount_detach(Path::new("."))
+        .map_err(Error::sys("detaching the old root"))?;
+    sc.chdir(Path::new("/")).map_err(Error::sys("chdir /"))
 }
 
 /// The kernel resource for a docker `--ulimit` name.
@@ -594,6 +676,215 @@ pub(crate) fn exec(e: &Exec) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    /// Records the calls instead of making them; refuses mounts of `fail_fstype` with
+    /// EPERM (as the kernel refuses sysfs to a user namespace that does not own the
+    /// network namespace).
+    struct Recorder {
+        root: PathBuf,
+        calls: RefCell<Vec<String>>,
+        fail_fstype: Option<&'static str>,
+    }
+
+    impl Recorder {
+        fn new(root: &Path) -> Recorder {
+            Recorder {
+                root: root.to_path_buf(),
+                calls: RefCell::new(Vec::new()),
+                fail_fstype: None,
+            }
+        }
+
+        fn show(&self, p: &Path) -> String {
+            match p.strip_prefix(&self.root) {
+                Ok(rel) => format!("R/{}", rel.display())
+                    .trim_end_matches('/')
+                    .to_string(),
+                Err(_) => p.display().to_string(),
+            }
+        }
+
+        fn push(&self, call: String) {
+            self.calls.borrow_mut().push(call);
+        }
+    }
+
+    impl Syscalls for Recorder {
+        fn mount(
+            &self,
+            src: Option<&Path>,
+            target: &Path,
+            fstype: Option<&str>,
+            flags: MsFlags,
+            data: Option<&str>,
+        ) -> nix::Result<()> {
+            if fstype.is_some() && fstype == self.fail_fstype {
+                return Err(Errno::EPERM);
+            }
+            let mut f = Vec::new();
+            for (flag, name) in [
+                (MsFlags::MS_BIND, "bind"),
+                (MsFlags::MS_REC, "rec"),
+                (MsFlags::MS_REMOUNT, "remount"),
+                (MsFlags::MS_RDONLY, "ro"),
+            ] {
+                if flags.contains(flag) {
+                    f.push(name);
+                }
+            }
+            self.push(format!(
+                "mount {} {} {} {}{}",
+                src.map(|s| self.show(s)).unwrap_or_else(|| "-".into()),
+                self.show(target),
+                fstype.unwrap_or("-"),
+                f.join(","),
+                data.map(|d| format!(" {d}")).unwrap_or_default()
+            ));
+            Ok(())
+        }
+
+        fn umount_detach(&self, target: &Path) -> nix::Result<()> {
+            self.push(format!("umount {}", target.display()));
+            Ok(())
+        }
+
+        fn pivot_root_here(&self) -> nix::Result<()> {
+            self.push("pivot_root . .".into());
+            Ok(())
+        }
+
+        fn chdir(&self, path: &Path) -> nix::Result<()> {
+            self.push(format!("chdir {}", self.show(path)));
+            Ok(())
+        }
+
+        fn sethostname(&self, name: &str) -> nix::Result<()> {
+            self.push(format!("sethostname {name}"));
+            Ok(())
+        }
+
+        fn loopback_up(&self) -> nix::Result<()> {
+            self.push("lo up".into());
+            Ok(())
+        }
+    }
+
+    fn fake_root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        // What the real /proc and /sys would show: some masked and read-only paths.
+        for d in ["proc/acpi", "proc/sys", "proc/irq", "sys/firmware"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("proc/kcore"), "").unwrap();
+        dir
+    }
+
+    #[test]
+    fn container_mounts_in_order() {
+        let dir = fake_root();
+        let rec = Recorder::new(dir.path());
+        let spec = ContainerSpec {
+            rootfs: dir.path().to_path_buf(),
+            hostname: Some("box".into()),
+            readonly_rootfs: true,
+            mounts: vec![
+                MountSpec::Bind {
+                    source: "/srv/data".into(),
+                    destination: "/data".into(),
+                    readonly: true,
+                },
+                MountSpec::Tmpfs {
+                    destination: "/scratch".into(),
+                    options: "size=1m".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        container(&rec, &spec).unwrap();
+        let calls = rec.calls.into_inner();
+        let pts = match idmap::gid_mapped(5) {
+            true => "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            false => "newinstance,ptmxmode=0666,mode=0620",
+        };
+        let mut want = vec![
+            "mount R R - bind,rec".to_string(),
+            "sethostname box".into(),
+            "lo up".into(),
+            "mount proc R/proc proc ".into(),
+            "mount sysfs R/sys sysfs ro".into(),
+            "mount tmpfs R/dev tmpfs  mode=755,size=65536k".into(),
+        ];
+        for d in DEVICES {
+            want.push(format!("mount /dev/{d} R/dev/{d} - bind"));
+        }
+        want.extend([
+            format!("mount devpts R/dev/pts devpts  {pts}"),
+            "mount shm R/dev/shm tmpfs  mode=1777,size=65536k".into(),
+            "mount mqueue R/dev/mqueue mqueue ".into(),
+            "mount /srv/data R/data - bind,rec".into(),
+            "mount - R/data - bind,remount,ro".into(),
+            "mount tmpfs R/scratch tmpfs  size=1m".into(),
+            // Masked: directories get an empty read-only tmpfs, files /dev/null.
+            "mount tmpfs R/proc/acpi tmpfs ro".into(),
+            "mount /dev/null R/proc/kcore - bind".into(),
+            "mount tmpfs R/sys/firmware tmpfs ro".into(),
+            "mount R/proc/irq R/proc/irq - bind,rec".into(),
+            "mount - R/proc/irq - bind,remount,ro".into(),
+            "mount R/proc/sys R/proc/sys - bind,rec".into(),
+            "mount - R/proc/sys - bind,remount,ro".into(),
+            "chdir R".into(),
+            "pivot_root . .".into(),
+            "umount .".into(),
+            "chdir /".into(),
+            "mount - / - bind,remount,ro".into(),
+        ]);
+        assert_eq!(calls, want);
+        // Mount points were made inside the root.
+        assert!(dir.path().join("scratch").is_dir());
+        assert!(dir.path().join("dev/null").is_file());
+    }
+
+    #[test]
+    fn privileged_and_rootless_variants() {
+        let dir = fake_root();
+        let mut rec = Recorder::new(dir.path());
+        rec.fail_fstype = Some("sysfs");
+        let spec = ContainerSpec {
+            rootfs: dir.path().to_path_buf(),
+            network: NetworkMode::Host,
+            ..Default::default()
+        };
+        container(&rec, &spec).unwrap();
+        let calls = rec.calls.into_inner();
+        // No loopback for the host network; sysfs refused: /sys bound read-only instead.
+        assert!(!calls.iter().any(|c| c == "lo up"));
+        let i = calls
+            .iter()
+            .position(|c| c == "mount /sys R/sys - bind,rec")
+            .unwrap();
+        assert_eq!(calls[i + 1], "mount - R/sys - bind,remount,ro");
+        assert!(calls
+            .iter()
+            .any(|c| c.starts_with("mount /dev/null R/proc/kcore")));
+
+        let dir = fake_root();
+        let rec = Recorder::new(dir.path());
+        let spec = ContainerSpec {
+            rootfs: dir.path().to_path_buf(),
+            privileged: true,
+            ..Default::default()
+        };
+        container(&rec, &spec).unwrap();
+        let calls = rec.calls.into_inner();
+        // Host devices, sysfs read-write, nothing masked or read-only.
+        assert!(calls.contains(&"mount /dev R/dev - bind,rec".to_string()));
+        assert!(calls.contains(&"mount sysfs R/sys sysfs ".to_string()));
+        assert!(calls.contains(&"mount R/dev/pts/ptmx R/dev/ptmx - bind".to_string()));
+        assert!(!calls
+            .iter()
+            .any(|c| c.contains("/proc/kcore") || c.contains(",ro")));
+    }
 
     #[test]
     fn resolve_in_stays_inside_the_root() {
