@@ -463,28 +463,65 @@ fn without_init_pid_1_ignores_sigterm() {
     assert_eq!(c.finish().0, ExitStatus::Signaled(Signal::SIGKILL));
 }
 
+/// The zombies in the container of `pid`, seen by a process exec'd into it.
+fn zombies_in(pid: i32) -> String {
+    let p = ProcessSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /proc/[0-9]*/stat | cut -d' ' -f2,3 | grep ' Z' || true".into(),
+        ],
+        ..Default::default()
+    };
+    let (stdio, out_r, _err_r) = piped();
+    let e = exec(pid, &p, stdio).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(out_r), &mut out).unwrap();
+    e.wait().unwrap();
+    out
+}
+
 #[test]
-fn init_forwards_sigterm_and_reaps_zombies() {
+fn init_reaps_zombies_and_forwards_sigterm() {
     root_or_skip!();
     let rootfs = Rootfs::new();
-    // The orphan (a sleep whose parent shell exits at once) is reparented to pid 1, the
-    // init: unless it reaps, a Z shows in /proc.
-    let mut spec = sh(
-        &rootfs,
-        "echo $$; sh -c 'sleep 0.2 &'; sleep 1; \
-         cat /proc/[0-9]*/stat | cut -d' ' -f2,3 | grep ' Z' || echo no-zombies; \
-         trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done",
-    );
-    spec.init = true;
+    // Control: a pid 1 that never waits (sleep, exec'd by the shell) keeps the orphan it
+    // inherits as a zombie, and the check sees it.
+    let mut spec = sh(&rootfs, "sh -c 'sleep 0.1 &'; exec sleep 30");
     let c = start(&spec).unwrap();
     let pid = c.running.pid;
-    // Wait for "ready" by polling the process tree: the trap is set once sleep loops.
-    std::thread::sleep(Duration::from_millis(1800));
-    process::signal(pid, Signal::SIGTERM).unwrap();
-    let (status, out, err) = c.finish();
-    assert_eq!(status, ExitStatus::Exited(7), "{out} {err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines, ["2", "no-zombies", "ready", "got-term"], "{err}");
+    assert!(
+        eventually(Duration::from_secs(5), || zombies_in(pid)
+            .contains("(sleep) Z")),
+        "the control shows a zombie"
+    );
+    c.running.signal(Signal::SIGKILL).unwrap();
+    c.finish();
+    // With --init the orphan is reparented to the reaper, which reaps it.
+    spec.process.args[2] = "echo $$; sh -c 'sleep 0.1 &'; \
+        trap 'echo got-term; exit 7' TERM; echo ready; while :; do sleep 0.05; done"
+        .into();
+    spec.init = true;
+    let (stdio, out_r, err_r) = piped();
+    let running = Container::start(&spec, stdio).unwrap();
+    let mut out = std::io::BufReader::new(std::fs::File::from(out_r));
+    let mut line = || {
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut out, &mut l).unwrap();
+        l.trim_end().to_string()
+    };
+    assert_eq!(line(), "2", "the process is the init's child");
+    assert_eq!(line(), "ready");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(zombies_in(running.pid), "", "no zombie under --init");
+    // The trap is set: SIGTERM to pid 1 reaches the shell through the init.
+    running.signal(Signal::SIGTERM).unwrap();
+    assert_eq!(line(), "got-term");
+    assert_eq!(running.wait().unwrap(), ExitStatus::Exited(7));
+    drop(err_r);
+    if let Some(cg) = &running.cgroup {
+        cg.destroy();
+    }
 }
 
 #[test]
