@@ -1,15 +1,25 @@
 //! Processes: waiting, signals, signal names, and the `--init` reaper.
 //!
+//! The process topology of a container (see also `container.rs`):
 //! ```text
-//! without --init:  pid 1 = the process (signals without a handler are ignored by pid 1,
-//!                  as under docker: `stop` escalates to SIGKILL)
-//! with --init:     pid 1 = reaper ── fork ─► the process (own process group; foreground
-//!                  of the terminal under a pty)
-//!                  the reaper forwards SIGTERM SIGINT SIGHUP SIGQUIT SIGUSR1 SIGUSR2
-//!                  SIGWINCH SIGCONT SIGTSTP SIGTTIN SIGTTOU SIGALRM SIGPIPE to it, reaps
-//!                  every zombie of the namespace, and exits with its status (128+N for
-//!                  signal N)
+//! caller (the CLI's monitor, or `strata exec`)
+//!  ├── setup child        forked; joins the cgroup, unshares (or setns's) the namespaces,
+//!  │                      clones the next process with CLONE_PARENT and exits at once
+//!  └── pid 1              the caller's own child (wait for it with [`wait`])
+//!       without --init:   the process itself; signals it has no handler for are ignored
+//!                         (pid 1 of a namespace), as under docker: `stop` escalates to
+//!                         SIGKILL
+//!       with --init:      the reaper ── fork ─► the process (its own process group, the
+//!                         terminal's foreground under a pty)
 //! ```
+//! The reaper forwards SIGTERM SIGINT SIGHUP SIGQUIT SIGUSR1 SIGUSR2 SIGWINCH SIGCONT
+//! SIGTSTP SIGTTIN SIGTTOU SIGALRM SIGPIPE to the process, reaps every zombie of the
+//! namespace (orphans are reparented to it), and exits with the process's status (128+N
+//! for signal N); the kernel then kills what is left in the namespace.
+//!
+//! Messages between these processes (`container.rs`): the new pid (4 bytes, setup child →
+//! caller), a serialized [`crate::Error`] on a close-on-exec pipe (→ caller; EOF alone
+//! means exec'd), and the pty master over a unix socket (SCM_RIGHTS, pid 1 → caller).
 
 use std::str::FromStr;
 

@@ -585,6 +585,8 @@ pub(crate) fn credentials(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
     for r in &p.rlimits {
         set_rlimit(r)?;
     }
+    // runc's default: files the process creates are not group/world-writable.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let cwd = match p.cwd.as_str() {
         "" => "/",
         c => c,

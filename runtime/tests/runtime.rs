@@ -220,6 +220,19 @@ fn user_and_groups_apply_and_drop_capabilities() {
 }
 
 #[test]
+fn no_new_privileges_only_when_asked_and_umask() {
+    root_or_skip!();
+    let rootfs = Rootfs::new();
+    let mut spec = sh(
+        &rootfs,
+        "grep NoNewPrivs /proc/self/status | tr -d '\\t '; umask",
+    );
+    assert_eq!(output(&spec), "NoNewPrivs:0\n0022\n");
+    spec.process.no_new_privileges = true;
+    assert_eq!(output(&spec), "NoNewPrivs:1\n0022\n");
+}
+
+#[test]
 fn read_only_rootfs() {
     root_or_skip!();
     let rootfs = Rootfs::new();
