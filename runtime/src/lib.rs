@@ -27,6 +27,33 @@
 //! not executable, 125 anything else). Everything after execve is the process's own: its
 //! exit status comes from [`process::wait`] (128+N for signal N).
 //!
+//! # Rules for the caller
+//! - [`idmap::enter_user_namespace`] needs a single-threaded process (EINVAL otherwise):
+//!   call it before spawning any thread (the FUSE server's included). If it fails after
+//!   the unshare (newuidmap refused the map), the process is in an unmapped namespace:
+//!   exit rather than go on.
+//! - Pid 1 ([`Running::pid`]) and exec'd processes ([`ExecRunning::pid`]) are the caller's
+//!   own children: wait for them with [`process::wait`] / [`Running::wait`]. Do not reap
+//!   with `waitpid(-1)` elsewhere and do not set SIGCHLD to SIG_IGN (either steals the
+//!   status).
+//! - The caller's signal handlers and mask do not leak into the container: the setup child
+//!   resets handlers, the process starts with every signal unblocked and default
+//!   dispositions (SIGPIPE included). Without `--init`, pid 1 ignores signals it has no
+//!   handler for (kernel rule for a namespace's init), so `stop` must escalate to SIGKILL;
+//!   with `--init` the reaper forwards them.
+//! - Output: with [`Stdio::Fds`], pipes reach EOF when every container process closed
+//!   them. With [`Stdio::Pty`], [`Running::pty_master`] is the master: read output from
+//!   it (EIO once the last slave holder is gone), write input to it, and
+//!   [`pty::resize`] it on SIGWINCH.
+//! - After pid 1 exits: read [`Cgroup::oom_killed`] first, then [`Cgroup::destroy`] (it
+//!   kills stragglers, thaws, removes the directories; idempotent, so `rm -f` and crash
+//!   cleanup can call `Cgroup::of(id).destroy()` too).
+//! - The union must be mounted with `allow_other` (and `default_permissions`): container
+//!   users other than the mounter's uid are refused by FUSE otherwise.
+//! - [`exec`] works from any process: one outside the container's user namespace joins it
+//!   first (a rootless `strata exec` run by the same user). For a privileged container
+//!   pass `cap_add: ["ALL"]` in the exec'd [`ProcessSpec`].
+//!
 //! # Modules
 //! - [`spec`]: the container description (serde; the CLI stores it).
 //! - [`idmap`]: user and mount namespaces for the caller (rootless).
