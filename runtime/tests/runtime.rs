@@ -934,6 +934,35 @@ fn rootless_child() {
             err.contains("Read-only file system"),
             format!("/sys ro: {err}"),
         )?;
+        // A read-only root and a read-only volume: the remounts keep the flags the host
+        // locked on the source mounts.
+        let mut ro = sh(
+            &rootfs,
+            "touch /x 2>&1; touch /vol/x 2>&1; touch /dev/shm/ok && echo dev-ok",
+        );
+        ro.readonly_rootfs = true;
+        ro.mounts = vec![MountSpec::Bind {
+            source: vol.clone(),
+            destination: "/vol".into(),
+            readonly: true,
+        }];
+        let (st, out, err) = start(&ro).map_err(|e| format!("read-only: {e}"))?.finish();
+        check(
+            st == ExitStatus::Exited(0)
+                && out.matches("Read-only file system").count() == 2
+                && out.ends_with("dev-ok\n"),
+            format!("read-only: {st:?} {out} {err}"),
+        )?;
+        // A terminal from the container's own devpts.
+        let tty = sh(&rootfs, "tty");
+        let running =
+            Container::start(&tty, Stdio::Pty { size: None }).map_err(|e| format!("pty: {e}"))?;
+        let out = read_pty(running.pty_master.unwrap());
+        let st = process::wait(running.pid).map_err(|e| e.to_string())?;
+        check(
+            st == ExitStatus::Exited(0) && out == "/dev/pts/0\n",
+            format!("pty: {st:?} {out:?}"),
+        )?;
         // exec from the same user namespace.
         let mut long = sh(&rootfs, "");
         long.process.args = vec!["sleep".into(), "100".into()];
