@@ -30,7 +30,7 @@ use crate::cgroups::Cgroup;
 use crate::process::ExitStatus;
 use crate::pty::WindowSize;
 use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
-use crate::{process, pty, setup, sys, wire, Error, Result};
+use crate::{credentials, process, pty, setup, sys, wire, Error, Result};
 
 /// Where the container's stdin, stdout and stderr come from.
 #[derive(Debug, Default)]
@@ -475,9 +475,9 @@ fn process_main(
         install_pty(sock, ends.size, spec.is_some())?;
     }
     let privileged = spec.is_some_and(|s| s.privileged);
-    let exec = setup::credentials(process, privileged)?;
+    let exec = credentials::prepare(process, privileged)?;
     if !spec.is_some_and(|s| s.init) {
-        return Err(setup::exec(&exec));
+        return Err(credentials::exec(&exec));
     }
     // --init: block what the reaper waits for before the child exists.
     process::init_signals()
@@ -491,7 +491,7 @@ fn process_main(
             if nix::unistd::isatty(0).unwrap_or(false) {
                 let _ = nix::unistd::tcsetpgrp(std::io::stdin(), getpid());
             }
-            Err(setup::exec(&exec))
+            Err(credentials::exec(&exec))
         }
         ForkResult::Parent { child } => {
             // The error pipe must reach EOF when the child execs.

@@ -64,8 +64,9 @@
 //! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
 //! - [`user`]: `name[:group]` to numeric ids through the container's /etc/passwd.
 //!
-//! The in-container setup (mounts, pivot_root, credentials) lives in the private `setup`
-//! module; every `unsafe` call is in the private `sys` module.
+//! The in-container setup lives in the private `setup` (mounts, pivot_root) and
+//! `credentials` (rlimits, user, capabilities, exec) modules; every `unsafe` call is in the
+//! private `sys` module.
 
 pub mod caps;
 pub mod cgroups;
@@ -76,6 +77,7 @@ pub mod pty;
 pub mod spec;
 pub mod user;
 
+mod credentials;
 mod setup;
 mod sys;
 mod wire;
