@@ -131,6 +131,10 @@ impl Cgroup {
                 };
             }
         }
+        // A stale cgroup of the same name left frozen would freeze the new container.
+        if cg.is_frozen() {
+            cg.thaw()?;
+        }
         if let Err(e) = cg.apply(res) {
             cg.destroy();
             return Err(e);
@@ -161,7 +165,7 @@ impl Cgroup {
                 dirs.push((ctrls.to_string(), mnt.join(rel.trim_start_matches('/'))));
             }
         }
-        Cgroup { dirs, v2: false }
+        Cgroup { dirs, v2: is_v2() }
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {

@@ -136,13 +136,17 @@ impl Container {
 /// (docker's default set ± `cap_add`/`cap_drop`; pass `cap_add: ["ALL"]` for a privileged
 /// container), rlimits, cwd and environment of `process`. Returns once the process has
 /// exec'd, or with its typed error (see [`crate::Error::exit_code`]). Inside the
-/// container its pid is not 1.
+/// container its pid is not 1. A paused container refuses with [`Error::Paused`].
 pub fn exec(target_pid: i32, process: &ProcessSpec, stdio: Stdio) -> Result<ExecRunning> {
     if process.args.is_empty() {
         return Err(Error::NoCommand);
     }
     // Read from the caller's view of /proc, before anything is joined.
     let cgroup = Cgroup::of_process(target_pid);
+    // Joining a frozen cgroup would freeze the setup child, and this call with it.
+    if cgroup.is_frozen() {
+        return Err(Error::Paused { pid: target_pid });
+    }
     let target = Target::Join {
         pid: target_pid,
         cgroup,

@@ -148,6 +148,9 @@ pub enum Error {
     /// Setting the capability sets failed.
     #[error("capabilities: {step}: {reason}")]
     Capabilities { step: String, reason: String },
+    /// The container is paused (its cgroup frozen): nothing can start in it.
+    #[error("container with pid {pid} is paused; unpause it first")]
+    Paused { pid: i32 },
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,

@@ -47,6 +47,9 @@ enum Wire {
         step: String,
         reason: String,
     },
+    Paused {
+        pid: i32,
+    },
     NoCommand,
     Other(String),
 }
@@ -90,6 +93,7 @@ fn to_wire(e: &Error) -> Wire {
             step: step.clone(),
             reason: reason.clone(),
         },
+        Error::Paused { pid } => Wire::Paused { pid: *pid },
         Error::NoCommand => Wire::NoCommand,
         Error::Other(s) => Wire::Other(s.clone()),
     }
@@ -134,6 +138,7 @@ fn from_wire(w: Wire) -> Error {
         Wire::NotFound { path } => Error::NotFound { path },
         Wire::NotExecutable { path, reason } => Error::NotExecutable { path, reason },
         Wire::Capabilities { step, reason } => Error::Capabilities { step, reason },
+        Wire::Paused { pid } => Error::Paused { pid },
         Wire::NoCommand => Error::NoCommand,
         Wire::Other(s) => Error::Other(s),
     }

@@ -590,11 +590,12 @@ fn pids_limit_bounds_a_fork_bomb() {
     spec.resources.pids_limit = Some(10);
     let c = start(&spec).unwrap();
     let cg = c.running.cgroup.clone().unwrap();
-    // The bomb stops growing at the limit.
-    assert!(eventually(Duration::from_secs(10), || cg.pids().len() >= 9));
-    std::thread::sleep(Duration::from_millis(300));
+    // The bomb stops growing at the limit (where it stops below depends on the moment the
+    // first fork fails: the shell gives up its loop then).
+    assert!(eventually(Duration::from_secs(10), || cg.pids().len() >= 5));
+    std::thread::sleep(Duration::from_millis(500));
     let n = cg.pids().len();
-    assert!((9..=10).contains(&n), "{n} processes under pids.max 10");
+    assert!((5..=10).contains(&n), "{n} processes under pids.max 10");
     cg.destroy();
     let (status, _, err) = c.finish();
     assert_eq!(status, ExitStatus::Signaled(Signal::SIGKILL));
@@ -644,6 +645,15 @@ fn freeze_stops_cpu_time_and_thaw_resumes() {
     cg.thaw().unwrap();
     assert!(!cg.is_frozen());
     assert!(eventually(Duration::from_secs(5), || cpu_ticks(pid) > t1 + 5));
+    // Nothing can be exec'd into a paused container.
+    cg.freeze().unwrap();
+    let p = ProcessSpec {
+        args: vec!["true".into()],
+        ..Default::default()
+    };
+    let e = exec(pid, &p, Stdio::Inherit).expect_err("exec refuses a paused container");
+    assert!(matches!(e, Error::Paused { pid: p } if p == pid), "{e}");
+    cg.thaw().unwrap();
     // kill_all reaches a frozen cgroup too (destroy thaws).
     cg.freeze().unwrap();
     cg.destroy();
