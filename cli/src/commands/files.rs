@@ -322,11 +322,17 @@ pub fn copy_with_root(root: &Path, dir: &Direction, follow: bool, owners: bool) 
             if host.as_os_str() == "-" {
                 bail!("copying to stdout (a tar stream) is not supported");
             }
+            if host.to_string_lossy().ends_with('/') && !host.is_dir() {
+                bail!("no such directory: {}", host.display());
+            }
             copy_into(&src, contents, host, owners)
         }
         Direction::ToContainer { host, ctr_path } => {
             let contents = host.to_string_lossy().ends_with("/.");
             let dst = resolve_in(root, ctr_path, true)?;
+            if ctr_path.ends_with('/') && !dst.is_dir() {
+                bail!("no such directory: {ctr_path}");
+            }
             let src = if follow {
                 std::fs::canonicalize(host).unwrap_or_else(|_| host.clone())
             } else {

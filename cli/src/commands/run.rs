@@ -390,16 +390,19 @@ fn resolve_image(store: &Store, name: &str) -> Result<crate::store::image::Image
             .map(|r| r.familiar())
             .unwrap_or_else(|_| name.to_string())
     );
-    super::pull::run(
-        &Global {
-            root: store.root().to_path_buf(),
-        },
-        super::pull::PullArgs {
-            reference: name.to_string(),
-            platform: None,
-            quiet: true,
+    // As docker: the pull's progress on stderr, stdout kept for the container.
+    let reference = crate::reference::Reference::parse(name)?;
+    let progress = crate::progress::Progress::new(true);
+    crate::pull::pull(
+        store,
+        &crate::registry::auth::AuthFile::new(store.root()),
+        &reference,
+        &crate::pull::PullOptions {
+            platform: crate::oci::PlatformSpec::host(),
+            explicit_platform: false,
             insecure: false,
         },
+        &progress,
     )?;
     let table = store.table()?;
     Ok(store.find(&table, name)?.image().clone())

@@ -1,0 +1,158 @@
+//! A container's files: `diff` from its upper, `cp` both ways (running and stopped), and a
+//! pulled image's config (Env, Cmd, WorkingDir) applied at run.
+
+use strata_tests::users::have_root;
+
+use super::Env;
+
+#[test]
+fn diff_lists_added_changed_and_deleted_paths() {
+    if !have_root("diff_lists_added_changed_and_deleted_paths") {
+        return;
+    }
+    let env = Env::new();
+    env.run(&[
+        "run",
+        "--name",
+        "changes",
+        "demo",
+        "sh",
+        "-c",
+        "mkdir -p /tmp/new/deep && echo x > /tmp/new/deep/f && echo y >> /etc/passwd && rm /bin/ls && rm -r /home && mkdir /home && touch /home/fresh",
+    ])
+    .ok();
+    let diff = env.run(&["diff", "changes"]).ok();
+    assert_eq!(
+        diff,
+        "C /bin\nD /bin/ls\nC /etc\nC /etc/passwd\nC /home\nA /home/fresh\nC /tmp\n\
+         A /tmp/new\nA /tmp/new/deep\nA /tmp/new/deep/f\n"
+    );
+    env.run(&["rm", "changes"]).ok();
+}
+
+#[test]
+fn cp_both_ways_running_and_stopped() {
+    if !have_root("cp_both_ways_running_and_stopped") {
+        return;
+    }
+    let env = Env::new();
+    let host = env.tmp.path();
+    std::fs::write(host.join("in.txt"), "into the container\n").unwrap();
+    std::fs::create_dir_all(host.join("tree/sub")).unwrap();
+    std::fs::write(host.join("tree/sub/leaf"), "leaf\n").unwrap();
+    let p = |n: &str| host.join(n).to_string_lossy().into_owned();
+    // Stopped (created): through the helper's own mount.
+    env.run(&[
+        "create",
+        "--name",
+        "box",
+        "demo",
+        "sh",
+        "-c",
+        "cat /tmp/in.txt /opt/sub/leaf; echo made > /made",
+    ])
+    .ok();
+    env.run(&["cp", &p("in.txt"), "box:/tmp/"]).ok();
+    env.run(&["cp", &p("tree"), "box:/opt/"]).fails(1);
+    env.run(&["cp", &p("tree"), "box:/opt"]).ok();
+    assert_eq!(
+        env.run(&["start", "-a", "box"]).ok(),
+        "into the container\nleaf\n"
+    );
+    env.run(&["cp", "box:/made", &p("made.txt")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(host.join("made.txt")).unwrap(),
+        "made\n"
+    );
+    env.run(&["cp", "box:/etc", &p("etc-copy")]).ok();
+    assert!(std::fs::read_to_string(host.join("etc-copy/passwd"))
+        .unwrap()
+        .starts_with("root:"));
+    // Running: through its pid 1's root.
+    env.detach(&[
+        "--name",
+        "live",
+        "demo",
+        "sh",
+        "-c",
+        "echo alive > /tmp/alive; sleep 100",
+    ]);
+    env.exec_until("live", "cat /tmp/alive", "alive");
+    env.run(&["cp", "live:/tmp/alive", &p("alive")]).ok();
+    assert_eq!(
+        std::fs::read_to_string(host.join("alive")).unwrap(),
+        "alive\n"
+    );
+    env.run(&["cp", &p("in.txt"), "live:/in"]).ok();
+    assert_eq!(
+        env.run(&["exec", "live", "cat", "/in"]).ok(),
+        "into the container\n"
+    );
+    // A symlink out of the container's root resolves inside it.
+    env.run(&["exec", "live", "ln", "-s", "/etc", "/escape"])
+        .ok();
+    env.run(&["cp", "live:/escape/passwd", &p("their-passwd")])
+        .ok();
+    let theirs = std::fs::read_to_string(host.join("their-passwd")).unwrap();
+    assert!(theirs.contains("nobody:x:65534"), "{theirs}");
+    let err = env.run(&["cp", "live:/nonexistent", &p("x")]).fails(1);
+    assert!(
+        err.contains("Could not find the file /nonexistent"),
+        "{err}"
+    );
+    env.run(&["rm", "-f", "box", "live"]).ok();
+}
+
+#[test]
+fn a_pulled_image_config_applies_as_docker() {
+    if !have_root("a_pulled_image_config_applies_as_docker") {
+        return;
+    }
+    let images = crate::images::env();
+    let s = &images.strata;
+    // Not pulled yet: run pulls it (from the loopback registry).
+    let out = s
+        .run(&[
+            "run",
+            "--rm",
+            &images.busybox,
+            "sh",
+            "-c",
+            "echo $GREETING $PATH; cat /hello",
+        ])
+        .ok();
+    assert_eq!(out, "hi /bin\nworld\n");
+    // The image's Cmd (/bin/sh) with -i, reading a script.
+    let out = {
+        use std::io::Write;
+        let mut child = s
+            .command(&["run", "--rm", "-i", "-e", "GREETING=over", &images.busybox])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"echo $GREETING\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over\n");
+    // The image's labels and Cmd are the container's.
+    let id = s
+        .run(&["create", "--name", "fromreg", &images.busybox])
+        .ok();
+    assert_eq!(id.trim().len(), 64);
+    let labels = s
+        .run(&[
+            "inspect",
+            "-f",
+            "{{.Config.Labels.suite}} {{json .Config.Cmd}}",
+            "fromreg",
+        ])
+        .ok();
+    assert_eq!(labels.trim(), r#"strata ["/bin/sh"]"#);
+    s.run(&["rm", "fromreg"]).ok();
+}

@@ -1,0 +1,147 @@
+//! Containers through the `strata` binary: `run` and the docker container commands on the
+//! demo image (made from the host's busybox-static, no network), as root and as the
+//! unprivileged `strata-test` user. Each test has a store of its own.
+//!
+//! Waits poll a condition against a deadline; no test passes or fails on a timing.
+
+mod files;
+mod isolation;
+mod lifecycle;
+mod rootless;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strata_tests::mounts::wait_for;
+use strata_tests::strata::{Run, Strata};
+use tempfile::TempDir;
+
+/// A store of the test's own and the binary to drive it.
+pub struct Env {
+    pub strata: Strata,
+    pub tmp: TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("strata-ctr")
+            .tempdir()
+            .unwrap();
+        let strata = Strata::new(&tmp.path().join("root")).unwrap();
+        Env { strata, tmp }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.strata.run(args)
+    }
+
+    /// `run -d …`: the new container's full id.
+    pub fn detach(&self, args: &[&str]) -> String {
+        let mut a = vec!["run", "-d"];
+        a.extend_from_slice(args);
+        let id = self.run(&a).ok().trim().to_string();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "run -d printed {id:?}, not a full id"
+        );
+        id
+    }
+
+    pub fn containers_dir(&self) -> PathBuf {
+        self.strata.root().join("containers")
+    }
+
+    /// The directories of the stored containers.
+    pub fn container_dirs(&self) -> Vec<String> {
+        std::fs::read_dir(self.containers_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.len() == 64)
+            .collect()
+    }
+
+    /// A field of state.json.
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        let p = self.containers_dir().join(id).join("state.json");
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    }
+
+    /// `inspect -f TEMPLATE NAME`, trimmed.
+    pub fn inspect(&self, name: &str, template: &str) -> String {
+        self.run(&["inspect", "-f", template, name])
+            .ok()
+            .trim()
+            .to_string()
+    }
+
+    /// Polls `ps -a` until `name`'s state is `state`.
+    pub fn wait_state(&self, name: &str, state: &str) {
+        wait_for(Duration::from_secs(30), &format!("{name} {state}"), || {
+            self.inspect(name, "{{.State.Status}}") == state
+        })
+        .unwrap();
+    }
+
+    /// Polls `exec NAME sh -c SCRIPT` until its output contains `want`; returns it.
+    pub fn exec_until(&self, name: &str, script: &str, want: &str) -> String {
+        let mut last = String::new();
+        let r = wait_for(Duration::from_secs(30), want, || {
+            last = self.run(&["exec", name, "sh", "-c", script]).stdout;
+            last.contains(want)
+        });
+        assert!(r.is_ok(), "{script}: never printed {want:?}; last: {last}");
+        last
+    }
+}
+
+impl Drop for Env {
+    /// A failed test must not leave containers running after its store is gone.
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]).stdout;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids);
+            let _ = self.run(&args);
+        }
+    }
+}
+
+/// The cgroup v1 directory of container `id` for `controller` (this host's layout).
+pub fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("strata")
+        .join(id)
+}
+
+/// Whether any mount of this namespace is under `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_string_lossy().into_owned();
+    info.lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&d)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Processes whose command line contains `needle`.
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
