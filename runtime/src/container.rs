@@ -23,7 +23,6 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, getpid, setpgid, setsid, ForkResult, Pid};
 
 use crate::cgroups::Cgroup;
@@ -232,7 +231,8 @@ fn launch(
     };
     drop(ends);
     let pid = read_pid(pid_r);
-    let _ = waitpid(child, None);
+    // (Retries EINTR: a caller with signal handlers must not leave it a zombie.)
+    let _ = process::wait(child.as_raw());
     // The master arrives before the exec; EOF instead when setup failed first.
     let master = match (pid, sock_here) {
         (Some(_), Some(sock)) => pty::recv_fd(&sock).unwrap_or(None),
