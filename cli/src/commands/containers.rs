@@ -138,9 +138,6 @@ fn signal_pid1(st: &State, sig: Signal) -> Result<()> {
     if st.pid <= 0 {
         bail!("the container has no process");
     }
-    if st.status == Status::Paused && sig == Signal::SIGKILL {
-        // A frozen process dies only once thawed.
-    }
     strata_runtime::process::signal(st.pid, sig).map_err(anyhow::Error::from)
 }
 

@@ -247,7 +247,7 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
                     }
                     Ok(n) => n,
                 };
-                let mut data = &buf[..n];
+                let data = &buf[..n];
                 if tty {
                     // The detach sequence: ctrl-p ctrl-q.
                     let mut out = Vec::new();
@@ -268,8 +268,6 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
                     continue;
                 }
                 let _ = monitor::send(&mut w, monitor::IN, data);
-                data = &[];
-                let _ = data;
             }
         });
     }

@@ -149,9 +149,6 @@ pub fn create(global: &Global, opts: CreateOpts) -> i32 {
 /// `run`: create, then start (in this process unless `-d`).
 pub fn run(global: &Global, args: RunArgs) -> i32 {
     let opts = args.opts;
-    if args.detach && opts.rm && opts.interactive && opts.tty {
-        // docker allows it; nothing special.
-    }
     let rec = match create_container(global, &opts) {
         Ok(r) => r,
         Err(e) => return fail(e),

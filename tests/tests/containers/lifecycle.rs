@@ -265,7 +265,7 @@ fn names_are_unique_and_a_refused_run_leaves_nothing() {
             && err.contains(&id),
         "{err}"
     );
-    assert_eq!(env.container_dirs(), [id.clone()]);
+    assert_eq!(env.container_dirs(), std::slice::from_ref(&id));
     // rename frees the name.
     env.run(&["rename", "dup", "other"]).ok();
     env.run(&["run", "--rm", "--name", "dup", "demo", "true"])
