@@ -63,22 +63,28 @@ impl Cgroup {
     /// The cgroup of container `id` as [`Cgroup::create`] would make it (it need not
     /// exist): for `rm`, crash cleanup and `pause` from another process.
     pub fn of(id: &str) -> Cgroup {
-        let v2 = is_v2();
-        let dirs = match v2 {
-            true => {
-                let base = v2_base().unwrap_or_else(|| PathBuf::from(ROOT));
-                vec![(String::new(), base.join("strata").join(id))]
-            }
-            false => V1_CONTROLLERS
-                .iter()
-                .filter(|c| Path::new(ROOT).join(c).is_dir())
-                .map(|c| {
-                    let dir = Path::new(ROOT).join(c).join("strata").join(id);
-                    (c.to_string(), dir)
-                })
-                .collect(),
+        let root = match is_v2() {
+            true => v2_base().unwrap_or_else(|| PathBuf::from(ROOT)),
+            false => PathBuf::from(ROOT),
         };
-        Cgroup { dirs, v2 }
+        Cgroup::layout(&root, id)
+    }
+
+    /// `strata/<id>` under `root`: a cgroup v2 directory when `root` has
+    /// `cgroup.controllers`, else v1 hierarchies `root/<controller>`.
+    fn layout(root: &Path, id: &str) -> Cgroup {
+        if root.join("cgroup.controllers").exists() {
+            return Cgroup {
+                dirs: vec![(String::new(), root.join("strata").join(id))],
+                v2: true,
+            };
+        }
+        let dirs = V1_CONTROLLERS
+            .iter()
+            .filter(|c| root.join(c).is_dir())
+            .map(|c| (c.to_string(), root.join(c).join("strata").join(id)))
+            .collect();
+        Cgroup { dirs, v2: false }
     }
 
     /// Whether the cgroup's directories exist.
@@ -90,12 +96,27 @@ impl Cgroup {
     /// may not manage cgroups and no limit was asked for; [`Error::CgroupsUnavailable`]
     /// naming the flags when limits were asked.
     pub fn create(id: &str, res: &Resources) -> Result<Option<Cgroup>> {
-        let cg = Cgroup::of(id);
+        if is_v2() && v2_base().is_none() {
+            return match res.any() {
+                true => Err(Error::CgroupsUnavailable { flag: res.flags() }),
+                false => Ok(None),
+            };
+        }
+        Cgroup::make(Cgroup::of(id), res)
+    }
+
+    /// Like [`Cgroup::create`], under another cgroup mount or delegated directory `root`
+    /// (`root/strata/<id>`, v2 when `root` has `cgroup.controllers`).
+    pub fn create_under(root: &Path, id: &str, res: &Resources) -> Result<Option<Cgroup>> {
+        Cgroup::make(Cgroup::layout(root, id), res)
+    }
+
+    fn make(cg: Cgroup, res: &Resources) -> Result<Option<Cgroup>> {
         let unavailable = || match res.any() {
             true => Err(Error::CgroupsUnavailable { flag: res.flags() }),
             false => Ok(None),
         };
-        if cg.dirs.is_empty() || (cg.v2 && v2_base().is_none()) {
+        if cg.dirs.is_empty() {
             return unavailable();
         }
         for (_, d) in &cg.dirs {
@@ -213,9 +234,17 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The directory limiting `controller`; for v2, only when the parent enabled it.
     fn need(&self, controller: &str, flag: &str) -> Result<&Path> {
-        self.dir(controller)
-            .ok_or_else(|| Error::CgroupsUnavailable { flag: flag.into() })
+        let unavailable = || Error::CgroupsUnavailable { flag: flag.into() };
+        let d = self.dir(controller).ok_or_else(unavailable)?;
+        if self.v2 {
+            let enabled = read(d, "cgroup.controllers");
+            if !enabled.split_whitespace().any(|c| c == controller) {
+                return Err(unavailable());
+            }
+        }
+        Ok(d)
     }
 
     /// Moves process `pid` (a host pid) into the cgroup, every hierarchy.
