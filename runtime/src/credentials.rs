@@ -118,6 +118,23 @@ pub(crate) fn prepare(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
     caps::limit_bounding(&set)?;
     nix::sys::prctl::set_keepcaps(true).map_err(Error::sys("PR_SET_KEEPCAPS"))?;
     let u = &p.user;
+    // Say why a rootless single-id namespace cannot take the image's user, rather than
+    // setuid's bare EINVAL.
+    if !idmap::uid_mapped(u.uid) {
+        return Err(Error::Unmapped {
+            kind: "uid",
+            id: u.uid,
+        });
+    }
+    if let Some(g) = std::iter::once(&u.gid)
+        .chain(&u.additional_gids)
+        .find(|g| !idmap::gid_mapped(**g))
+    {
+        return Err(Error::Unmapped {
+            kind: "gid",
+            id: *g,
+        });
+    }
     let mut groups: Vec<Gid> = vec![Gid::from_raw(u.gid)];
     groups.extend(u.additional_gids.iter().map(|g| Gid::from_raw(*g)));
     groups.dedup();

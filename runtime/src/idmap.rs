@@ -249,6 +249,13 @@ pub(crate) fn gid_mapped(gid: u32) -> bool {
         .any(|r| gid >= r.inside && gid - r.inside < r.count)
 }
 
+/// Whether uid `uid` of the caller's user namespace is mapped.
+pub(crate) fn uid_mapped(uid: u32) -> bool {
+    own_map("uid_map")
+        .iter()
+        .any(|r| uid >= r.inside && uid - r.inside < r.count)
+}
+
 /// The caller's uid in the parent user namespace (the host's, one level up), through
 /// /proc/self/uid_map.
 pub fn host_uid() -> u32 {

@@ -148,6 +148,14 @@ pub enum Error {
     /// Setting the capability sets failed.
     #[error("capabilities: {step}: {reason}")]
     Capabilities { step: String, reason: String },
+    /// The process's user or group does not exist in the user namespace (rootless with a
+    /// single-id mapping).
+    #[error(
+        "{kind} {id} is not mapped in this user namespace: rootless containers need \
+         /etc/subuid and /etc/subgid ranges for the user and newuidmap/newgidmap (uidmap) \
+         to run as anyone but root"
+    )]
+    Unmapped { kind: &'static str, id: u32 },
     /// The container is paused (its cgroup frozen): nothing can start in it.
     #[error("container with pid {pid} is paused; unpause it first")]
     Paused { pid: i32 },

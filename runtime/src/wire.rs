@@ -50,6 +50,10 @@ enum Wire {
     Paused {
         pid: i32,
     },
+    Unmapped {
+        kind: String,
+        id: u32,
+    },
     NoCommand,
     Other(String),
 }
@@ -94,6 +98,10 @@ fn to_wire(e: &Error) -> Wire {
             reason: reason.clone(),
         },
         Error::Paused { pid } => Wire::Paused { pid: *pid },
+        Error::Unmapped { kind, id } => Wire::Unmapped {
+            kind: kind.to_string(),
+            id: *id,
+        },
         Error::NoCommand => Wire::NoCommand,
         Error::Other(s) => Wire::Other(s.clone()),
     }
@@ -139,6 +147,10 @@ fn from_wire(w: Wire) -> Error {
         Wire::NotExecutable { path, reason } => Error::NotExecutable { path, reason },
         Wire::Capabilities { step, reason } => Error::Capabilities { step, reason },
         Wire::Paused { pid } => Error::Paused { pid },
+        Wire::Unmapped { kind, id } => Error::Unmapped {
+            kind: if kind == "gid" { "gid" } else { "uid" },
+            id,
+        },
         Wire::NoCommand => Error::NoCommand,
         Wire::Other(s) => Error::Other(s),
     }

@@ -972,6 +972,21 @@ fn rootless_child() {
             format!("caps: {out}"),
         )?;
         check(lines[6] == "shadow-refused", format!("shadow: {out}"))?;
+        // With only its own id mapped, the image's other users cannot be.
+        let mut other = sh(&rootfs, "true");
+        other.process.user = UserSpec {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        };
+        match start(&other) {
+            Err(Error::Unmapped {
+                kind: "uid",
+                id: 1000,
+            }) => {}
+            Err(e) => return Err(format!("unmapped user: {e}")),
+            Ok(_) => return Err("an unmapped user started".into()),
+        }
         // Limits need a cgroup this user cannot have here.
         let mut limited = sh(&rootfs, "true");
         limited.resources.memory = Some(64 << 20);
