@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
@@ -97,6 +98,8 @@ pub(crate) trait Syscalls {
     fn chdir(&self, path: &Path) -> nix::Result<()>;
     fn sethostname(&self, name: &str) -> nix::Result<()>;
     fn loopback_up(&self) -> nix::Result<()>;
+    /// `target` and every mount below it read-only (mount_setattr AT_RECURSIVE).
+    fn readonly_recursive(&self, target: &Path) -> nix::Result<()>;
 }
 
 /// The kernel.
@@ -132,6 +135,10 @@ impl Syscalls for Kernel {
 
     fn loopback_up(&self) -> nix::Result<()> {
         sys::loopback_up()
+    }
+
+    fn readonly_recursive(&self, target: &Path) -> nix::Result<()> {
+        sys::readonly_recursive(target)
     }
 }
 
@@ -182,6 +189,18 @@ fn locked_flags(path: &Path) -> MsFlags {
         }
     }
     flags
+}
+
+/// `path` and the mounts below it read-only; on kernels without mount_setattr, `path`
+/// alone.
+fn read_only_tree(sc: &dyn Syscalls, path: &Path) -> Result<()> {
+    match sc.readonly_recursive(path) {
+        Err(Errno::ENOSYS) => remount_read_only(sc, path),
+        r => r.map_err(Error::sys(format!(
+            "making {} read-only recursively",
+            path.display()
+        ))),
+    }
 }
 
 fn remount_read_only(sc: &dyn Syscalls, path: &Path) -> Result<()> {
@@ -267,7 +286,7 @@ fn mount_system(sc: &dyn Syscalls, root: &Path, privileged: bool) -> Result<()> 
             None,
         )?;
         if !privileged {
-            remount_read_only(sc, &sys_dir)?;
+            read_only_tree(sc, &sys_dir)?;
         }
     }
     let dev = resolve_in(root, "/dev");
@@ -391,7 +410,7 @@ fn mount_volume(sc: &dyn Syscalls, root: &Path, m: &MountSpec) -> Result<()> {
                 source.display()
             )))?;
             if *readonly {
-                remount_read_only(sc, &target)?;
+                read_only_tree(sc, &target)?;
             }
         }
         MountSpec::Tmpfs {
@@ -493,7 +512,6 @@ fn enter_root(sc: &dyn Syscalls, root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::errno::Errno;
     use std::cell::RefCell;
 
     /// Records the calls instead of making them; refuses mounts of `fail_fstype` with
@@ -586,6 +604,11 @@ mod tests {
             self.push("lo up".into());
             Ok(())
         }
+
+        fn readonly_recursive(&self, target: &Path) -> nix::Result<()> {
+            self.push(format!("readonly -R {}", self.show(target)));
+            Ok(())
+        }
     }
 
     fn fake_root() -> tempfile::TempDir {
@@ -641,7 +664,7 @@ mod tests {
             "mount shm R/dev/shm tmpfs  mode=1777,size=65536k".into(),
             "mount mqueue R/dev/mqueue mqueue ".into(),
             "mount /srv/data R/data - bind,rec".into(),
-            "mount - R/data - bind,remount,ro".into(),
+            "readonly -R R/data".into(),
             "mount tmpfs R/scratch tmpfs  size=1m".into(),
             // Masked: directories get an empty read-only tmpfs, files /dev/null.
             "mount tmpfs R/proc/acpi tmpfs ro".into(),
@@ -681,7 +704,7 @@ mod tests {
             .iter()
             .position(|c| c == "mount /sys R/sys - bind,rec")
             .unwrap();
-        assert_eq!(calls[i + 1], "mount - R/sys - bind,remount,ro");
+        assert_eq!(calls[i + 1], "readonly -R R/sys");
         assert!(calls
             .iter()
             .any(|c| c.starts_with("mount /dev/null R/proc/kcore")));

@@ -997,14 +997,30 @@ fn rootless_child() {
         }
         // --network host: sysfs cannot be mounted (the net namespace is the host's), /sys
         // is bound read-only instead.
-        let mut host_net = sh(&rootfs, "ls /sys/class/net | grep -c .; mkdir /sys/x");
+        let mut host_net = sh(
+            &rootfs,
+            "ls /sys/class/net | grep -c .; mkdir /sys/x; \
+             awk '$5 ~ \"^/sys\" { print $5, $6 }' /proc/self/mountinfo",
+        );
         host_net.network = NetworkMode::Host;
         let (_, out, err) = start(&host_net)
             .map_err(|e| format!("host net: {e}"))?
             .finish();
+        let mut lines = out.lines();
         check(
-            out.trim().parse::<u32>().unwrap_or(0) >= 1,
+            lines.next().unwrap_or("").parse::<u32>().unwrap_or(0) >= 1,
             format!("host interfaces: {out}"),
+        )?;
+        // /sys and every mount below it (cgroup hierarchies …) read-only.
+        let mounts: Vec<&str> = lines.collect();
+        check(mounts.len() > 1, format!("/sys submounts: {out}"))?;
+        check(
+            mounts.iter().all(|m| {
+                m.split(' ')
+                    .nth(1)
+                    .is_some_and(|o| o.split(',').any(|f| f == "ro"))
+            }),
+            format!("/sys read-only recursively: {out}"),
         )?;
         check(
             err.contains("Read-only file system"),
