@@ -262,6 +262,23 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")
 }
 
+/// Calls `f` with this process's terminal size each time it changes (SIGWINCH). Blocks
+/// SIGWINCH in the calling thread: call it before spawning the threads that must not take it.
+pub fn on_window_change(mut f: impl FnMut(strata_runtime::WindowSize) + Send + 'static) {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGWINCH);
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || loop {
+        if set.wait().is_ok() {
+            if let Some(ws) = strata_runtime::pty::window_size(std::io::stdin().as_fd()) {
+                f(ws);
+            }
+        }
+    });
+}
+
 /// The terminal of this process's stdin in raw mode until dropped.
 pub struct RawTerminal {
     saved: Option<nix::sys::termios::Termios>,

@@ -158,6 +158,12 @@ fn exec_inner(
     }
     if let Some(master) = running.pty_master.as_ref() {
         let master = std::fs::File::from(master.try_clone().map_err(|e| e125(e.into()))?);
+        // The window size follows this terminal's.
+        if let Ok(m) = master.try_clone() {
+            monitor::on_window_change(move |ws| {
+                let _ = strata_runtime::pty::resize(m.as_fd(), ws.rows, ws.cols);
+            });
+        }
         let _raw = args.interactive.then(RawTerminal::enter);
         if args.interactive {
             let mut to = master.try_clone().map_err(|e| e125(e.into()))?;
@@ -223,13 +229,17 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
     let tty = rec.tty && nix::unistd::isatty(0).unwrap_or(false);
     let raw = (stdin && tty).then(RawTerminal::enter);
     if rec.tty {
-        if let Some(ws) = strata_runtime::pty::window_size(std::io::stdin().as_fd()) {
+        let resize = |w: &mut UnixStream, ws: strata_runtime::WindowSize| {
             let mut b = Vec::new();
             b.extend_from_slice(&ws.rows.to_be_bytes());
             b.extend_from_slice(&ws.cols.to_be_bytes());
-            let mut w = conn.try_clone()?;
-            let _ = monitor::send(&mut w, monitor::RESIZE, &b);
+            let _ = monitor::send(w, monitor::RESIZE, &b);
+        };
+        let mut w = conn.try_clone()?;
+        if let Some(ws) = strata_runtime::pty::window_size(std::io::stdin().as_fd()) {
+            resize(&mut w, ws);
         }
+        monitor::on_window_change(move |ws| resize(&mut w, ws));
     }
     let (tx, rx) = std::sync::mpsc::channel::<Option<i32>>();
     if stdin && rec.interactive {

@@ -543,6 +543,30 @@ fn tty_is_a_real_pty_whose_size_follows_the_terminal() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("33 101"), "{text}");
+    // Resized while it runs: the container's terminal follows (SIGWINCH to strata, from the
+    // shell, until the container saw the new size and ended). Same for exec -t.
+    let bin = strata_tests::mounts::workspace_bin("strata", "STRATA_BIN").unwrap();
+    let strata = format!("{} --root {}", bin.display(), env.strata.root().display());
+    env.detach(&["--name", "term", "demo", "sleep", "100"]);
+    let wait_resize = r#"while [ "$(stty size)" = "20 50" ]; do sleep 0.05; done; stty size"#;
+    for cmd in [
+        format!("run --rm -t demo sh -c '{wait_resize}'"),
+        format!("exec -t term sh -c '{wait_resize}'"),
+    ] {
+        let script = format!(
+            "stty rows 20 cols 50; {strata} {cmd} < /dev/tty & sleep 0.2; stty rows 40 cols 90; \
+             while kill -WINCH $! 2>/dev/null; do sleep 0.1; done; wait"
+        );
+        let out = std::process::Command::new("timeout")
+            .args(["60", "script", "-qec", &script, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("40 90"), "{cmd}: {text}");
+    }
+    let tty = env.run(&["exec", "-t", "term", "tty"]).ok();
+    assert!(tty.starts_with("/dev/pts/"), "{tty}");
 }
 
 #[test]

@@ -168,6 +168,9 @@ fn detached_container_logs_exec_stop_rm() {
     assert_eq!(env.run(&["ps", "-q"]).ok(), "");
     assert_eq!(env.run(&["logs", "web"]).ok(), "started\nterm\n");
     assert_eq!(env.run(&["logs", "--tail", "1", "web"]).ok(), "term\n");
+    assert_eq!(env.run(&["port", "web"]).ok(), "");
+    let err = env.run(&["port", "web", "80"]).fails(1);
+    assert!(err.contains("No public port '80'"), "{err}");
     assert_eq!(env.run(&["rm", "web"]).ok(), "web\n");
     assert!(
         !env.containers_dir().join(&id).exists(),
@@ -175,6 +178,32 @@ fn detached_container_logs_exec_stop_rm() {
     );
     let err = env.run(&["logs", "web"]).fails(1);
     assert!(err.contains("No such container: web"), "{err}");
+}
+
+#[test]
+fn logs_follow_ends_with_the_container_and_detached_rm_removes() {
+    if !have_root("logs_follow_ends_with_the_container_and_detached_rm_removes") {
+        return;
+    }
+    let env = Env::new();
+    env.detach(&[
+        "--name",
+        "talker",
+        "demo",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+    ]);
+    let out = env.run(&["logs", "-f", "talker"]).ok();
+    assert_eq!(out, "line1\nline2\nline3\n");
+    assert_eq!(env.inspect("talker", "{{.State.Status}}"), "exited");
+    env.run(&["rm", "talker"]).ok();
+    // -d --rm: gone once it ends.
+    env.detach(&["--rm", "demo", "true"]);
+    wait_for(Duration::from_secs(30), "the --rm container to go", || {
+        env.container_dirs().is_empty()
+    })
+    .unwrap();
 }
 
 #[test]

@@ -146,6 +146,28 @@ fn rootless_detached_lifecycle_child() {
         env.strata.root().join("volumes/vol/_data/pid").exists(),
         "rm removed a named volume"
     );
+    // cp both ways, stopped and running.
+    let host = env.tmp.path().join("h.txt");
+    std::fs::write(&host, "from host\n").unwrap();
+    env.run(&["create", "--name", "files", "demo", "cat", "/h.txt"])
+        .ok();
+    env.run(&["cp", host.to_str().unwrap(), "files:/h.txt"])
+        .ok();
+    assert_eq!(env.run(&["start", "-a", "files"]).ok(), "from host\n");
+    let back = env.tmp.path().join("back.txt");
+    env.run(&["cp", "files:/etc/group", back.to_str().unwrap()])
+        .ok();
+    assert!(std::fs::read_to_string(&back)
+        .unwrap()
+        .starts_with("root:x:0:"));
+    // pause needs the freezer, which this user may not manage here: a clear error.
+    env.detach(&["--name", "busy", "demo", "sleep", "100"]);
+    let r = env.run(&["pause", "busy"]);
+    if r.code != 0 {
+        let err = r.fails(1);
+        assert!(err.contains("cgroup"), "{err}");
+    }
+    env.run(&["rm", "-f", "busy", "files"]).ok();
     // Limits need a cgroup this user may manage: a clear error, nothing left.
     let r = env.run(&["run", "--rm", "--memory", "64m", "demo", "true"]);
     if r.code != 0 {
