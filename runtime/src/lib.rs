@@ -52,7 +52,10 @@
 //!   users other than the mounter's uid are refused by FUSE otherwise.
 //! - [`exec`] works from any process: one outside the container's user namespace joins it
 //!   first (a rootless `strata exec` run by the same user). For a privileged container
-//!   pass `cap_add: ["ALL"]` in the exec'd [`ProcessSpec`].
+//!   pass `cap_add: ["ALL"]` in the exec'd [`ProcessSpec`]. A paused container refuses
+//!   with [`Error::Paused`].
+//! - Rootless with a single-id map (no /etc/subuid range or no uidmap package) only root
+//!   exists inside: another `--user` fails with [`Error::Unmapped`].
 //!
 //! # Modules
 //! - [`spec`]: the container description (serde; the CLI stores it).

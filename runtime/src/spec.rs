@@ -87,8 +87,9 @@ pub struct Rlimit {
 /// A volume or tmpfs inside the container.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum MountSpec {
-    /// `-v source:destination[:ro]`: a recursive bind mount. The destination is created
-    /// (a directory, or an empty file when the source is not a directory).
+    /// `-v source:destination[:ro]`: a recursive bind mount (`:ro` makes every mount under
+    /// it read-only too). The destination is created (a directory, or an empty file when
+    /// the source is not a directory), resolved inside the root.
     Bind {
         source: PathBuf,
         destination: String,
