@@ -156,3 +156,104 @@ fn a_pulled_image_config_applies_as_docker() {
     assert_eq!(labels.trim(), r#"strata ["/bin/sh"]"#);
     s.run(&["rm", "fromreg"]).ok();
 }
+
+#[test]
+fn image_entrypoint_cmd_workdir_user_volumes_and_ports_apply_as_docker() {
+    if !have_root("image_entrypoint_cmd_workdir_user_volumes_and_ports_apply_as_docker") {
+        return;
+    }
+    use strata_tests::oci::{busybox_layer, ImageBuilder};
+    let registry = strata_tests::registry::Registry::start().unwrap();
+    let env = Env::new();
+    let layout = env.tmp.path().join("layout");
+    ImageBuilder::new()
+        .layer(&busybox_layer().unwrap())
+        .unwrap()
+        .config("Entrypoint", serde_json::json!(["/bin/sh", "-c"]))
+        .config(
+            "Cmd",
+            serde_json::json!(["echo $GREET from $(pwd) as $(id -u); ls -d /data"]),
+        )
+        .config("WorkingDir", serde_json::json!("/work"))
+        .config("User", serde_json::json!("app"))
+        .config("Env", serde_json::json!(["PATH=/bin", "GREET=hey"]))
+        .config("Volumes", serde_json::json!({"/data": {}}))
+        .config("ExposedPorts", serde_json::json!({"80/tcp": {}}))
+        .write_layout(&layout, "app")
+        .unwrap();
+    let image = registry.push(&layout, "app", "test/app:1").unwrap();
+    env.run(&["pull", "-q", &image]).ok();
+    assert_eq!(
+        env.run(&["run", "--rm", &image]).ok(),
+        "hey from /work as 1000\n/data\n"
+    );
+    // A command replaces Cmd, not Entrypoint; --entrypoint drops Cmd; flags beat the config.
+    assert_eq!(
+        env.run(&["run", "--rm", &image, "echo override"]).ok(),
+        "override\n"
+    );
+    assert_eq!(
+        env.run(&["run", "--rm", "--entrypoint", "pwd", &image])
+            .ok(),
+        "/work\n"
+    );
+    assert_eq!(
+        env.run(&["run", "--rm", "-u", "0", "-w", "/", "-e", "GREET=hi", &image])
+            .ok(),
+        "hi from / as 0\n/data\n"
+    );
+    // Volumes: an anonymous volume per path, listed in inspect, removed by rm -v.
+    // (The image has no /data: as under docker, the new volume is root's.)
+    env.run(&[
+        "run",
+        "--name",
+        "withvol",
+        "-u",
+        "root",
+        &image,
+        "touch /data/x",
+    ])
+    .ok();
+    let vols = env.inspect("withvol", "{{json .Config.Volumes}}");
+    assert_eq!(vols, r#"{"/data":{}}"#);
+    let source = env.inspect("withvol", "{{range .Mounts}}{{.Source}}{{end}}");
+    assert!(std::path::Path::new(&source).join("x").exists(), "{source}");
+    let ports = env.run(&["ps", "-a", "--format", "{{.Ports}}"]).ok();
+    assert_eq!(ports, "80/tcp\n");
+    env.run(&["rm", "-v", "withvol"]).ok();
+    assert!(
+        !std::path::Path::new(&source).exists(),
+        "rm -v kept the anonymous volume"
+    );
+    // --ulimit and start -ai.
+    assert_eq!(
+        env.run(&[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=100:200",
+            "demo",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn"
+        ])
+        .ok(),
+        "100\n200\n"
+    );
+    env.run(&["create", "-i", "--name", "reader", "demo", "cat"])
+        .ok();
+    let out = {
+        use std::io::Write;
+        let mut child = env
+            .strata
+            .command(&["start", "-ai", "reader"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\n");
+    env.run(&["rm", "reader"]).ok();
+}
