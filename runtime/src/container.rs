@@ -500,6 +500,8 @@ fn process_main(
         ForkResult::Parent { child } => {
             // The error pipe must reach EOF when the child execs.
             drop(ends.err.take());
+            // A forked copy of the caller: at least its name says what it is in `ps`.
+            let _ = nix::sys::prctl::set_name(c"strata-init");
             process::reap_and_forward(child)
         }
     }

@@ -517,6 +517,7 @@ fn init_reaps_zombies_and_forwards_sigterm() {
     spec.init = true;
     let (stdio, out_r, err_r) = piped();
     let running = Container::start(&spec, stdio).unwrap();
+    let _guard = guard(&running);
     let mut out = std::io::BufReader::new(std::fs::File::from(out_r));
     let mut line = || {
         let mut l = String::new();
@@ -524,6 +525,8 @@ fn init_reaps_zombies_and_forwards_sigterm() {
         l.trim_end().to_string()
     };
     assert_eq!(line(), "2", "the process is the init's child");
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", running.pid)).unwrap();
+    assert_eq!(comm.trim(), "strata-init");
     assert_eq!(line(), "ready");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(zombies_in(running.pid), "", "no zombie under --init");
@@ -797,6 +800,7 @@ fn pty_is_the_containers_dev_pts_0() {
             },
         )
         .unwrap();
+        let _guard = guard(&running);
         let master = running.pty_master.unwrap();
         let out = read_pty(master);
         let st = strata_runtime::process::wait(running.pid).unwrap();
@@ -818,6 +822,7 @@ fn pty_resize_reaches_the_process() {
     );
     spec.init = true;
     let running = Container::start(&spec, Stdio::Pty { size: None }).unwrap();
+    let _guard = guard(&running);
     let master = running.pty_master.unwrap();
     let mut f = std::fs::File::from(master);
     let mut buf = [0u8; 64];

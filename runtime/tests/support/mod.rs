@@ -169,11 +169,40 @@ pub fn sh(rootfs: &Rootfs, script: &str) -> ContainerSpec {
     }
 }
 
+/// Kills a container left running by a failing test (on drop): pid 1 if it is still this
+/// process's unreaped child, then its cgroup.
+pub struct Guard {
+    pid: i32,
+    cgroup: Option<strata_runtime::Cgroup>,
+}
+
+/// A [`Guard`] for `running`.
+pub fn guard(running: &Running) -> Guard {
+    Guard {
+        pid: running.pid,
+        cgroup: running.cgroup.clone(),
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // Only a child not yet reaped: never a recycled pid.
+        if let Ok(None) = strata_runtime::process::try_wait(self.pid) {
+            let _ = strata_runtime::process::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = strata_runtime::process::wait(self.pid);
+        }
+        if let Some(cg) = &self.cgroup {
+            cg.destroy();
+        }
+    }
+}
+
 /// A started container whose stdout and stderr are pipes read by threads.
 pub struct Captured {
     pub running: Running,
     out: std::thread::JoinHandle<String>,
     err: std::thread::JoinHandle<String>,
+    _guard: Guard,
 }
 
 fn reader(fd: OwnedFd) -> std::thread::JoinHandle<String> {
@@ -202,6 +231,7 @@ pub fn start(spec: &ContainerSpec) -> strata_runtime::Result<Captured> {
     let (stdio, out_r, err_r) = piped();
     let running = Container::start(spec, stdio)?;
     Ok(Captured {
+        _guard: guard(&running),
         running,
         out: reader(out_r),
         err: reader(err_r),
