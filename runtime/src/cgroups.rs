@@ -7,6 +7,10 @@
 //!   user namespace / as a user, under the systemd-delegated
 //!   `user.slice/user-UID.slice/user@UID.service` when this process may write it.
 //!
+//! Devices (v1): a container that is not privileged may open only docker's default
+//! devices ([`Cgroup::restrict_devices`]): root in it keeps CAP_MKNOD, and a node it makes
+//! for a host disk must not open. (cgroup v2 needs an eBPF program for this: not done.)
+//!
 //! Limits map as docker's: `--memory` to memory.limit_in_bytes and memsw (or memory.max
 //! and memory.swap.max = 0) so going over OOM-kills rather than swaps; `--pids-limit` to
 //! pids.max; `--cpus` to a CFS quota per 100 ms period.
@@ -20,7 +24,23 @@ use nix::unistd::Pid;
 use crate::{Error, Resources, Result};
 
 const ROOT: &str = "/sys/fs/cgroup";
-const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "freezer", "devices"];
+
+/// docker's default device rules: any node may be created (mknod), only these opened.
+const ALLOWED_DEVICES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",    // null
+    "c 1:5 rwm",    // zero
+    "c 1:7 rwm",    // full
+    "c 1:8 rwm",    // random
+    "c 1:9 rwm",    // urandom
+    "c 5:0 rwm",    // tty
+    "c 5:1 rwm",    // console
+    "c 5:2 rwm",    // ptmx
+    "c 136:* rwm",  // pts/*
+    "c 10:200 rwm", // net/tun
+];
 
 /// A container's cgroup (v1: one directory per controller; v2: one directory).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +265,29 @@ impl Cgroup {
             }
         }
         Ok(d)
+    }
+
+    /// Lets the cgroup's processes open only docker's default devices (null, zero, full,
+    /// random, urandom, tty, console, ptmx, pts, tun) while creating any node; v1 devices
+    /// controller. A no-op on cgroup v2 (which needs an eBPF program) and where the
+    /// controller is not mounted.
+    pub fn restrict_devices(&self) -> Result<()> {
+        if self.v2 {
+            return Ok(());
+        }
+        let Some(d) = self
+            .dirs
+            .iter()
+            .find(|(c, _)| c == "devices")
+            .map(|(_, d)| d)
+        else {
+            return Ok(());
+        };
+        write(d, "devices.deny", "a")?;
+        for rule in ALLOWED_DEVICES {
+            write(d, "devices.allow", rule)?;
+        }
+        Ok(())
     }
 
     /// Moves process `pid` (a host pid) into the cgroup, every hierarchy.

@@ -110,6 +110,12 @@ impl Container {
             return Err(Error::NoCommand);
         }
         let cgroup = Cgroup::create(&spec.id, &spec.resources)?;
+        if let (Some(cg), false) = (&cgroup, spec.privileged) {
+            if let Err(e) = cg.restrict_devices() {
+                cg.destroy();
+                return Err(e);
+            }
+        }
         let target = Target::New {
             spec,
             cgroup: cgroup.as_ref(),

@@ -146,6 +146,28 @@ fn dev_has_the_standard_devices() {
     );
 }
 
+#[test]
+fn devices_cgroup_refuses_nodes_for_host_devices() {
+    root_or_skip!();
+    let rootfs = Rootfs::new();
+    // Root keeps CAP_MKNOD (docker's default), so it can make a node for a host device:
+    // /dev/fuse (10:229), which the host lets anyone open. The devices cgroup must refuse
+    // opening it, and only it: /dev/null still opens.
+    let mut spec = sh(
+        &rootfs,
+        "rm -f /tmp/fuse; mknod /tmp/fuse c 10 229 && echo made; (exec 3<>/tmp/fuse) 2>&1; \
+         (exec 3<>/dev/null) && echo null-ok",
+    );
+    let out = output(&spec);
+    assert!(out.starts_with("made\n"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert!(out.ends_with("null-ok\n"), "{out}");
+    // Control: a privileged container opens it.
+    spec.privileged = true;
+    let out = output(&spec);
+    assert_eq!(out, "made\nnull-ok\n");
+}
+
 fn cap_line(out: &str, name: &str) -> u64 {
     let line = out
         .lines()
