@@ -109,6 +109,10 @@ impl Container {
         if spec.process.args.is_empty() {
             return Err(Error::NoCommand);
         }
+        // The id names directories (the cgroup): one plain path component.
+        if spec.id.is_empty() || spec.id == "." || spec.id == ".." || spec.id.contains('/') {
+            return Err(Error::InvalidId(spec.id.clone()));
+        }
         let cgroup = Cgroup::create(&spec.id, &spec.resources)?;
         if let (Some(cg), false) = (&cgroup, spec.privileged) {
             if let Err(e) = cg.restrict_devices() {

@@ -162,6 +162,9 @@ pub enum Error {
     /// The container is paused (its cgroup frozen): nothing can start in it.
     #[error("container with pid {pid} is paused; unpause it first")]
     Paused { pid: i32 },
+    /// The container id cannot name a directory.
+    #[error("invalid container id {0:?}")]
+    InvalidId(String),
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,

@@ -54,6 +54,7 @@ enum Wire {
         kind: String,
         id: u32,
     },
+    InvalidId(String),
     NoCommand,
     Other(String),
 }
@@ -102,6 +103,7 @@ fn to_wire(e: &Error) -> Wire {
             kind: kind.to_string(),
             id: *id,
         },
+        Error::InvalidId(s) => Wire::InvalidId(s.clone()),
         Error::NoCommand => Wire::NoCommand,
         Error::Other(s) => Wire::Other(s.clone()),
     }
@@ -151,6 +153,7 @@ fn from_wire(w: Wire) -> Error {
             kind: if kind == "gid" { "gid" } else { "uid" },
             id,
         },
+        Wire::InvalidId(s) => Error::InvalidId(s),
         Wire::NoCommand => Error::NoCommand,
         Wire::Other(s) => Error::Other(s),
     }

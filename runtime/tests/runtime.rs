@@ -451,6 +451,17 @@ fn command_not_found_is_127() {
         );
         assert_eq!(e.exit_code(), 127);
     }
+    // An id that is not one path component, or no command at all: refused up front.
+    let mut spec = sh(&rootfs, "true");
+    spec.id = "../escape".into();
+    let e = start(&spec).err().unwrap();
+    assert!(
+        matches!(&e, Error::InvalidId(id) if id == "../escape"),
+        "{e}"
+    );
+    spec.id = unique_id("rt");
+    spec.process.args.clear();
+    assert!(matches!(start(&spec).err().unwrap(), Error::NoCommand));
     // Nothing is left behind: the cgroup is gone.
     let mut spec = sh(&rootfs, "");
     spec.process.args = vec!["nope".into()];
