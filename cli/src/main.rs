@@ -10,6 +10,7 @@ mod digest;
 mod filter;
 mod format;
 mod monitor;
+mod network;
 mod oci;
 mod progress;
 mod pull;

@@ -384,11 +384,14 @@ struct Session {
     fs_thread: Option<std::thread::JoinHandle<()>>,
     cgroup: Option<Cgroup>,
     raw: Option<RawTerminal>,
+    /// The port publisher, stopped when the container ends.
+    network: Option<crate::network::Published>,
 }
 
 impl Session {
     fn teardown(&mut self) {
         self.raw.take();
+        self.network.take();
         if let Some(mut u) = self.unmounter.take() {
             let _ = u.unmount();
         }
@@ -483,6 +486,23 @@ fn start(
     let running = Container::start(&spec, stdio).map_err(|e| StartError::new(e.exit_code(), e))?;
     session.cgroup = running.cgroup.clone();
     let pid = running.pid;
+    let mut published = Vec::new();
+    if !rec.ports.is_empty() && rec.spec.network == strata_runtime::NetworkMode::Private {
+        let result = crate::network::find_helper()
+            .context("publishing ports needs slirp4netns, which is not installed")
+            .and_then(|h| crate::network::publish(&h, &dir, pid, &rec.ports));
+        match result {
+            Ok(p) => {
+                published = p.ports.clone();
+                session.network = Some(p);
+            }
+            Err(e) => {
+                let _ = strata_runtime::process::signal(pid, Signal::SIGKILL);
+                let _ = strata_runtime::process::wait(pid);
+                return Err(e125(e.context("publishing ports")));
+            }
+        }
+    }
     let _ = containers.update_state(&rec.id, |st| {
         st.status = Status::Running;
         st.pid = pid;
@@ -493,6 +513,7 @@ fn start(
         st.oom_killed = false;
         st.error.clear();
         st.starts += 1;
+        st.published = published;
     });
 
     let mut relays = Vec::new();
@@ -700,6 +721,7 @@ fn wait_for_exit(
         st.exit_code = code;
         st.oom_killed = oom;
         st.pid = 0;
+        st.published.clear();
         st.finished_at = jiff::Timestamp::now().to_string();
     });
     started.output.write(EXIT, code.to_string().as_bytes());

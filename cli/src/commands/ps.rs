@@ -111,10 +111,19 @@ pub fn status_text(st: &State) -> String {
     }
 }
 
+/// The ports as published while running (random ones chosen), else as asked.
+fn ports_of(rec: &Record, st: &State) -> Vec<crate::store::containers::PortBinding> {
+    if st.status.is_active() && !st.published.is_empty() {
+        st.published.clone()
+    } else {
+        rec.ports.clone()
+    }
+}
+
 /// `0.0.0.0:8080->80/tcp, 443/tcp`.
-fn ports_text(rec: &Record) -> String {
-    let mut v: Vec<String> = rec
-        .ports
+fn ports_text(rec: &Record, st: &State) -> String {
+    let ports = ports_of(rec, st);
+    let mut v: Vec<String> = ports
         .iter()
         .map(|p| {
             let ip = if p.host_ip.is_empty() {
@@ -126,8 +135,7 @@ fn ports_text(rec: &Record) -> String {
         })
         .collect();
     for e in &rec.exposed {
-        if !rec
-            .ports
+        if !ports
             .iter()
             .any(|p| format!("{}/{}", p.container_port, p.proto) == *e)
         {
@@ -160,7 +168,7 @@ fn row(c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Val
         "Command": command_text(rec, trunc),
         "CreatedAt": created.map(format::go_time).unwrap_or_default(),
         "RunningFor": format::since(created),
-        "Ports": ports_text(rec),
+        "Ports": ports_text(rec, st),
         "State": st.status.as_str(),
         "Status": status_text(st),
         "Names": rec.name,
@@ -479,8 +487,9 @@ pub fn port(global: &Global, args: PortArgs) -> i32 {
     let r = (|| -> Result<()> {
         let (_store, c) = open(global);
         let rec = c.find(&args.container)?;
+        let st = c.state(&rec.id)?;
         let mut out = String::new();
-        for p in &rec.ports {
+        for p in &ports_of(&rec, &st) {
             let key = format!("{}/{}", p.container_port, p.proto);
             if let Some(want) = &args.port {
                 let want = if want.contains('/') {
@@ -660,7 +669,10 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
     let mut ports = serde_json::Map::new();
     for p in &rec.ports {
         let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
-        port_bindings.insert(format!("{}/{}", p.container_port, p.proto), b.clone());
+        port_bindings.insert(format!("{}/{}", p.container_port, p.proto), b);
+    }
+    for p in &ports_of(rec, &st) {
+        let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
         ports.insert(format!("{}/{}", p.container_port, p.proto), b);
     }
     for e in &rec.exposed {

@@ -347,15 +347,6 @@ fn parse_port(spec: &str) -> Result<PortBinding> {
     })
 }
 
-/// The program that publishes ports for a container in its own network namespace.
-pub fn port_helper() -> Option<&'static str> {
-    ["pasta", "slirp4netns"].into_iter().find(|p| {
-        std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
-            .unwrap_or(false)
-    })
-}
-
 fn parse_ulimit(s: &str) -> Result<Rlimit> {
     let bad = || anyhow::anyhow!("invalid ulimit argument: {s}");
     let (kind, vals) = s.split_once('=').ok_or_else(bad)?;
@@ -530,14 +521,15 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
         if network == NetworkMode::None {
             bail!("conflicting options: port publishing and the container type network mode");
         }
-        match port_helper() {
-            None => bail!(
-                "publishing ports (-p, -P) needs slirp4netns or pasta, and neither is \
-                 installed (apt-get install slirp4netns, or passt for pasta)"
-            ),
-            Some(_) => bail!(
-                "publishing ports (-p, -P) through slirp4netns or pasta is not implemented yet"
-            ),
+        if crate::network::find_helper().is_none() {
+            let pasta = match crate::network::have_pasta() {
+                true => " (pasta is installed, but strata does not drive it yet)",
+                false => "",
+            };
+            bail!(
+                "publishing ports (-p, -P) needs slirp4netns, which is not installed{pasta}: \
+                 apt-get install slirp4netns"
+            );
         }
     }
 

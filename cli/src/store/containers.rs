@@ -146,6 +146,8 @@ pub struct State {
     pub error: String,
     /// Times it was started.
     pub starts: u32,
+    /// The ports published while it runs (random host ports chosen).
+    pub published: Vec<PortBinding>,
 }
 
 impl State {

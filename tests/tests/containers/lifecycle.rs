@@ -365,10 +365,6 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             "Invalid container name",
         ),
         (
-            vec!["run", "-p", "8080:80", "demo", "true"],
-            "slirp4netns or pasta",
-        ),
-        (
             vec!["run", "-p", "x:80", "demo", "true"],
             "invalid port specification",
         ),

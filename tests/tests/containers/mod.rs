@@ -7,6 +7,7 @@
 mod files;
 mod isolation;
 mod lifecycle;
+mod ports;
 mod rootless;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,177 @@
+//! `-p`/`-P`: host ports forwarded into the container's own network namespace through
+//! slirp4netns, as root and rootless; a clear error when it is not installed.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use strata_tests::mounts::wait_for;
+use strata_tests::users::{have_root, run_test_as_user, Rootless};
+
+use super::{processes_with, Env};
+
+/// Whether slirp4netns is in PATH; when not, the test says it skipped (or fails under
+/// STRATA_PRIVILEGED_TESTS=1, where CI installs slirp4netns).
+fn have_port_helper(test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("slirp4netns").is_file()));
+    if !found {
+        if std::env::var_os("STRATA_PRIVILEGED_TESTS").is_some_and(|v| v == "1") {
+            panic!("{test}: STRATA_PRIVILEGED_TESTS=1 but slirp4netns is not installed");
+        }
+        eprintln!("{test}: skipped, needs slirp4netns");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET / from 127.0.0.1:`port`, retried until the server answers.
+fn http_get(port: u16) -> String {
+    let mut body = String::new();
+    let r = wait_for(Duration::from_secs(30), "the published port", || {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        body.clear();
+        s.read_to_string(&mut body).is_ok() && body.contains("200 OK")
+    });
+    assert!(r.is_ok(), "no answer on port {port}: {body:?}");
+    body
+}
+
+const SERVE: &str = "mkdir -p /www && echo served-from-the-container > /www/index.html && exec httpd -f -p 80 -h /www";
+
+fn publish_and_fetch(env: &Env) {
+    let port = free_port();
+    let spec = format!("{port}:80");
+    let id = env.detach(&[
+        "--name", "web", "-p", &spec, "--expose", "8082", "-P", "demo", "sh", "-c", SERVE,
+    ]);
+    assert!(http_get(port).contains("served-from-the-container"));
+    let listed = env.run(&["port", "web"]).ok();
+    let mut lines: Vec<&str> = listed.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert_eq!(lines[0], format!("80/tcp -> 0.0.0.0:{port}"));
+    assert!(lines[1].starts_with("8082/tcp -> 0.0.0.0:"), "{listed}");
+    assert_eq!(
+        env.run(&["port", "web", "80"]).ok(),
+        format!("0.0.0.0:{port}\n")
+    );
+    let ps = env.run(&["ps", "--format", "{{.Ports}}"]).ok();
+    assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
+    let pid = env.inspect("web", "{{.State.Pid}}");
+    let helper = format!(" {pid} tap0");
+    assert_eq!(
+        processes_with(&helper).len(),
+        1,
+        "no slirp4netns for the container"
+    );
+    env.run(&["rm", "-f", "web"]).ok();
+    assert!(
+        processes_with(&helper).is_empty(),
+        "rm -f left the port helper"
+    );
+    assert!(!env.containers_dir().join(id).exists());
+}
+
+#[test]
+fn publish_forwards_host_ports_into_the_container() {
+    let name = "publish_forwards_host_ports_into_the_container";
+    if !have_root(name) || !have_port_helper(name) {
+        return;
+    }
+    publish_and_fetch(&Env::new());
+}
+
+#[test]
+fn rootless_publish_forwards_host_ports_into_the_container() {
+    let name = "rootless_publish_forwards_host_ports_into_the_container";
+    if !have_root(name) || !have_port_helper(name) {
+        return;
+    }
+    // slirp4netns opens /dev/net/tun in the container's namespace; distributions ship it
+    // usable by everyone (CI makes it so, as it does /dev/fuse).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata("/dev/net/tun")
+        .map(|m| m.permissions().mode())
+        .unwrap_or(0);
+    if mode & 0o006 != 0o006 {
+        if std::env::var_os("STRATA_PRIVILEGED_TESTS").is_some_and(|v| v == "1") {
+            panic!("{name}: /dev/net/tun is not usable by other users (mode {mode:o})");
+        }
+        eprintln!("{name}: skipped, /dev/net/tun is mode {mode:o}");
+        return;
+    }
+    run_test_as_user(
+        "containers::ports::rootless_publish_forwards_host_ports_into_the_container_child",
+        Rootless::Host,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by rootless_publish_forwards_host_ports_into_the_container"]
+fn rootless_publish_forwards_host_ports_into_the_container_child() {
+    publish_and_fetch(&Env::new());
+}
+
+#[test]
+fn publish_without_slirp4netns_fails_clearly() {
+    if !have_root("publish_without_slirp4netns_fails_clearly") {
+        return;
+    }
+    let env = Env::new();
+    let empty = env.tmp.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    for args in [
+        &["run", "-p", "8080:80", "demo", "true"][..],
+        &["create", "-P", "--expose", "80", "demo"],
+    ] {
+        let out = env
+            .strata
+            .command(args)
+            .env("PATH", &empty)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(125), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("needs slirp4netns, which is not installed"),
+            "{err}"
+        );
+    }
+    assert!(env.container_dirs().is_empty());
+    // Host networking needs no helper: the ports are the host's already.
+    let out = env
+        .strata
+        .command(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-p",
+            "8080:80",
+            "demo",
+            "true",
+        ])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
