@@ -691,3 +691,91 @@ fn inspect_is_docker_shaped_and_tries_containers_first() {
     assert!(err.contains("No such container"), "{err}");
     env.run(&["rm", "insp"]).ok();
 }
+
+#[test]
+fn exec_enters_every_namespace_and_the_cgroup() {
+    if !have_root("exec_enters_every_namespace_and_the_cgroup") {
+        return;
+    }
+    let env = Env::new();
+    let id = env.detach(&[
+        "--name", "target", "--memory", "64m", "demo", "sleep", "1005",
+    ]);
+    env.run(&["exec", "-d", "target", "sleep", "1006"]).ok();
+    let mut exec_pid = 0;
+    wait_for(Duration::from_secs(30), "the exec'd process", || {
+        exec_pid = processes_with("sleep 1006").first().copied().unwrap_or(0);
+        exec_pid > 0
+    })
+    .unwrap();
+    let pid1 = env.inspect("target", "{{.State.Pid}}");
+    for ns in ["pid", "mnt", "net", "uts", "ipc", "cgroup"] {
+        let a = std::fs::read_link(format!("/proc/{pid1}/ns/{ns}")).unwrap();
+        let b = std::fs::read_link(format!("/proc/{exec_pid}/ns/{ns}")).unwrap();
+        assert_eq!(a, b, "exec is not in the container's {ns} namespace");
+    }
+    let procs = std::fs::read_to_string(cgroup_dir("memory", &id).join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|p| p == exec_pid.to_string()),
+        "exec is not in the container's cgroup"
+    );
+    // Inside, pid 1 is the container's command and the exec'd one is not pid 1.
+    let ps = env.run(&["exec", "target", "ps", "-o", "pid,args"]).ok();
+    assert!(ps.contains("    1 sleep 1005"), "{ps}");
+    assert!(!ps.contains("    1 sleep 1006"), "{ps}");
+    env.run(&["rm", "-f", "target"]).ok();
+}
+
+#[test]
+fn attach_detaches_with_ctrl_p_ctrl_q_and_exiting_the_shell_stops_the_container() {
+    if !have_root("attach_detaches_with_ctrl_p_ctrl_q_and_exiting_the_shell_stops_the_container") {
+        return;
+    }
+    let env = Env::new();
+    env.detach(&["-it", "--name", "shell", "demo", "sh"]);
+    let bin = strata_tests::mounts::workspace_bin("strata", "STRATA_BIN").unwrap();
+    let attach = format!(
+        "{} --root {} attach shell",
+        bin.display(),
+        env.strata.root().display()
+    );
+    // script(1) gives attach a terminal; its input is what is typed, `then` once `after`
+    // shows (the detach keys must arrive after attach made the terminal raw).
+    let session = |first: &[u8], after: &str, then: &[u8]| {
+        use std::io::{Read, Write};
+        let mut child = std::process::Command::new("timeout")
+            .args(["60", "script", "-qec", &attach, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        stdin.write_all(first).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(after) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        stdin.write_all(then).unwrap();
+        let mut rest = Vec::new();
+        let _ = stdout.read_to_end(&mut rest);
+        seen.extend(rest);
+        let status = child.wait().unwrap();
+        drop(stdin);
+        (status.code(), String::from_utf8_lossy(&seen).into_owned())
+    };
+    let (code, text) = session(b"echo marker-$((6*7))\n", "marker-42", b"\x10\x11");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("read escape sequence"), "{text}");
+    assert_eq!(env.inspect("shell", "{{.State.Status}}"), "running");
+    // Attached again, exiting the shell stops the container; attach returns its status.
+    let (code, text) = session(b"echo again\n", "again\r\n", b"exit 5\n");
+    assert_eq!(code, Some(5), "{text}");
+    env.wait_state("shell", "exited");
+    assert_eq!(env.inspect("shell", "{{.State.ExitCode}}"), "5");
+    env.run(&["rm", "shell"]).ok();
+}
