@@ -789,3 +789,52 @@ pub fn cleanup_stale(store: &Store) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_frames_round_trip() {
+        let mut buf = Vec::new();
+        send(&mut buf, OUT, b"hello").unwrap();
+        send(&mut buf, RESIZE, &[0, 24, 0, 80]).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(recv(&mut r).unwrap(), Some((OUT, b"hello".to_vec())));
+        assert_eq!(recv(&mut r).unwrap(), Some((RESIZE, vec![0, 24, 0, 80])));
+        assert_eq!(recv(&mut r).unwrap(), None);
+        let huge = [OUT, 0xff, 0xff, 0xff, 0xff];
+        assert!(recv(&mut &huge[..]).is_err());
+    }
+
+    #[test]
+    fn relay_logs_json_file_lines_and_feeds_attach_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = File::create(dir.path().join("ctr.log")).unwrap();
+        let (client, server) = UnixStream::pair().unwrap();
+        let out = Output {
+            log: Arc::new(Mutex::new(log)),
+            sinks: Arc::new(Mutex::new(vec![server])),
+            foreground: false,
+        };
+        let (r, w) = pipe().unwrap();
+        let mut w = File::from(w);
+        w.write_all(b"one\ntwo\nunfinished").unwrap();
+        drop(w);
+        relay(File::from(r), out.clone(), ERR);
+        drop(out);
+        let text = std::fs::read_to_string(dir.path().join("ctr.log")).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["log"], "one\n");
+        assert_eq!(lines[2]["log"], "unfinished");
+        assert!(lines.iter().all(|l| l["stream"] == "stderr"));
+        assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+        let mut c = client;
+        let (kind, data) = recv(&mut c).unwrap().unwrap();
+        assert_eq!((kind, data), (ERR, b"one\ntwo\nunfinished".to_vec()));
+    }
+}

@@ -60,7 +60,7 @@ pub fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
     for name in &args.names {
         // Containers first, as docker.
         if kind != "image" {
-            if let Some(doc) = super::ps::find_container_json(&store, name) {
+            if let Some(doc) = super::container_inspect::find_container_json(&store, name) {
                 docs.push(doc);
                 continue;
             }

@@ -1,6 +1,7 @@
 //! One module per command family; each takes the global options and its clap arguments.
 
 pub mod auth;
+pub mod container_inspect;
 pub mod containers;
 pub mod exec;
 pub mod files;
@@ -10,6 +11,7 @@ pub mod mount;
 pub mod ps;
 pub mod pull;
 pub mod run;
+pub mod run_flags;
 
 use std::io::Write;
 
