@@ -199,8 +199,15 @@ impl Containers {
 
     /// The names lock: held while a name is taken, changed or freed.
     pub fn lock(&self) -> Result<Lock> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
+        if !self.dir.is_dir() {
+            // Logs, uppers and attach sockets are the owner's alone, as under docker.
+            use std::os::unix::fs::DirBuilderExt;
+            let r = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir);
+            r.with_context(|| format!("creating {}", self.dir.display()))?;
+        }
         Lock::exclusive(&self.dir.join("names.lock"))
     }
 
@@ -456,6 +463,12 @@ mod tests {
         let store = Store::new(dir.path());
         let c = Containers::new(&store);
         c.create(&rec("ab", "one", "2024-01-01T00:00:00Z")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join("containers"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
         c.create(&rec("ac", "two", "2024-01-02T00:00:00Z")).unwrap();
         let err = c
             .create(&rec("cd", "one", "2024-01-03T00:00:00Z"))
