@@ -6,11 +6,37 @@ use serde_json::{json, Value};
 use crate::store::containers::{Containers, Record, Status};
 use crate::store::Store;
 
-/// docker's `logs -t` time: RFC 3339 with nanoseconds, UTC (`2024-01-02T03:04:05.123456789Z`).
+/// docker's RFC3339Nano (inspect's times): UTC, fractional seconds without trailing zeros.
 pub fn rfc3339_nano(t: &str) -> String {
     match t.parse::<jiff::Timestamp>() {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ").to_string(),
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
         Err(_) => t.to_string(),
+    }
+}
+
+/// docker's `logs -t` time: RFC 3339 with exactly nine fractional digits
+/// (`RFC3339NanoFixed`), UTC.
+pub fn rfc3339_nano_fixed(t: &str) -> String {
+    match t.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_as_docker_prints_them() {
+        let t = "2024-01-02T03:04:05.12Z";
+        assert_eq!(super::rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
+        assert_eq!(
+            super::rfc3339_nano_fixed(t),
+            "2024-01-02T03:04:05.120000000Z"
+        );
+        assert_eq!(
+            super::rfc3339_nano("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05Z"
+        );
     }
 }
 

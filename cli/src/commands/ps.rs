@@ -386,7 +386,7 @@ fn print_line(l: &LogLine, timestamps: bool) {
     let text = if timestamps {
         format!(
             "{} {}",
-            super::container_inspect::rfc3339_nano(&l.time),
+            super::container_inspect::rfc3339_nano_fixed(&l.time),
             l.log
         )
     } else {
