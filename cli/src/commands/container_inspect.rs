@@ -23,23 +23,6 @@ pub fn rfc3339_nano_fixed(t: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_as_docker_prints_them() {
-        let t = "2024-01-02T03:04:05.12Z";
-        assert_eq!(super::rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
-        assert_eq!(
-            super::rfc3339_nano_fixed(t),
-            "2024-01-02T03:04:05.120000000Z"
-        );
-        assert_eq!(
-            super::rfc3339_nano("2024-01-02T03:04:05Z"),
-            "2024-01-02T03:04:05Z"
-        );
-    }
-}
-
 /// docker's container inspect document.
 pub fn container_json(store: &Store, rec: &Record) -> Value {
     let c = Containers::new(store);
@@ -242,4 +225,21 @@ pub fn find_container_json(store: &Store, name: &str) -> Option<Value> {
     crate::monitor::cleanup_stale(store);
     let rec = Containers::new(store).find(name).ok()?;
     Some(container_json(store, &rec))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_as_docker_prints_them() {
+        let t = "2024-01-02T03:04:05.12Z";
+        assert_eq!(super::rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
+        assert_eq!(
+            super::rfc3339_nano_fixed(t),
+            "2024-01-02T03:04:05.120000000Z"
+        );
+        assert_eq!(
+            super::rfc3339_nano("2024-01-02T03:04:05Z"),
+            "2024-01-02T03:04:05Z"
+        );
+    }
 }
