@@ -7,7 +7,7 @@ use std::time::Duration;
 use strata_tests::mounts::wait_for;
 use strata_tests::users::have_root;
 
-use super::{cgroup_dir, Env};
+use super::{cgroup_dir, cgroup_value, Env};
 
 /// docker's default capability set (CapEff of a container's root process).
 pub const DOCKER_CAPS: &str = "00000000a80425fb";
@@ -382,12 +382,7 @@ fn cgroup_limits_are_set_and_oom_is_reported() {
         "sleep",
         "100",
     ]);
-    let read = |c: &str, f: &str| {
-        std::fs::read_to_string(cgroup_dir(c, &id).join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let read = |c: &str, f: &str| cgroup_value(&id, c, f);
     assert_eq!(
         read("memory", "memory.limit_in_bytes"),
         (64u64 << 20).to_string()
@@ -459,12 +454,7 @@ fn pause_freezes_a_busy_loop() {
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     };
     env.run(&["pause", "spin"]).ok();
-    assert_eq!(
-        std::fs::read_to_string(cgroup_dir("freezer", &id).join("freezer.state"))
-            .unwrap()
-            .trim(),
-        "FROZEN"
-    );
+    assert_eq!(cgroup_value(&id, "freezer", "freezer.state"), "FROZEN");
     let ps = env.run(&["ps", "--format", "{{.State}} {{.Status}}"]).ok();
     assert!(
         ps.starts_with("paused Up ") && ps.trim_end().ends_with("(Paused)"),

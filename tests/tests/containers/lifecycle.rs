@@ -72,7 +72,7 @@ fn rm_flag_leaves_nothing_behind() {
     assert_eq!(short.len(), 12, "{out}");
     assert!(env.container_dirs().is_empty());
     assert!(mounts_under(&env.containers_dir()).is_empty());
-    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/strata")
+    let cgroups: Vec<String> = std::fs::read_dir(cgroup_dir("memory", "x").parent().unwrap())
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -714,7 +714,7 @@ fn exec_enters_every_namespace_and_the_cgroup() {
         let b = std::fs::read_link(format!("/proc/{exec_pid}/ns/{ns}")).unwrap();
         assert_eq!(a, b, "exec is not in the container's {ns} namespace");
     }
-    let procs = std::fs::read_to_string(cgroup_dir("memory", &id).join("cgroup.procs")).unwrap();
+    let procs = super::cgroup_value(&id, "memory", "cgroup.procs");
     assert!(
         procs.lines().any(|p| p == exec_pid.to_string()),
         "exec is not in the container's cgroup"

@@ -111,12 +111,44 @@ impl Drop for Env {
     }
 }
 
-/// The cgroup v1 directory of container `id` for `controller` (this host's layout).
+/// Whether /sys/fs/cgroup is cgroup v2 (this host: v1 hierarchies).
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The cgroup directory of container `id` for `controller` (v1), or its one directory (v2).
 pub fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join("strata")
-        .join(id)
+    match cgroup_v2() {
+        true => Path::new("/sys/fs/cgroup/strata").join(id),
+        false => Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("strata")
+            .join(id),
+    }
+}
+
+/// A limit as the cgroup holds it, by the v1 file name (the v2 equivalent is read and
+/// translated on a v2 host).
+pub fn cgroup_value(id: &str, v1_controller: &str, v1_file: &str) -> String {
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(cgroup_dir(c, id).join(f))
+            .unwrap_or_else(|e| panic!("{c}/{f} of {id}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if !cgroup_v2() {
+        return read(v1_controller, v1_file);
+    }
+    match v1_file {
+        "memory.limit_in_bytes" => read("", "memory.max"),
+        "cpu.cfs_quota_us" => read("", "cpu.max").split(' ').next().unwrap().to_string(),
+        "cpu.cfs_period_us" => read("", "cpu.max").split(' ').nth(1).unwrap().to_string(),
+        "freezer.state" => match read("", "cgroup.events").contains("frozen 1") {
+            true => "FROZEN".into(),
+            false => "THAWED".into(),
+        },
+        f => read("", f),
+    }
 }
 
 /// Whether any mount of this namespace is under `dir`.
