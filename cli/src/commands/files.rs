@@ -72,25 +72,6 @@ impl Lowers {
         }
         false
     }
-
-    /// The names in directory `path` of the image.
-    fn children(&self, path: &Path) -> Vec<std::ffi::OsString> {
-        let dir = LayerPath::from_bytes(path.as_os_str().as_bytes());
-        let mut names = std::collections::BTreeSet::new();
-        for layer in &self.0 {
-            if let Ok(entries) = layer.read_dir(&dir) {
-                for e in entries {
-                    if let strata_fs::layer::LayerDirEntry::Entry { name, .. } = e {
-                        names.insert(name);
-                    }
-                }
-            }
-        }
-        names
-            .into_iter()
-            .filter(|n| self.exists(&path.join(n)))
-            .collect()
-    }
 }
 
 fn is_opaque(path: &Path) -> bool {
@@ -112,42 +93,36 @@ pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<String>> {
     let mut out: Vec<(PathBuf, char)> = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let dir = upper.join(&rel);
-        let Ok(rd) = std::fs::read_dir(&dir) else {
+        let Ok(rd) = std::fs::read_dir(upper.join(&rel)) else {
             continue;
         };
-        let opaque = !rel.as_os_str().is_empty() && is_opaque(&dir);
-        let mut present = std::collections::BTreeSet::new();
         for e in rd.flatten() {
             let name = e.file_name();
             let Ok(meta) = e.metadata() else { continue };
             if name == ".wh..wh..opq" {
                 continue;
             }
+            // A whiteout (rootless: `.wh.NAME`; root: a 0/0 character device).
             if let Some(target) = name.as_bytes().strip_prefix(b".wh.") {
-                let p = rel.join(OsStr::from_bytes(target));
-                present.insert(p.clone());
-                out.push((p, 'D'));
+                out.push((rel.join(OsStr::from_bytes(target)), 'D'));
                 continue;
             }
             let p = rel.join(&name);
-            present.insert(p.clone());
             if meta.file_type().is_char_device() && meta.rdev() == 0 {
                 out.push((p, 'D'));
                 continue;
             }
-            let kind = if lowers.exists(&p) { 'C' } else { 'A' };
+            let in_image = lowers.exists(&p);
+            // As docker: an opaque directory that hides one of the image was deleted and
+            // made again here (`D`, then what it holds now).
+            let kind = match (in_image, meta.is_dir() && is_opaque(&upper.join(&p))) {
+                (true, true) => 'D',
+                (true, false) => 'C',
+                (false, _) => 'A',
+            };
             out.push((p.clone(), kind));
             if meta.is_dir() {
                 stack.push(p);
-            }
-        }
-        if opaque {
-            for child in lowers.children(&rel) {
-                let p = rel.join(child);
-                if !present.contains(&p) {
-                    out.push((p, 'D'));
-                }
             }
         }
     }

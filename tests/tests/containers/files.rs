@@ -5,6 +5,8 @@ use strata_tests::users::have_root;
 
 use super::Env;
 
+/// As docker: a whiteout is `D`; a directory deleted and made again (opaque) is `D` then
+/// its new contents; a metadata change (chmod) is `C`.
 #[test]
 fn diff_lists_added_changed_and_deleted_paths() {
     if !have_root("diff_lists_added_changed_and_deleted_paths") {
@@ -18,14 +20,14 @@ fn diff_lists_added_changed_and_deleted_paths() {
         "demo",
         "sh",
         "-c",
-        "mkdir -p /tmp/new/deep && echo x > /tmp/new/deep/f && echo y >> /etc/passwd && rm /bin/ls && rm -r /home && mkdir /home && touch /home/fresh",
+        "mkdir -p /tmp/new/deep && echo x > /tmp/new/deep/f && echo y >> /etc/passwd && rm /bin/ls && rm -r /home && mkdir /home && touch /home/fresh && chmod 600 /etc/group",
     ])
     .ok();
     let diff = env.run(&["diff", "changes"]).ok();
     assert_eq!(
         diff,
-        "C /bin\nD /bin/ls\nC /etc\nC /etc/passwd\nC /home\nA /home/fresh\nC /tmp\n\
-         A /tmp/new\nA /tmp/new/deep\nA /tmp/new/deep/f\n"
+        "C /bin\nD /bin/ls\nC /etc\nC /etc/group\nC /etc/passwd\nD /home\nA /home/fresh\n\
+         C /tmp\nA /tmp/new\nA /tmp/new/deep\nA /tmp/new/deep/f\n"
     );
     env.run(&["rm", "changes"]).ok();
 }

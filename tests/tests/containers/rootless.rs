@@ -115,13 +115,22 @@ fn rootless_detached_lifecycle_child() {
     assert_eq!(env.run(&["exec", "rl", "id", "-u"]).ok(), "0\n");
     let ps = env.run(&["ps", "--format", "{{.Names}} {{.State}}"]).ok();
     assert_eq!(ps, "rl running\n");
-    env.run(&["exec", "rl", "sh", "-c", "echo changed > /etc/motd"])
-        .ok();
+    env.run(&[
+        "exec",
+        "rl",
+        "sh",
+        "-c",
+        "echo changed > /etc/motd && rm -r /home && mkdir /home",
+    ])
+    .ok();
     env.run(&["stop", "rl"]).ok();
     assert_eq!(env.inspect("rl", "{{.State.ExitCode}}"), "9");
     // The volume's mount point was made in the upper, as docker makes it in the container's
     // layer.
-    assert_eq!(env.run(&["diff", "rl"]).ok(), "C /etc\nA /etc/motd\nA /v\n");
+    assert_eq!(
+        env.run(&["diff", "rl"]).ok(),
+        "C /etc\nA /etc/motd\nD /home\nA /v\n"
+    );
     // The upper persists across stop/start.
     env.run(&["start", "rl"]).ok();
     assert_eq!(
