@@ -147,6 +147,26 @@ fn detached_container_logs_exec_stop_rm() {
         ])
         .ok();
     assert_eq!(e, "1 /tmp\n");
+    // exec -u resolves in the container's /etc/passwd; exec -i feeds stdin.
+    assert_eq!(
+        env.run(&["exec", "-u", "nobody", "web", "id", "-un"]).ok(),
+        "nobody\n"
+    );
+    let err = env.run(&["exec", "-u", "nosuch", "web", "id"]).fails(125);
+    assert!(err.contains("unable to find user nosuch"), "{err}");
+    let out = {
+        let mut child = env
+            .strata
+            .command(&["exec", "-i", "web", "sh", "-c", "read l; echo got $l"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got typed\n");
     // exec -d leaves its process running in the container.
     env.run(&[
         "exec",
