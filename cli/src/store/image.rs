@@ -179,6 +179,10 @@ impl Store {
                 return Ok(Found::Id(first));
             }
         }
+        // `demo` names the built-in demo image (localhost/demo:latest) once it is made.
+        if super::demo::is_demo(what) && what != super::demo::REFERENCE {
+            return self.find(table, super::demo::REFERENCE);
+        }
         bail!("No such image: {what}")
     }
 

@@ -48,6 +48,16 @@ fn run_exit_codes_follow_docker() {
         .run(&["inspect", "-f", "{{json .Config.Cmd}}", "localhost/demo"])
         .ok();
     assert_eq!(cmd.trim(), r#"["sh"]"#);
+    // `demo` names it for the image commands too; removed, the next run makes it again.
+    let history = env.run(&["history", "demo"]).ok();
+    assert!(
+        history.contains("demo image from the host's busybox"),
+        "{history}"
+    );
+    let rmi = env.run(&["rmi", "demo"]).ok();
+    assert!(rmi.contains("Untagged: localhost/demo:latest"), "{rmi}");
+    assert_eq!(env.run(&["run", "--rm", "demo", "true"]).code, 0);
+    assert!(env.run(&["images"]).ok().contains("localhost/demo"));
 }
 
 #[test]
