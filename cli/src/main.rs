@@ -5,6 +5,7 @@
 //! Exit status: 0 on success, 1 on an error (printed as `Error: …` on stderr), 2 on a usage
 //! error.
 
+mod attach;
 mod commands;
 mod digest;
 mod filter;
@@ -17,6 +18,7 @@ mod pull;
 mod reference;
 mod registry;
 mod store;
+mod terminal;
 
 use std::path::PathBuf;
 

@@ -37,42 +37,11 @@ use anyhow::{anyhow, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use strata_runtime::{cgroups::Cgroup, idmap, Container, Stdio};
 
+use crate::attach::{Stream, ToClient, ToMonitor};
 use crate::store::containers::{self, process_start, Containers, Record, State, Status};
 use crate::store::volumes::Volumes;
 use crate::store::Store;
-
-pub const OUT: u8 = 1;
-pub const ERR: u8 = 2;
-pub const EXIT: u8 = 3;
-pub const IN: u8 = 4;
-pub const CLOSE_IN: u8 = 5;
-pub const RESIZE: u8 = 6;
-
-/// Writes one frame.
-pub fn send(w: &mut impl Write, kind: u8, data: &[u8]) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(5 + data.len());
-    buf.push(kind);
-    buf.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    buf.extend_from_slice(data);
-    w.write_all(&buf)
-}
-
-/// Reads one frame; `None` at EOF.
-pub fn recv(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
-    let mut head = [0u8; 5];
-    match r.read_exact(&mut head) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > 1 << 20 {
-        return Err(std::io::Error::other("attach frame too large"));
-    }
-    let mut data = vec![0u8; len];
-    r.read_exact(&mut data)?;
-    Ok(Some((head[0], data)))
-}
+use crate::terminal::RawTerminal;
 
 /// A start that failed: docker's status and the message.
 #[derive(Debug)]
@@ -206,19 +175,25 @@ struct Output {
 }
 
 impl Output {
-    fn write(&self, kind: u8, data: &[u8]) {
-        if self.foreground && kind != EXIT {
-            let _ = match kind {
-                ERR => std::io::stderr()
+    /// Output of the container: to the terminal (foreground) and every attached client.
+    fn write(&self, stream: Stream, data: &[u8]) {
+        if self.foreground {
+            let _ = match stream {
+                Stream::Err => std::io::stderr()
                     .write_all(data)
                     .and_then(|_| std::io::stderr().flush()),
-                _ => std::io::stdout()
+                Stream::Out => std::io::stdout()
                     .write_all(data)
                     .and_then(|_| std::io::stdout().flush()),
             };
         }
+        self.send(&ToClient::Output(stream, data.to_vec()));
+    }
+
+    /// A message to every attached client; those gone are dropped.
+    fn send(&self, m: &ToClient) {
         let mut sinks = self.sinks.lock().expect("sinks");
-        sinks.retain_mut(|s| send(s, kind, data).is_ok());
+        sinks.retain_mut(|s| m.send(s).is_ok());
     }
 
     fn log_line(&self, stream: &str, line: &[u8]) {
@@ -235,8 +210,7 @@ impl Output {
 
 /// Copies `from` to the outputs and the log (a line at a time) until EOF (or EIO: a pty
 /// whose other side is closed).
-fn relay(mut from: File, out: Output, kind: u8) {
-    let stream = if kind == ERR { "stderr" } else { "stdout" };
+fn relay(mut from: File, out: Output, stream: Stream) {
     let mut buf = vec![0u8; 32 * 1024];
     let mut partial: Vec<u8> = Vec::new();
     loop {
@@ -246,68 +220,20 @@ fn relay(mut from: File, out: Output, kind: u8) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        out.write(kind, &buf[..n]);
+        out.write(stream, &buf[..n]);
         partial.extend_from_slice(&buf[..n]);
         while let Some(i) = partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = partial.drain(..=i).collect();
-            out.log_line(stream, &line);
+            out.log_line(stream.name(), &line);
         }
     }
     if !partial.is_empty() {
-        out.log_line(stream, &partial);
+        out.log_line(stream.name(), &partial);
     }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")
-}
-
-/// Calls `f` with this process's terminal size each time it changes (SIGWINCH). Blocks
-/// SIGWINCH in the calling thread: call it before spawning the threads that must not take it.
-pub fn on_window_change(mut f: impl FnMut(strata_runtime::WindowSize) + Send + 'static) {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGWINCH);
-    if set.thread_block().is_err() {
-        return;
-    }
-    std::thread::spawn(move || loop {
-        if set.wait().is_ok() {
-            if let Some(ws) = strata_runtime::pty::window_size(std::io::stdin().as_fd()) {
-                f(ws);
-            }
-        }
-    });
-}
-
-/// The terminal of this process's stdin in raw mode until dropped.
-pub struct RawTerminal {
-    saved: Option<nix::sys::termios::Termios>,
-}
-
-impl RawTerminal {
-    pub fn enter() -> RawTerminal {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let Ok(saved) = tcgetattr(stdin.as_fd()) else {
-            return RawTerminal { saved: None };
-        };
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
-        RawTerminal { saved: Some(saved) }
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(s) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin().as_fd(),
-                nix::sys::termios::SetArg::TCSANOW,
-                s,
-            );
-        }
-    }
 }
 
 /// Runs container `id` to its end; returns docker's exit status. `report` is called once,
@@ -459,7 +385,7 @@ fn start(
     let foreground_stdin = matches!(attach, Attach::Foreground { stdin: true });
     // The container's stdin: our end, to write to.
     let mut stdin_w: Option<File> = None;
-    let mut pipes: Vec<(u8, File)> = Vec::new();
+    let mut pipes: Vec<(Stream, File)> = Vec::new();
     let stdio = if rec.tty {
         if foreground_stdin && nix::unistd::isatty(0).unwrap_or(false) {
             session.raw = Some(RawTerminal::enter());
@@ -475,8 +401,8 @@ fn start(
         };
         let (out_r, out_w) = pipe().map_err(e125)?;
         let (err_r, err_w) = pipe().map_err(e125)?;
-        pipes.push((OUT, File::from(out_r)));
-        pipes.push((ERR, File::from(err_r)));
+        pipes.push((Stream::Out, File::from(out_r)));
+        pipes.push((Stream::Err, File::from(err_r)));
         Stdio::Fds {
             stdin,
             stdout: out_w,
@@ -521,7 +447,7 @@ fn start(
     if let Some(master) = &pty {
         if let Ok(f) = master.try_clone() {
             let o = output.clone();
-            relays.push(std::thread::spawn(move || relay(f, o, OUT)));
+            relays.push(std::thread::spawn(move || relay(f, o, Stream::Out)));
         }
     }
     for (kind, f) in pipes {
@@ -614,24 +540,23 @@ fn serve_attach(
             let pty = pty.clone();
             std::thread::spawn(move || {
                 let mut conn = conn;
-                while let Ok(Some((kind, data))) = recv(&mut conn) {
-                    match kind {
-                        IN => {
+                while let Ok(Some(m)) = ToMonitor::recv(&mut conn) {
+                    match m {
+                        ToMonitor::Input(data) => {
                             if let Some(f) = input.lock().expect("stdin").as_mut() {
                                 let _ = f.write_all(&data);
                             }
                         }
-                        CLOSE_IN if pty.is_none() => {
+                        // A pty's input ends with ^D from its user, not with the client.
+                        ToMonitor::CloseInput if pty.is_none() => {
                             input.lock().expect("stdin").take();
                         }
-                        RESIZE if data.len() == 4 => {
+                        ToMonitor::CloseInput => {}
+                        ToMonitor::Resize { rows, cols } => {
                             if let Some(m) = &pty {
-                                let rows = u16::from_be_bytes([data[0], data[1]]);
-                                let cols = u16::from_be_bytes([data[2], data[3]]);
                                 let _ = strata_runtime::pty::resize(m.as_fd(), rows, cols);
                             }
                         }
-                        _ => {}
                     }
                 }
             });
@@ -724,7 +649,7 @@ fn wait_for_exit(
         st.published.clear();
         st.finished_at = jiff::Timestamp::now().to_string();
     });
-    started.output.write(EXIT, code.to_string().as_bytes());
+    started.output.send(&ToClient::Exit(code));
     code
 }
 
@@ -795,19 +720,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn attach_frames_round_trip() {
-        let mut buf = Vec::new();
-        send(&mut buf, OUT, b"hello").unwrap();
-        send(&mut buf, RESIZE, &[0, 24, 0, 80]).unwrap();
-        let mut r = &buf[..];
-        assert_eq!(recv(&mut r).unwrap(), Some((OUT, b"hello".to_vec())));
-        assert_eq!(recv(&mut r).unwrap(), Some((RESIZE, vec![0, 24, 0, 80])));
-        assert_eq!(recv(&mut r).unwrap(), None);
-        let huge = [OUT, 0xff, 0xff, 0xff, 0xff];
-        assert!(recv(&mut &huge[..]).is_err());
-    }
-
-    #[test]
     fn relay_logs_json_file_lines_and_feeds_attach_clients() {
         let dir = tempfile::tempdir().unwrap();
         let log = File::create(dir.path().join("ctr.log")).unwrap();
@@ -821,7 +733,7 @@ mod tests {
         let mut w = File::from(w);
         w.write_all(b"one\ntwo\nunfinished").unwrap();
         drop(w);
-        relay(File::from(r), out.clone(), ERR);
+        relay(File::from(r), out.clone(), Stream::Err);
         drop(out);
         let text = std::fs::read_to_string(dir.path().join("ctr.log")).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -834,7 +746,12 @@ mod tests {
         assert!(lines.iter().all(|l| l["stream"] == "stderr"));
         assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
         let mut c = client;
-        let (kind, data) = recv(&mut c).unwrap().unwrap();
-        assert_eq!((kind, data), (ERR, b"one\ntwo\nunfinished".to_vec()));
+        assert_eq!(
+            ToClient::recv(&mut c).unwrap(),
+            Some(ToClient::Output(
+                Stream::Err,
+                b"one\ntwo\nunfinished".to_vec()
+            ))
+        );
     }
 }

@@ -12,8 +12,9 @@ use clap::Args;
 use strata_runtime::{ProcessSpec, Stdio};
 
 use super::containers::open;
-use crate::monitor::{self, RawTerminal};
+use crate::attach::{Stream, ToClient, ToMonitor};
 use crate::store::containers::{Containers, Record, Status};
+use crate::terminal::{self, RawTerminal};
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -160,7 +161,7 @@ fn exec_inner(
         let master = std::fs::File::from(master.try_clone().map_err(|e| e125(e.into()))?);
         // The window size follows this terminal's.
         if let Ok(m) = master.try_clone() {
-            monitor::on_window_change(move |ws| {
+            terminal::on_window_change(move |ws| {
                 let _ = strata_runtime::pty::resize(m.as_fd(), ws.rows, ws.cols);
             });
         }
@@ -230,54 +231,46 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
     let raw = (stdin && tty).then(RawTerminal::enter);
     if rec.tty {
         let resize = |w: &mut UnixStream, ws: strata_runtime::WindowSize| {
-            let mut b = Vec::new();
-            b.extend_from_slice(&ws.rows.to_be_bytes());
-            b.extend_from_slice(&ws.cols.to_be_bytes());
-            let _ = monitor::send(w, monitor::RESIZE, &b);
+            let _ = ToMonitor::Resize {
+                rows: ws.rows,
+                cols: ws.cols,
+            }
+            .send(w);
         };
         let mut w = conn.try_clone()?;
         if let Some(ws) = strata_runtime::pty::window_size(std::io::stdin().as_fd()) {
             resize(&mut w, ws);
         }
-        monitor::on_window_change(move |ws| resize(&mut w, ws));
+        terminal::on_window_change(move |ws| resize(&mut w, ws));
     }
+    // `None`: detached; `Some(status)`: the container ended.
     let (tx, rx) = std::sync::mpsc::channel::<Option<i32>>();
     if stdin && rec.interactive {
         let mut w = conn.try_clone()?;
         let tx = tx.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            let mut prev_ctrl_p = false;
+            let mut keys = DetachKeys::default();
             let mut stdin = std::io::stdin();
             loop {
                 let n = match stdin.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        let _ = monitor::send(&mut w, monitor::CLOSE_IN, b"");
+                        let _ = ToMonitor::CloseInput.send(&mut w);
                         return;
                     }
                     Ok(n) => n,
                 };
-                let data = &buf[..n];
-                if tty {
-                    // The detach sequence: ctrl-p ctrl-q.
-                    let mut out = Vec::new();
-                    for &b in data {
-                        if prev_ctrl_p && b == 0x11 {
-                            let _ = tx.send(None);
-                            return;
-                        }
-                        if prev_ctrl_p {
-                            out.push(0x10);
-                        }
-                        prev_ctrl_p = b == 0x10;
-                        if !prev_ctrl_p {
-                            out.push(b);
-                        }
-                    }
-                    let _ = monitor::send(&mut w, monitor::IN, &out);
-                    continue;
+                let (data, detach) = match tty {
+                    true => keys.filter(&buf[..n]),
+                    false => (buf[..n].to_vec(), false),
+                };
+                if !data.is_empty() {
+                    let _ = ToMonitor::Input(data).send(&mut w);
                 }
-                let _ = monitor::send(&mut w, monitor::IN, data);
+                if detach {
+                    let _ = tx.send(None);
+                    return;
+                }
             }
         });
     }
@@ -287,33 +280,87 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
             let mut out = std::io::stdout();
             let mut err = std::io::stderr();
             loop {
-                match monitor::recv(&mut r) {
-                    Ok(Some((monitor::OUT, d))) => {
+                match ToClient::recv(&mut r) {
+                    Ok(Some(ToClient::Output(Stream::Out, d))) => {
                         let _ = out.write_all(&d).and_then(|_| out.flush());
                     }
-                    Ok(Some((monitor::ERR, d))) => {
+                    Ok(Some(ToClient::Output(Stream::Err, d))) => {
                         let _ = err.write_all(&d);
                     }
-                    Ok(Some((monitor::EXIT, d))) => {
-                        let _ = tx.send(String::from_utf8_lossy(&d).parse().ok());
+                    Ok(Some(ToClient::Exit(code))) => {
+                        let _ = tx.send(Some(code));
                         return;
                     }
-                    Ok(Some(_)) => {}
+                    // The monitor went away without saying: the state tells.
                     Ok(None) | Err(_) => {
-                        let _ = tx.send(Some(0));
+                        let _ = tx.send(Some(-1));
                         return;
                     }
                 }
             }
         });
     }
-    let result = rx.recv().unwrap_or(Some(0));
+    let result = rx.recv().unwrap_or(Some(-1));
     drop(raw);
     match result {
+        Some(-1) => {
+            let st = c.state(&rec.id)?;
+            Ok(st.exit_code)
+        }
         Some(code) => Ok(code),
         None => {
             eprintln!("\r\nread escape sequence");
             Ok(0)
         }
+    }
+}
+
+/// docker's default detach keys, ctrl-p ctrl-q, in a terminal's input: a lone ctrl-p is
+/// held back until the next key shows it is not the sequence.
+#[derive(Default)]
+struct DetachKeys {
+    held_ctrl_p: bool,
+}
+
+impl DetachKeys {
+    const CTRL_P: u8 = 0x10;
+    const CTRL_Q: u8 = 0x11;
+
+    /// The input to pass on, and whether the sequence was typed (input after it is dropped).
+    fn filter(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            if self.held_ctrl_p {
+                self.held_ctrl_p = false;
+                if b == Self::CTRL_Q {
+                    return (out, true);
+                }
+                out.push(Self::CTRL_P);
+            }
+            if b == Self::CTRL_P {
+                self.held_ctrl_p = true;
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DetachKeys;
+
+    #[test]
+    fn ctrl_p_ctrl_q_detaches_and_other_input_passes() {
+        let mut k = DetachKeys::default();
+        assert_eq!(k.filter(b"ls\n"), (b"ls\n".to_vec(), false));
+        assert_eq!(k.filter(b"a\x10"), (b"a".to_vec(), false));
+        assert_eq!(k.filter(b"\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(k.filter(b"b"), (b"\x10b".to_vec(), false));
+        assert_eq!(k.filter(b"x\x10\x11rest"), (b"x".to_vec(), true));
+        let mut k = DetachKeys::default();
+        assert_eq!(k.filter(b"\x10"), (Vec::new(), false));
+        assert_eq!(k.filter(b"\x11"), (Vec::new(), true));
     }
 }
