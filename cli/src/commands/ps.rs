@@ -159,7 +159,7 @@ fn command_text(rec: &Record, trunc: bool) -> String {
 }
 
 /// A `ps` row: the fields docker's `--format` knows.
-fn row(c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Value {
+fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Value {
     let created = unix(&rec.created);
     let mut r = json!({
         "ID": if trunc { rec.id[..12].to_string() } else { rec.id.clone() },
@@ -190,16 +190,8 @@ fn row(c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Val
                 .diff_ids
                 .iter()
                 .filter_map(|d| crate::digest::Digest::parse(d).ok())
-                .filter_map(|d| {
-                    std::fs::metadata(
-                        c.dir(&rec.id)
-                            .join("../../layers")
-                            .join(d.hex())
-                            .join("data"),
-                    )
-                    .ok()
-                })
-                .map(|m| m.len())
+                .filter_map(|d| store.layer_meta(&d))
+                .map(|m| m.size)
                 .sum::<u64>();
         r["Size"] = json!(format!(
             "{} (virtual {})",
@@ -355,7 +347,7 @@ fn ps_inner(global: &Global, args: PsArgs) -> Result<()> {
     }
     let trunc = !args.no_trunc;
     for (rec, st) in &recs {
-        rows.push(row(&c, rec, st, trunc, args.size));
+        rows.push(row(&store, &c, rec, st, trunc, args.size));
     }
     let mut default =
         "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
