@@ -65,6 +65,24 @@ fn rootless_run_exit_codes_and_isolation_child() {
         .ok();
     let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
     assert!(caps.ends_with(DOCKER_CAPS), "{caps}");
+    // Another user of the image: through the user's /etc/subuid range (newuidmap), or a
+    // clear refusal with a single id.
+    let r = env.run(&[
+        "run",
+        "--rm",
+        "-u",
+        "nobody",
+        "demo",
+        "sh",
+        "-c",
+        "id -u; touch /tmp/x && stat -c %u /tmp/x",
+    ]);
+    if r.code == 0 {
+        assert_eq!(r.stdout, "65534\n65534\n");
+    } else {
+        let err = r.fails(125);
+        assert!(err.contains("subuid") || err.contains("mapped"), "{err}");
+    }
     // root-in-container cannot touch host files it does not own.
     let out = env
         .run(&[
