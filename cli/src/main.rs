@@ -107,6 +107,9 @@ enum Command {
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage strata: disk usage
+    #[command(subcommand)]
+    System(SystemCommand),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -220,6 +223,14 @@ enum ImageCommand {
     Inspect(commands::inspect::InspectArgs),
     /// Show the history of an image
     History(commands::inspect::HistoryArgs),
+    /// Remove unused images
+    Prune(commands::system::PruneArgs),
+}
+
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show strata disk usage
+    Df(commands::system::DfArgs),
 }
 
 /// What every command gets: where the store is.
@@ -246,6 +257,8 @@ fn main() {
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             commands::inspect::history(&global, a)
         }
+        Command::Image(ImageCommand::Prune(a)) => commands::system::image_prune(&global, a),
+        Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),

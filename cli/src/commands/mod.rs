@@ -12,6 +12,7 @@ pub mod ps;
 pub mod pull;
 pub mod run;
 pub mod run_flags;
+pub mod system;
 
 use std::io::Write;
 

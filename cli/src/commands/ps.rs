@@ -144,7 +144,7 @@ fn ports_text(rec: &Record, st: &State) -> String {
     v.join(", ")
 }
 
-fn command_text(rec: &Record, trunc: bool) -> String {
+pub fn command_text(rec: &Record, trunc: bool) -> String {
     let mut cmd = rec.path.clone();
     for a in &rec.args {
         cmd.push(' ');

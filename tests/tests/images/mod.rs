@@ -5,6 +5,7 @@ mod bad_input;
 mod commands;
 mod hostile;
 mod mount;
+mod prune;
 
 use std::process::Command;
 

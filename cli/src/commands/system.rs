@@ -1,0 +1,329 @@
+//! `image prune` and `system df`: what the store holds and what can go.
+//!
+//! Sizes are docker's: an image's size is the sum of its layers' uncompressed sizes (the
+//! tar each `layers/<diffid>/data` holds); a layer shared by several images counts once in
+//! totals and is "shared size" for each of them. A container's size is its upper
+//! directory's; a volume's, its `_data`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::json;
+
+use super::images::images_in_use;
+use crate::digest::Digest;
+use crate::format::{self, human_size, Format};
+use crate::store::containers::Containers;
+use crate::store::fsutil::tree_size;
+use crate::store::image::Image;
+use crate::store::Store;
+use crate::Global;
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Remove all images not used by a container, not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// Asks `question`; true only for an answer starting with y.
+fn confirm(question: &str) -> Result<bool> {
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(answer.trim_start().starts_with(['y', 'Y']))
+}
+
+pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
+    if !args.force {
+        let what = match args.all {
+            true => "all images without at least one container associated to them",
+            false => "all dangling images",
+        };
+        if !confirm(&format!(
+            "WARNING! This will remove {what}.\nAre you sure you want to continue?"
+        ))? {
+            return Ok(());
+        }
+    }
+    let store = Store::new(&global.root);
+    let used = images_in_use(&store)?;
+    let mut lines = Vec::new();
+    store.update(|t| {
+        let images = store.images()?;
+        for img in images {
+            if used.contains_key(img.id.as_str()) || !(args.all || img.dangling()) {
+                continue;
+            }
+            for tag in img.tags.iter().chain(img.repo_digests.iter()) {
+                lines.push(format!("untagged: {}", tag.familiar()));
+            }
+            t.remove(&img.manifest_digest);
+            lines.push(format!("deleted: {}", img.id));
+        }
+        Ok(())
+    })?;
+    let report = store.gc()?;
+    for layer in &report.layers {
+        lines.push(format!("deleted: {layer}"));
+    }
+    let mut out = String::new();
+    if !lines.is_empty() {
+        out.push_str("Deleted Images:\n");
+        for l in &lines {
+            out.push_str(l);
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(report.bytes)
+    ));
+    super::print(out.as_bytes())
+}
+
+#[derive(Args)]
+pub struct DfArgs {
+    /// Show detailed information on space usage
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Format output using a template, or json
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+/// Space used by images: per layer, and which images use each.
+struct ImageUsage {
+    images: Vec<Image>,
+    /// Uncompressed size of each layer.
+    layer_size: HashMap<Digest, u64>,
+    /// How many images use each layer.
+    layer_users: HashMap<Digest, usize>,
+}
+
+impl ImageUsage {
+    fn of(store: &Store) -> Result<ImageUsage> {
+        let images = store.images()?;
+        let mut layer_size = HashMap::new();
+        let mut layer_users: HashMap<Digest, usize> = HashMap::new();
+        for img in &images {
+            let mut seen = BTreeSet::new();
+            for (blob, diff_id) in img.layers() {
+                if !seen.insert(diff_id.clone()) {
+                    continue;
+                }
+                let size = store
+                    .layer_meta(diff_id)
+                    .map(|m| m.size)
+                    .unwrap_or(blob.size);
+                layer_size.insert(diff_id.clone(), size);
+                *layer_users.entry(diff_id.clone()).or_default() += 1;
+            }
+        }
+        Ok(ImageUsage {
+            images,
+            layer_size,
+            layer_users,
+        })
+    }
+
+    fn layers_of(img: &Image) -> BTreeSet<Digest> {
+        img.layers().map(|(_, d)| d.clone()).collect()
+    }
+
+    /// (size, shared size, unique size) of one image.
+    fn sizes(&self, img: &Image) -> (u64, u64, u64) {
+        let (mut shared, mut unique) = (0, 0);
+        for d in Self::layers_of(img) {
+            let s = self.layer_size.get(&d).copied().unwrap_or(0);
+            match self.layer_users.get(&d).copied().unwrap_or(0) > 1 {
+                true => shared += s,
+                false => unique += s,
+            }
+        }
+        (shared + unique, shared, unique)
+    }
+
+    /// Bytes of all layers, each once.
+    fn total(&self) -> u64 {
+        self.layer_size.values().sum()
+    }
+
+    /// Bytes of the layers no image in `active` uses.
+    fn reclaimable(&self, active: &BTreeSet<Digest>) -> u64 {
+        let mut kept: BTreeSet<Digest> = BTreeSet::new();
+        for img in self.images.iter().filter(|i| active.contains(&i.id)) {
+            kept.extend(Self::layers_of(img));
+        }
+        self.layer_size
+            .iter()
+            .filter(|(d, _)| !kept.contains(*d))
+            .map(|(_, s)| s)
+            .sum()
+    }
+}
+
+/// docker's `RECLAIMABLE` cell: `SIZE (PCT%)`.
+fn reclaimable(bytes: u64, of: u64) -> String {
+    let pct = match of {
+        0 => 0,
+        _ => (bytes as f64 * 100.0 / of as f64) as u64,
+    };
+    format!("{} ({pct}%)", human_size(bytes))
+}
+
+pub fn df(global: &Global, args: DfArgs) -> Result<()> {
+    let store = Store::new(&global.root);
+    let usage = ImageUsage::of(&store)?;
+    let containers = Containers::new(&store);
+    let records = containers.records()?;
+    let mut active_images = BTreeSet::new();
+    let mut image_containers: HashMap<String, usize> = HashMap::new();
+    let mut volume_links: BTreeMap<String, usize> = BTreeMap::new();
+    let mut rows_c = Vec::new();
+    let (mut c_size, mut c_reclaim, mut c_running) = (0u64, 0u64, 0usize);
+    for r in &records {
+        if let Ok(id) = Digest::parse(&r.image_id) {
+            active_images.insert(id);
+        }
+        *image_containers.entry(r.image_id.clone()).or_default() += 1;
+        for v in &r.volumes {
+            if v.kind == "volume" {
+                *volume_links.entry(v.name.clone()).or_default() += 1;
+            }
+        }
+        let st = containers.state(&r.id)?;
+        let size = tree_size(&containers.dir(&r.id).join("upper"));
+        c_size += size;
+        if st.status.is_active() {
+            c_running += 1;
+        } else {
+            c_reclaim += size;
+        }
+        rows_c.push((r, st, size));
+    }
+    let volumes_dir = store.root().join("volumes");
+    let mut volumes = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(&volumes_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            volumes.push((name, tree_size(&e.path().join("_data"))));
+        }
+    }
+    volumes.sort();
+    let v_size: u64 = volumes.iter().map(|(_, s)| s).sum();
+    let v_active = volumes
+        .iter()
+        .filter(|(n, _)| volume_links.contains_key(n))
+        .count();
+    let v_reclaim: u64 = volumes
+        .iter()
+        .filter(|(n, _)| !volume_links.contains_key(n))
+        .map(|(_, s)| s)
+        .sum();
+    let i_total = usage.total();
+    let i_active = usage
+        .images
+        .iter()
+        .filter(|i| active_images.contains(&i.id))
+        .count();
+
+    if !args.verbose {
+        let rows = vec![
+            json!({"Type": "Images", "TotalCount": usage.images.len().to_string(),
+                   "Active": i_active.to_string(), "Size": human_size(i_total),
+                   "Reclaimable": reclaimable(usage.reclaimable(&active_images), i_total)}),
+            json!({"Type": "Containers", "TotalCount": records.len().to_string(),
+                   "Active": c_running.to_string(), "Size": human_size(c_size),
+                   "Reclaimable": reclaimable(c_reclaim, c_size)}),
+            json!({"Type": "Local Volumes", "TotalCount": volumes.len().to_string(),
+                   "Active": v_active.to_string(), "Size": human_size(v_size),
+                   "Reclaimable": reclaimable(v_reclaim, v_size)}),
+            json!({"Type": "Build Cache", "TotalCount": "0", "Active": "0",
+                   "Size": "0B", "Reclaimable": "0B"}),
+        ];
+        let headers = json!({"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE",
+                             "Size": "SIZE", "Reclaimable": "RECLAIMABLE"});
+        let f = Format::parse(
+            args.format.as_deref(),
+            "{{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}",
+        )?;
+        let mut out = Vec::new();
+        f.print(&mut out, &headers, &rows)?;
+        return super::print(&out);
+    }
+    if args.format.is_some() {
+        bail!("--format with -v is not supported");
+    }
+    let mut out = String::from("Images space usage:\n\n");
+    let mut lines = vec![
+        "REPOSITORY\tTAG\tIMAGE ID\tCREATED\tSIZE\tSHARED SIZE\tUNIQUE SIZE\tCONTAINERS"
+            .to_string(),
+    ];
+    for img in &usage.images {
+        let (size, shared, unique) = usage.sizes(img);
+        let users = image_containers.get(img.id.as_str()).copied().unwrap_or(0);
+        let names: Vec<(String, String)> = match img.tags.is_empty() {
+            true => vec![("<none>".into(), "<none>".into())],
+            false => img
+                .tags
+                .iter()
+                .map(|t| {
+                    (
+                        t.familiar_name(),
+                        t.tag.clone().unwrap_or_else(|| "<none>".into()),
+                    )
+                })
+                .collect(),
+        };
+        for (repo, tag) in names {
+            lines.push(format!(
+                "{repo}\t{tag}\t{}\t{}\t{}\t{}\t{}\t{users}",
+                img.id.short(),
+                format::since(img.created_unix()),
+                human_size(size),
+                human_size(shared),
+                human_size(unique)
+            ));
+        }
+    }
+    out.push_str(&format::tabwrite(&lines.join("\n")));
+    out.push_str("\n\nContainers space usage:\n\n");
+    let mut lines = vec![
+        "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES".to_string(),
+    ];
+    for (r, st, size) in &rows_c {
+        let command = super::ps::command_text(r, true);
+        let vols = r.volumes.iter().filter(|v| v.kind == "volume").count();
+        lines.push(format!(
+            "{}\t{}\t{command}\t{vols}\t{}\t{}\t{}\t{}",
+            &r.id[..12.min(r.id.len())],
+            r.image,
+            human_size(*size),
+            format::since(format::parse_time(&r.created)),
+            st.status.as_str(),
+            r.name
+        ));
+    }
+    out.push_str(&format::tabwrite(&lines.join("\n")));
+    out.push_str("\n\nLocal Volumes space usage:\n\n");
+    let mut lines = vec!["VOLUME NAME\tLINKS\tSIZE".to_string()];
+    for (name, size) in &volumes {
+        let links = volume_links.get(name).copied().unwrap_or(0);
+        lines.push(format!("{name}\t{links}\t{}", human_size(*size)));
+    }
+    out.push_str(&format::tabwrite(&lines.join("\n")));
+    out.push_str("\n\nBuild cache usage: 0B\n\n");
+    out.push_str(&format::tabwrite(
+        "CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tSINCE\tUSAGE\tSHARED",
+    ));
+    out.push('\n');
+    super::print(out.as_bytes())
+}

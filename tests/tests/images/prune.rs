@@ -1,0 +1,191 @@
+//! `image prune`, `rmi` of an image a container uses, and `system df`'s accounting (a layer
+//! shared by two images counted once).
+
+use strata_tests::fixture::LayerBuilder;
+use strata_tests::oci::busybox_layer;
+
+use super::{env, nasty_layer};
+
+/// The image ID of `reference` in the store.
+fn image_id(env: &super::Env, reference: &str) -> String {
+    env.strata
+        .run(&["inspect", "-f", "{{.Id}}", reference])
+        .ok()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn prune_removes_dangling_then_unused_images_and_spares_a_containers() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    // The demo image (no repo digest) will lose its only name: dangling.
+    let c = env
+        .strata
+        .run(&["create", "--name", "maker", "demo", "true"]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let demo = image_id(&env, "localhost/demo:latest");
+    env.strata.run(&["rm", "maker"]).ok();
+    env.strata
+        .run(&["tag", &env.layers, "localhost/demo:latest"])
+        .ok();
+    let dangling = env
+        .strata
+        .run(&["images", "-q", "-f", "dangling=true", "--no-trunc"]);
+    assert_eq!(dangling.ok().trim(), demo);
+
+    let out = env.strata.run(&["image", "prune", "-f"]).ok();
+    assert!(out.starts_with("Deleted Images:\n"), "{out}");
+    assert!(out.contains(&format!("deleted: {demo}")), "{out}");
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    let all = env.strata.run(&["images", "-aq", "--no-trunc"]).ok();
+    assert!(!all.contains(&demo), "{all}");
+    let distinct: std::collections::BTreeSet<&str> = all.lines().collect();
+    assert_eq!(distinct.len(), 2, "{all}");
+
+    // Nothing dangling now.
+    let out = env.strata.run(&["image", "prune", "-f"]).ok();
+    assert_eq!(out, "Total reclaimed space: 0B\n");
+
+    // A container's image stays through prune -a, and rmi refuses it.
+    env.strata
+        .run(&["create", "--name", "user", &env.layers, "true"])
+        .ok();
+    let out = env.strata.run(&["image", "prune", "-a", "-f"]).ok();
+    assert!(
+        out.contains(&format!("deleted: {}", env.busybox_built.config_digest)),
+        "{out}"
+    );
+    let left = env.strata.run(&["images", "-aq", "--no-trunc"]).ok();
+    assert!(
+        left.lines().all(|l| l == env.layers_built.config_digest),
+        "{left}"
+    );
+    // Its other name goes first (an untag only), then the last one is refused.
+    env.strata.run(&["rmi", "localhost/demo:latest"]).ok();
+    let err = env.strata.run(&["rmi", &env.layers]).fails(1);
+    assert!(
+        err.contains("conflict: unable to remove repository reference")
+            && err.contains("is using its referenced image"),
+        "{err}"
+    );
+    // -f takes the names away and keeps what the container runs on.
+    env.strata.run(&["rmi", "-f", &env.layers]).ok();
+    let left = env.strata.run(&["images", "-aq", "--no-trunc"]).ok();
+    assert_eq!(left.trim(), env.layers_built.config_digest);
+    env.strata.run(&["start", "-a", "user"]).ok();
+    // Once the container is gone, the image goes too.
+    env.strata.run(&["rm", "user"]).ok();
+    env.strata.run(&["image", "prune", "-f"]).ok();
+    assert_eq!(env.strata.run(&["images", "-aq"]).ok().trim(), "");
+}
+
+/// docker's `units.HumanSize`: three significant digits, decimal units.
+fn human(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB"];
+    let (mut v, mut i) = (bytes as f64, 0);
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.digits$}");
+    let s = match s.contains('.') {
+        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => s,
+    };
+    format!("{s}{}", units[i])
+}
+
+#[test]
+fn system_df_counts_a_shared_layer_once() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let tar = |l: &LayerBuilder| l.tar_bytes(1_700_000_000).unwrap().len() as u64;
+    let base = tar(&busybox_layer().unwrap());
+    let hello = tar(&LayerBuilder::new().file("hello", "world\n"));
+    let middle = tar(&LayerBuilder::new()
+        .file("old/gone", "g")
+        .file("old/kept", "k"));
+    let nasty = tar(&nasty_layer());
+    let total = base + hello + middle + nasty;
+    let out = env
+        .strata
+        .run(&[
+            "system",
+            "df",
+            "--format",
+            "{{.Type}}|{{.TotalCount}}|{{.Active}}|{{.Size}}|{{.Reclaimable}}",
+        ])
+        .ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("Images|2|0|{}|{} (100%)", human(total), human(total))
+    );
+    assert_eq!(lines[1], "Containers|0|0|0B|0B (0%)");
+    assert_eq!(lines[2], "Local Volumes|0|0|0B|0B (0%)");
+    assert_eq!(lines[3], "Build Cache|0|0|0B|0B");
+
+    // A container on the busybox image and a named volume holding 5 bytes.
+    env.strata
+        .run(&[
+            "run",
+            "--name",
+            "writer",
+            "-v",
+            "vol:/data",
+            &env.busybox,
+            "sh",
+            "-c",
+            "echo abcd > /data/f",
+        ])
+        .ok();
+    let out = env.strata.run(&["system", "df", "-v"]).ok();
+    let row = |prefix: &str| {
+        out.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} row in:\n{out}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    // busybox: SIZE, SHARED SIZE (the busybox layer), UNIQUE SIZE (hello), CONTAINERS
+    let busybox_repo = format!("{} ", env.busybox.rsplit_once(':').unwrap().0);
+    let b = row(&busybox_repo);
+    let n = b.len();
+    assert_eq!(
+        &b[n - 4..],
+        [
+            human(base + hello).as_str(),
+            human(base).as_str(),
+            human(hello).as_str(),
+            "1"
+        ],
+        "{out}"
+    );
+    let v = row("vol ");
+    assert_eq!(v, ["vol", "1", "5B"], "{out}");
+    let out = env
+        .strata
+        .run(&[
+            "system",
+            "df",
+            "--format",
+            "{{.Type}}|{{.Active}}|{{.Reclaimable}}",
+        ])
+        .ok();
+    // The layers image (its own layers, busybox's being shared) is what could go.
+    assert!(
+        out.contains(&format!("Images|1|{} (", human(middle + nasty))),
+        "{out}"
+    );
+    assert!(out.contains("Local Volumes|1|0B (0%)"), "{out}");
+}
