@@ -561,6 +561,23 @@ fn tty_is_a_real_pty_whose_size_follows_the_terminal() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("40 90"), "{cmd}: {text}");
     }
+    // run -it under a terminal: typed lines reach the shell, its exit is run's status.
+    let cmd = format!("{strata} run --rm -it demo sh");
+    let mut child = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo typed-$((6*7))\nexit 3\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("typed-42\r\n"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
     let tty = env.run(&["exec", "-t", "term", "tty"]).ok();
     assert!(tty.starts_with("/dev/pts/"), "{tty}");
 }
