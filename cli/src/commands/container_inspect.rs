@@ -187,6 +187,8 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
         "WorkingDir": rec.spec.process.cwd,
         "Entrypoint": or_null(&rec.entrypoint),
         "OnBuild": Value::Null,
+        "StopSignal": if rec.stop_signal.is_empty() { Value::Null } else { json!(rec.stop_signal) },
+        "StopTimeout": rec.stop_timeout,
         "Labels": rec.labels,
     });
     let network_settings = json!({

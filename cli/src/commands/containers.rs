@@ -33,9 +33,9 @@ pub struct StartArgs {
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container
-    #[arg(short, long = "time", alias = "timeout", default_value_t = 10)]
-    pub time: i64,
+    /// Seconds to wait before killing the container (default: its --stop-timeout, else 10)
+    #[arg(short, long = "time", alias = "timeout", allow_hyphen_values = true)]
+    pub time: Option<i64>,
     /// Signal to send to the container
     #[arg(short, long)]
     pub signal: Option<String>,
@@ -186,15 +186,21 @@ pub fn start(global: &Global, args: StartArgs) -> i32 {
 }
 
 /// The signal `stop` sends first: `-s`, else the image's StopSignal, else SIGTERM.
-fn stop_one(c: &Containers, rec: &Record, timeout: i64, signal: Option<&str>) -> Result<()> {
+fn stop_one(
+    c: &Containers,
+    rec: &Record,
+    timeout: Option<i64>,
+    signal: Option<&str>,
+) -> Result<()> {
     let st = c.state(&rec.id)?;
     if !st.status.is_active() {
         return Ok(());
     }
-    let sig = match signal {
+    let sig = match signal.or((!rec.stop_signal.is_empty()).then_some(rec.stop_signal.as_str())) {
         Some(s) => strata_runtime::process::parse_signal(s)?,
         None => Signal::SIGTERM,
     };
+    let timeout = timeout.or(rec.stop_timeout).unwrap_or(10);
     if st.status == Status::Paused {
         let _ = Cgroup::of(&rec.id).thaw();
     }

@@ -109,6 +109,12 @@ pub struct CreateOpts {
     /// Set metadata on a container
     #[arg(short, long = "label")]
     pub label: Vec<String>,
+    /// Signal to stop the container (default: the image's StopSignal, else SIGTERM)
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container before SIGKILL
+    #[arg(long = "stop-timeout", allow_hyphen_values = true)]
+    pub stop_timeout: Option<i64>,
     /// Print help
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -287,12 +293,21 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
             bail!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
         }
     }
+    if let Some(sig) = &opts.stop_signal {
+        strata_runtime::process::parse_signal(sig).map_err(anyhow::Error::from)?;
+    }
     let (image_name, command) = opts.argv.split_first().context("no image given")?;
 
     let img = resolve_image(&store, image_name)?;
     let config = img.config.config.clone().unwrap_or(Value::Null);
     let cfg = |k: &str| config.get(k);
     let env = environment(&strings(cfg("Env")), &opts.env, &opts.env_file)?;
+    let stop_signal = opts.stop_signal.clone().unwrap_or_else(|| {
+        cfg("StopSignal")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    });
     let (entrypoint, cmd) = match &opts.entrypoint {
         Some(e) if e.is_empty() => (Vec::new(), command.to_vec()),
         Some(e) => (vec![e.clone()], command.to_vec()),
@@ -505,6 +520,8 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
             ports: ports.clone(),
             exposed: exposed.clone(),
             security_opt: opts.security_opt.clone(),
+            stop_signal: stop_signal.clone(),
+            stop_timeout: opts.stop_timeout,
         };
         // The layers must have their indexes before a monitor mounts them.
         store.image_layer_dirs(&img)?;

@@ -94,6 +94,11 @@ pub struct Record {
     pub exposed: Vec<String>,
     /// `--security-opt` as given.
     pub security_opt: Vec<String>,
+    /// The signal `stop` sends first (`--stop-signal`, else the image's StopSignal); empty
+    /// is SIGTERM.
+    pub stop_signal: String,
+    /// Seconds `stop` waits before SIGKILL (`--stop-timeout`); `None` is 10.
+    pub stop_timeout: Option<i64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

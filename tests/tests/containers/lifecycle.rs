@@ -310,6 +310,53 @@ fn stop_escalates_to_sigkill_after_the_timeout() {
 }
 
 #[test]
+fn stop_signal_and_stop_timeout_of_the_container() {
+    if !have_root("stop_signal_and_stop_timeout_of_the_container") {
+        return;
+    }
+    let env = Env::new();
+    let script =
+        "trap 'exit 5' USR1; trap 'echo no' TERM; echo ready; while true; do sleep 0.1; done";
+    env.detach(&[
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        "demo",
+        "sh",
+        "-c",
+        script,
+    ]);
+    env.detach(&[
+        "--name",
+        "slow",
+        "--stop-timeout",
+        "1",
+        "demo",
+        "sh",
+        "-c",
+        script,
+    ]);
+    for name in ["usr1", "slow"] {
+        wait_for(Duration::from_secs(30), "ready", || {
+            env.run(&["logs", name]).stdout.contains("ready")
+        })
+        .unwrap();
+    }
+    assert_eq!(env.inspect("usr1", "{{.Config.StopSignal}}"), "USR1");
+    env.run(&["stop", "usr1"]).ok();
+    assert_eq!(env.inspect("usr1", "{{.State.ExitCode}}"), "5");
+    // TERM is trapped and ignored: after its 1 s, SIGKILL.
+    env.run(&["stop", "slow"]).ok();
+    assert_eq!(env.inspect("slow", "{{.State.ExitCode}}"), "137");
+    let err = env
+        .run(&["run", "--stop-signal", "NOPE", "demo", "true"])
+        .fails(125);
+    assert!(err.contains("NOPE"), "{err}");
+    env.run(&["rm", "usr1", "slow"]).ok();
+}
+
+#[test]
 fn names_are_unique_and_a_refused_run_leaves_nothing() {
     if !have_root("names_are_unique_and_a_refused_run_leaves_nothing") {
         return;
