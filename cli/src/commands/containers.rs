@@ -495,3 +495,21 @@ fn parse_until(v: &str) -> Result<i64> {
     };
     Ok(crate::format::now_unix() - secs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_until;
+
+    #[test]
+    fn prune_until_takes_durations_and_times() {
+        let now = crate::format::now_unix();
+        let h = parse_until("24h").unwrap();
+        assert!((now - 24 * 3600 - h).abs() <= 2, "{h}");
+        let m = parse_until("10m").unwrap();
+        assert!((now - 600 - m).abs() <= 2, "{m}");
+        assert_eq!(parse_until("2024-01-01T00:00:00Z").unwrap(), 1704067200);
+        assert_eq!(parse_until("1704067200").unwrap(), 1704067200);
+        assert!(parse_until("soon").is_err());
+        assert!(parse_until("5w").is_err());
+    }
+}
