@@ -58,10 +58,10 @@ pub struct CreateOpts {
     /// Container host name
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
-    /// Bind mount a volume (HOST:CTR[:ro], NAME:CTR, or CTR for an anonymous volume)
+    /// Bind mount a volume (HOST:CTR, HOST:CTR:ro, NAME:CTR, or CTR for an anonymous volume)
     #[arg(short, long = "volume", value_name = "SPEC")]
     pub volume: Vec<String>,
-    /// Mount a tmpfs directory (PATH[:OPTIONS])
+    /// Mount a tmpfs directory (PATH or PATH:OPTIONS)
     #[arg(long)]
     pub tmpfs: Vec<String>,
     /// Mount the container's root filesystem as read only
@@ -70,7 +70,7 @@ pub struct CreateOpts {
     /// Connect a container to a network (none, host; default: a private one with loopback)
     #[arg(long, alias = "net", value_name = "MODE")]
     pub network: Option<String>,
-    /// Publish a container's port(s) to the host ([IP:]HOST:CTR[/PROTO])
+    /// Publish a container's port(s) to the host (HOST:CTR, IP:HOST:CTR, CTR; /udp after CTR)
     #[arg(short, long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
     /// Publish all exposed ports to random ports
