@@ -86,6 +86,28 @@ pub struct PruneArgs {
     pub filters: Vec<String>,
 }
 
+/// How a command's error is introduced: docker says `Error response from daemon:` for what
+/// its daemon refused, `Error:` for what the client did.
+#[derive(Clone, Copy)]
+pub enum Prefix {
+    Daemon,
+    Plain,
+}
+
+/// A command's exit status: 0, or 1 with its error on stderr.
+pub fn report(r: Result<()>, prefix: Prefix) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            match prefix {
+                Prefix::Daemon => eprintln!("Error response from daemon: {e:#}"),
+                Prefix::Plain => eprintln!("Error: {e:#}"),
+            }
+            1
+        }
+    }
+}
+
 /// The store, cleaned of dead monitors' leftovers.
 pub fn open(global: &Global) -> (Store, Containers) {
     let store = Store::new(&global.root);
@@ -394,13 +416,7 @@ pub fn rename(global: &Global, args: RenameArgs) -> i32 {
         let rec = c.find(&args.container)?;
         c.rename(&rec.id, args.new_name.trim_start_matches('/'))
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Daemon)
 }
 
 pub fn prune(global: &Global, args: PruneArgs) -> i32 {
@@ -466,13 +482,7 @@ pub fn prune(global: &Global, args: PruneArgs) -> i32 {
         ));
         super::print(out.as_bytes())
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Plain)
 }
 
 /// `until=` of prune: a duration before now (`24h`, `10m`, `30s`) or a timestamp.

@@ -13,7 +13,7 @@ use clap::Args;
 use strata_fs::layer::index::IndexedLayer;
 use strata_fs::layer::{Layer, LayerPath, Lookup};
 
-use super::containers::open;
+use super::containers::{open, report, Prefix};
 use crate::store::containers::{Containers, Record};
 use crate::store::Store;
 use crate::Global;
@@ -143,13 +143,7 @@ pub fn diff(global: &Global, args: DiffArgs) -> i32 {
         }
         super::print(s.as_bytes())
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Daemon)
 }
 
 /// `path` inside `root`, following the container's symlinks as if `root` were `/` (an
@@ -373,13 +367,7 @@ pub fn cp(global: &Global, args: CpArgs) -> i32 {
         }
         Ok(())
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Daemon)
 }
 
 #[derive(Args)]
@@ -417,13 +405,7 @@ pub fn rootfs_helper(global: &Global, args: RootfsArgs) -> i32 {
         drop(root);
         r
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Daemon)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::containers::open;
+use super::containers::{open, report, Prefix};
 use crate::format::{self, Format};
 use crate::store::containers::{Containers, Record, State, Status};
 use crate::store::Store;
@@ -312,13 +312,7 @@ fn ancestor_matches(store: &Store, rec: &Record, v: &str) -> bool {
 }
 
 pub fn ps(global: &Global, args: PsArgs) -> i32 {
-    match ps_inner(global, args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            1
-        }
-    }
+    report(ps_inner(global, args), Prefix::Plain)
 }
 
 fn ps_inner(global: &Global, args: PsArgs) -> Result<()> {
@@ -393,11 +387,25 @@ fn print_line(l: &LogLine, timestamps: bool) {
 }
 
 pub fn logs(global: &Global, args: LogsArgs) -> i32 {
-    match logs_inner(global, args) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
+    report(logs_inner(global, args), Prefix::Daemon)
+}
+
+/// The complete lines of the log after byte `pos`; `pos` moves past them (a line still
+/// being written stays for the next read).
+fn read_new_lines(file: &mut std::fs::File, pos: &mut u64) -> Result<Vec<LogLine>> {
+    file.seek(SeekFrom::Start(*pos))?;
+    let mut reader = BufReader::new(file);
+    let mut lines = Vec::new();
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let n = reader.read_line(&mut buf)?;
+        if n == 0 || !buf.ends_with('\n') {
+            return Ok(lines);
+        }
+        *pos += n as u64;
+        if let Ok(l) = serde_json::from_str(&buf) {
+            lines.push(l);
         }
     }
 }
@@ -413,57 +421,25 @@ fn logs_inner(global: &Global, args: LogsArgs) -> Result<()> {
                 .with_context(|| format!("invalid value for \"tail\": {n:?}"))?,
         ),
     };
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
     let mut pos = 0u64;
-    if let Some(f) = &mut file {
-        let mut lines: Vec<LogLine> = Vec::new();
-        let mut reader = BufReader::new(&mut *f);
-        let mut buf = String::new();
-        loop {
-            buf.clear();
-            let n = reader.read_line(&mut buf)?;
-            if n == 0 || !buf.ends_with('\n') {
-                break;
-            }
-            pos += n as u64;
-            if let Ok(l) = serde_json::from_str(&buf) {
-                lines.push(l);
-            }
-        }
-        let skip = tail.map_or(0, |t| lines.len().saturating_sub(t));
+    let mut first = true;
+    loop {
+        // Checked before reading: what the container wrote before it ended is read below.
+        let running = c.state(&rec.id).is_ok_and(|s| s.status.is_active());
+        let lines = match std::fs::File::open(&path) {
+            Ok(mut f) => read_new_lines(&mut f, &mut pos)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let skip = match (first, tail) {
+            (true, Some(t)) => lines.len().saturating_sub(t),
+            _ => 0,
+        };
         for l in &lines[skip..] {
             print_line(l, args.timestamps);
         }
-    }
-    if !args.follow {
-        return Ok(());
-    }
-    loop {
-        let running = c.state(&rec.id).is_ok_and(|s| s.status.is_active());
-        if file.is_none() {
-            file = std::fs::File::open(&path).ok();
-        }
-        if let Some(f) = &mut file {
-            f.seek(SeekFrom::Start(pos))?;
-            let mut reader = BufReader::new(&mut *f);
-            let mut buf = String::new();
-            loop {
-                buf.clear();
-                let n = reader.read_line(&mut buf)?;
-                if n == 0 || !buf.ends_with('\n') {
-                    break;
-                }
-                pos += n as u64;
-                if let Ok(l) = serde_json::from_str::<LogLine>(&buf) {
-                    print_line(&l, args.timestamps);
-                }
-            }
-        }
-        if !running {
+        first = false;
+        if !args.follow || !running {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -504,13 +480,7 @@ pub fn port(global: &Global, args: PortArgs) -> i32 {
         }
         super::print(out.as_bytes())
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Plain)
 }
 
 /// The host pids of every process in the pid namespace of `pid` (a container's pid 1).
@@ -585,13 +555,7 @@ pub fn top(global: &Global, args: TopArgs) -> i32 {
         s.push('\n');
         super::print(s.as_bytes())
     })();
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("Error response from daemon: {e:#}");
-            1
-        }
-    }
+    report(r, Prefix::Daemon)
 }
 
 #[cfg(test)]
