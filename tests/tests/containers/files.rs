@@ -125,23 +125,12 @@ fn a_pulled_image_config_applies_as_docker() {
         .ok();
     assert_eq!(out, "hi /bin\nworld\n");
     // The image's Cmd (/bin/sh) with -i, reading a script.
-    let out = {
-        use std::io::Write;
-        let mut child = s
-            .command(&["run", "--rm", "-i", "-e", "GREETING=over", &images.busybox])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"echo $GREETING\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "over\n");
+    let out = super::run_input(
+        s,
+        &["run", "--rm", "-i", "-e", "GREETING=over", &images.busybox],
+        b"echo $GREETING\n",
+    );
+    assert_eq!(out.ok(), "over\n");
     // The image's labels and Cmd are the container's.
     let id = s
         .run(&["create", "--name", "fromreg", &images.busybox])
@@ -244,18 +233,7 @@ fn image_entrypoint_cmd_workdir_user_volumes_and_ports_apply_as_docker() {
     );
     env.run(&["create", "-i", "--name", "reader", "demo", "cat"])
         .ok();
-    let out = {
-        use std::io::Write;
-        let mut child = env
-            .strata
-            .command(&["start", "-ai", "reader"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
-        child.wait_with_output().unwrap()
-    };
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed\n");
+    let out = super::run_input(&env.strata, &["start", "-ai", "reader"], b"typed\n");
+    assert_eq!(out.ok(), "typed\n");
     env.run(&["rm", "reader"]).ok();
 }

@@ -217,24 +217,13 @@ fn users_workdir_env_and_entrypoint_apply_as_docker() {
         "a b\n"
     );
     // The image's Cmd (sh) reads the script from stdin with -i.
-    let mut cmd = env.strata.command(&["run", "--rm", "-i", "demo"]);
-    let out = {
-        use std::io::Write;
-        let mut child = cmd
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"echo from-stdin\nexit 6\n")
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-stdin\n");
-    assert_eq!(out.status.code(), Some(6));
+    let out = super::run_input(
+        &env.strata,
+        &["run", "--rm", "-i", "demo"],
+        b"echo from-stdin\nexit 6\n",
+    );
+    assert_eq!(out.stdout, "from-stdin\n");
+    assert_eq!(out.code, 6);
 }
 
 #[test]

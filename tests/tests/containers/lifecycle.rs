@@ -164,19 +164,12 @@ fn detached_container_logs_exec_stop_rm() {
     );
     let err = env.run(&["exec", "-u", "nosuch", "web", "id"]).fails(125);
     assert!(err.contains("unable to find user nosuch"), "{err}");
-    let out = {
-        let mut child = env
-            .strata
-            .command(&["exec", "-i", "web", "sh", "-c", "read l; echo got $l"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
-        child.wait_with_output().unwrap()
-    };
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "got typed\n");
+    let out = super::run_input(
+        &env.strata,
+        &["exec", "-i", "web", "sh", "-c", "read l; echo got $l"],
+        b"typed\n",
+    );
+    assert_eq!(out.ok(), "got typed\n");
     // exec -d leaves its process running in the container.
     env.run(&[
         "exec",
@@ -616,21 +609,9 @@ fn create_start_attach_wait_restart_and_the_upper_persists() {
         "-c",
         "while read l; do echo got $l; done; exit 4",
     ]);
-    let mut attach = env
-        .strata
-        .command(&["attach", "echoer"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = attach.stdin.take().unwrap();
-        stdin.write_all(b"hello\n").unwrap();
-    }
-    let out = attach.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "got hello\n");
-    assert_eq!(out.status.code(), Some(4));
+    let out = super::run_input(&env.strata, &["attach", "echoer"], b"hello\n");
+    assert_eq!(out.stdout, "got hello\n");
+    assert_eq!(out.code, 4);
     env.wait_state("echoer", "exited");
     let _ = id;
     env.run(&["rm", "-f", "loop", "echoer", "counter"]).ok();

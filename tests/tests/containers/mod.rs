@@ -98,6 +98,25 @@ impl Env {
     }
 }
 
+/// `strata ARGS` with `input` on its stdin (then closed).
+pub fn run_input(strata: &Strata, args: &[&str], input: &[u8]) -> Run {
+    use std::io::Write;
+    let mut child = strata
+        .command(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 impl Drop for Env {
     /// A failed test must not leave containers running after its store is gone.
     fn drop(&mut self) {
