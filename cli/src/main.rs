@@ -110,6 +110,10 @@ enum Command {
     /// Manage strata: disk usage
     #[command(subcommand)]
     System(SystemCommand),
+    /// Save images to a tar archive (docker and OCI layout in one)
+    Save(commands::archive::SaveArgs),
+    /// Load images from a tar archive (docker archive or OCI archive)
+    Load(commands::archive::LoadArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -225,6 +229,10 @@ enum ImageCommand {
     History(commands::inspect::HistoryArgs),
     /// Remove unused images
     Prune(commands::system::PruneArgs),
+    /// Save images to a tar archive
+    Save(commands::archive::SaveArgs),
+    /// Load images from a tar archive
+    Load(commands::archive::LoadArgs),
 }
 
 #[derive(Subcommand)]
@@ -258,6 +266,12 @@ fn main() {
             commands::inspect::history(&global, a)
         }
         Command::Image(ImageCommand::Prune(a)) => commands::system::image_prune(&global, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => {
+            commands::archive::save(&global, a)
+        }
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
+            commands::archive::load(&global, a)
+        }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),

@@ -253,7 +253,9 @@ fn fetch_layer(
         Err(e) => {
             // Bad bytes from the registry say so by their digest; a verified blob whose
             // content is bad is not kept either.
-            ingest.commit(reader)?;
+            if let Err(c) = ingest.commit(reader) {
+                return Err(c.context(format!("{e:#}")));
+            }
             let _ = fs::remove_file(store.blob_path(&layer.digest));
             return Err(e);
         }

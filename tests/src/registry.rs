@@ -81,6 +81,10 @@ impl Registry {
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) -> Result<String> {
         let reference = format!("{}/{repo}", self.host);
         let out = Command::new("skopeo")
+            // Credentials of our own (none): skopeo's default for a non-root user without
+            // XDG_RUNTIME_DIR is /run/containers/UID/auth.json, unreadable once podman has
+            // made /run/containers root's.
+            .env("REGISTRY_AUTH_FILE", self.storage.path().join("auth.json"))
             // Layers go up as built: uncompressed ones stay uncompressed.
             .args([
                 "copy",

@@ -1,5 +1,6 @@
 //! One module per command family; each takes the global options and its clap arguments.
 
+pub mod archive;
 pub mod auth;
 pub mod container_inspect;
 pub mod containers;

@@ -220,7 +220,14 @@ impl Read for BlobReader<'_> {
             },
             None => {
                 let n = self.read_remote(buf)?;
-                self.out.write_all(&buf[..n])?;
+                if let Err(e) = self.out.write_all(&buf[..n]) {
+                    // Keep the partial file and the stream at `offset` (a full disk may
+                    // have taken part of the write): a later read starts over from there.
+                    self.current = None;
+                    let _ = self.out.set_len(self.offset);
+                    let _ = std::io::Seek::seek(&mut self.out, io::SeekFrom::Start(self.offset));
+                    return Err(e);
+                }
                 n
             }
         };

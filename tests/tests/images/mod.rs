@@ -1,6 +1,7 @@
 //! Images through the `strata` binary against a real registry (Debian's docker-registry on
 //! a free loopback port; images built here and pushed with skopeo).
 
+mod archive;
 mod bad_input;
 mod commands;
 mod hostile;

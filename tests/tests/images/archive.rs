@@ -1,0 +1,305 @@
+//! `save` and `load`: round trips, skopeo reading what strata saves and strata loading what
+//! skopeo writes, bad archives refused with nothing stored; and a full disk during a pull.
+
+use std::path::Path;
+use std::process::Command;
+
+use strata_tests::strata::Strata;
+use strata_tests::users::have_root;
+
+use super::env;
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Files below `dir`, recursively.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn save_then_load_gives_back_the_same_image() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    let before = env.strata.run(&["images", "--no-trunc"]).ok();
+    let file = env.tmp.path().join("both.tar");
+    env.strata
+        .run(&[
+            "save",
+            "-o",
+            file.to_str().unwrap(),
+            &env.busybox,
+            &env.layers,
+        ])
+        .ok();
+    env.strata.run(&["rmi", &env.busybox, &env.layers]).ok();
+    assert_eq!(env.strata.run(&["images", "-aq"]).ok().trim(), "");
+    let out = env.strata.run(&["load", "-i", file.to_str().unwrap()]).ok();
+    assert_eq!(
+        out,
+        format!(
+            "Loaded image: {}\nLoaded image: {}\n",
+            env.busybox, env.layers
+        )
+    );
+    // Same IDs and names; the repo digests a pull records are not in an archive.
+    let after = env.strata.run(&["images", "--no-trunc"]).ok();
+    let ids = |s: &str| {
+        let mut v: Vec<String> = s
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&after), ids(&before));
+    // The loaded layers serve a container (the zstd one included, through the index).
+    let run = env
+        .strata
+        .run(&["run", "--rm", &env.layers, "cat", "/old/new"]);
+    assert_eq!(run.ok(), "new");
+    let run = env
+        .strata
+        .run(&["run", "--rm", &env.busybox, "cat", "/hello"]);
+    assert_eq!(run.ok(), "world\n");
+}
+
+#[test]
+fn skopeo_reads_what_strata_saves_and_strata_loads_what_skopeo_writes() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    let file = env.tmp.path().join("layers.tar");
+    let f = file.to_str().unwrap();
+    env.strata.run(&["save", "-o", f, &env.layers]).ok();
+    let config = env.layers_built.config_digest.as_str();
+    for transport in ["docker-archive", "oci-archive"] {
+        let raw: serde_json::Value =
+            serde_json::from_str(&skopeo(&["inspect", "--raw", &format!("{transport}:{f}")]))
+                .unwrap();
+        assert_eq!(raw["config"]["digest"], config, "{transport}");
+        assert_eq!(raw["layers"].as_array().unwrap().len(), 3, "{transport}");
+    }
+
+    // skopeo's own docker-archive, straight from the registry (gzip/zstd as pushed).
+    let theirs = env.tmp.path().join("skopeo.tar");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{}", env.busybox),
+        &format!("docker-archive:{}:loaded/by:skopeo", theirs.display()),
+    ]);
+    let fresh = Strata::new(&env.tmp.path().join("fresh")).unwrap();
+    let out = fresh.run(&["load", "-i", theirs.to_str().unwrap()]).ok();
+    assert_eq!(out, "Loaded image: loaded/by:skopeo\n");
+    let id = fresh
+        .run(&["images", "-q", "--no-trunc", "loaded/by:skopeo"])
+        .ok();
+    assert_eq!(id.trim(), env.busybox_built.config_digest);
+    // And skopeo's oci-archive, from standard input.
+    let oci = env.tmp.path().join("skopeo-oci.tar");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &format!("docker://{}", env.busybox),
+        &format!("oci-archive:{}:other/name:2", oci.display()),
+    ]);
+    let out = fresh
+        .command(&["load"])
+        .stdin(std::fs::File::open(&oci).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Loaded image: other/name:2\n"
+    );
+}
+
+/// How a bad archive is made from a good one: each member kept, changed, renamed or left out.
+type Rewrite<'a> = dyn Fn(&str, &[u8]) -> Option<(String, Vec<u8>)> + 'a;
+
+/// A tar of `members` (name, bytes) written as given, names unchecked.
+fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn bad_archives_are_refused_and_store_nothing() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let good = env.tmp.path().join("good.tar");
+    env.strata
+        .run(&["save", "-o", good.to_str().unwrap(), &env.busybox])
+        .ok();
+    let fresh = Strata::new(&env.tmp.path().join("fresh")).unwrap();
+    // Every member of the good archive, to build the bad ones from.
+    let mut members: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&good).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_file() {
+            let name = e.path().unwrap().display().to_string();
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+            members.push((name, v));
+        }
+    }
+    let layer_name = {
+        let m: serde_json::Value = serde_json::from_slice(
+            &members
+                .iter()
+                .find(|(n, _)| n == "manifest.json")
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        m[0]["Layers"][1].as_str().unwrap().to_string()
+    };
+    let build = |f: &Rewrite<'_>| -> Vec<u8> {
+        let kept: Vec<(String, Vec<u8>)> = members.iter().filter_map(|(n, d)| f(n, d)).collect();
+        let refs: Vec<(&str, &[u8])> = kept
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        tar_of(&refs)
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "not a tar",
+            b"this is not an archive at all".repeat(40),
+            "not a tar",
+        ),
+        (
+            "a layer missing",
+            build(&|n, d| (n != layer_name).then(|| (n.to_string(), d.to_vec()))),
+            "is missing",
+        ),
+        (
+            "a layer that is not what the config says",
+            build(&|n, d| {
+                let mut d = d.to_vec();
+                if n == layer_name {
+                    d = tar_of(&[("hello", b"changed\n")]);
+                }
+                Some((n.to_string(), d))
+            }),
+            "the image config says",
+        ),
+        (
+            "a name leaving the archive",
+            build(&|n, d| {
+                Some((
+                    if n == "repositories" {
+                        "../../escape".into()
+                    } else {
+                        n.to_string()
+                    },
+                    d.to_vec(),
+                ))
+            }),
+            "leaves the archive",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let path = env.tmp.path().join("bad.tar");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = fresh.run(&["load", "-i", path.to_str().unwrap()]).fails(1);
+        assert!(err.contains(want), "{what}: {err}");
+        assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "", "{what}");
+        let left: Vec<String> = ["layers", "tmp"]
+            .iter()
+            .flat_map(|d| files(&fresh.root().join(d)))
+            .filter(|f| !f.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "{what}: left behind {left:?}");
+        assert!(!env.tmp.path().join("escape").exists());
+    }
+    // An OCI blob whose content does not match its name.
+    let oci = build(&|n, d| {
+        if n == "manifest.json" {
+            return None;
+        }
+        let mut d = d.to_vec();
+        if n == layer_name {
+            d[600] ^= 0xff;
+        }
+        Some((n.to_string(), d))
+    });
+    let path = env.tmp.path().join("bad-oci.tar");
+    std::fs::write(&path, oci).unwrap();
+    let err = fresh.run(&["load", "-i", path.to_str().unwrap()]).fails(1);
+    assert!(err.contains("its content hashes to"), "{err}");
+    assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "");
+}
+
+/// A pull that fills the disk fails saying so, and leaves no partial blob or index.
+#[test]
+fn a_full_disk_fails_the_pull_cleanly() {
+    if !have_root("a_full_disk_fails_the_pull_cleanly") {
+        return;
+    }
+    let env = env();
+    let small = env.tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _guard = Unmount(&small);
+    let store = Strata::new(&small.join("store")).unwrap();
+    // busybox (about 2 MB uncompressed, kept twice: blob and layer data) does not fit.
+    let err = store.run(&["pull", &env.layers]).fails(1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(store.run(&["images", "-aq"]).ok().trim(), "");
+    let left: Vec<String> = ["layers", "tmp"]
+        .iter()
+        .flat_map(|d| files(&small.join("store").join(d)))
+        .filter(|f| !f.ends_with(".lock") && !f.contains(".partial"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let blobs = files(&small.join("store/blobs/sha256"));
+    assert!(blobs.is_empty(), "blobs stored: {blobs:?}");
+}
