@@ -143,10 +143,18 @@ fn runc_rows(dir: &Path, lower: &Path, runs: usize) -> (Result<f64>, Result<f64>
         fuse_overlayfs(dir, lower, &rootfs)?;
         // A container left by an interrupted run would make the name taken.
         let _ = run(Command::new("runc").args(["delete", "-f", "strata-bench-exec"]));
-        run(Command::new("runc")
+        // The detached container keeps its stdio: not pipes we would wait on.
+        let status = Command::new("runc")
             .args(["run", "-d", "-b"])
             .arg(&bundle)
-            .arg("strata-bench-exec"))?;
+            .arg("strata-bench-exec")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("runc run -d failed: {status}");
+        }
         let r = med(repeat(runs, |_| {
             run(Command::new("runc").args(["exec", "strata-bench-exec", "true"]))
         }));
