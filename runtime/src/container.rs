@@ -341,6 +341,12 @@ fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Re
     };
     match sys::clone_fork(CloneFlags::CLONE_PARENT).map_err(Error::sys("clone"))? {
         ForkResult::Child => {
+            if spec.is_some() {
+                // The caller (the monitor) is this process's parent: if it is killed, the
+                // container goes with it rather than running unsupervised on a root whose
+                // FUSE server is gone. Not for exec: `exec -d` outlives its caller.
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            }
             let e = match process_main(spec, process, ends) {
                 Ok(never) => match never {},
                 Err(e) => e,

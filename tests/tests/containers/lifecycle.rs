@@ -484,6 +484,13 @@ fn killing_the_monitor_leaves_a_truthful_state_that_rm_force_cleans() {
             .unwrap_or(true)
     })
     .unwrap();
+    // The container dies with its monitor, before any strata command looks.
+    wait_for(
+        Duration::from_secs(10),
+        "the container to die with its monitor",
+        || processes_with("sleep 1002").is_empty(),
+    )
+    .unwrap();
     let ps = env
         .run(&["ps", "-a", "--format", "{{.Names}} {{.State}} {{.Status}}"])
         .ok();
