@@ -14,7 +14,6 @@
 //! without a mount (see its unit tests); `fuse.rs` is the only module that knows fuser.
 
 pub mod attr;
-pub mod changes;
 pub mod errno;
 pub mod fuse;
 pub mod host;
