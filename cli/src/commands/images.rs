@@ -235,7 +235,7 @@ pub fn rmi(global: &Global, args: RmiArgs) -> Result<()> {
 /// Removes one name or image with docker's rules; returns the output lines.
 fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
     let mut lines = Vec::new();
-    let users = images_in_use(store)?;
+    let users = crate::store::in_use::images_in_use(store)?;
     let deleted = store.update(|t| {
         let found = match store.find(t, name) {
             Ok(f) => f,
@@ -272,7 +272,7 @@ fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
         if matches!(found, Found::Id(_)) || (entry.tags.is_empty() && entry.repo_digests.is_empty())
         {
             let id = &found.image().id;
-            if let Some(container) = users.get(id.as_str()) {
+            if let Some(container) = users.get(id) {
                 // A container's layers stay: -f only takes the names away.
                 if force {
                     return Ok(false);
@@ -304,17 +304,6 @@ fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
         }
     }
     Ok(lines)
-}
-
-/// Image IDs (`sha256:…`) that containers were created from, each with one container's
-/// id: such an image is not deleted while the container exists.
-pub fn images_in_use(store: &Store) -> Result<std::collections::HashMap<String, String>> {
-    let containers = crate::store::containers::Containers::new(store);
-    Ok(containers
-        .records()?
-        .into_iter()
-        .map(|r| (r.image_id, r.id))
-        .collect())
 }
 
 /// Tags then repo digests of a table entry, parsed.

@@ -12,12 +12,12 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
-use super::images::images_in_use;
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
 use crate::store::containers::Containers;
 use crate::store::fsutil::tree_size;
 use crate::store::image::Image;
+use crate::store::in_use::images_in_use;
 use crate::store::Store;
 use crate::Global;
 
@@ -58,7 +58,7 @@ pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
     store.update(|t| {
         let images = store.images()?;
         for img in images {
-            if used.contains_key(img.id.as_str()) || !(args.all || img.dangling()) {
+            if used.contains_key(&img.id) || !(args.all || img.dangling()) {
                 continue;
             }
             for tag in img.tags.iter().chain(img.repo_digests.iter()) {

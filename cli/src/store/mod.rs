@@ -19,6 +19,7 @@ pub mod demo;
 pub mod fsutil;
 pub mod gc;
 pub mod image;
+pub mod in_use;
 pub mod ingest;
 pub mod layers;
 pub mod lock;
