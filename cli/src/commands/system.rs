@@ -2,8 +2,11 @@
 //!
 //! Sizes are docker's: an image's size is the sum of its layers' uncompressed sizes (the
 //! tar each `layers/<diffid>/data` holds); a layer shared by several images counts once in
-//! totals and is "shared size" for each of them. A container's size is its upper
-//! directory's; a volume's, its `_data`.
+//! totals and is "shared size" for each of them. A container's size is the bytes of the
+//! regular files in its upper directory (the number `ps -s` and `container prune` give); a
+//! volume's, the same count over its `_data`. The store's compressed layer blobs (kept for
+//! `skopeo copy oci:`) are not counted: SIZE is what docker's own store shows, the
+//! uncompressed layers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
@@ -12,10 +15,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::ps::{dir_size, status_text};
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
 use crate::store::containers::Containers;
-use crate::store::fsutil::tree_size;
 use crate::store::image::Image;
 use crate::store::in_use::images_in_use;
 use crate::store::Store;
@@ -31,13 +34,15 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-/// Asks `question`; true only for an answer starting with y.
+/// Asks `question` on standard output, as docker does; true only for `y` or `Y` (docker
+/// takes nothing else, not even `yes`).
 fn confirm(question: &str) -> Result<bool> {
-    eprint!("{question} [y/N] ");
-    std::io::stderr().flush()?;
+    let mut out = std::io::stdout().lock();
+    write!(out, "{question} [y/N] ")?;
+    out.flush()?;
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(answer.trim_start().starts_with(['y', 'Y']))
+    Ok(answer.trim().eq_ignore_ascii_case("y"))
 }
 
 pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
@@ -170,13 +175,12 @@ impl ImageUsage {
     }
 }
 
-/// docker's `RECLAIMABLE` cell: `SIZE (PCT%)`.
+/// docker's `RECLAIMABLE` cell: `SIZE (PCT%)`, just `SIZE` when there is nothing at all.
 fn reclaimable(bytes: u64, of: u64) -> String {
-    let pct = match of {
-        0 => 0,
-        _ => (bytes as f64 * 100.0 / of as f64) as u64,
-    };
-    format!("{} ({pct}%)", human_size(bytes))
+    match of {
+        0 => human_size(bytes),
+        _ => format!("{} ({}%)", human_size(bytes), bytes * 100 / of),
+    }
 }
 
 pub fn df(global: &Global, args: DfArgs) -> Result<()> {
@@ -200,7 +204,7 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
             }
         }
         let st = containers.state(&r.id)?;
-        let size = tree_size(&containers.dir(&r.id).join("upper"));
+        let size = dir_size(&containers.dir(&r.id).join("upper"));
         c_size += size;
         if st.status.is_active() {
             c_running += 1;
@@ -214,7 +218,7 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     if let Ok(rd) = std::fs::read_dir(&volumes_dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            volumes.push((name, tree_size(&e.path().join("_data"))));
+            volumes.push((name, dir_size(&e.path().join("_data"))));
         }
     }
     volumes.sort();
@@ -270,29 +274,22 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     for img in &usage.images {
         let (size, shared, unique) = usage.sizes(img);
         let users = image_containers.get(img.id.as_str()).copied().unwrap_or(0);
-        let names: Vec<(String, String)> = match img.tags.is_empty() {
-            true => vec![("<none>".into(), "<none>".into())],
-            false => img
-                .tags
-                .iter()
-                .map(|t| {
-                    (
-                        t.familiar_name(),
-                        t.tag.clone().unwrap_or_else(|| "<none>".into()),
-                    )
-                })
-                .collect(),
+        // One row per image, named by its first tag (docker's rule).
+        let (repo, tag) = match img.tags.first() {
+            Some(t) => (
+                t.familiar_name(),
+                t.tag.clone().unwrap_or_else(|| "<none>".into()),
+            ),
+            None => ("<none>".into(), "<none>".into()),
         };
-        for (repo, tag) in names {
-            lines.push(format!(
-                "{repo}\t{tag}\t{}\t{}\t{}\t{}\t{}\t{users}",
-                img.id.short(),
-                format::since(img.created_unix()),
-                human_size(size),
-                human_size(shared),
-                human_size(unique)
-            ));
-        }
+        lines.push(format!(
+            "{repo}\t{tag}\t{}\t{}\t{}\t{}\t{}\t{users}",
+            img.id.short(),
+            format::since(img.created_unix()),
+            human_size(size),
+            human_size(shared),
+            human_size(unique)
+        ));
     }
     out.push_str(&format::tabwrite(&lines.join("\n")));
     out.push_str("\n\nContainers space usage:\n\n");
@@ -308,7 +305,7 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
             r.image,
             human_size(*size),
             format::since(format::parse_time(&r.created)),
-            st.status.as_str(),
+            status_text(st),
             r.name
         ));
     }
@@ -322,7 +319,7 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     out.push_str(&format::tabwrite(&lines.join("\n")));
     out.push_str("\n\nBuild cache usage: 0B\n\n");
     out.push_str(&format::tabwrite(
-        "CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tSINCE\tUSAGE\tSHARED",
+        "CACHE ID\tCACHE TYPE\tSIZE\tCREATED\tLAST USED\tUSAGE\tSHARED",
     ));
     out.push('\n');
     super::print(out.as_bytes())

@@ -5,6 +5,7 @@ use strata_tests::fixture::LayerBuilder;
 use strata_tests::oci::busybox_layer;
 
 use super::{env, nasty_layer};
+use crate::containers::run_input;
 
 /// The image ID of `reference` in the store.
 fn image_id(env: &super::Env, reference: &str) -> String {
@@ -81,6 +82,34 @@ fn prune_removes_dangling_then_unused_images_and_spares_a_containers() {
     assert_eq!(env.strata.run(&["images", "-aq"]).ok().trim(), "");
 }
 
+#[test]
+fn prune_asks_first_and_a_no_keeps_everything() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let id = image_id(&env, &env.busybox);
+    let prompt = "WARNING! This will remove all images without at least one container \
+                  associated to them.\nAre you sure you want to continue? [y/N] ";
+    // Only y or Y is a yes (docker's rule: not even "yes").
+    for no in ["n\n", "", "yes\n"] {
+        let out = run_input(&env.strata, &["image", "prune", "-a"], no.as_bytes());
+        let what = format!("answer {no:?}");
+        assert_eq!(out.ok(), prompt, "{what}");
+        assert_eq!(image_id(&env, &env.busybox), id, "{what}");
+    }
+    let out = run_input(&env.strata, &["image", "prune", "-a"], b" Y \n").ok();
+    let rest = out.strip_prefix(prompt).unwrap_or_else(|| panic!("{out}"));
+    assert!(rest.starts_with("Deleted Images:\n"), "{out}");
+    assert!(rest.contains(&format!("deleted: {id}\n")), "{out}");
+    assert_eq!(env.strata.run(&["images", "-aq"]).ok(), "");
+    // Without -a, the dangling images' warning.
+    let out = run_input(&env.strata, &["image", "prune"], b"N\n").ok();
+    assert_eq!(
+        out,
+        "WARNING! This will remove all dangling images.\nAre you sure you want to continue? \
+         [y/N] "
+    );
+}
+
 /// docker's `units.HumanSize`: three significant digits, decimal units.
 fn human(bytes: u64) -> String {
     let units = ["B", "kB", "MB", "GB"];
@@ -131,8 +160,9 @@ fn system_df_counts_a_shared_layer_once() {
         lines[0],
         format!("Images|2|0|{}|{} (100%)", human(total), human(total))
     );
-    assert_eq!(lines[1], "Containers|0|0|0B|0B (0%)");
-    assert_eq!(lines[2], "Local Volumes|0|0|0B|0B (0%)");
+    // Nothing at all: no percentage, as docker.
+    assert_eq!(lines[1], "Containers|0|0|0B|0B");
+    assert_eq!(lines[2], "Local Volumes|0|0|0B|0B");
     assert_eq!(lines[3], "Build Cache|0|0|0B|0B");
 
     // A container on the busybox image and a named volume holding 5 bytes.
@@ -149,7 +179,18 @@ fn system_df_counts_a_shared_layer_once() {
             "echo abcd > /data/f",
         ])
         .ok();
+    // A second name: still one row for the image (docker shows its first tag).
+    env.strata
+        .run(&["tag", &env.busybox, "zz/second:name"])
+        .ok();
     let out = env.strata.run(&["system", "df", "-v"]).ok();
+    let short = &env.busybox_built.config_digest["sha256:".len()..][..12];
+    assert_eq!(
+        out.lines().filter(|l| l.contains(short)).count(),
+        1,
+        "{out}"
+    );
+    assert!(!out.contains("zz/second"), "{out}");
     let row = |prefix: &str| {
         out.lines()
             .find(|l| l.starts_with(prefix))
