@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +33,9 @@ use crate::Global;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// The most a manifest, index or config may be (read into memory; containerd's limit for
+/// manifests is 4 MiB, configs with long histories are larger).
+const MAX_JSON_MEMBER: u64 = 64 << 20;
 
 #[derive(Args)]
 pub struct SaveArgs {
@@ -53,7 +57,7 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
-fn add_file(tar: &mut tar::Builder<Box<dyn Write>>, name: &str, bytes: &[u8]) -> Result<()> {
+fn add_file(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str, bytes: &[u8]) -> Result<()> {
     let mut h = tar::Header::new_ustar();
     h.set_mode(0o644);
     h.set_mtime(0);
@@ -62,7 +66,7 @@ fn add_file(tar: &mut tar::Builder<Box<dyn Write>>, name: &str, bytes: &[u8]) ->
         .with_context(|| format!("writing {name} to the archive"))
 }
 
-fn add_dir(tar: &mut tar::Builder<Box<dyn Write>>, name: &str) -> Result<()> {
+fn add_dir(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str) -> Result<()> {
     let mut h = tar::Header::new_ustar();
     h.set_entry_type(tar::EntryType::Directory);
     h.set_mode(0o755);
@@ -98,15 +102,51 @@ pub fn save(global: &Global, args: SaveArgs) -> Result<()> {
             None => images.push((img, tags)),
         }
     }
-    let out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(File::create(p).with_context(|| format!("creating {}", p.display()))?),
+    match &args.output {
+        Some(p) => {
+            // As docker: a temp file beside the target, renamed over it once complete, so a
+            // failed save leaves no half archive (and an earlier one stays).
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let stem = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let tmp = crate::store::fsutil::temp_name(dir, &stem);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", p.display()))?;
+            let result = write_archive(&store, &images, Box::new(std::io::BufWriter::new(&file)))
+                .and_then(|()| {
+                    file.sync_all()
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))
+                });
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result
+        }
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
-            Box::new(std::io::stdout().lock())
+            write_archive(&store, &images, Box::new(std::io::stdout().lock()))
         }
-    };
+    }
+}
+
+/// Writes the archive of `images` (each with the names to give it) to `out`.
+fn write_archive(
+    store: &Store,
+    images: &[(Image, Vec<Reference>)],
+    out: Box<dyn Write + '_>,
+) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     add_file(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     add_dir(&mut tar, "blobs/")?;
@@ -115,7 +155,7 @@ pub fn save(global: &Global, args: SaveArgs) -> Result<()> {
     let mut manifests_json = Vec::new();
     let mut index_entries = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for (img, tags) in &images {
+    for (img, tags) in images {
         let config_digest = &img.manifest.config.digest;
         let config = store.read_blob(config_digest)?;
         if written.insert(config_digest.clone()) {
@@ -318,8 +358,8 @@ impl Unpacked {
         Ok(u)
     }
 
-    /// The bytes of member `name` (following the archive's own links).
-    fn member(&self, name: &str) -> Result<Vec<u8>> {
+    /// Where member `name` was unpacked (following the archive's own links).
+    fn member_file(&self, name: &str) -> Result<PathBuf> {
         let rel = member_path(name).with_context(|| format!("{name:?} names no archive member"))?;
         let mut key = rel.to_string_lossy().into_owned();
         for _ in 0..16 {
@@ -328,7 +368,21 @@ impl Unpacked {
                 None => break,
             }
         }
-        fs::read(self.dir.join(&key)).with_context(|| format!("archive member {name:?} is missing"))
+        let path = self.dir.join(&key);
+        if !path.is_file() {
+            bail!("archive member {name:?} is missing");
+        }
+        Ok(path)
+    }
+
+    /// The bytes of a small member: a manifest or a config (layers are streamed).
+    fn member(&self, name: &str) -> Result<Vec<u8>> {
+        let path = self.member_file(name)?;
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if len > MAX_JSON_MEMBER {
+            bail!("archive member {name:?}: {len} bytes is too large for a manifest or config");
+        }
+        fs::read(&path).with_context(|| format!("reading archive member {name:?}"))
     }
 
     fn has(&self, name: &str) -> bool {
@@ -361,12 +415,94 @@ struct Loaded {
     names: Vec<Reference>,
 }
 
-fn layer_media_type(bytes: &[u8]) -> &'static str {
-    match oci::Compression::from_magic(bytes) {
+fn layer_media_type(head: &[u8]) -> &'static str {
+    match oci::Compression::from_magic(head) {
         oci::Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
         oci::Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
         oci::Compression::None => OCI_LAYER,
     }
+}
+
+/// A layer of the archive as stored: its blob's digest, media type and size.
+struct StoredLayer {
+    digest: Digest,
+    media_type: String,
+    size: u64,
+}
+
+/// Stores the layer unpacked at member `name`, streaming (a layer may be larger than memory):
+/// hashes it (checked against `expected` when the archive names the blob by digest), links
+/// it into `blobs/` and builds its index with the function pulls use, which checks the
+/// uncompressed content against the config's `diff_id`. A layer already indexed is checked
+/// against the diff-id all the same unless the blob is that uncompressed tar.
+fn store_layer(
+    store: &Store,
+    u: &Unpacked,
+    name: &str,
+    expected: Option<&Digest>,
+    media_type: Option<&str>,
+    diff_id: &Digest,
+) -> Result<StoredLayer> {
+    let path = u.member_file(name)?;
+    let mut file = File::open(&path).with_context(|| format!("opening archive member {name}"))?;
+    let mut head = [0u8; 8];
+    let head_len = read_head(&mut file, &mut head)
+        .with_context(|| format!("reading archive member {name}"))?;
+    std::io::Seek::rewind(&mut file)?;
+    let (digest, size) = crate::digest::HashingReader::new(BufReader::new(&mut file))
+        .finish()
+        .with_context(|| format!("reading archive member {name}"))?;
+    if let Some(expected) = expected {
+        if &digest != expected {
+            bail!("archive member {name}: its content hashes to {digest}, not {expected}");
+        }
+    }
+    let media_type = media_type
+        .map(str::to_string)
+        .unwrap_or_else(|| layer_media_type(&head[..head_len]).to_string());
+    if !store.has_blob(&digest) {
+        // The member is already in the store's tmp/: a hard link, synced, renamed into place.
+        file.sync_all()
+            .with_context(|| format!("syncing archive member {name}"))?;
+        let tmp = crate::store::fsutil::temp_name(&store.tmp_dir(), digest.hex());
+        fs::hard_link(&path, &tmp)
+            .with_context(|| format!("linking archive member {name} into the store"))?;
+        if let Err(e) = crate::store::fsutil::commit_file(&tmp, &store.blob_path(&digest)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    }
+    let context = || format!("archive layer {name}");
+    if store.has_layer(diff_id) && &digest != diff_id {
+        // Indexed already (from another blob): only check this blob's content.
+        let mut f = File::open(store.blob_path(&digest)).with_context(context)?;
+        drop(
+            store
+                .prepare_layer(&digest, &media_type, &mut f, Some(diff_id))
+                .with_context(context)?,
+        );
+    } else {
+        store
+            .ensure_layer(&digest, &media_type, diff_id)
+            .with_context(context)?;
+    }
+    Ok(StoredLayer {
+        digest,
+        media_type,
+        size,
+    })
+}
+
+/// Reads up to `buf.len()` bytes (fewer only at the end of the file).
+fn read_head(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
 }
 
 /// Stores a docker-archive image: config, layers (checked against the config's diff-ids
@@ -394,15 +530,9 @@ fn load_docker(store: &Store, u: &Unpacked, entry: &Value) -> Result<Loaded> {
     }
     let mut layers = Vec::new();
     for (path, diff_id) in layer_paths.iter().zip(&parsed.rootfs.diff_ids) {
-        let bytes = u.member(path)?;
-        let digest = Digest::of(&bytes);
-        let media_type = layer_media_type(&bytes);
-        store.put_blob(&digest, &bytes)?;
-        store
-            .ensure_layer(&digest, media_type, diff_id)
-            .with_context(|| format!("archive layer {path}"))?;
+        let l = store_layer(store, u, path, None, None, diff_id)?;
         layers.push(
-            json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()}),
+            json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size}),
         );
     }
     store.put_blob(&config_digest, &config)?;
@@ -474,12 +604,23 @@ fn load_oci(store: &Store, u: &Unpacked, desc: &Descriptor) -> Result<Loaded> {
     let config = oci_blob(u, &manifest.config.digest)?;
     let parsed: oci::ImageConfig =
         serde_json::from_slice(&config).context("not an image config")?;
+    if manifest.layers.len() != parsed.rootfs.diff_ids.len() {
+        bail!(
+            "manifest {}: {} layers, but its config names {} diff-ids",
+            desc.digest,
+            manifest.layers.len(),
+            parsed.rootfs.diff_ids.len()
+        );
+    }
     for (layer, diff_id) in manifest.layers.iter().zip(&parsed.rootfs.diff_ids) {
-        let blob = oci_blob(u, &layer.digest)?;
-        store.put_blob(&layer.digest, &blob)?;
-        store
-            .ensure_layer(&layer.digest, &layer.media_type, diff_id)
-            .with_context(|| format!("archive layer {}", layer.digest))?;
+        store_layer(
+            store,
+            u,
+            &format!("blobs/sha256/{}", layer.digest.hex()),
+            Some(&layer.digest),
+            Some(&layer.media_type),
+            diff_id,
+        )?;
     }
     store.put_blob(&manifest.config.digest, &config)?;
     store.put_blob(&desc.digest, &bytes)?;
@@ -532,9 +673,25 @@ pub fn load(global: &Global, args: LoadArgs) -> Result<()> {
     };
     let mut lines = String::new();
     store.update(|t| {
+        // What each name is now, to say which image a loaded one takes it from (docker's line).
+        let before: HashMap<String, Digest> = store
+            .images()?
+            .into_iter()
+            .flat_map(|i| {
+                let id = i.id.clone();
+                i.tags.into_iter().map(move |r| (r.to_string(), id.clone()))
+            })
+            .collect();
         for l in &loaded {
             t.ensure(&l.desc);
             for n in &l.names {
+                if let Some(old) = before.get(&n.to_string()).filter(|old| **old != l.id) {
+                    lines.push_str(&format!(
+                        "The image {} already exists, renaming the old one with ID {old} to \
+                         empty string\n",
+                        n.familiar()
+                    ));
+                }
                 t.set_tag(&l.desc.digest, n);
                 lines.push_str(&format!("Loaded image: {}\n", n.familiar()));
             }

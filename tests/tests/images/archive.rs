@@ -73,6 +73,28 @@ fn save_then_load_gives_back_the_same_image() {
         v
     };
     assert_eq!(ids(&after), ids(&before));
+    // Loading it again names the same images: nothing to say but what was loaded.
+    let again = env
+        .strata
+        .run(&["load", "-q", "-i", file.to_str().unwrap()]);
+    assert_eq!(again.ok(), "");
+    // A name another image holds now is taken back, saying from which image (docker's line).
+    env.strata.run(&["tag", &env.layers, &env.busybox]).ok();
+    let out = env.strata.run(&["load", "-i", file.to_str().unwrap()]).ok();
+    assert_eq!(
+        out,
+        format!(
+            "The image {b} already exists, renaming the old one with ID {} to empty string\n\
+             Loaded image: {b}\nLoaded image: {}\n",
+            env.layers_built.config_digest,
+            env.layers,
+            b = env.busybox,
+        )
+    );
+    assert_eq!(
+        ids(&env.strata.run(&["images", "--no-trunc"]).ok()),
+        ids(&before)
+    );
     // The loaded layers serve a container (the zstd one included, through the index).
     let run = env
         .strata
@@ -139,6 +161,45 @@ fn skopeo_reads_what_strata_saves_and_strata_loads_what_skopeo_writes() {
         String::from_utf8_lossy(&out.stdout),
         "Loaded image: other/name:2\n"
     );
+}
+
+/// `save -o` writes a temp file and renames it: a save that fails leaves no file, and an
+/// earlier archive where it was stays whole.
+#[test]
+fn a_failed_save_leaves_no_partial_archive() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let file = env.tmp.path().join("out.tar");
+    let f = file.to_str().unwrap();
+    let err = env.strata.run(&["save", "-o", f, "no/such:image"]).fails(1);
+    assert!(err.contains("No such image: no/such:image"), "{err}");
+    assert!(!file.exists());
+    env.strata.run(&["save", "-o", f, &env.busybox]).ok();
+    let good = std::fs::read(&file).unwrap();
+    // Only the owner reads a saved archive (docker's 0600).
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A layer that cannot be read fails the save midway.
+    let layers = env.strata.root().join("layers");
+    let data = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("data"))
+        .find(|p| p.exists())
+        .unwrap();
+    let saved = std::fs::read(&data).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    env.strata.run(&["save", "-o", f, &env.busybox]).fails(1);
+    std::fs::remove_dir(&data).unwrap();
+    std::fs::write(&data, saved).unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), good);
+    let stray: Vec<String> = files(env.tmp.path())
+        .into_iter()
+        .filter(|p| p.contains("out.tar") && !p.ends_with("/out.tar"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
 }
 
 /// How a bad archive is made from a good one: each member kept, changed, renamed or left out.
@@ -249,6 +310,28 @@ fn bad_archives_are_refused_and_store_nothing() {
         assert!(left.is_empty(), "{what}: left behind {left:?}");
         assert!(!env.tmp.path().join("escape").exists());
     }
+    // The OCI form alone, its manifest blob missing.
+    let manifest_blob = {
+        let index: serde_json::Value =
+            serde_json::from_slice(&members.iter().find(|(n, _)| n == "index.json").unwrap().1)
+                .unwrap();
+        let digest = index["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        format!("blobs/sha256/{}", &digest["sha256:".len()..])
+    };
+    let oci = build(&|n, d| {
+        (n != "manifest.json" && n != manifest_blob).then(|| (n.to_string(), d.to_vec()))
+    });
+    let path = env.tmp.path().join("no-manifest.tar");
+    std::fs::write(&path, oci).unwrap();
+    let err = fresh.run(&["load", "-i", path.to_str().unwrap()]).fails(1);
+    assert!(
+        err.contains(&format!("archive member \"{manifest_blob}\" is missing")),
+        "{err}"
+    );
+    assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "");
     // An OCI blob whose content does not match its name.
     let oci = build(&|n, d| {
         if n == "manifest.json" {
