@@ -37,8 +37,8 @@ pub struct Pulled {
 }
 
 /// Pulls `reference`. A failed pull leaves nothing in the store but the partial file of an
-/// interrupted transfer (to resume from): what it had stored is collected again, unless
-/// another pull is running.
+/// interrupted transfer (to resume from; not when writing it failed, as on a full disk):
+/// what it had stored is collected again, unless another pull is running.
 pub fn pull(
     store: &Store,
     auth: &AuthFile,

@@ -99,14 +99,23 @@ impl Ingest {
             attempts: 0,
             progress,
             digest: self.digest.clone(),
+            write_failed: false,
         })
     }
 
     /// Reads what is left, checks the digest and size, and moves the blob into place. On a
     /// mismatch the partial file is deleted and nothing is stored.
     pub fn commit(self, mut reader: BlobReader<'_>) -> Result<()> {
-        io::copy(&mut reader, &mut io::sink())
-            .with_context(|| format!("downloading blob {}", self.digest))?;
+        if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
+            if reader.write_failed {
+                // The store's disk is full (or failing): what came so far is no use to a later
+                // pull until space is freed, and would only hold on to it. A cut transfer keeps
+                // its partial file to resume from.
+                drop(reader);
+                self.discard();
+            }
+            return Err(e).with_context(|| format!("downloading blob {}", self.digest));
+        }
         let got = reader.hasher.clone().finish();
         let received = reader.offset;
         if received != self.size || got != self.digest {
@@ -145,6 +154,8 @@ pub struct BlobReader<'a> {
     attempts: u32,
     progress: Box<dyn FnMut(u64) + Send + 'a>,
     digest: Digest,
+    /// Writing the partial file failed (a full disk): [`Ingest::commit`] keeps nothing.
+    write_failed: bool,
 }
 
 impl BlobReader<'_> {
@@ -224,6 +235,7 @@ impl Read for BlobReader<'_> {
                     // Keep the partial file and the stream at `offset` (a full disk may
                     // have taken part of the write): a later read starts over from there.
                     self.current = None;
+                    self.write_failed = true;
                     let _ = self.out.set_len(self.offset);
                     let _ = std::io::Seek::seek(&mut self.out, io::SeekFrom::Start(self.offset));
                     return Err(e);
