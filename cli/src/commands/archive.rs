@@ -352,6 +352,8 @@ impl Unpacked {
                         resolved.to_string_lossy().into_owned(),
                     );
                 }
+                // pax global headers (as git archive writes): metadata for tar, no member.
+                tar::EntryType::XGlobalHeader => {}
                 other => bail!("archive member {name:?}: unexpected entry type {other:?}"),
             }
         }

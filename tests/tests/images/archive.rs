@@ -393,3 +393,122 @@ fn a_full_disk_fails_the_pull_cleanly() {
     let blobs = files(&small.join("store/blobs/sha256"));
     assert!(blobs.is_empty(), "blobs stored: {blobs:?}");
 }
+
+/// A tar entry for [`old_archive`]: a file, or a symlink to another member.
+enum Member<'a> {
+    File(&'a str, Vec<u8>),
+    Link(&'a str, &'a str),
+}
+
+fn old_archive(members: &[Member<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for m in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        match m {
+            Member::File(name, data) => {
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data.as_slice()).unwrap();
+            }
+            Member::Link(name, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// What docker before 25 wrote: `<id>/layer.tar` members (here one gzip'd), a layer repeated
+/// in an image as a symlink to the first copy, two images sharing a layer, one of them
+/// without a name; and the whole archive gzip'd, on standard input.
+#[test]
+fn old_docker_archives_load_with_linked_and_gzipd_layers() {
+    use strata_tests::fixture::LayerBuilder;
+    use strata_tests::oci::{busybox_layer, digest, host_architecture, Compression};
+    let env = env();
+    let base = busybox_layer().unwrap().tar_bytes(1_700_000_000).unwrap();
+    let hello = LayerBuilder::new()
+        .file("hello", "old world\n")
+        .tar_bytes(1_700_000_000)
+        .unwrap();
+    let empty = LayerBuilder::new().tar_bytes(1_700_000_000).unwrap();
+    let config = |diff_ids: &[&[u8]], cmd: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": host_architecture(),
+            "os": "linux",
+            "config": {"Cmd": [cmd]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids.iter().map(|t| digest(t)).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    };
+    let first = config(&[&base, &empty, &hello, &empty], "/bin/sh");
+    let second = config(&[&base], "/bin/true");
+    let hex = |b: &[u8]| digest(b)["sha256:".len()..].to_string();
+    let (first_json, second_json) = (
+        format!("{}.json", hex(&first)),
+        format!("{}.json", hex(&second)),
+    );
+    let manifest = serde_json::json!([
+        {"Config": first_json, "RepoTags": ["old/first:v1"],
+         "Layers": ["aaa/layer.tar", "ccc/layer.tar", "bbb/layer.tar", "ddd/layer.tar"]},
+        {"Config": second_json, "RepoTags": null, "Layers": ["aaa/layer.tar"]},
+    ]);
+    let tar = old_archive(&[
+        Member::File("aaa/layer.tar", Compression::Gzip.compress(&base).unwrap()),
+        Member::File("aaa/VERSION", b"1.0".to_vec()),
+        Member::File("bbb/layer.tar", hello),
+        Member::File("ccc/layer.tar", empty),
+        Member::Link("ddd/layer.tar", "../ccc/layer.tar"),
+        Member::File(&first_json, first.clone()),
+        Member::File(&second_json, second.clone()),
+        Member::File("repositories", br#"{"old/first":{"v1":"bbb"}}"#.to_vec()),
+        Member::File("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+    ]);
+    let gz = Compression::Gzip.compress(&tar).unwrap();
+    let out = crate::containers::run_input(&env.strata, &["load"], &gz).ok();
+    assert_eq!(
+        out,
+        format!(
+            "Loaded image: old/first:v1\nLoaded image ID: {}\n",
+            digest(&second)
+        )
+    );
+    let ids = env.strata.run(&["images", "-q", "--no-trunc"]).ok();
+    let mut ids: Vec<&str> = ids.lines().collect();
+    ids.sort();
+    let mut want = vec![digest(&first), digest(&second)];
+    want.sort();
+    assert_eq!(ids, want);
+    let run = env
+        .strata
+        .run(&["run", "--rm", "old/first:v1", "cat", "/hello"]);
+    assert_eq!(run.ok(), "old world\n");
+
+    // Saved to standard output and loaded from standard input elsewhere: the same image.
+    let file = env.tmp.path().join("piped.tar");
+    let status = env
+        .strata
+        .command(&["save", "old/first:v1"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let other = Strata::new(&env.tmp.path().join("other")).unwrap();
+    let out = other
+        .command(&["load", "-q"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    let id = other
+        .run(&["images", "-q", "--no-trunc", "old/first:v1"])
+        .ok();
+    assert_eq!(id.trim(), digest(&first));
+}
