@@ -10,6 +10,7 @@ use crate::digest::Digest;
 use crate::filter::Filters;
 use crate::format::{self, Format};
 use crate::reference::Reference;
+use crate::store::containers::Containers;
 use crate::store::image::{Found, Image};
 use crate::store::table::ImageTable;
 use crate::store::Store;
@@ -272,24 +273,42 @@ fn remove(store: &Store, name: &str, force: bool) -> Result<Vec<String>> {
         if matches!(found, Found::Id(_)) || (entry.tags.is_empty() && entry.repo_digests.is_empty())
         {
             let id = &found.image().id;
-            if let Some(container) = users.get(id) {
-                // A container's layers stay: -f only takes the names away.
-                if force {
-                    return Ok(false);
-                }
+            if let Some(ids) = users.get(id) {
+                // A container's image stays (its layers are the container's root): -f only
+                // takes the names away, and not even that while a container runs (docker
+                // names a running one first, else the oldest).
+                let containers = Containers::new(store);
+                let is_running =
+                    |c: &&String| containers.state(c).is_ok_and(|st| st.status.is_active());
+                let running = ids.iter().find(is_running);
+                let container = running.unwrap_or(&ids[0]);
                 let short = &container[..container.len().min(12)];
+                let running = running.is_some();
                 match &found {
-                    Found::Id(_) => bail!(
-                        "conflict: unable to delete {} (must be forced) - image is being used \
-                         by container {short}",
+                    Found::Id(_) if running => bail!(
+                        "conflict: unable to delete {} (cannot be forced) - image is being used \
+                         by running container {short}",
                         id.short()
                     ),
+                    Found::Id(_) if !force => bail!(
+                        "conflict: unable to delete {} (must be forced) - image is being used \
+                         by stopped container {short}",
+                        id.short()
+                    ),
+                    Found::Id(_) => {
+                        if let Some(e) = t.images.iter_mut().find(|e| e.digest() == &digest) {
+                            e.tags.clear();
+                            e.repo_digests.clear();
+                        }
+                    }
+                    _ if force => {}
                     _ => bail!(
                         "conflict: unable to remove repository reference \"{name}\" (must \
                          force) - container {short} is using its referenced image {}",
                         id.short()
                     ),
                 }
+                return Ok(false);
             }
             t.remove(&digest);
             lines.push(format!("Deleted: {}\n", found.image().id));

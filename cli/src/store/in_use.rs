@@ -22,21 +22,21 @@ struct Uses {
     id: String,
     /// `sha256:<hex>` of the image config: the image ID.
     image_id: String,
-    /// RFC 3339; the oldest container is the one named in messages.
+    /// RFC 3339: containers are listed oldest first.
     #[serde(default)]
     created: String,
 }
 
-/// Image IDs containers use, each with the id of one such container (the oldest). No
+/// Image IDs containers use, each with the ids of those containers, oldest first. No
 /// `containers/` directory means no container.
-pub fn images_in_use(store: &Store) -> Result<HashMap<Digest, String>> {
+pub fn images_in_use(store: &Store) -> Result<HashMap<Digest, Vec<String>>> {
     let dir = store.root().join("containers");
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
-    let mut oldest: HashMap<Digest, (String, String)> = HashMap::new();
+    let mut users: HashMap<Digest, Vec<(String, String)>> = HashMap::new();
     for entry in rd {
         let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
         let path = entry.path().join("container.json");
@@ -59,18 +59,17 @@ pub fn images_in_use(store: &Store) -> Result<HashMap<Digest, String>> {
         let Ok(image) = Digest::parse(&uses.image_id) else {
             continue;
         };
-        let candidate = (uses.created, uses.id);
-        match oldest.get_mut(&image) {
-            Some(have) if *have <= candidate => {}
-            Some(have) => *have = candidate,
-            None => {
-                oldest.insert(image, candidate);
-            }
-        }
+        users
+            .entry(image)
+            .or_default()
+            .push((uses.created, uses.id));
     }
-    Ok(oldest
+    Ok(users
         .into_iter()
-        .map(|(image, (_, id))| (image, id))
+        .map(|(image, mut v)| {
+            v.sort();
+            (image, v.into_iter().map(|(_, id)| id).collect())
+        })
         .collect())
 }
 
@@ -92,7 +91,7 @@ mod tests {
     }
 
     #[test]
-    fn each_image_names_its_oldest_container() {
+    fn each_image_lists_its_containers_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let a = format!("sha256:{}", "a".repeat(64));
@@ -114,7 +113,7 @@ mod tests {
         fs::write(dir.path().join("containers/names.lock"), "").unwrap();
         let used = images_in_use(&store).unwrap();
         assert_eq!(used.len(), 2);
-        assert_eq!(used[&Digest::parse(&a).unwrap()], "c1");
-        assert_eq!(used[&Digest::parse(&b).unwrap()], "c3");
+        assert_eq!(used[&Digest::parse(&a).unwrap()], ["c1", "c2"]);
+        assert_eq!(used[&Digest::parse(&b).unwrap()], ["c3"]);
     }
 }

@@ -82,6 +82,65 @@ fn prune_removes_dangling_then_unused_images_and_spares_a_containers() {
     assert_eq!(env.strata.run(&["images", "-aq"]).ok().trim(), "");
 }
 
+/// `rmi ID` of an image containers use: refused naming a stopped container without -f;
+/// while one runs, refused even with -f; -f with none running takes only the names.
+#[test]
+fn rmi_by_id_of_an_image_in_use_follows_docker() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let id = image_id(&env, &env.busybox);
+    let short = &id["sha256:".len()..][..12];
+    let created = env
+        .strata
+        .run(&["create", "--name", "stopped", &env.busybox, "true"])
+        .ok();
+    let stopped = &created.trim()[..12];
+    let err = env.strata.run(&["rmi", short]).fails(1);
+    assert!(
+        err.contains(&format!(
+            "conflict: unable to delete {short} (must be forced) - image is being used by \
+             stopped container {stopped}"
+        )),
+        "{err}"
+    );
+    let running = env
+        .strata
+        .run(&[
+            "run",
+            "-d",
+            "--name",
+            "running",
+            &env.busybox,
+            "sleep",
+            "60",
+        ])
+        .ok();
+    let running = &running.trim()[..12];
+    let err = env.strata.run(&["rmi", "-f", short]).fails(1);
+    assert!(
+        err.contains(&format!(
+            "conflict: unable to delete {short} (cannot be forced) - image is being used by \
+             running container {running}"
+        )),
+        "{err}"
+    );
+    assert_eq!(image_id(&env, &env.busybox), id);
+    env.strata.run(&["rm", "-f", "running"]).ok();
+    // Stopped only: -f takes the names, the image stays for the container.
+    let out = env.strata.run(&["rmi", "-f", short]).ok();
+    assert!(out.contains(&format!("Untagged: {}", env.busybox)), "{out}");
+    assert!(!out.contains("Deleted:"), "{out}");
+    assert_eq!(
+        env.strata.run(&["images", "-q", "--no-trunc"]).ok().trim(),
+        id
+    );
+    assert!(!env.strata.run(&["images"]).ok().contains(&env.busybox));
+    env.strata.run(&["start", "-a", "stopped"]).ok();
+    env.strata.run(&["rm", "stopped"]).ok();
+    let out = env.strata.run(&["rmi", short]).ok();
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+}
+
 #[test]
 fn prune_asks_first_and_a_no_keeps_everything() {
     let env = env();
