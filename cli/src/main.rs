@@ -239,6 +239,8 @@ enum ImageCommand {
 enum SystemCommand {
     /// Show strata disk usage
     Df(commands::system::DfArgs),
+    /// Remove unused data (stopped containers, dangling or unused images, anonymous volumes)
+    Prune(commands::system::SystemPruneArgs),
 }
 
 /// What every command gets: where the store is.
@@ -273,6 +275,7 @@ fn main() {
             commands::archive::load(&global, a)
         }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
+        Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),

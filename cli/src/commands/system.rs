@@ -21,6 +21,7 @@ use crate::format::{self, human_size, Format};
 use crate::store::containers::Containers;
 use crate::store::image::Image;
 use crate::store::in_use::images_in_use;
+use crate::store::volumes::Volumes;
 use crate::store::Store;
 use crate::Global;
 
@@ -58,12 +59,21 @@ pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
         }
     }
     let store = Store::new(&global.root);
-    let used = images_in_use(&store)?;
+    let (lines, bytes) = prune_images(&store, args.all)?;
+    let mut out = section("Deleted Images:", &lines);
+    out.push_str(&format!("Total reclaimed space: {}\n", human_size(bytes)));
+    super::print(out.as_bytes())
+}
+
+/// Removes the dangling images (with `all`, every image) no container uses, then what only
+/// they held. Returns docker's `untagged:`/`deleted:` lines and the bytes freed.
+fn prune_images(store: &Store, all: bool) -> Result<(Vec<String>, u64)> {
+    let used = images_in_use(store)?;
     let mut lines = Vec::new();
     store.update(|t| {
         let images = store.images()?;
         for img in images {
-            if used.contains_key(&img.id) || !(args.all || img.dangling()) {
+            if used.contains_key(&img.id) || !(all || img.dangling()) {
                 continue;
             }
             for tag in img.tags.iter().chain(img.repo_digests.iter()) {
@@ -78,20 +88,127 @@ pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
     for layer in &report.layers {
         lines.push(format!("deleted: {layer}"));
     }
+    Ok((lines, report.bytes))
+}
+
+/// `HEADER` and one line each, then a blank line; nothing when there are no lines.
+fn section(header: &str, lines: &[String]) -> String {
     let mut out = String::new();
     if !lines.is_empty() {
-        out.push_str("Deleted Images:\n");
-        for l in &lines {
+        out.push_str(header);
+        out.push('\n');
+        for l in lines {
             out.push_str(l);
             out.push('\n');
         }
         out.push('\n');
     }
+    out
+}
+
+#[derive(Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// `system prune`: stopped containers, then (with `--volumes`) anonymous volumes no
+/// container uses, then images as `image prune` (`-a`: every unused one). strata has no
+/// user-defined networks and no build cache, so nothing is said about them.
+pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
+    if !args.force {
+        let mut warnings = vec![
+            "all stopped containers",
+            "all networks not used by at least one container",
+        ];
+        if args.volumes {
+            warnings.push("all anonymous volumes not used by at least one container");
+        }
+        warnings.push(match args.all {
+            true => "all images without at least one container associated to them",
+            false => "all dangling images",
+        });
+        warnings.push(match args.all {
+            true => "all build cache",
+            false => "unused build cache",
+        });
+        let mut question = String::from("WARNING! This will remove:\n");
+        for w in warnings {
+            question.push_str(&format!("  - {w}\n"));
+        }
+        question.push_str("\nAre you sure you want to continue?");
+        if !confirm(&question)? {
+            return Ok(());
+        }
+    }
+    let store = Store::new(&global.root);
+    let containers = Containers::new(&store);
+    let mut reclaimed = 0;
+    let mut deleted = Vec::new();
+    for rec in containers.records()? {
+        if containers.state(&rec.id)?.status.is_active() {
+            continue;
+        }
+        reclaimed += dir_size(&containers.dir(&rec.id).join("upper"));
+        super::containers::remove(&store, &containers, &rec, false, false)?;
+        deleted.push(rec.id);
+    }
+    let mut out = section("Deleted Containers:", &deleted);
+    if args.volumes {
+        let (names, bytes) = prune_anonymous_volumes(&store, &containers)?;
+        reclaimed += bytes;
+        out.push_str(&section("Deleted Volumes:", &names));
+    }
+    let (lines, bytes) = prune_images(&store, args.all)?;
+    reclaimed += bytes;
+    out.push_str(&section("Deleted Images:", &lines));
     out.push_str(&format!(
         "Total reclaimed space: {}\n",
-        human_size(report.bytes)
+        human_size(reclaimed)
     ));
     super::print(out.as_bytes())
+}
+
+/// Removes the anonymous volumes (64 hex digits) no container mounts or made.
+fn prune_anonymous_volumes(store: &Store, containers: &Containers) -> Result<(Vec<String>, u64)> {
+    let mut used = BTreeSet::new();
+    for r in containers.records()? {
+        used.extend(r.anonymous_volumes.iter().cloned());
+        used.extend(
+            r.volumes
+                .iter()
+                .filter(|v| v.kind == "volume")
+                .map(|v| v.name.clone()),
+        );
+    }
+    let volumes = Volumes::new(store);
+    let mut names = Vec::new();
+    let mut bytes = 0;
+    let Ok(rd) = std::fs::read_dir(store.root().join("volumes")) else {
+        return Ok((names, bytes));
+    };
+    let mut all: Vec<String> = rd
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    all.sort();
+    for name in all {
+        let anonymous = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if !anonymous || used.contains(&name) {
+            continue;
+        }
+        bytes += dir_size(&volumes.data(&name));
+        volumes.remove(&name)?;
+        names.push(name);
+    }
+    Ok((names, bytes))
 }
 
 #[derive(Args)]

@@ -289,3 +289,108 @@ fn system_df_counts_a_shared_layer_once() {
     );
     assert!(out.contains("Local Volumes|1|0B (0%)"), "{out}");
 }
+
+/// `system prune`: stopped containers, anonymous volumes with `--volumes`, then images as
+/// `image prune`; a running container keeps its image and its volumes.
+#[test]
+fn system_prune_removes_stopped_containers_volumes_and_images() {
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let volumes = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(env.strata.root().join("volumes"))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let keep = env
+        .strata
+        .run(&[
+            "run",
+            "-d",
+            "--name",
+            "keep",
+            "-v",
+            "named:/n",
+            "-v",
+            "/anon",
+            &env.busybox,
+            "sleep",
+            "60",
+        ])
+        .ok();
+    let before = volumes();
+    let gone = env
+        .strata
+        .run(&[
+            "create",
+            "--name",
+            "gone",
+            "-v",
+            "/data",
+            &env.layers,
+            "true",
+        ])
+        .ok();
+    let anonymous: Vec<String> = volumes()
+        .into_iter()
+        .filter(|v| !before.contains(v))
+        .collect();
+    assert_eq!(anonymous.len(), 1, "{:?}", volumes());
+    std::fs::write(
+        env.strata
+            .root()
+            .join("volumes")
+            .join(&anonymous[0])
+            .join("_data/f"),
+        "12345678",
+    )
+    .unwrap();
+
+    // The question, and a no.
+    let out = run_input(&env.strata, &["system", "prune", "--volumes"], b"n\n").ok();
+    assert_eq!(
+        out,
+        "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used by \
+         at least one container\n  - all anonymous volumes not used by at least one \
+         container\n  - all dangling images\n  - unused build cache\n\nAre you sure you want \
+         to continue? [y/N] "
+    );
+    assert_eq!(env.strata.run(&["ps", "-aq"]).ok().lines().count(), 2);
+
+    let out = env.strata.run(&["system", "prune", "-f", "--volumes"]).ok();
+    assert_eq!(
+        out,
+        format!(
+            "Deleted Containers:\n{}\n\nDeleted Volumes:\n{}\n\nTotal reclaimed space: 8B\n",
+            gone.trim(),
+            anonymous[0]
+        )
+    );
+    assert_eq!(volumes(), before);
+    assert_eq!(
+        env.strata.run(&["ps", "-aq", "--no-trunc"]).ok().trim(),
+        keep.trim()
+    );
+
+    // -a: every image no container uses; the running one's stays.
+    let out = env.strata.run(&["system", "prune", "-a", "-f"]).ok();
+    assert!(
+        out.starts_with(&format!("Deleted Images:\nuntagged: {}\n", env.layers)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("deleted: {}\n", env.layers_built.config_digest)),
+        "{out}"
+    );
+    assert_eq!(
+        env.strata.run(&["images", "-q", "--no-trunc"]).ok().trim(),
+        env.busybox_built.config_digest
+    );
+    env.strata.run(&["rm", "-f", "keep"]).ok();
+}
