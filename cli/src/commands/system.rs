@@ -441,3 +441,85 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     out.push('\n');
     super::print(out.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::image::testing::{name_image, put_image};
+    use serde_json::json;
+
+    #[test]
+    fn reclaimable_cell_as_docker() {
+        assert_eq!(reclaimable(0, 0), "0B");
+        assert_eq!(reclaimable(5, 5), "5B (100%)");
+        assert_eq!(reclaimable(1, 3), "1B (33%)");
+        assert_eq!(section("H:", &[]), "");
+        assert_eq!(section("H:", &["a".into(), "b".into()]), "H:\na\nb\n\n");
+    }
+
+    #[test]
+    fn a_shared_layer_counts_once_and_as_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let a = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"abc");
+        let b = put_image(&store, "2024-01-02T00:00:00Z", json!(null), b"abc");
+        let c = put_image(&store, "2024-01-03T00:00:00Z", json!(null), b"12345");
+        name_image(&store, &a, &["a"]);
+        name_image(&store, &b, &["b"]);
+        name_image(&store, &c, &["c"]);
+        let usage = ImageUsage::of(&store).unwrap();
+        let by_tag = |t: &str| {
+            usage
+                .images
+                .iter()
+                .find(|i| i.tags.iter().any(|r| r.familiar() == format!("{t}:latest")))
+                .unwrap()
+        };
+        assert_eq!(usage.sizes(by_tag("a")), (3, 3, 0));
+        assert_eq!(usage.sizes(by_tag("b")), (3, 3, 0));
+        assert_eq!(usage.sizes(by_tag("c")), (5, 0, 5));
+        assert_eq!(usage.total(), 8);
+        assert_eq!(usage.reclaimable(&BTreeSet::new()), 8);
+        // While a uses the shared layer, only c's is reclaimable.
+        let active = BTreeSet::from([by_tag("a").id.clone()]);
+        assert_eq!(usage.reclaimable(&active), 5);
+    }
+
+    #[test]
+    fn prune_takes_dangling_then_unused_and_spares_a_containers_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let named = put_image(&store, "2024-01-01T00:00:00Z", json!(null), b"n");
+        let dangling = put_image(&store, "2024-01-02T00:00:00Z", json!(null), b"d");
+        let used = put_image(&store, "2024-01-03T00:00:00Z", json!(null), b"u");
+        name_image(&store, &named, &["named"]);
+        name_image(&store, &dangling, &[]);
+        name_image(&store, &used, &[]);
+        let id_of = |d: &crate::oci::Descriptor| {
+            store
+                .images()
+                .unwrap()
+                .into_iter()
+                .find(|i| i.manifest_digest == d.digest)
+                .unwrap()
+                .id
+        };
+        let (dangling_id, used_id) = (id_of(&dangling), id_of(&used));
+        let ctr = dir.path().join("containers").join("c1");
+        std::fs::create_dir_all(&ctr).unwrap();
+        std::fs::write(
+            ctr.join("container.json"),
+            json!({"id": "c1", "image_id": used_id.to_string()}).to_string(),
+        )
+        .unwrap();
+
+        let (lines, bytes) = prune_images(&store, false).unwrap();
+        assert_eq!(lines[0], format!("deleted: {dangling_id}"));
+        assert!(bytes > 0);
+        assert_eq!(store.images().unwrap().len(), 2);
+        let (lines, _) = prune_images(&store, true).unwrap();
+        assert_eq!(lines[0], "untagged: named:latest");
+        let left: Vec<Digest> = store.images().unwrap().into_iter().map(|i| i.id).collect();
+        assert_eq!(left, [used_id]);
+    }
+}
