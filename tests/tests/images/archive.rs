@@ -302,12 +302,11 @@ fn bad_archives_are_refused_and_store_nothing() {
         let err = fresh.run(&["load", "-i", path.to_str().unwrap()]).fails(1);
         assert!(err.contains(want), "{what}: {err}");
         assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "", "{what}");
-        let left: Vec<String> = ["layers", "tmp"]
-            .iter()
-            .flat_map(|d| files(&fresh.root().join(d)))
-            .filter(|f| !f.ends_with(".lock"))
-            .collect();
-        assert!(left.is_empty(), "{what}: left behind {left:?}");
+        assert!(
+            stored(&fresh).is_empty(),
+            "{what}: left behind {:?}",
+            stored(&fresh)
+        );
         assert!(!env.tmp.path().join("escape").exists());
     }
     // The OCI form alone, its manifest blob missing.
@@ -332,6 +331,7 @@ fn bad_archives_are_refused_and_store_nothing() {
         "{err}"
     );
     assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "");
+    assert!(stored(&fresh).is_empty(), "{:?}", stored(&fresh));
     // An OCI blob whose content does not match its name.
     let oci = build(&|n, d| {
         if n == "manifest.json" {
@@ -348,6 +348,16 @@ fn bad_archives_are_refused_and_store_nothing() {
     let err = fresh.run(&["load", "-i", path.to_str().unwrap()]).fails(1);
     assert!(err.contains("its content hashes to"), "{err}");
     assert_eq!(fresh.run(&["images", "-aq"]).ok().trim(), "");
+    assert!(stored(&fresh).is_empty(), "{:?}", stored(&fresh));
+}
+
+/// What a store holds besides its layout files and locks: blobs, layer indexes, temp files.
+fn stored(strata: &Strata) -> Vec<String> {
+    ["blobs", "layers", "tmp"]
+        .iter()
+        .flat_map(|d| files(&strata.root().join(d)))
+        .filter(|f| !f.ends_with(".lock"))
+        .collect()
 }
 
 /// A pull that fills the disk fails saying so, and leaves no partial blob or index.
