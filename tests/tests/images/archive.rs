@@ -360,10 +360,10 @@ fn stored(strata: &Strata) -> Vec<String> {
         .collect()
 }
 
-/// A pull that fills the disk fails saying so, and leaves no partial blob or index.
+/// A pull or a load that fills the disk fails saying so, and leaves no partial blob or index.
 #[test]
-fn a_full_disk_fails_the_pull_cleanly() {
-    if !have_root("a_full_disk_fails_the_pull_cleanly") {
+fn a_full_disk_fails_pull_and_load_cleanly() {
+    if !have_root("a_full_disk_fails_pull_and_load_cleanly") {
         return;
     }
     let env = env();
@@ -393,15 +393,32 @@ fn a_full_disk_fails_the_pull_cleanly() {
         "{err}"
     );
     assert_eq!(store.run(&["images", "-aq"]).ok().trim(), "");
-    let left: Vec<String> = ["layers", "tmp"]
-        .iter()
-        .flat_map(|d| files(&small.join("store").join(d)))
-        .filter(|f| !f.ends_with(".lock"))
-        .collect();
     // Not even a partial download: it cannot complete on this disk and would hold its space.
-    assert!(left.is_empty(), "left behind: {left:?}");
-    let blobs = files(&small.join("store/blobs/sha256"));
-    assert!(blobs.is_empty(), "blobs stored: {blobs:?}");
+    assert!(
+        stored(&store).is_empty(),
+        "left behind: {:?}",
+        stored(&store)
+    );
+
+    // A load that fills the disk: the same, naming the member it was unpacking.
+    env.strata.run(&["pull", "-q", &env.layers]).ok();
+    let archive = env.tmp.path().join("layers.tar");
+    env.strata
+        .run(&["save", "-o", archive.to_str().unwrap(), &env.layers])
+        .ok();
+    let err = store
+        .run(&["load", "-i", archive.to_str().unwrap()])
+        .fails(1);
+    assert!(
+        err.contains("unpacking blobs/sha256/") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(store.run(&["images", "-aq"]).ok().trim(), "");
+    assert!(
+        stored(&store).is_empty(),
+        "left behind: {:?}",
+        stored(&store)
+    );
 }
 
 /// A tar entry for [`old_archive`]: a file, or a symlink to another member.
