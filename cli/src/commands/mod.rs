@@ -25,3 +25,14 @@ pub fn print(out: &[u8]) -> anyhow::Result<()> {
         r => Ok(r?),
     }
 }
+
+/// docker's confirmation prompt: `question [y/N] ` on stdout, then one line of stdin; true
+/// only for `y` or `Y` (docker takes nothing else, not even `yes`).
+pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    let mut out = std::io::stdout().lock();
+    write!(out, "{question} [y/N] ")?;
+    out.flush()?;
+    let mut answer = String::new();
+    std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut answer)?;
+    Ok(answer.trim().eq_ignore_ascii_case("y"))
+}

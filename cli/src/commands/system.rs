@@ -9,12 +9,12 @@
 //! uncompressed layers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, Write};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use serde_json::json;
 
+use super::confirm;
 use super::ps::{dir_size, status_text};
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
@@ -33,17 +33,6 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation
     #[arg(short, long)]
     pub force: bool,
-}
-
-/// Asks `question` on standard output, as docker does; true only for `y` or `Y` (docker
-/// takes nothing else, not even `yes`).
-fn confirm(question: &str) -> Result<bool> {
-    let mut out = std::io::stdout().lock();
-    write!(out, "{question} [y/N] ")?;
-    out.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer)?;
-    Ok(answer.trim().eq_ignore_ascii_case("y"))
 }
 
 pub fn image_prune(global: &Global, args: PruneArgs) -> Result<()> {
