@@ -120,6 +120,31 @@ fn skopeo_reads_what_strata_saves_and_strata_loads_what_skopeo_writes() {
                 .unwrap();
         assert_eq!(raw["config"]["digest"], config, "{transport}");
         assert_eq!(raw["layers"].as_array().unwrap().len(), 3, "{transport}");
+        // A whole copy (skopeo checks every blob against its digest), unpacked by umoci.
+        let dir = env.tmp.path().join(format!("copy-{transport}"));
+        skopeo(&[
+            "copy",
+            "--quiet",
+            &format!("{transport}:{f}"),
+            &format!("oci:{}:x", dir.display()),
+        ]);
+        let bundle = env.tmp.path().join(format!("bundle-{transport}"));
+        let out = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:x", dir.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            std::fs::read(bundle.join("rootfs/old/new")).unwrap(),
+            b"new",
+            "{transport}"
+        );
     }
 
     // skopeo's own docker-archive, straight from the registry (gzip/zstd as pushed).
