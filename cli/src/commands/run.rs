@@ -359,10 +359,8 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
     }
 
     let id = containers::new_id()?;
-    let name = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| containers::random_name(&id));
+    // Empty: generated when the container is stored, under the names lock.
+    let name = opts.name.clone().unwrap_or_default();
     let volumes_store = Volumes::new(&store);
     let mut volumes = Vec::new();
     let mut anonymous = Vec::new();
@@ -525,7 +523,8 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
         };
         // The layers must have their indexes before a monitor mounts them.
         store.image_layer_dirs(&img)?;
-        Containers::new(&store).create(&rec)?;
+        let mut rec = rec;
+        Containers::new(&store).create(&mut rec)?;
         Ok(rec)
     })();
     if result.is_err() {

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use strata_runtime::ContainerSpec;
 
-use super::{fsutil, lock::Lock, Store};
+use super::{fsutil, lock::Lock, names, Store};
 
 /// A volume mounted into the container.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -223,17 +223,22 @@ impl Containers {
         )
     }
 
-    /// Stores a new container; its name must be free (checked under the names lock). On
-    /// error nothing is left.
-    pub fn create(&self, rec: &Record) -> Result<()> {
-        if !valid_name(&rec.name) {
+    /// Stores a new container; its name must be free (checked under the names lock). An
+    /// empty name is generated there, drawn again until it is free. On error nothing is left.
+    pub fn create(&self, rec: &mut Record) -> Result<()> {
+        if !rec.name.is_empty() && !valid_name(&rec.name) {
             bail!(
                 "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                 rec.name
             );
         }
         let _lock = self.lock()?;
-        if let Some(other) = self.records()?.iter().find(|o| o.name == rec.name) {
+        let records = self.records()?;
+        if rec.name.is_empty() {
+            let taken = records.iter().map(|r| r.name.as_str()).collect();
+            let mut random = RandomSource::open()?;
+            rec.name = names::generate(&taken, || random.next());
+        } else if let Some(other) = records.iter().find(|o| o.name == rec.name) {
             return Err(Self::conflict(&rec.name, &other.id));
         }
         let dir = self.dir(&rec.id);
@@ -435,18 +440,22 @@ pub fn new_id() -> Result<String> {
     Ok(crate::digest::hex(&b))
 }
 
-/// A generated name, docker-style `adjective_surname`, from the id.
-pub fn random_name(id: &str) -> String {
-    const LEFT: [&str; 16] = [
-        "admiring", "bold", "brave", "clever", "eager", "focused", "gentle", "happy", "jolly",
-        "keen", "lucid", "nifty", "quirky", "serene", "vibrant", "zealous",
-    ];
-    const RIGHT: [&str; 16] = [
-        "babbage", "curie", "darwin", "euler", "fermat", "galois", "hopper", "knuth", "lamport",
-        "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
-    ];
-    let n = u32::from_str_radix(&id[..8], 16).unwrap_or(0) as usize;
-    format!("{}_{}", LEFT[n % 16], RIGHT[(n / 16) % 16])
+/// Random numbers from the kernel's source, for generated names.
+struct RandomSource(fs::File);
+
+impl RandomSource {
+    fn open() -> Result<RandomSource> {
+        Ok(RandomSource(
+            fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        ))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        // urandom does not fail short of a closed descriptor; zeros still give a name.
+        let _ = self.0.read_exact(&mut b);
+        u64::from_ne_bytes(b)
+    }
 }
 
 #[cfg(test)]
@@ -467,16 +476,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
         let c = Containers::new(&store);
-        c.create(&rec("ab", "one", "2024-01-01T00:00:00Z")).unwrap();
+        c.create(&mut rec("ab", "one", "2024-01-01T00:00:00Z"))
+            .unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(dir.path().join("containers"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
-        c.create(&rec("ac", "two", "2024-01-02T00:00:00Z")).unwrap();
+        c.create(&mut rec("ac", "two", "2024-01-02T00:00:00Z"))
+            .unwrap();
         let err = c
-            .create(&rec("cd", "one", "2024-01-03T00:00:00Z"))
+            .create(&mut rec("cd", "one", "2024-01-03T00:00:00Z"))
             .unwrap_err();
         assert!(err.to_string().contains("is already in use"), "{err}");
         assert!(
@@ -492,7 +503,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("No such container"));
-        assert!(c.create(&rec("ef", "-bad", "x")).is_err());
+        assert!(c.create(&mut rec("ef", "-bad", "x")).is_err());
         c.rename(&"ab".repeat(32), "three").unwrap();
         assert!(c.rename(&"ac".repeat(32), "three").is_err());
         assert_eq!(
@@ -509,11 +520,35 @@ mod tests {
     }
 
     #[test]
+    fn generated_names_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Containers::new(&Store::new(dir.path()));
+        let ids: Vec<String> = (0..200).map(|i| format!("{i:064x}")).collect();
+        std::thread::scope(|s| {
+            for id in &ids {
+                let c = &c;
+                s.spawn(move || {
+                    let mut r = Record {
+                        id: id.clone(),
+                        ..Default::default()
+                    };
+                    c.create(&mut r).unwrap();
+                    assert!(valid_name(&r.name), "{}", r.name);
+                });
+            }
+        });
+        let records = c.records().unwrap();
+        let names: std::collections::HashSet<&str> =
+            records.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!((records.len(), names.len()), (200, 200));
+    }
+
+    #[test]
     fn a_running_container_whose_monitor_is_gone_is_dead() {
         let dir = tempfile::tempdir().unwrap();
         let c = Containers::new(&Store::new(dir.path()));
-        let r = rec("ab", "x1", "t");
-        c.create(&r).unwrap();
+        let mut r = rec("ab", "x1", "t");
+        c.create(&mut r).unwrap();
         let me = std::process::id() as i32;
         let mut st = State {
             status: Status::Running,

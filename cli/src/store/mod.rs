@@ -23,6 +23,7 @@ pub mod in_use;
 pub mod ingest;
 pub mod layers;
 pub mod lock;
+pub mod names;
 pub mod table;
 pub mod volumes;
 

@@ -7,6 +7,7 @@
 mod files;
 mod isolation;
 mod lifecycle;
+mod load;
 mod ports;
 mod rootless;
 
