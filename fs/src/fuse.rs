@@ -101,10 +101,11 @@ impl StrataFs {
         &self,
         fh: u64,
         of: &OpenFile,
-        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+        register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        // A file inside a layer's tar is a byte range: the kernel can only pass whole files.
-        if !self.passthrough.load(Ordering::Relaxed) || of.range.is_some() {
+        // Only a whole host file can be passed through (not a byte range of a layer tar).
+        let fd = of.host_fd()?;
+        if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
         let mut guard = self.backing.lock().expect("backing");
@@ -117,7 +118,7 @@ impl StrataFs {
             by_fh.insert(fh, of.ino);
             return Some(b.id.clone());
         }
-        match register(&of.file) {
+        match register(fd) {
             Ok(id) => {
                 let id = Arc::new(id);
                 by_ino.insert(

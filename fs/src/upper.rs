@@ -27,12 +27,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::attr::Attr;
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
-use crate::layer::{LayerFile, WHITEOUT_PREFIX};
+use crate::layer::WHITEOUT_PREFIX;
 
 /// Suffix of the xattr holding a copied-up hard link's link-count difference.
 pub const NLINK_XATTR: &str = "strata.nlink";
@@ -243,88 +243,6 @@ pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
     Some(OsString::from_vec(v))
 }
 
-/// Copies the data of lower file `src` into `dst` (at offset 0), keeping holes: only the
-/// data extents are copied, with `copy_file_range` (a reflink where the filesystem can). A
-/// file inside a layer's tar is its byte range of the tar, which has no holes.
-pub fn copy_data(src: &LayerFile, dst: BorrowedFd<'_>, size: u64) -> Result<()> {
-    let (base, size) = match src.range {
-        Some(r) => (r.offset, size.min(r.len)),
-        None => (0, size),
-    };
-    let src_fd = src.file.as_fd();
-    rustix::fs::ftruncate(dst, size)?;
-    let mut pos = 0u64;
-    while pos < size {
-        let (data, hole) = match src.range {
-            Some(_) => (pos, size),
-            None => {
-                let data = match rustix::fs::seek(src_fd, SeekFrom::Data(pos)) {
-                    Ok(d) => d,
-                    Err(rustix::io::Errno::NXIO) => break,
-                    // No SEEK_DATA here: copy everything from `pos`.
-                    Err(rustix::io::Errno::INVAL) => pos,
-                    Err(e) => return Err(e.into()),
-                };
-                let hole = match rustix::fs::seek(src_fd, SeekFrom::Hole(data)) {
-                    Ok(h) => h.min(size),
-                    Err(_) => size,
-                };
-                (data, hole)
-            }
-        };
-        let mut off_in = base + data;
-        let mut off_out = data;
-        let end_in = base + hole;
-        while off_in < end_in {
-            let len = (end_in - off_in).min(1 << 30) as usize;
-            match rustix::fs::copy_file_range(
-                src_fd,
-                Some(&mut off_in),
-                dst,
-                Some(&mut off_out),
-                len,
-            ) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(rustix::io::Errno::XDEV)
-                | Err(rustix::io::Errno::NOSYS)
-                | Err(rustix::io::Errno::OPNOTSUPP)
-                | Err(rustix::io::Errno::INVAL) => {
-                    copy_with_buffer(src_fd, dst, &mut off_in, &mut off_out, end_in)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        pos = hole.max(off_in - base);
-    }
-    Ok(())
-}
-
-/// The plain read/write loop, for sources `copy_file_range` does not take.
-fn copy_with_buffer(
-    src: BorrowedFd<'_>,
-    dst: BorrowedFd<'_>,
-    off_in: &mut u64,
-    off_out: &mut u64,
-    end: u64,
-) -> Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    while *off_in < end {
-        let want = ((end - *off_in) as usize).min(buf.len());
-        let n = rustix::io::pread(src, &mut buf[..want], *off_in)?;
-        if n == 0 {
-            break;
-        }
-        let mut written = 0;
-        while written < n {
-            written += rustix::io::pwrite(dst, &buf[written..n], *off_out + written as u64)?;
-        }
-        *off_in += n as u64;
-        *off_out += n as u64;
-    }
-    Ok(())
-}
-
 /// Parses `uid:gid:mode` of the override xattr (mode octal, with or without file type bits,
 /// trailing fields ignored).
 pub fn parse_override(value: &[u8]) -> Option<(u32, u32, u32)> {
@@ -370,36 +288,5 @@ mod tests {
     fn whiteout_names_respect_name_max() {
         assert_eq!(whiteout_file_name(OsStr::new("a")).unwrap(), ".wh.a");
         assert!(whiteout_file_name(OsStr::new(&"x".repeat(252))).is_none());
-    }
-
-    #[test]
-    fn copy_keeps_holes_and_data() {
-        use std::io::{Seek, Write};
-        let dir = tempfile::tempdir().unwrap();
-        let mut src = std::fs::File::create(dir.path().join("src")).unwrap();
-        src.write_all(b"head").unwrap();
-        src.seek(std::io::SeekFrom::Start(8 << 20)).unwrap();
-        src.write_all(b"tail").unwrap();
-        let src = std::fs::File::open(dir.path().join("src")).unwrap();
-        let dst = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(dir.path().join("dst"))
-            .unwrap();
-        let size = src.metadata().unwrap().len();
-        copy_data(&LayerFile::host(src), dst.as_fd(), size).unwrap();
-        let got = std::fs::read(dir.path().join("dst")).unwrap();
-        let want = std::fs::read(dir.path().join("src")).unwrap();
-        assert_eq!(got, want);
-        // a byte range of a host file, as a file inside a layer's tar is
-        let src = std::fs::File::open(dir.path().join("src")).unwrap();
-        let range = LayerFile {
-            file: src,
-            range: Some(crate::layer::ByteRange { offset: 2, len: 4 }),
-        };
-        copy_data(&range, dst.as_fd(), 100).unwrap();
-        assert_eq!(std::fs::read(dir.path().join("dst")).unwrap(), b"ad\0\0");
     }
 }

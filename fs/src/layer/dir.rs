@@ -13,7 +13,8 @@ use lru::LruCache;
 use rustix::fs::OFlags;
 
 use super::{
-    oci_whiteout_target, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, OPAQUE_MARKER,
+    oci_whiteout_target, HostFile, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs,
+    OPAQUE_MARKER,
 };
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
@@ -196,14 +197,10 @@ impl Layer for DirLayer {
         Ok(out)
     }
 
-    fn open(&self, path: &LayerPath) -> Result<LayerFile> {
+    fn open(&self, path: &LayerPath) -> Result<Box<dyn LayerFile>> {
         let (dir, name) = self.parent_of(path)?;
-        Ok(LayerFile::host(File::from(host::open_at(
-            dir.as_fd(),
-            name,
-            OFlags::RDONLY,
-            0,
-        )?)))
+        let file = File::from(host::open_at(dir.as_fd(), name, OFlags::RDONLY, 0)?);
+        Ok(Box::new(HostFile::new(file)?))
     }
 
     fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>> {
@@ -225,5 +222,9 @@ impl Layer for DirLayer {
         }
         let (dir, name) = self.parent_of(path)?;
         host::get_xattr(dir.as_fd(), Some(name), key)
+    }
+
+    fn statfs(&self) -> Result<StatVfs> {
+        Ok(rustix::fs::fstatvfs(self.root.as_fd())?)
     }
 }

@@ -13,16 +13,20 @@
 //! overlay (character device 0/0, `trusted.overlay.opaque`/`user.overlay.opaque` = `y`).
 
 mod dir;
+mod file;
 pub mod index;
+mod mem;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 pub use dir::{DirLayer, OPAQUE_XATTRS};
-pub use index::IndexedLayer;
+pub use file::{copy_by_reading, copy_host_range, read_full_at, HostFile, LayerFile};
+pub use index::{DataSource, IndexedLayer, LocalData};
+pub use mem::{MemLayer, MemLayerBuilder};
+pub use rustix::fs::StatVfs;
 
 use crate::attr::{Attr, FileKind};
 use crate::errno::Result;
@@ -124,28 +128,6 @@ pub enum LayerDirEntry {
     Whiteout(OsString),
 }
 
-/// Where a lower file's bytes are inside the host file that holds them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ByteRange {
-    pub offset: u64,
-    pub len: u64,
-}
-
-/// An open lower file: a host file, whole, or a byte range of one (a file inside a tar).
-#[derive(Debug)]
-pub struct LayerFile {
-    pub file: File,
-    /// `None`: the whole host file is the layer's file.
-    pub range: Option<ByteRange>,
-}
-
-impl LayerFile {
-    /// The whole of `file`.
-    pub fn host(file: File) -> LayerFile {
-        LayerFile { file, range: None }
-    }
-}
-
 /// A read-only layer of the union.
 pub trait Layer: Send + Sync + fmt::Debug {
     /// Looks `name` up in directory `dir`.
@@ -154,14 +136,18 @@ pub trait Layer: Send + Sync + fmt::Debug {
     fn stat(&self, path: &LayerPath) -> Result<Attr>;
     /// The entries of directory `dir`, whiteouts decoded, opaque markers left out.
     fn read_dir(&self, dir: &LayerPath) -> Result<Vec<LayerDirEntry>>;
-    /// Opens the regular file at `path` for reading.
-    fn open(&self, path: &LayerPath) -> Result<LayerFile>;
+    /// Opens the regular file at `path` for reading: a reader object, which has a host
+    /// descriptor only where the file is a whole host file.
+    fn open(&self, path: &LayerPath) -> Result<Box<dyn LayerFile>>;
     /// The target of the symlink at `path`, as bytes.
     fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>>;
     /// The names of the extended attributes of `path`.
     fn list_xattrs(&self, path: &LayerPath) -> Result<Vec<OsString>>;
     /// One extended attribute of `path`; `None` when not set.
     fn get_xattr(&self, path: &LayerPath, key: &OsStr) -> Result<Option<Vec<u8>>>;
+    /// The filesystem statistics a read-only union of this layer reports (the host
+    /// filesystem that holds its data).
+    fn statfs(&self) -> Result<StatVfs>;
 }
 
 /// Decodes an OCI whiteout name: `Some(hidden name)` for `.wh.NAME`, `Some("")` for the

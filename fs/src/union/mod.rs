@@ -42,7 +42,7 @@ use crate::host::{self, SharedFd};
 use crate::ids::IdMapper;
 use crate::inode::{stable_ino, Ino, InodeTable, LowerRef, Node, Placement, ROOT};
 use crate::layer::{
-    ByteRange, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, WHITEOUT_PREFIX,
+    read_full_at, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs, WHITEOUT_PREFIX,
 };
 use crate::upper::{self, Upper};
 
@@ -77,13 +77,38 @@ pub struct DirEntry {
 /// An open file of the union.
 #[derive(Debug)]
 pub struct OpenFile {
-    pub file: File,
-    /// For a file inside a layer's tar: where its bytes are in `file`. Such a file cannot
-    /// be passed through to the kernel.
-    pub range: Option<ByteRange>,
+    data: FileData,
     pub ino: Ino,
     /// The file is a host file that writes may go to (an upper file).
     pub upper: bool,
+}
+
+/// What an open file reads from.
+#[derive(Debug)]
+enum FileData {
+    /// An upper file (or its index entry): reads and writes go to the host file.
+    Upper(File),
+    /// A lower file, through its layer's reader.
+    Lower(Box<dyn LayerFile>),
+}
+
+impl OpenFile {
+    /// The host descriptor holding the whole file, for FUSE passthrough: an upper file, or
+    /// a lower one that is a whole host file. `None` for a file the daemon must serve.
+    pub fn host_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.data {
+            FileData::Upper(f) => Some(f.as_fd()),
+            FileData::Lower(l) => l.host_fd(),
+        }
+    }
+
+    /// The upper file writes go to; `EBADF` for a lower file (opened read-only).
+    fn upper_file(&self) -> Result<&File> {
+        match &self.data {
+            FileData::Upper(f) => Ok(f),
+            FileData::Lower(_) => Err(Errno::EBADF),
+        }
+    }
 }
 
 enum Handle {
@@ -600,15 +625,13 @@ impl Union {
         let _ns = self.ns.read().expect("ns");
         let node = self.node(ino)?;
         if let Some(f) = fh.and_then(|fh| self.file_handle(fh).ok()) {
-            if f.upper {
+            if let Ok(file) = f.upper_file() {
                 // An open upper file: its descriptor answers even once its name is gone.
-                let host = host::stat_fd(f.file.as_fd())?;
-                let host = self.union_nlink(host, f.file.as_fd(), None, false)?;
+                let host = host::stat_fd(file.as_fd())?;
+                let host = self.union_nlink(host, file.as_fd(), None, false)?;
                 let over = match self.read_override {
-                    true => {
-                        host::get_xattr(f.file.as_fd(), None, OsStr::new(upper::OVERRIDE_STAT))?
-                            .and_then(|v| upper::parse_override(&v))
-                    }
+                    true => host::get_xattr(file.as_fd(), None, OsStr::new(upper::OVERRIDE_STAT))?
+                        .and_then(|v| upper::parse_override(&v)),
                     false => None,
                 };
                 return self.present(ino, &node, over, host);
@@ -802,71 +825,54 @@ impl Union {
             };
             self.open_location(&loc, pass)?
         };
-        let (file, upper) = opened;
+        let upper = matches!(opened, FileData::Upper(_));
         let of = Arc::new(OpenFile {
-            file: file.file,
-            range: file.range,
+            data: opened,
             ino,
             upper,
         });
         Ok((self.add_handle(Handle::File(of.clone())), of))
     }
 
-    fn open_location(&self, loc: &Location, flags: OFlags) -> Result<(LayerFile, bool)> {
-        let host = |fd| LayerFile::host(File::from(fd));
+    fn open_location(&self, loc: &Location, flags: OFlags) -> Result<FileData> {
+        let host = |fd| FileData::Upper(File::from(fd));
         match loc {
-            Location::Upper { dir, name } => {
-                Ok((host(host::open_at(dir.as_fd(), name, flags, 0)?), true))
-            }
-            Location::Index(name) => Ok((
-                host(host::open_at(self.upper()?.index.as_fd(), name, flags, 0)?),
-                true,
-            )),
+            Location::Upper { dir, name } => Ok(host(host::open_at(dir.as_fd(), name, flags, 0)?)),
+            Location::Index(name) => Ok(host(host::open_at(
+                self.upper()?.index.as_fd(),
+                name,
+                flags,
+                0,
+            )?)),
             Location::Detached(fd) => {
                 use std::os::fd::AsRawFd;
                 let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                Ok((
-                    host(rustix::fs::open(
-                        path.as_str(),
-                        flags | OFlags::CLOEXEC,
-                        rustix::fs::Mode::empty(),
-                    )?),
-                    true,
-                ))
+                Ok(host(rustix::fs::open(
+                    path.as_str(),
+                    flags | OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?))
             }
-            Location::Lower(r) => Ok((self.lowers[r.layer].open(&r.path)?, false)),
+            Location::Lower(r) => Ok(FileData::Lower(self.lowers[r.layer].open(&r.path)?)),
             Location::UpperRoot => Err(Errno::EISDIR),
         }
     }
 
+    /// FUSE READ into `buf` (resized to what was read).
     pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
         let f = self.file_handle(fh)?;
-        let (base, size) = match f.range {
-            Some(r) => (
-                r.offset + offset.min(r.len),
-                u64::from(size).min(r.len.saturating_sub(offset)) as usize,
-            ),
-            None => (offset, size as usize),
+        buf.resize(size as usize, 0);
+        let n = match &f.data {
+            FileData::Upper(file) => read_full_at(file, buf, offset)?,
+            FileData::Lower(l) => l.read_at(buf, offset)?,
         };
-        buf.resize(size, 0);
-        let mut done = 0;
-        while done < buf.len() {
-            let n = f.file.read_at(&mut buf[done..], base + done as u64)?;
-            if n == 0 {
-                break;
-            }
-            done += n;
-        }
-        buf.truncate(done);
+        buf.truncate(n);
         Ok(())
     }
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
         let f = self.file_handle(fh)?;
-        if !f.upper {
-            return Err(Errno::EBADF);
-        }
-        f.file.write_all_at(data, offset)?;
+        f.upper_file()?.write_all_at(data, offset)?;
         Ok(data.len() as u32)
     }
 
@@ -877,11 +883,11 @@ impl Union {
                 return Ok(());
             }
         }
-        if f.upper {
+        if let Ok(file) = f.upper_file() {
             if datasync {
-                f.file.sync_data()?;
+                file.sync_data()?;
             } else {
-                f.file.sync_all()?;
+                file.sync_all()?;
             }
         }
         Ok(())
@@ -889,11 +895,8 @@ impl Union {
 
     pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
         let f = self.file_handle(fh)?;
-        if !f.upper {
-            return Err(Errno::EBADF);
-        }
         rustix::fs::fallocate(
-            &f.file,
+            f.upper_file()?,
             rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
             offset,
             length,
@@ -903,16 +906,20 @@ impl Union {
 
     pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
         let f = self.file_handle(fh)?;
-        if let Some(r) = f.range {
-            // A file inside a tar has no holes: all data up to its end.
+        let Some(fd) = f.host_fd() else {
+            // A lower file without a host file (a range of a tar, chunks) has no holes: all
+            // data up to its end.
+            let FileData::Lower(l) = &f.data else {
+                return Err(Errno::EIO);
+            };
             let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
             return match whence {
-                libc::SEEK_DATA if offset < r.len => Ok(offset as i64),
-                libc::SEEK_HOLE if offset < r.len => Ok(r.len as i64),
+                libc::SEEK_DATA if offset < l.len() => Ok(offset as i64),
+                libc::SEEK_HOLE if offset < l.len() => Ok(l.len() as i64),
                 libc::SEEK_DATA | libc::SEEK_HOLE => Err(Errno(libc::ENXIO)),
                 _ => Err(Errno::EINVAL),
             };
-        }
+        };
         let pos = match whence {
             libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
             libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
@@ -920,25 +927,15 @@ impl Union {
             libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
             _ => return Err(Errno::EINVAL),
         };
-        Ok(rustix::fs::seek(&f.file, pos)? as i64)
+        Ok(rustix::fs::seek(fd, pos)? as i64)
     }
 
-    pub fn statfs(&self) -> Result<rustix::fs::StatVfs> {
-        let fd = match &self.upper {
-            Some(u) => u.root.clone(),
-            None => return self.lowers_statfs(),
-        };
-        Ok(rustix::fs::fstatvfs(&*fd)?)
-    }
-
-    fn lowers_statfs(&self) -> Result<rustix::fs::StatVfs> {
-        // A read-only union reports the top layer's filesystem.
-        let node = self.node(ROOT)?;
-        let top = node.place.lower_dirs.first().cloned().ok_or(Errno::EIO)?;
-        let f = self.lowers[top.layer].open(&top.path).ok();
-        match f {
-            Some(f) => Ok(rustix::fs::fstatvfs(&f.file)?),
-            None => Ok(rustix::fs::statvfs("/")?),
+    /// The upper's filesystem; a read-only union reports its top layer's.
+    pub fn statfs(&self) -> Result<StatVfs> {
+        match (&self.upper, self.lowers.first()) {
+            (Some(u), _) => Ok(rustix::fs::fstatvfs(&*u.root)?),
+            (None, Some(top)) => top.statfs(),
+            (None, None) => Ok(rustix::fs::statvfs("/")?),
         }
     }
 

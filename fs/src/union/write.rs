@@ -13,7 +13,7 @@ use rustix::fs::{
     AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT,
 };
 
-use super::{Entry, Handle, Location, LowerHit, OpenFile, Resolved, Union};
+use super::{Entry, FileData, Handle, Location, LowerHit, OpenFile, Resolved, Union};
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
@@ -305,8 +305,7 @@ impl Union {
                     rustix::fs::ftruncate(&dst, attr.size)?;
                     metacopy = true;
                 } else {
-                    let srcf = layer.open(&src.path)?;
-                    upper::copy_data(&srcf, dst.as_fd(), attr.size)?;
+                    layer.open(&src.path)?.copy_to(dst.as_fd())?;
                 }
                 if upper.fsync {
                     rustix::fs::fsync(&dst)?;
@@ -401,12 +400,10 @@ impl Union {
     fn complete_metacopy(&self, ino: Ino, node: &Node) -> Result<()> {
         let upper = self.upper()?;
         let origin = node.place.origin.clone().ok_or(Errno::EIO)?;
-        let layer = &self.lowers[origin.layer];
-        let size = layer.stat(&origin.path)?.size;
-        let src = layer.open(&origin.path)?;
+        let src = self.lowers[origin.layer].open(&origin.path)?;
         let entry = self.host_entry(ino, node)?;
         let dst = entry.open(OFlags::WRONLY)?;
-        upper::copy_data(&src, dst.as_fd(), size)?;
+        src.copy_to(dst.as_fd())?;
         if upper.fsync {
             dst.sync_all()?;
         }
@@ -558,8 +555,7 @@ impl Union {
         let opened = match file {
             Some(fd) => {
                 let of = Arc::new(OpenFile {
-                    file: std::fs::File::from(fd),
-                    range: None,
+                    data: FileData::Upper(std::fs::File::from(fd)),
                     ino: entry.attr.ino,
                     upper: true,
                 });
@@ -964,9 +960,13 @@ impl Union {
             .fh
             .and_then(|fh| self.file_handle(fh).ok())
             .filter(|f| f.upper);
-        let entry = match &from_handle {
+        let from_file = match &from_handle {
+            Some(f) => Some(f.upper_file()?),
+            None => None,
+        };
+        let entry = match from_file {
             Some(f) => HostEntry {
-                dir: Arc::new(f.file.try_clone()?.into()),
+                dir: Arc::new(f.try_clone()?.into()),
                 name: None,
             },
             None => {
@@ -980,8 +980,8 @@ impl Union {
             }
         };
         if let Some(size) = set.size {
-            match &from_handle {
-                Some(f) => f.file.set_len(size)?,
+            match from_file {
+                Some(f) => f.set_len(size)?,
                 None => entry.open(OFlags::WRONLY)?.set_len(size)?,
             }
         }
@@ -1017,10 +1017,10 @@ impl Union {
         }
         let _ = upper;
         let node = self.node(ino)?;
-        match &from_handle {
+        match from_file {
             Some(f) => {
-                let host = host::stat_fd(f.file.as_fd())?;
-                let host = self.union_nlink(host, f.file.as_fd(), None, false)?;
+                let host = host::stat_fd(f.as_fd())?;
+                let host = self.union_nlink(host, f.as_fd(), None, false)?;
                 let over = match self.read_override {
                     true => entry
                         .get_xattr(OsStr::new(upper::OVERRIDE_STAT))?

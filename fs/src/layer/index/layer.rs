@@ -1,9 +1,10 @@
-//! `IndexedLayer`: a layer index, mapped, served as a [`Layer`].
+//! `IndexedLayer`: a layer index, mapped, served as a [`Layer`] over a [`DataSource`].
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -11,24 +12,27 @@ use super::format::{
     decode_xattrs, EntryRec, Header, InodeRec, ENTRY_LEN, FLAG_OPAQUE, FLAG_WHITEOUT, INODE_LEN,
     NO_INODE,
 };
+use super::source::{DataSource, LocalData, SourceFile};
 use super::{IndexError, DATA_FILE, INDEX_FILE};
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::{Errno, Result};
-use crate::layer::{ByteRange, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup};
+use crate::layer::{Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs};
 
-/// A layer served from `DIR/index` over `DIR/data`.
-pub struct IndexedLayer {
-    dir: PathBuf,
+/// A layer served from an index (`DIR/index`) over the bytes of its tar, `S`: the local
+/// `DIR/data` by default, any [`DataSource`] otherwise.
+pub struct IndexedLayer<S: DataSource = LocalData> {
+    index_path: PathBuf,
     index: Mmap,
     header: Header,
-    data: File,
+    data: Arc<S>,
 }
 
-impl std::fmt::Debug for IndexedLayer {
+impl<S: DataSource> std::fmt::Debug for IndexedLayer<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IndexedLayer")
-            .field("dir", &self.dir)
+            .field("index", &self.index_path)
             .field("entries", &self.header.entries)
+            .field("data", &self.data)
             .finish()
     }
 }
@@ -39,38 +43,51 @@ fn corrupt() -> Errno {
     Errno::EIO
 }
 
-impl IndexedLayer {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError {
+    let path = path.to_path_buf();
+    move |source| IndexError::Io { path, source }
+}
+
+impl IndexedLayer<LocalData> {
     /// Opens the layer in `dir` (as [`super::build_index`] wrote it) and checks that the
     /// index's header fits the file and that `data` is as long as the index says.
-    pub fn open(dir: &Path) -> std::result::Result<IndexedLayer, IndexError> {
-        let index_path = dir.join(INDEX_FILE);
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| IndexError::Io { path, source }
-        };
-        let f = File::open(&index_path).map_err(io_err(&index_path))?;
-        let index = map(&f).map_err(io_err(&index_path))?;
+    pub fn open(dir: &Path) -> std::result::Result<IndexedLayer<LocalData>, IndexError> {
+        let data_path = dir.join(DATA_FILE);
+        let data = File::open(&data_path)
+            .and_then(LocalData::new)
+            .map_err(io_err(&data_path))?;
+        IndexedLayer::with_source(&dir.join(INDEX_FILE), data)
+    }
+}
+
+impl<S: DataSource> IndexedLayer<S> {
+    /// Serves the index at `index_path` over `data`, which must be as long as the tar the
+    /// index was built from.
+    pub fn with_source(
+        index_path: &Path,
+        data: S,
+    ) -> std::result::Result<IndexedLayer<S>, IndexError> {
+        let f = File::open(index_path).map_err(io_err(index_path))?;
+        let index = map(&f).map_err(io_err(index_path))?;
         let header = Header::decode(&index).map_err(|p| IndexError::BadIndex {
-            path: index_path.clone(),
+            path: index_path.to_path_buf(),
             reason: format!("{p:?}"),
         })?;
-        let data_path = dir.join(DATA_FILE);
-        let data = File::open(&data_path).map_err(io_err(&data_path))?;
-        let len = data.metadata().map_err(io_err(&data_path))?.len();
-        if len != header.data_len {
+        if data.len() != header.data_len {
             return Err(IndexError::BadIndex {
-                path: data_path,
+                path: index_path.to_path_buf(),
                 reason: format!(
-                    "it holds {len} bytes, the index was built over {}",
+                    "its data holds {} bytes, the index was built over {}",
+                    data.len(),
                     header.data_len
                 ),
             });
         }
         Ok(IndexedLayer {
-            dir: dir.to_path_buf(),
+            index_path: index_path.to_path_buf(),
             index,
             header,
-            data,
+            data: Arc::new(data),
         })
     }
 
@@ -215,7 +232,7 @@ fn map(f: &File) -> std::io::Result<Mmap> {
     unsafe { Mmap::map(f) }
 }
 
-impl Layer for IndexedLayer {
+impl<S: DataSource> Layer for IndexedLayer<S> {
     fn lookup(&self, dir: &LayerPath, name: &OsStr) -> Result<Lookup> {
         let Some(d) = self.resolve(dir)? else {
             return Ok(Lookup::Missing);
@@ -266,28 +283,22 @@ impl Layer for IndexedLayer {
         Ok(out)
     }
 
-    fn open(&self, path: &LayerPath) -> Result<LayerFile> {
+    fn open(&self, path: &LayerPath) -> Result<Box<dyn LayerFile>> {
         let i = self.resolve_file(path)?;
         match i.mode & libc::S_IFMT {
             libc::S_IFREG => {}
-            libc::S_IFDIR => {
-                // Only statfs opens a directory of a lower: the data file's filesystem is
-                // the layer's.
-                return Ok(LayerFile::host(self.data.try_clone()?));
-            }
+            libc::S_IFDIR => return Err(Errno::EISDIR),
             _ => return Err(Errno::EINVAL),
         }
         let end = i.data.checked_add(i.size).ok_or_else(corrupt)?;
         if end > self.header.data_len {
             return Err(corrupt());
         }
-        Ok(LayerFile {
-            file: self.data.try_clone()?,
-            range: Some(ByteRange {
-                offset: i.data,
-                len: i.size,
-            }),
-        })
+        Ok(Box::new(SourceFile {
+            source: self.data.clone(),
+            offset: i.data,
+            len: i.size,
+        }))
     }
 
     fn read_link(&self, path: &LayerPath) -> Result<Vec<u8>> {
@@ -314,5 +325,9 @@ impl Layer for IndexedLayer {
             .into_iter()
             .find(|(k, _)| *k == key.as_bytes())
             .map(|(_, v)| v.to_vec()))
+    }
+
+    fn statfs(&self) -> Result<StatVfs> {
+        self.data.statfs()
     }
 }

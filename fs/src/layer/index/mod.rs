@@ -3,8 +3,8 @@
 //! [`build_index`] reads a layer tar once, front to back, copies it verbatim to `DIR/data`
 //! and writes `DIR/index` (path → metadata, xattrs, link target, hard-link groups, where
 //! each file's bytes are in `data`). [`IndexedLayer`] maps the index (memmap2) and serves it
-//! as a [`super::Layer`]; reads of file contents are `pread`s of `data` at the file's
-//! offset. Owners, modes, device numbers and xattrs come from the index, so they are exact
+//! as a [`super::Layer`] over a [`DataSource`]: [`LocalData`] (`DIR/data`, read with
+//! `pread` at the file's offset, no copy in between) today, chunks fetched on demand later. Owners, modes, device numbers and xattrs come from the index, so they are exact
 //! whoever mounts the layer, and pulling a layer of 100k files is one sequential write.
 //!
 //! A layer tar is untrusted input. The rules, as container runtimes apply them when they
@@ -28,12 +28,14 @@
 mod build;
 mod format;
 mod layer;
+mod source;
 mod tar;
 
 use std::path::PathBuf;
 
 pub use build::build_index;
 pub use layer::IndexedLayer;
+pub use source::{DataSource, LocalData};
 
 /// Name of the tar's bytes inside a layer directory.
 pub const DATA_FILE: &str = "data";

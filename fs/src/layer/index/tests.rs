@@ -103,9 +103,11 @@ fn p(s: &str) -> LayerPath {
 
 fn read(layer: &IndexedLayer, path: &str) -> Vec<u8> {
     let f = layer.open(&p(path)).unwrap();
-    let r = f.range.expect("a range of the tar");
-    let mut buf = vec![0u8; r.len as usize];
-    std::os::unix::fs::FileExt::read_exact_at(&f.file, &mut buf, r.offset).unwrap();
+    assert!(f.host_fd().is_none(), "a range of the tar is no host file");
+    let mut buf = vec![0u8; f.len() as usize + 1];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(n as u64, f.len(), "reads stop at the file's end");
+    buf.truncate(n);
     buf
 }
 
@@ -368,9 +370,8 @@ fn walk_all(layer: &IndexedLayer, dir: &LayerPath, depth: usize) {
             FileKind::Directory if depth < 32 => walk_all(layer, &path, depth + 1),
             FileKind::Regular => {
                 if let Ok(f) = layer.open(&path) {
-                    let r = f.range.unwrap();
-                    let mut buf = vec![0u8; r.len.min(1 << 16) as usize];
-                    let _ = std::os::unix::fs::FileExt::read_at(&f.file, &mut buf, r.offset);
+                    let mut buf = vec![0u8; f.len().min(1 << 16) as usize];
+                    let _ = f.read_at(&mut buf, 0);
                 }
             }
             FileKind::Symlink => {
@@ -465,4 +466,64 @@ fn corrupted_indexes_never_panic() {
             walk_all(&layer, &LayerPath::root(), 0);
         }
     }
+}
+
+/// A source with no host file, as a remote one: the tar in memory, counting reads.
+#[derive(Debug)]
+struct MemSource {
+    tar: Vec<u8>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl DataSource for MemSource {
+    fn len(&self) -> u64 {
+        self.tar.len() as u64
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> crate::errno::Result<usize> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let start = (offset as usize).min(self.tar.len());
+        let n = buf.len().min(self.tar.len() - start);
+        buf[..n].copy_from_slice(&self.tar[start..start + n]);
+        Ok(n)
+    }
+
+    fn statfs(&self) -> crate::errno::Result<crate::layer::StatVfs> {
+        Err(Errno::ENOSYS)
+    }
+}
+
+#[test]
+fn an_index_serves_any_data_source() {
+    let tar = Tar::new()
+        .file("a", "first")
+        .file("d/b", &"b".repeat(3000))
+        .bytes();
+    let (dir, r) = build(&tar);
+    r.unwrap();
+    let source = MemSource {
+        tar: tar.clone(),
+        reads: Default::default(),
+    };
+    let layer = IndexedLayer::with_source(&dir.path().join(INDEX_FILE), source).unwrap();
+    let f = layer.open(&p("d/b")).unwrap();
+    assert!(f.host_fd().is_none());
+    let mut buf = [0u8; 8];
+    assert_eq!(f.read_at(&mut buf, 2996).unwrap(), 4);
+    assert_eq!(&buf[..4], b"bbbb");
+    let out = dir.path().join("copied");
+    let dst = std::fs::File::create(&out).unwrap();
+    f.copy_to(std::os::fd::AsFd::as_fd(&dst)).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), "b".repeat(3000).as_bytes());
+    assert!(matches!(layer.statfs(), Err(Errno::ENOSYS)));
+    // The source must be the tar the index describes.
+    let short = MemSource {
+        tar: tar[..tar.len() - 1].to_vec(),
+        reads: Default::default(),
+    };
+    assert!(matches!(
+        IndexedLayer::with_source(&dir.path().join(INDEX_FILE), short),
+        Err(IndexError::BadIndex { .. })
+    ));
 }
