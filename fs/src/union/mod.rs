@@ -9,42 +9,53 @@
 //!   directories are found through it (the kernel's `redirect_dir`);
 //! - merged listings put the upper first, then each lower, dropping names already seen and
 //!   names whited out above;
-//! - every change copies the file up first (`write.rs`); chmod/chown/utimens/xattr changes
-//!   of a lower regular file copy its metadata only.
+//! - every change copies the file up first (`copy_up.rs`); chmod/chown/utimens/xattr
+//!   changes of a lower regular file copy its metadata only.
+//!
+//! The upper's on-disk format (whiteouts, opaque and redirect marks, metacopy, origin
+//! inode, link counts, override_stat) is [`Upper`]'s: this module asks it typed questions
+//! and gives it typed orders, and never names a bookkeeping xattr. A node's file is in the
+//! upper or in a lower (`Location`).
+//!
+//! Files, by concept: `lookup.rs` (names to nodes, attributes), `readdir.rs` (merged
+//! listings), `files.rs` (open files: read, write, seek, statfs), `copy_up.rs`,
+//! `namespace.rs` (create, link, unlink, rmdir, rename), `attrs.rs` (setattr, xattrs).
 //!
 //! Lock order: `ns` (a read-write lock over the namespace: lookups and reads share it,
 //! changes take it alone) → `table` → `upper_dirs` → `handles`. Host calls are made with
 //! only `ns` held, never `table`.
 
-mod write;
+mod attrs;
+mod copy_up;
+mod files;
+mod lookup;
+mod namespace;
+mod readdir;
 
 #[cfg(test)]
 mod tests;
 
-pub use write::{Caller, NewKind, SetAttr, SetTime};
+pub use attrs::{SetAttr, SetTime};
+use files::FileData;
+pub use files::OpenFile;
+pub use namespace::{Caller, NewKind};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::num::NonZeroUsize;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::fd::AsFd;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use lru::LruCache;
-use rustix::fs::OFlags;
 
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::ids::IdMapper;
-use crate::inode::{stable_ino, Ino, InodeTable, LowerRef, Node, Placement, ROOT};
-use crate::layer::{
-    read_full_at, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs, WHITEOUT_PREFIX,
-};
-use crate::upper::{self, Upper};
+use crate::inode::{Ino, InodeTable, LowerRef, Node, Placement, ROOT};
+use crate::layer::{Layer, LayerPath};
+use crate::upper::{self, Override, Upper, UpperRef};
 
 /// How a union is put together.
 pub struct UnionConfig {
@@ -72,43 +83,6 @@ pub struct DirEntry {
     pub ino: u64,
     pub kind: FileKind,
     pub name: OsString,
-}
-
-/// An open file of the union.
-#[derive(Debug)]
-pub struct OpenFile {
-    data: FileData,
-    pub ino: Ino,
-    /// The file is a host file that writes may go to (an upper file).
-    pub upper: bool,
-}
-
-/// What an open file reads from.
-#[derive(Debug)]
-enum FileData {
-    /// An upper file (or its index entry): reads and writes go to the host file.
-    Upper(File),
-    /// A lower file, through its layer's reader.
-    Lower(Box<dyn LayerFile>),
-}
-
-impl OpenFile {
-    /// The host descriptor holding the whole file, for FUSE passthrough: an upper file, or
-    /// a lower one that is a whole host file. `None` for a file the daemon must serve.
-    pub fn host_fd(&self) -> Option<BorrowedFd<'_>> {
-        match &self.data {
-            FileData::Upper(f) => Some(f.as_fd()),
-            FileData::Lower(l) => l.host_fd(),
-        }
-    }
-
-    /// The upper file writes go to; `EBADF` for a lower file (opened read-only).
-    fn upper_file(&self) -> Result<&File> {
-        match &self.data {
-            FileData::Upper(f) => Ok(f),
-            FileData::Lower(_) => Err(Errno::EBADF),
-        }
-    }
 }
 
 enum Handle {
@@ -139,12 +113,10 @@ struct Resolved {
     host_attr: Option<Attr>,
 }
 
-/// Where to reach a node's file on the host.
+/// Where a node's file is: an upper entry (its name, the index entry of a copied-up hard
+/// link, or a held handle), or a lower file or directory.
 enum Location {
-    UpperRoot,
-    Upper { dir: SharedFd, name: OsString },
-    Index(OsString),
-    Detached(SharedFd),
+    Upper(UpperRef),
     Lower(LowerRef),
 }
 
@@ -170,11 +142,8 @@ impl std::fmt::Debug for Union {
     }
 }
 
-fn index_name(key: Ino) -> OsString {
-    OsString::from(format!("{key:x}"))
-}
-
 impl Union {
+    /// A union of `config`'s layers: any [`Layer`]s (top first) and an optional upper.
     pub fn new(config: UnionConfig) -> Union {
         let root = Placement {
             upper: config.upper.is_some(),
@@ -249,117 +218,77 @@ impl Union {
     fn location(&self, ino: Ino, node: &Node) -> Result<Location> {
         let p = &node.place;
         if let Some(fd) = &p.detached {
-            return Ok(Location::Detached(fd.clone()));
+            return Ok(Location::Upper(UpperRef::held(fd.clone())));
         }
+        let first_lower = || p.lower_dirs.first().cloned().ok_or(Errno::EIO);
         if ino == ROOT {
-            if self.upper.is_some() {
-                return Ok(Location::UpperRoot);
-            }
-            return Ok(Location::Lower(
-                p.lower_dirs.first().cloned().ok_or(Errno::EIO)?,
-            ));
-        }
-        if p.upper {
-            return Ok(Location::Upper {
-                dir: self.upper_dir(node.parent)?,
-                name: node.name.clone(),
+            return Ok(match &self.upper {
+                Some(u) => Location::Upper(UpperRef::of(u.root.clone())),
+                None => Location::Lower(first_lower()?),
             });
         }
+        if p.upper {
+            return Ok(Location::Upper(UpperRef::at(
+                self.upper_dir(node.parent)?,
+                node.name.clone(),
+            )));
+        }
         if node.kind == FileKind::Directory {
-            return Ok(Location::Lower(
-                p.lower_dirs.first().cloned().ok_or(Errno::EIO)?,
-            ));
+            return Ok(Location::Lower(first_lower()?));
         }
-        if let Some(origin) = &p.origin {
-            if !p.single_link && self.indexed(node.key)? {
-                return Ok(Location::Index(index_name(node.key)));
+        let origin = p.origin.clone().ok_or(Errno::EIO)?;
+        if !p.single_link {
+            if let Some(u) = &self.upper {
+                // Another name of this lower file was copied up: the index holds it.
+                if u.is_indexed(node.key)? {
+                    return Ok(Location::Upper(u.index_ref(node.key)));
+                }
             }
-            return Ok(Location::Lower(origin.clone()));
         }
-        Err(Errno::EIO)
-    }
-
-    /// Whether a copied-up file with several lower names exists in the index.
-    fn indexed(&self, key: Ino) -> Result<bool> {
-        match &self.upper {
-            Some(u) => Ok(host::stat_at(u.index.as_fd(), &index_name(key))?.is_some()),
-            None => Ok(false),
-        }
+        Ok(Location::Lower(origin))
     }
 
     fn stat_location(&self, loc: &Location) -> Result<Attr> {
         match loc {
-            Location::UpperRoot => host::stat_fd(self.upper()?.root.as_fd()),
-            Location::Upper { dir, name } => {
-                let a = host::stat_at(dir.as_fd(), name)?.ok_or(Errno::ENOENT)?;
-                self.union_nlink(a, dir.as_fd(), Some(name), false)
-            }
-            Location::Index(name) => {
-                let index = self.upper()?.index.as_fd();
-                let a = host::stat_at(index, name)?.ok_or(Errno::ENOENT)?;
-                self.union_nlink(a, index, Some(name), true)
-            }
-            Location::Detached(fd) => {
-                self.union_nlink(host::stat_fd(fd.as_fd())?, fd.as_fd(), None, true)
-            }
+            Location::Upper(e) => self.upper()?.stat(e),
             Location::Lower(r) => self.lowers[r.layer].stat(&r.path),
         }
     }
 
-    /// The link count the union shows for a copied-up file: a file with several lower
-    /// names keeps in `strata.nlink` what to add to its host count (minus its index link,
-    /// plus its lower names not copied up yet), as the kernel keeps `overlay.nlink`.
-    /// `always` for the index entry and held files, whose host count may be 1; an upper
-    /// name of an indexed file shares its inode with the index entry, so 1 means no index.
-    fn union_nlink(
-        &self,
-        mut attr: Attr,
-        dir: BorrowedFd<'_>,
-        name: Option<&OsStr>,
-        always: bool,
-    ) -> Result<Attr> {
-        let Some(upper) = &self.upper else {
-            return Ok(attr);
-        };
-        if attr.kind == FileKind::Directory || !(always || attr.nlink > 1) {
-            return Ok(attr);
-        }
-        let diff = host::get_xattr(dir, name, &upper.xattr(upper::NLINK_XATTR))?
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
-        if let Some(diff) = diff {
-            attr.nlink = (attr.nlink as i64 + diff).max(1) as u64;
-        }
-        Ok(attr)
-    }
-
     fn location_xattr(&self, loc: &Location, key: &OsStr) -> Result<Option<Vec<u8>>> {
         match loc {
-            Location::UpperRoot => host::get_xattr(self.upper()?.root.as_fd(), None, key),
-            Location::Upper { dir, name } => host::get_xattr(dir.as_fd(), Some(name), key),
-            Location::Index(name) => host::get_xattr(self.upper()?.index.as_fd(), Some(name), key),
-            Location::Detached(fd) => host::get_xattr(fd.as_fd(), None, key),
+            Location::Upper(e) => e.get_xattr(key),
             Location::Lower(r) => self.lowers[r.layer].get_xattr(&r.path, key),
         }
     }
 
     fn location_xattr_names(&self, loc: &Location) -> Result<Vec<OsString>> {
         match loc {
-            Location::UpperRoot => host::list_xattrs(self.upper()?.root.as_fd(), None),
-            Location::Upper { dir, name } => host::list_xattrs(dir.as_fd(), Some(name)),
-            Location::Index(name) => host::list_xattrs(self.upper()?.index.as_fd(), Some(name)),
-            Location::Detached(fd) => host::list_xattrs(fd.as_fd(), None),
+            Location::Upper(e) => e.list_xattrs(),
             Location::Lower(r) => self.lowers[r.layer].list_xattrs(&r.path),
         }
     }
 
     /// The ownership a rootless mount recorded for a file, if any.
-    fn override_of(&self, loc: &Location) -> Result<Option<(u32, u32, u32)>> {
+    fn override_of(&self, loc: &Location) -> Result<Option<Override>> {
         if !self.read_override {
             return Ok(None);
         }
-        Ok(self
-            .location_xattr(loc, OsStr::new(upper::OVERRIDE_STAT))?
-            .and_then(|v| upper::parse_override(&v)))
+        match loc {
+            Location::Upper(e) => self.upper()?.override_of(e),
+            // A lower that was once a rootless upper carries the record too.
+            Location::Lower(r) => Ok(self.lowers[r.layer]
+                .get_xattr(&r.path, OsStr::new(upper::OVERRIDE_STAT))?
+                .and_then(|v| upper::parse_override(&v))),
+        }
+    }
+
+    /// The upper entry of a node that is in the upper; `EIO` for a lower one.
+    fn upper_entry(&self, ino: Ino, node: &Node) -> Result<UpperRef> {
+        match self.location(ino, node)? {
+            Location::Upper(e) => Ok(e),
+            Location::Lower(_) => Err(Errno::EIO),
+        }
     }
 
     /// Host attributes turned into what the merged view shows.
@@ -367,7 +296,7 @@ impl Union {
         &self,
         ino: Ino,
         node: &Node,
-        over: Option<(u32, u32, u32)>,
+        over: Option<Override>,
         mut attr: Attr,
     ) -> Result<Attr> {
         attr.ino = ino;
@@ -399,582 +328,16 @@ impl Union {
         self.present(ino, node, over, host)
     }
 
-    // ---- lookup ----
-
-    /// Looks `name` up in a stack of lower directories.
-    fn lower_lookup(&self, stack: &[LowerRef], name: &OsStr) -> Result<LowerHit> {
-        let mut top: Option<(Attr, LowerRef)> = None;
-        let mut dirs = Vec::new();
-        for r in stack {
-            match self.lowers[r.layer].lookup(&r.path, name)? {
-                Lookup::Missing => continue,
-                Lookup::Whiteout => break,
-                Lookup::Found { attr, opaque } => {
-                    let here = LowerRef {
-                        layer: r.layer,
-                        path: r.path.join(name),
-                    };
-                    let is_dir = attr.kind == FileKind::Directory;
-                    match &top {
-                        None => top = Some((attr, here.clone())),
-                        Some(_) if !is_dir => break,
-                        Some(_) => {}
-                    }
-                    if !is_dir {
-                        break;
-                    }
-                    dirs.push(here);
-                    if opaque {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(match top {
-            Some((attr, top)) => LowerHit::Found { attr, top, dirs },
-            None => LowerHit::Missing,
-        })
-    }
-
-    /// Whether any lower entry shows under `name` in a directory whose lowers are `stack`.
-    fn lower_visible(&self, stack: &[LowerRef], name: &OsStr) -> Result<bool> {
-        Ok(matches!(
-            self.lower_lookup(stack, name)?,
-            LowerHit::Found { .. }
-        ))
-    }
-
-    /// The lower directories a redirect (an absolute lower path) leads to.
-    fn redirect_stack(&self, path: &[u8]) -> Result<Vec<LowerRef>> {
-        let mut stack: Vec<LowerRef> = (0..self.lowers.len())
-            .map(|layer| LowerRef {
-                layer,
-                path: LayerPath::root(),
-            })
-            .collect();
-        for comp in LayerPath::from_bytes(path).components() {
-            match self.lower_lookup(&stack, comp)? {
-                LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
-                    stack = dirs
-                }
-                _ => return Ok(Vec::new()),
-            }
-        }
-        Ok(stack)
-    }
-
-    /// Resolves `name` in directory `parent` without entering it in the table.
-    fn resolve(&self, parent: Ino, name: &OsStr) -> Result<Resolved> {
-        host::check_name(name)?;
-        if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
-            return Err(Errno::ENOENT);
-        }
-        let pnode = self.node(parent)?;
-        if pnode.kind != FileKind::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let pplace = &pnode.place;
-        if pplace.upper && self.upper.is_some() {
-            let pfd = self.upper_dir(parent)?;
-            match host::stat_at(pfd.as_fd(), name)? {
-                Some(a) if a.is_whiteout_device() => return Err(Errno::ENOENT),
-                Some(a) => return self.resolve_upper(&pfd, name, a, pplace),
-                None => {
-                    if !pplace.lower_dirs.is_empty() && Upper::has_file_whiteout(pfd.as_fd(), name)?
-                    {
-                        return Err(Errno::ENOENT);
-                    }
-                }
-            }
-        }
-        match self.lower_lookup(&pplace.lower_dirs, name)? {
-            LowerHit::Found { attr, top, dirs } => {
-                let key = stable_ino(top.layer + 1, attr.ino);
-                let place = if attr.kind == FileKind::Directory {
-                    Placement {
-                        lower_dirs: dirs.into(),
-                        ..Placement::default()
-                    }
-                } else {
-                    Placement {
-                        origin: Some(top),
-                        single_link: attr.nlink <= 1,
-                        ..Placement::default()
-                    }
-                };
-                Ok(Resolved {
-                    kind: attr.kind,
-                    key,
-                    place,
-                    host_attr: Some(attr),
-                })
-            }
-            LowerHit::Missing => Err(Errno::ENOENT),
+    fn set_place(&self, ino: Ino, f: impl FnOnce(&mut crate::inode::Placement)) {
+        if let Some(n) = self.table.lock().expect("table").get_mut(ino) {
+            f(&mut n.place);
         }
     }
-
-    /// The stable number of upper entry `name`: a copied-up file keeps its lower one (the
-    /// `strata.ino` xattr), as overlayfs keeps the origin's st_ino.
-    fn upper_key(&self, pfd: &SharedFd, name: &OsStr, host_ino: u64) -> Result<Ino> {
-        let upper = self.upper()?;
-        Ok(
-            match host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("strata.ino"))? {
-                Some(v) => std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(stable_ino(0, host_ino)),
-                None => stable_ino(0, host_ino),
-            },
-        )
-    }
-
-    fn resolve_upper(
-        &self,
-        pfd: &SharedFd,
-        name: &OsStr,
-        a: Attr,
-        pplace: &Placement,
-    ) -> Result<Resolved> {
-        let upper = self.upper()?;
-        let key = self.upper_key(pfd, name, a.ino)?;
-        let mut place = Placement {
-            upper: true,
-            ..Placement::default()
-        };
-        if a.kind == FileKind::Directory {
-            if !Upper::is_opaque(pfd.as_fd(), name)? {
-                let redirect =
-                    host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("overlay.redirect"))?;
-                place.lower_dirs = match redirect {
-                    Some(path) => self.redirect_stack(&path)?.into(),
-                    None => match self.lower_lookup(&pplace.lower_dirs, name)? {
-                        LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
-                            dirs.into()
-                        }
-                        _ => Arc::from(Vec::new()),
-                    },
-                };
-            }
-        } else if a.kind == FileKind::Regular
-            && host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("overlay.metacopy"))?.is_some()
-        {
-            if let LowerHit::Found { attr, top, .. } =
-                self.lower_lookup(&pplace.lower_dirs, name)?
-            {
-                if attr.kind == FileKind::Regular {
-                    place.metacopy = true;
-                    place.origin = Some(top);
-                }
-            }
-        }
-        Ok(Resolved {
-            kind: a.kind,
-            key,
-            place,
-            host_attr: None,
-        })
-    }
-
-    fn enter(&self, parent: Ino, name: &OsStr, r: Resolved, count: bool) -> Result<Entry> {
-        let (ino, generation) = self.table.lock().expect("table").intern(
-            parent,
-            name.to_os_string(),
-            r.kind,
-            r.key,
-            r.place,
-            count,
-        );
-        let node = self.node(ino)?;
-        let attr = match r.host_attr {
-            Some(host) if !node.place.upper => {
-                let loc = self.location(ino, &node)?;
-                // The lower hit's attributes, unless another name of this lower file was
-                // copied up: the index holds the file then.
-                let host = match loc {
-                    Location::Lower(_) => host,
-                    _ => self.stat_location(&loc)?,
-                };
-                let over = self.override_of(&loc)?;
-                self.present(ino, &node, over, host)?
-            }
-            _ => self.attr_of(ino, &node)?,
-        };
-        Ok(Entry { attr, generation })
-    }
-
-    /// FUSE LOOKUP: counts one reference on the node returned.
-    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry> {
-        let _ns = self.ns.read().expect("ns");
-        let r = self.resolve(parent, name)?;
-        self.enter(parent, name, r, true)
-    }
-
-    /// FUSE FORGET.
-    pub fn forget(&self, ino: Ino, n: u64) {
-        let dropped = {
-            let mut t = self.table.lock().expect("table");
-            t.forget(ino, n);
-            t.take_dropped()
-        };
-        for ino in dropped {
-            self.forget_upper_dir(ino);
-        }
-    }
-
-    pub fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Attr> {
-        let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        if let Some(f) = fh.and_then(|fh| self.file_handle(fh).ok()) {
-            if let Ok(file) = f.upper_file() {
-                // An open upper file: its descriptor answers even once its name is gone.
-                let host = host::stat_fd(file.as_fd())?;
-                let host = self.union_nlink(host, file.as_fd(), None, false)?;
-                let over = match self.read_override {
-                    true => host::get_xattr(file.as_fd(), None, OsStr::new(upper::OVERRIDE_STAT))?
-                        .and_then(|v| upper::parse_override(&v)),
-                    false => None,
-                };
-                return self.present(ino, &node, over, host);
-            }
-        }
-        self.attr_of(ino, &node)
-    }
-
-    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
-        let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        if node.kind != FileKind::Symlink {
-            return Err(Errno::EINVAL);
-        }
-        match self.location(ino, &node)? {
-            Location::Upper { dir, name } => host::read_link(dir.as_fd(), &name),
-            Location::Index(name) => host::read_link(self.upper()?.index.as_fd(), &name),
-            Location::Lower(r) => self.lowers[r.layer].read_link(&r.path),
-            // A symlink that lost one of its hard links: its held O_PATH|O_NOFOLLOW handle.
-            Location::Detached(fd) => host::read_link(fd.as_fd(), OsStr::new("")),
-            Location::UpperRoot => Err(Errno::EINVAL),
-        }
-    }
-
-    // ---- directories ----
-
-    /// The merged listing of a directory, upper first, without whiteouts and duplicates.
-    fn merged_listing(&self, ino: Ino, node: &Node) -> Result<Vec<DirEntry>> {
-        if node.kind != FileKind::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let mut out = Vec::new();
-        let mut seen: HashSet<OsString> = HashSet::new();
-        let mut hidden: HashSet<OsString> = HashSet::new();
-        let p = &node.place;
-        if p.upper && self.upper.is_some() {
-            let dir = self.upper_dir(ino)?;
-            for e in host::read_dir(dir.as_fd())? {
-                if let Some(target) = crate::layer::oci_whiteout_target(&e.name) {
-                    if !target.is_empty() {
-                        hidden.insert(target.to_os_string());
-                    }
-                    continue;
-                }
-                if e.name.as_bytes().starts_with(b"#strata-") && ino == ROOT {
-                    continue;
-                }
-                let kind = match e.kind {
-                    Some(FileKind::CharDevice) | None => match host::stat_at(dir.as_fd(), &e.name)?
-                    {
-                        Some(a) if a.is_whiteout_device() => {
-                            hidden.insert(e.name);
-                            continue;
-                        }
-                        Some(a) => a.kind,
-                        None => continue,
-                    },
-                    Some(k) => k,
-                };
-                seen.insert(e.name.clone());
-                out.push(DirEntry {
-                    ino: self.upper_key(&dir, &e.name, e.ino)?,
-                    kind,
-                    name: e.name,
-                });
-            }
-        }
-        for r in p.lower_dirs.iter() {
-            let entries = self.lowers[r.layer].read_dir(&r.path)?;
-            let mut layer_whiteouts = Vec::new();
-            for e in entries {
-                match e {
-                    LayerDirEntry::Whiteout(name) => layer_whiteouts.push(name),
-                    LayerDirEntry::Entry {
-                        name,
-                        ino: host_ino,
-                        kind,
-                    } => {
-                        if seen.contains(&name) || hidden.contains(&name) {
-                            continue;
-                        }
-                        seen.insert(name.clone());
-                        out.push(DirEntry {
-                            ino: stable_ino(r.layer + 1, host_ino),
-                            kind,
-                            name,
-                        });
-                    }
-                }
-            }
-            hidden.extend(layer_whiteouts);
-        }
-        // d_ino must equal st_ino: a live node may answer to its key under another number.
-        let table = self.table.lock().expect("table");
-        for e in &mut out {
-            if let Some(ino) = table.by_key(e.ino) {
-                e.ino = ino;
-            }
-        }
-        Ok(out)
-    }
-
-    /// FUSE OPENDIR. The listing is taken at the first READDIR, not here: with the kernel's
-    /// directory cache (FOPEN_CACHE_DIR) most opens are answered from it and never read.
-    pub fn opendir(&self, ino: Ino) -> Result<u64> {
-        let _ns = self.ns.read().expect("ns");
-        if self.node(ino)?.kind != FileKind::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        Ok(self.add_handle(Handle::Dir(None)))
-    }
-
-    /// FUSE READDIR(PLUS): the handle's snapshot of the merged listing, whose entry at index
-    /// `i` has offset `i + 1`. Offsets stay valid for telldir/seekdir however the directory
-    /// changes while it is read; offset 0 (a first read, or rewinddir) takes a new snapshot,
-    /// as does a first read that continues where the kernel's cache of the listing ends.
-    pub fn readdir(&self, fh: u64, ino: Ino, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
-        if offset != 0 {
-            match self.handles.lock().expect("handles").get(&fh) {
-                Some(Handle::Dir(Some(d))) => return Ok(d.clone()),
-                Some(Handle::Dir(None)) => {}
-                _ => return Err(Errno::EBADF),
-            }
-        }
-        let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        let mut entries = vec![
-            DirEntry {
-                ino,
-                kind: FileKind::Directory,
-                name: ".".into(),
-            },
-            DirEntry {
-                ino: node.parent,
-                kind: FileKind::Directory,
-                name: "..".into(),
-            },
-        ];
-        entries.extend(self.merged_listing(ino, &node)?);
-        let entries = Arc::new(entries);
-        match self.handles.lock().expect("handles").get_mut(&fh) {
-            Some(Handle::Dir(d)) => *d = Some(entries.clone()),
-            _ => return Err(Errno::EBADF),
-        }
-        Ok(entries)
-    }
-
-    pub fn release(&self, fh: u64) {
-        self.handles.lock().expect("handles").remove(&fh);
-    }
-
-    // ---- files ----
-
-    fn add_handle(&self, h: Handle) -> u64 {
-        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().expect("handles").insert(fh, h);
-        fh
-    }
-
-    pub fn file_handle(&self, fh: u64) -> Result<Arc<OpenFile>> {
-        match self.handles.lock().expect("handles").get(&fh) {
-            Some(Handle::File(f)) => Ok(f.clone()),
-            _ => Err(Errno::EBADF),
-        }
-    }
-
-    /// FUSE OPEN. Opening for writing (or with O_TRUNC) copies the file up first.
-    pub fn open(&self, ino: Ino, flags: i32) -> Result<(u64, Arc<OpenFile>)> {
-        let acc = flags & libc::O_ACCMODE;
-        let writing = acc != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        let pass = OFlags::from_bits_retain(
-            (flags
-                & !(libc::O_CREAT
-                    | libc::O_EXCL
-                    | libc::O_NOCTTY
-                    | libc::O_NOFOLLOW
-                    | libc::O_CLOEXEC)) as u32,
-        );
-        let opened = if writing {
-            let _ns = self.ns.write().expect("ns");
-            self.copy_up(ino)?;
-            let node = self.node(ino)?;
-            self.open_location(&self.location(ino, &node)?, pass)?
-        } else {
-            let _ns = self.ns.read().expect("ns");
-            let node = self.node(ino)?;
-            let loc = if node.place.metacopy {
-                Location::Lower(node.place.origin.clone().ok_or(Errno::EIO)?)
-            } else {
-                self.location(ino, &node)?
-            };
-            self.open_location(&loc, pass)?
-        };
-        let upper = matches!(opened, FileData::Upper(_));
-        let of = Arc::new(OpenFile {
-            data: opened,
-            ino,
-            upper,
-        });
-        Ok((self.add_handle(Handle::File(of.clone())), of))
-    }
-
-    fn open_location(&self, loc: &Location, flags: OFlags) -> Result<FileData> {
-        let host = |fd| FileData::Upper(File::from(fd));
-        match loc {
-            Location::Upper { dir, name } => Ok(host(host::open_at(dir.as_fd(), name, flags, 0)?)),
-            Location::Index(name) => Ok(host(host::open_at(
-                self.upper()?.index.as_fd(),
-                name,
-                flags,
-                0,
-            )?)),
-            Location::Detached(fd) => {
-                use std::os::fd::AsRawFd;
-                let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                Ok(host(rustix::fs::open(
-                    path.as_str(),
-                    flags | OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )?))
-            }
-            Location::Lower(r) => Ok(FileData::Lower(self.lowers[r.layer].open(&r.path)?)),
-            Location::UpperRoot => Err(Errno::EISDIR),
-        }
-    }
-
-    /// FUSE READ into `buf` (resized to what was read).
-    pub fn read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Result<()> {
-        let f = self.file_handle(fh)?;
-        buf.resize(size as usize, 0);
-        let n = match &f.data {
-            FileData::Upper(file) => read_full_at(file, buf, offset)?,
-            FileData::Lower(l) => l.read_at(buf, offset)?,
-        };
-        buf.truncate(n);
-        Ok(())
-    }
-
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
-        let f = self.file_handle(fh)?;
-        f.upper_file()?.write_all_at(data, offset)?;
-        Ok(data.len() as u32)
-    }
-
-    pub fn fsync(&self, fh: u64, datasync: bool) -> Result<()> {
-        let f = self.file_handle(fh)?;
-        if let Some(u) = &self.upper {
-            if !u.fsync {
-                return Ok(());
-            }
-        }
-        if let Ok(file) = f.upper_file() {
-            if datasync {
-                file.sync_data()?;
-            } else {
-                file.sync_all()?;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn fallocate(&self, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
-        let f = self.file_handle(fh)?;
-        rustix::fs::fallocate(
-            f.upper_file()?,
-            rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
-            offset,
-            length,
-        )?;
-        Ok(())
-    }
-
-    pub fn lseek(&self, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let f = self.file_handle(fh)?;
-        let Some(fd) = f.host_fd() else {
-            // A lower file without a host file (a range of a tar, chunks) has no holes: all
-            // data up to its end.
-            let FileData::Lower(l) = &f.data else {
-                return Err(Errno::EIO);
-            };
-            let offset = u64::try_from(offset).map_err(|_| Errno::EINVAL)?;
-            return match whence {
-                libc::SEEK_DATA if offset < l.len() => Ok(offset as i64),
-                libc::SEEK_HOLE if offset < l.len() => Ok(l.len() as i64),
-                libc::SEEK_DATA | libc::SEEK_HOLE => Err(Errno(libc::ENXIO)),
-                _ => Err(Errno::EINVAL),
-            };
-        };
-        let pos = match whence {
-            libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
-            libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
-            libc::SEEK_SET => rustix::fs::SeekFrom::Start(offset as u64),
-            libc::SEEK_END => rustix::fs::SeekFrom::End(offset),
-            _ => return Err(Errno::EINVAL),
-        };
-        Ok(rustix::fs::seek(fd, pos)? as i64)
-    }
-
-    /// The upper's filesystem; a read-only union reports its top layer's.
-    pub fn statfs(&self) -> Result<StatVfs> {
-        match (&self.upper, self.lowers.first()) {
-            (Some(u), _) => Ok(rustix::fs::fstatvfs(&*u.root)?),
-            (None, Some(top)) => top.statfs(),
-            (None, None) => Ok(rustix::fs::statvfs("/")?),
-        }
-    }
-
-    // ---- xattrs ----
 
     /// Whether an xattr name is the filesystem's own bookkeeping, never shown or changed
     /// through the mount.
     pub fn is_private_xattr(&self, key: &OsStr) -> bool {
-        let k = key.as_bytes();
-        const PRIVATE: [&[u8]; 6] = [
-            b"trusted.overlay.",
-            b"user.overlay.",
-            b"trusted.strata.",
-            b"user.strata.",
-            b"user.fuseoverlayfs.",
-            b"trusted.fuseoverlayfs.",
-        ];
-        PRIVATE.iter().any(|p| k.starts_with(p))
-            || (self.read_override && k == upper::OVERRIDE_STAT.as_bytes())
-    }
-
-    pub fn getxattr(&self, ino: Ino, key: &OsStr) -> Result<Vec<u8>> {
-        if self.is_private_xattr(key) {
-            return Err(Errno::ENODATA);
-        }
-        let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        let loc = self.location(ino, &node)?;
-        self.location_xattr(&loc, key)?.ok_or(Errno::ENODATA)
-    }
-
-    pub fn listxattr(&self, ino: Ino) -> Result<Vec<OsString>> {
-        let _ns = self.ns.read().expect("ns");
-        let node = self.node(ino)?;
-        let loc = self.location(ino, &node)?;
-        Ok(self
-            .location_xattr_names(&loc)?
-            .into_iter()
-            .filter(|k| !self.is_private_xattr(k))
-            .collect())
+        upper::is_bookkeeping_xattr(key)
+            || (self.read_override && key.as_encoded_bytes() == upper::OVERRIDE_STAT.as_bytes())
     }
 }

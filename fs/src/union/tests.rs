@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::layer::DirLayer;
-use crate::union::write::{Caller, NewKind, SetAttr};
+use crate::union::{Caller, NewKind, SetAttr};
 
 struct Fixture {
     dir: tempfile::TempDir,

@@ -1,0 +1,256 @@
+//! Names to nodes: the top-down lookup through the upper and the lower stack, redirects,
+//! entering nodes in the table, and their attributes.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use super::{Entry, Location, LowerHit, Resolved, Union};
+use crate::attr::{Attr, FileKind};
+use crate::errno::{Errno, Result};
+use crate::host;
+use crate::inode::{stable_ino, Ino, LowerRef, Node, Placement};
+use crate::layer::{LayerPath, Lookup, WHITEOUT_PREFIX};
+use crate::upper::{Upper, UpperEntry};
+
+impl Union {
+    /// Looks `name` up in a stack of lower directories.
+    fn lower_lookup(&self, stack: &[LowerRef], name: &OsStr) -> Result<LowerHit> {
+        let mut top: Option<(Attr, LowerRef)> = None;
+        let mut dirs = Vec::new();
+        for r in stack {
+            match self.lowers[r.layer].lookup(&r.path, name)? {
+                Lookup::Missing => continue,
+                Lookup::Whiteout => break,
+                Lookup::Found { attr, opaque } => {
+                    let here = LowerRef {
+                        layer: r.layer,
+                        path: r.path.join(name),
+                    };
+                    let is_dir = attr.kind == FileKind::Directory;
+                    match &top {
+                        None => top = Some((attr, here.clone())),
+                        Some(_) if !is_dir => break,
+                        Some(_) => {}
+                    }
+                    if !is_dir {
+                        break;
+                    }
+                    dirs.push(here);
+                    if opaque {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(match top {
+            Some((attr, top)) => LowerHit::Found { attr, top, dirs },
+            None => LowerHit::Missing,
+        })
+    }
+
+    /// Whether any lower entry shows under `name` in a directory whose lowers are `stack`.
+    pub(super) fn lower_visible(&self, stack: &[LowerRef], name: &OsStr) -> Result<bool> {
+        Ok(matches!(
+            self.lower_lookup(stack, name)?,
+            LowerHit::Found { .. }
+        ))
+    }
+
+    /// The lower directories a redirect (an absolute lower path) leads to.
+    fn redirect_stack(&self, path: &[u8]) -> Result<Vec<LowerRef>> {
+        let mut stack: Vec<LowerRef> = (0..self.lowers.len())
+            .map(|layer| LowerRef {
+                layer,
+                path: LayerPath::root(),
+            })
+            .collect();
+        for comp in LayerPath::from_bytes(path).components() {
+            match self.lower_lookup(&stack, comp)? {
+                LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
+                    stack = dirs
+                }
+                _ => return Ok(Vec::new()),
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Resolves `name` in directory `parent` without entering it in the table.
+    pub(super) fn resolve(&self, parent: Ino, name: &OsStr) -> Result<Resolved> {
+        host::check_name(name)?;
+        if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+            return Err(Errno::ENOENT);
+        }
+        let pnode = self.node(parent)?;
+        if pnode.kind != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let pplace = &pnode.place;
+        if let (true, Some(upper)) = (pplace.upper, &self.upper) {
+            let pfd = self.upper_dir(parent)?;
+            match upper.entry(pfd.as_fd(), name)? {
+                Some(e) if e.whiteout => return Err(Errno::ENOENT),
+                Some(e) => return self.resolve_upper(e, name, pplace),
+                None => {
+                    if !pplace.lower_dirs.is_empty() && Upper::has_file_whiteout(pfd.as_fd(), name)?
+                    {
+                        return Err(Errno::ENOENT);
+                    }
+                }
+            }
+        }
+        match self.lower_lookup(&pplace.lower_dirs, name)? {
+            LowerHit::Found { attr, top, dirs } => {
+                let key = stable_ino(top.layer + 1, attr.ino);
+                let place = if attr.kind == FileKind::Directory {
+                    Placement {
+                        lower_dirs: dirs.into(),
+                        ..Placement::default()
+                    }
+                } else {
+                    Placement {
+                        origin: Some(top),
+                        single_link: attr.nlink <= 1,
+                        ..Placement::default()
+                    }
+                };
+                Ok(Resolved {
+                    kind: attr.kind,
+                    key,
+                    place,
+                    host_attr: Some(attr),
+                })
+            }
+            LowerHit::Missing => Err(Errno::ENOENT),
+        }
+    }
+
+    /// An upper entry as a node: its number (a copied-up file keeps its lower one, as
+    /// overlayfs keeps the origin's st_ino), and for a directory the lower directories
+    /// merged into it (through its redirect, unless opaque), for a metacopy its origin.
+    fn resolve_upper(&self, e: UpperEntry, name: &OsStr, pplace: &Placement) -> Result<Resolved> {
+        let key = e.origin_ino.unwrap_or(stable_ino(0, e.attr.ino));
+        let mut place = Placement {
+            upper: true,
+            ..Placement::default()
+        };
+        if e.attr.kind == FileKind::Directory {
+            if !e.opaque {
+                place.lower_dirs = match e.redirect {
+                    Some(path) => self.redirect_stack(&path)?.into(),
+                    None => match self.lower_lookup(&pplace.lower_dirs, name)? {
+                        LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
+                            dirs.into()
+                        }
+                        _ => Arc::from(Vec::new()),
+                    },
+                };
+            }
+        } else if e.attr.kind == FileKind::Regular && e.metacopy {
+            if let LowerHit::Found { attr, top, .. } =
+                self.lower_lookup(&pplace.lower_dirs, name)?
+            {
+                if attr.kind == FileKind::Regular {
+                    place.metacopy = true;
+                    place.origin = Some(top);
+                }
+            }
+        }
+        Ok(Resolved {
+            kind: e.attr.kind,
+            key,
+            place,
+            host_attr: None,
+        })
+    }
+
+    pub(super) fn enter(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        r: Resolved,
+        count: bool,
+    ) -> Result<Entry> {
+        let (ino, generation) = self.table.lock().expect("table").intern(
+            parent,
+            name.to_os_string(),
+            r.kind,
+            r.key,
+            r.place,
+            count,
+        );
+        let node = self.node(ino)?;
+        let attr = match r.host_attr {
+            Some(host) if !node.place.upper => {
+                let loc = self.location(ino, &node)?;
+                // The lower hit's attributes, unless another name of this lower file was
+                // copied up: the index holds the file then.
+                let host = match loc {
+                    Location::Lower(_) => host,
+                    Location::Upper(_) => self.stat_location(&loc)?,
+                };
+                let over = self.override_of(&loc)?;
+                self.present(ino, &node, over, host)?
+            }
+            _ => self.attr_of(ino, &node)?,
+        };
+        Ok(Entry { attr, generation })
+    }
+
+    /// FUSE LOOKUP: counts one reference on the node returned.
+    pub fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Entry> {
+        let _ns = self.ns.read().expect("ns");
+        let r = self.resolve(parent, name)?;
+        self.enter(parent, name, r, true)
+    }
+
+    /// FUSE FORGET.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        let dropped = {
+            let mut t = self.table.lock().expect("table");
+            t.forget(ino, n);
+            t.take_dropped()
+        };
+        for ino in dropped {
+            self.forget_upper_dir(ino);
+        }
+    }
+
+    pub fn getattr(&self, ino: Ino, fh: Option<u64>) -> Result<Attr> {
+        let _ns = self.ns.read().expect("ns");
+        let node = self.node(ino)?;
+        if let Some(f) = fh.and_then(|fh| self.file_handle(fh).ok()) {
+            if let Ok(file) = f.upper_file() {
+                // An open upper file: its descriptor answers even once its name is gone.
+                return self.attr_of_open(ino, &node, file);
+            }
+        }
+        self.attr_of(ino, &node)
+    }
+
+    /// The attributes of node `ino` from an open upper file of it.
+    pub(super) fn attr_of_open(&self, ino: Ino, node: &Node, file: &File) -> Result<Attr> {
+        let upper = self.upper()?;
+        let host = upper.union_nlink_at(host::stat_fd(file.as_fd())?, file.as_fd(), None, false)?;
+        let over = match self.read_override {
+            true => upper.override_at(file.as_fd(), None)?,
+            false => None,
+        };
+        self.present(ino, node, over, host)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>> {
+        let _ns = self.ns.read().expect("ns");
+        let node = self.node(ino)?;
+        if node.kind != FileKind::Symlink {
+            return Err(Errno::EINVAL);
+        }
+        match self.location(ino, &node)? {
+            Location::Upper(e) => e.read_link(),
+            Location::Lower(r) => self.lowers[r.layer].read_link(&r.path),
+        }
+    }
+}
