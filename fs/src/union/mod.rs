@@ -33,6 +33,8 @@ mod namespace;
 mod readdir;
 
 #[cfg(test)]
+mod suite;
+#[cfg(test)]
 mod tests;
 
 pub use attrs::{SetAttr, SetTime};
