@@ -3,15 +3,28 @@
 //! ```text
 //!   kernel ──FUSE──▶ fuse.rs (StrataFs: requests → union calls → replies)
 //!                      │
-//!                    union/ (the merge: lookup, readdir, copy-up, whiteouts, rename)
-//!                      │            │
-//!          upper.rs (CoW dir,    layer/ (read-only: the Layer trait; DirLayer)
-//!            on-disk format)        │
+//!                    union/ (the merge: lookup, readdir, copy-up, namespace ops, attrs)
+//!                      │                      │
+//!          upper.rs (Upper: the CoW dir;   layer/ (read-only: the Layer trait)
+//!            owns its on-disk format)        ├─ DirLayer   a host directory
+//!                      │                     ├─ IndexedLayer<S: DataSource>  index + tar
+//!                      │                     │    (LocalData today; remote chunks later)
+//!                      │                     └─ MemLayer   in memory, for tests
 //!                      └──── host.rs (one-name-at-a-time host access, *at() calls)
 //! ```
 //!
-//! Traits: [`layer::Layer`] is what a read-only layer provides. The union is usable
-//! without a mount (see its unit tests); `fuse.rs` is the only module that knows fuser.
+//! Traits: [`layer::Layer`] is what a read-only layer provides; [`layer::LayerFile`] is
+//! an open lower file (positional reads, length, a host descriptor only where the file is
+//! a whole host file, for passthrough and `copy_file_range`); [`layer::DataSource`] is
+//! where an indexed layer's bytes come from (it needs no host descriptor, so it may be
+//! remote and slow). The union is usable without a mount (its unit tests and the
+//! in-process conformance suite run on [`layer::MemLayer`]s); `fuse.rs` is the only module
+//! that knows fuser.
+//!
+//! Building a mount from layers opened elsewhere (an image store's
+//! `Vec<Arc<dyn Layer>>`): [`Union::new`] with a [`UnionConfig`] (`lowers`, top first, and
+//! an optional [`upper::Upper`]), then [`mount::mount`]; [`mount::build_union`] does the
+//! same from `lowerdir=`/`layers=` options.
 
 pub mod attr;
 pub mod errno;

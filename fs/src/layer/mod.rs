@@ -2,12 +2,17 @@
 //!
 //! A [`Layer`] answers by layer-relative path ([`LayerPath`]): look a name up in a
 //! directory (with whiteouts and opaque markers already decoded), stat, list, open, read a
-//! link, read xattrs. The union never sees a layer's storage. Drivers:
+//! link, read xattrs, statfs. The union never sees a layer's storage: an open file is a
+//! [`LayerFile`] reader, which hands out a host descriptor only when the file is a whole
+//! host file. Drivers:
 //! - [`DirLayer`]: a plain host directory (fuse-overlayfs compatibility, unpacked rootfs);
 //!   reads go to the host file, so they are as fast as the host and can use FUSE
-//!   passthrough. Its cost is one host inode per file and per-file extraction.
-//! - [`IndexedLayer`]: an image layer's tar with its index (`index/`); file contents are
-//!   byte ranges of the tar, so reads are served by the daemon (no passthrough).
+//!   passthrough and `copy_file_range`. Its cost is one host inode per file and per-file
+//!   extraction.
+//! - [`IndexedLayer`]: an image layer's tar with its index (`index/`), generic over a
+//!   [`DataSource`]; file contents are byte ranges of the tar, so reads are served by the
+//!   daemon (no passthrough): a `pread` of the local data, or a fetch for a remote source.
+//! - [`MemLayer`]: built in memory entry by entry, for tests of the union.
 //!
 //! Lower whiteouts are read in both formats: OCI (`.wh.NAME`, `.wh..wh..opq`) and kernel
 //! overlay (character device 0/0, `trusted.overlay.opaque`/`user.overlay.opaque` = `y`).
