@@ -397,11 +397,14 @@ impl Filesystem for StrataFs {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let mut buf = Vec::new();
-        match self.union.read(fh.0, offset, size, &mut buf) {
-            Ok(()) => reply.data(&buf),
-            Err(e) => reply.error(err(e)),
+        // One buffer per worker thread, reused: no allocation per READ.
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        BUF.with_borrow_mut(|buf| match self.union.read(fh.0, offset, size, buf) {
+            Ok(()) => reply.data(buf),
+            Err(e) => reply.error(err(e)),
+        });
     }
 
     fn write(
