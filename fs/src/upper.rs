@@ -93,6 +93,20 @@ pub struct UpperEntry {
     pub override_stat: Option<Override>,
 }
 
+impl UpperEntry {
+    /// The attributes with the union's link count, as [`Upper::stat`] gives them for a
+    /// named entry: no second stat or xattr read.
+    pub fn union_attr(&self) -> Attr {
+        let mut attr = self.attr;
+        if attr.kind != FileKind::Directory && attr.nlink > 1 {
+            if let Some(diff) = self.nlink_diff {
+                attr.nlink = (attr.nlink as i64 + diff).max(1) as u64;
+            }
+        }
+        attr
+    }
+}
+
 /// One entry of an upper directory listing, the format decoded.
 #[derive(Clone, Debug)]
 pub enum UpperDirEntry {

@@ -122,6 +122,7 @@ impl Union {
                     key,
                     place,
                     host_attr: Some(attr),
+                    upper_attr: None,
                 })
             }
             LowerHit::Missing => Err(Errno::ENOENT),
@@ -132,6 +133,7 @@ impl Union {
     /// overlayfs keeps the origin's st_ino), and for a directory the lower directories
     /// merged into it (through its redirect, unless opaque), for a metacopy its origin.
     fn resolve_upper(&self, e: UpperEntry, name: &OsStr, pplace: &Placement) -> Result<Resolved> {
+        let upper_attr = Some((e.union_attr(), e.override_stat));
         let key = e.origin_ino.unwrap_or(stable_ino(0, e.attr.ino));
         let mut place = Placement {
             upper: true,
@@ -164,6 +166,7 @@ impl Union {
             key,
             place,
             host_attr: None,
+            upper_attr,
         })
     }
 
@@ -183,8 +186,13 @@ impl Union {
             count,
         );
         let node = self.node(ino)?;
-        let attr = match r.host_attr {
-            Some(host) if !node.place.upper => {
+        let attr = match (r.host_attr, r.upper_attr) {
+            // The node is the upper entry just read (interning replaced its placement).
+            (_, Some((host, over))) if node.place.upper && node.place.detached.is_none() => {
+                let over = over.filter(|_| self.read_override);
+                self.present(ino, &node, over, host)?
+            }
+            (Some(host), _) if !node.place.upper => {
                 let loc = self.location(ino, &node)?;
                 // The lower hit's attributes, unless another name of this lower file was
                 // copied up: the index holds the file then.

@@ -113,6 +113,9 @@ struct Resolved {
     /// The host attributes of the node's location when the lookup already read them (a
     /// lower hit), saving a second stat per looked-up name.
     host_attr: Option<Attr>,
+    /// For an upper entry: its attributes (union link count) and override record, as the
+    /// one read of the entry found them, saving a second stat and xattr reads.
+    upper_attr: Option<(Attr, Option<Override>)>,
 }
 
 /// Where a node's file is: an upper entry (its name, the index entry of a copied-up hard
