@@ -31,18 +31,22 @@
 //! mount's own prefix is written.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::layer::{LayerFile, WHITEOUT_PREFIX};
+
+mod entry_ref;
+
+pub use entry_ref::{file_type, keeping_dir_times, timestamps_of, UpperRef};
 
 /// Suffix of the xattr holding a copied-up hard link's link-count difference.
 const NLINK_XATTR: &str = "strata.nlink";
@@ -117,17 +121,6 @@ pub enum UpperDirEntry {
     },
     /// A whiteout for `name`, in either format.
     Whiteout(OsString),
-}
-
-/// An upper entry to read or change: a directory and a name, or (no name) a descriptor of
-/// the file itself (the upper root, a held handle).
-#[derive(Clone, Debug)]
-pub struct UpperRef {
-    pub dir: SharedFd,
-    pub name: Option<OsString>,
-    /// The hard-link index entry, or a held handle: its host link count may be 1 while the
-    /// union count is kept in the link-count bookkeeping.
-    pub shared: bool,
 }
 
 /// Name of the override xattr (containers/storage).
@@ -781,286 +774,5 @@ fn parse<T: std::str::FromStr>(v: Vec<u8>) -> Option<T> {
     std::str::from_utf8(&v).ok()?.parse().ok()
 }
 
-/// The host file type of a kind.
-pub fn file_type(kind: FileKind) -> FileType {
-    match kind {
-        FileKind::Regular => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::CharDevice => FileType::CharacterDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-        FileKind::Fifo => FileType::Fifo,
-        FileKind::Socket => FileType::Socket,
-    }
-}
-
-/// The atime and mtime of `attr`, as utimensat takes them.
-pub fn timestamps_of(attr: &Attr) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: attr.atime.sec,
-            tv_nsec: attr.atime.nsec.into(),
-        },
-        last_modification: Timespec {
-            tv_sec: attr.mtime.sec,
-            tv_nsec: attr.mtime.nsec.into(),
-        },
-    }
-}
-
-/// Runs `change`, which adds a copied-up name to the upper directory `dir`, and puts the
-/// directory's times back: a copy-up is no change of the directory (overlayfs's
-/// `ovl_set_timestamps` on the parent after copy-up does the same).
-pub fn keeping_dir_times<T>(dir: &SharedFd, change: impl FnOnce() -> Result<T>) -> Result<T> {
-    let entry = UpperRef::of(dir.clone());
-    let before = entry.stat()?;
-    let out = change()?;
-    entry.utimes(&timestamps_of(&before))?;
-    Ok(out)
-}
-
-impl UpperRef {
-    /// Entry `name` of directory `dir`.
-    pub fn at(dir: SharedFd, name: OsString) -> UpperRef {
-        UpperRef {
-            dir,
-            name: Some(name),
-            shared: false,
-        }
-    }
-
-    /// The file a descriptor holds (the upper root).
-    pub fn of(fd: SharedFd) -> UpperRef {
-        UpperRef {
-            dir: fd,
-            name: None,
-            shared: false,
-        }
-    }
-
-    /// A held handle on a file that may have lost its name.
-    pub fn held(fd: SharedFd) -> UpperRef {
-        UpperRef {
-            dir: fd,
-            name: None,
-            shared: true,
-        }
-    }
-
-    /// The `/proc/self/fd` path of the descriptor, for calls that have no `*at()` form on
-    /// an `O_PATH` handle.
-    pub fn proc_path(&self) -> String {
-        format!("/proc/self/fd/{}", self.dir.as_raw_fd())
-    }
-
-    pub fn chmod(&self, perm: u32) -> Result<()> {
-        let mode = Mode::from_raw_mode(perm);
-        match &self.name {
-            Some(n) => {
-                rustix::fs::chmodat(self.dir.as_fd(), n.as_os_str(), mode, AtFlags::empty())?
-            }
-            None => rustix::fs::chmod(self.proc_path().as_str(), mode)?,
-        }
-        Ok(())
-    }
-
-    fn chown(&self, uid: Option<u32>, gid: Option<u32>) -> rustix::io::Result<()> {
-        let uid = uid.map(rustix::fs::Uid::from_raw);
-        let gid = gid.map(rustix::fs::Gid::from_raw);
-        match &self.name {
-            Some(n) => rustix::fs::chownat(
-                self.dir.as_fd(),
-                n.as_os_str(),
-                uid,
-                gid,
-                AtFlags::SYMLINK_NOFOLLOW,
-            ),
-            None => rustix::fs::chown(self.proc_path().as_str(), uid, gid),
-        }
-    }
-
-    pub fn utimes(&self, times: &Timestamps) -> Result<()> {
-        match &self.name {
-            Some(n) => rustix::fs::utimensat(
-                self.dir.as_fd(),
-                n.as_os_str(),
-                times,
-                AtFlags::SYMLINK_NOFOLLOW,
-            )?,
-            None => rustix::fs::utimensat(
-                rustix::fs::CWD,
-                self.proc_path().as_str(),
-                times,
-                AtFlags::empty(),
-            )?,
-        }
-        Ok(())
-    }
-
-    pub fn open(&self, flags: OFlags) -> Result<std::fs::File> {
-        Ok(std::fs::File::from(match &self.name {
-            Some(n) => host::open_at(self.dir.as_fd(), n, flags, 0)?,
-            None => rustix::fs::open(
-                self.proc_path().as_str(),
-                flags | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?,
-        }))
-    }
-
-    /// The host attributes, link count as the host has it.
-    pub fn stat(&self) -> Result<Attr> {
-        match &self.name {
-            Some(n) => host::stat_at(self.dir.as_fd(), n)?.ok_or(Errno::ENOENT),
-            None => host::stat_fd(self.dir.as_fd()),
-        }
-    }
-
-    pub fn read_link(&self) -> Result<Vec<u8>> {
-        // A held symlink is an O_PATH|O_NOFOLLOW handle: readlinkat with an empty name.
-        let name = self.name.as_deref().unwrap_or(OsStr::new(""));
-        host::read_link(self.dir.as_fd(), name)
-    }
-
-    pub fn set_xattr(&self, key: &OsStr, value: &[u8], flags: i32) -> Result<()> {
-        host::set_xattr(self.dir.as_fd(), self.name.as_deref(), key, value, flags)
-    }
-
-    pub fn get_xattr(&self, key: &OsStr) -> Result<Option<Vec<u8>>> {
-        host::get_xattr(self.dir.as_fd(), self.name.as_deref(), key)
-    }
-
-    pub fn list_xattrs(&self) -> Result<Vec<OsString>> {
-        host::list_xattrs(self.dir.as_fd(), self.name.as_deref())
-    }
-
-    pub fn remove_xattr(&self, key: &OsStr) -> Result<()> {
-        host::remove_xattr(self.dir.as_fd(), self.name.as_deref(), key)
-    }
-
-    /// Makes a hard link to this entry at `dir/name`.
-    pub fn link_to(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<()> {
-        match &self.name {
-            Some(n) => {
-                rustix::fs::linkat(self.dir.as_fd(), n.as_os_str(), dir, name, AtFlags::empty())?
-            }
-            None => rustix::fs::linkat(
-                rustix::fs::CWD,
-                self.proc_path().as_str(),
-                dir,
-                name,
-                AtFlags::SYMLINK_FOLLOW,
-            )?,
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn override_stat_round_trips() {
-        let v = format_override(1000, 100, 0o4755);
-        assert_eq!(v, b"1000:100:04755");
-        assert_eq!(parse_override(&v), Some((1000, 100, 0o4755)));
-        assert_eq!(parse_override(b"0:0:0100644"), Some((0, 0, 0o644)));
-        assert_eq!(parse_override(b"junk"), None);
-    }
-
-    #[test]
-    fn whiteout_names_respect_name_max() {
-        assert_eq!(whiteout_file_name(OsStr::new("a")).unwrap(), ".wh.a");
-        assert!(whiteout_file_name(OsStr::new(&"x".repeat(252))).is_none());
-    }
-
-    fn upper_in(dir: &Path) -> Upper {
-        std::fs::create_dir_all(dir.join("upper")).unwrap();
-        std::fs::create_dir_all(dir.join("work")).unwrap();
-        Upper::open(
-            &dir.join("upper"),
-            &dir.join("work"),
-            crate::mount::privileged(),
-            false,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn entry_reads_what_the_typed_operations_wrote() {
-        use crate::attr::Timestamp;
-        let tmp = tempfile::tempdir().unwrap();
-        let upper = upper_in(tmp.path());
-        let root = upper.root.clone();
-        let lower = Attr {
-            ino: 7,
-            kind: FileKind::Regular,
-            perm: 0o640,
-            nlink: 3,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            rdev: 0,
-            size: 5,
-            blocks: 1,
-            blksize: 4096,
-            atime: Timestamp { sec: 10, nsec: 0 },
-            mtime: Timestamp { sec: 20, nsec: 0 },
-            ctime: Timestamp { sec: 20, nsec: 0 },
-        };
-        let copy = CopyIn {
-            attr: lower,
-            content: Content::MetaOnly,
-            xattrs: vec![("user.k".into(), b"v".to_vec())],
-            origin_ino: 42,
-            index_key: Some(42),
-            may_override: true,
-        };
-        upper.copy_in(copy, &root, OsStr::new("f")).unwrap();
-        let e = upper.entry(root.as_fd(), OsStr::new("f")).unwrap().unwrap();
-        assert!(e.metacopy && !e.whiteout && !e.opaque);
-        assert_eq!((e.origin_ino, e.nlink_diff), (Some(42), Some(1)));
-        assert_eq!((e.attr.perm, e.attr.size, e.attr.mtime.sec), (0o640, 5, 20));
-        assert!(upper.is_indexed(42).unwrap());
-        // Host links: the name and the index; the union count is the lower one.
-        let f = UpperRef::at(root.clone(), "f".into());
-        assert_eq!(upper.stat(&f).unwrap().nlink, 3);
-        assert_eq!(upper.stat(&upper.index_ref(42)).unwrap().nlink, 3);
-        // Another name links to the index entry and moves from the lower count.
-        upper.link_from_index(42, &root, OsStr::new("g")).unwrap();
-        assert_eq!(upper.stat(&f).unwrap().nlink, 3);
-
-        std::fs::create_dir(tmp.path().join("upper/d")).unwrap();
-        upper.set_opaque(root.as_fd(), OsStr::new("d")).unwrap();
-        upper
-            .set_redirect(root.as_fd(), OsStr::new("d"), b"old/d")
-            .unwrap();
-        let d = upper.entry(root.as_fd(), OsStr::new("d")).unwrap().unwrap();
-        assert!(d.opaque);
-        assert_eq!(d.redirect.as_deref(), Some(&b"/old/d"[..]));
-
-        upper
-            .create_whiteout(root.as_fd(), OsStr::new("gone"))
-            .unwrap();
-        let listed = upper.read_dir(root.as_fd(), true).unwrap();
-        assert!(listed
-            .iter()
-            .any(|e| matches!(e, UpperDirEntry::Whiteout(n) if n == "gone")));
-        assert!(upper
-            .entry(root.as_fd(), OsStr::new("missing"))
-            .unwrap()
-            .is_none());
-    }
-
-    #[test]
-    fn bookkeeping_xattrs_are_recognised() {
-        for key in [
-            "trusted.overlay.opaque",
-            "user.overlay.redirect",
-            "user.strata.ino",
-        ] {
-            assert!(is_bookkeeping_xattr(OsStr::new(key)), "{key}");
-        }
-        assert!(!is_bookkeeping_xattr(OsStr::new("user.k")));
-    }
-}
+mod tests;
