@@ -1,6 +1,7 @@
 //! The union conformance suite in-process: the cases of `tests/tests/union/suite.rs` (same
 //! names, same standard layers, same expectations, which kernel overlayfs keeps honest
-//! there) run on the union's API directly, with [`MemLayer`] lowers and no mount. A
+//! there) run on the union's API directly, with no mount, over [`MemLayer`] lowers and
+//! over `IndexedLayer`s of the same layers written as OCI tars. A
 //! failure here points at the merge itself, not at FUSE or the kernel; a case that passes
 //! here and fails through FUSE points at the adapter.
 
@@ -21,42 +22,154 @@ fn big_byte(i: usize) -> u8 {
     ((i / 4096) as u8) ^ (i as u8)
 }
 
+/// One entry of a layer description, which either driver is built from.
+enum Spec {
+    File(&'static str, Vec<u8>),
+    Dir(&'static str),
+    Symlink(&'static str, &'static str),
+    Hardlink(&'static str, &'static str),
+    Whiteout(&'static str),
+    Opaque(&'static str),
+    Fifo(&'static str),
+    /// Mode, owner and one xattr of an entry described before.
+    Meta(&'static str, u32, u32, &'static str, &'static str),
+}
+
 /// The standard layers of the mounted suite (`tests/tests/union/mod.rs`), top first.
-fn standard_layers() -> Vec<Arc<dyn Layer>> {
+fn standard_specs() -> [Vec<Spec>; 2] {
+    use Spec::*;
     let big: Vec<u8> = (0..BIG_LEN).map(big_byte).collect();
-    let top = MemLayer::builder()
-        .file("a", "top-a")
-        .whiteout("gone")
-        .opaque("o")
-        .file("o/new", "n")
-        .file("d/z", "z")
-        .whiteout("d/y")
-        .dir("evil")
-        .file("evil/inside", "i")
-        .build();
-    let bottom = MemLayer::builder()
-        .file("a", "bottom-a")
-        .file("b", "b")
-        .mode("b", 0o640)
-        .owner("b", 1000, 1000)
-        .xattr("b", "user.k", "v")
-        .file("gone", "g")
-        .file("d/x", "x")
-        .file("d/y", "y")
-        .file("o/old", "o")
-        .file("ren/f1", "1")
-        .file("ren/sub/f2", "2")
-        .file("hl1", "hard")
-        .hardlink("hl2", "hl1")
-        .symlink("sym", "a")
-        .file("big", big)
-        .fifo("fifo")
-        .symlink("evil", "/outside")
-        .file("rmme/child", "c")
-        .file("empty", "")
-        .dir("emptydir")
-        .build();
-    vec![Arc::new(top), Arc::new(bottom)]
+    let top = vec![
+        File("a", b"top-a".to_vec()),
+        Whiteout("gone"),
+        Opaque("o"),
+        File("o/new", b"n".to_vec()),
+        File("d/z", b"z".to_vec()),
+        Whiteout("d/y"),
+        Dir("evil"),
+        File("evil/inside", b"i".to_vec()),
+    ];
+    let bottom = vec![
+        File("a", b"bottom-a".to_vec()),
+        File("b", b"b".to_vec()),
+        Meta("b", 0o640, 1000, "user.k", "v"),
+        File("gone", b"g".to_vec()),
+        File("d/x", b"x".to_vec()),
+        File("d/y", b"y".to_vec()),
+        File("o/old", b"o".to_vec()),
+        File("ren/f1", b"1".to_vec()),
+        File("ren/sub/f2", b"2".to_vec()),
+        File("hl1", b"hard".to_vec()),
+        Hardlink("hl2", "hl1"),
+        Symlink("sym", "a"),
+        File("big", big),
+        Fifo("fifo"),
+        Symlink("evil", "/outside"),
+        File("rmme/child", b"c".to_vec()),
+        File("empty", Vec::new()),
+        Dir("emptydir"),
+    ];
+    [top, bottom]
+}
+
+fn mem_layer(spec: &[Spec]) -> MemLayer {
+    let mut b = MemLayer::builder();
+    for e in spec {
+        b = match e {
+            Spec::File(p, data) => b.file(p, data),
+            Spec::Dir(p) => b.dir(p),
+            Spec::Symlink(p, t) => b.symlink(p, t),
+            Spec::Hardlink(p, t) => b.hardlink(p, t),
+            Spec::Whiteout(p) => b.whiteout(p),
+            Spec::Opaque(p) => b.opaque(p),
+            Spec::Fifo(p) => b.fifo(p),
+            Spec::Meta(p, mode, id, k, v) => b.mode(p, *mode).owner(p, *id, *id).xattr(p, k, v),
+        };
+    }
+    b.build()
+}
+
+/// The description as an OCI layer tar, indexed: the same layer through an
+/// `IndexedLayer` over its local data.
+fn indexed_layer(spec: &[Spec], dir: &std::path::Path) -> crate::layer::IndexedLayer {
+    use ::tar::{EntryType, Header};
+    let mut t = ::tar::Builder::new(Vec::new());
+    let metas: std::collections::HashMap<&str, (u32, u32, &str, &str)> = spec
+        .iter()
+        .filter_map(|e| match e {
+            Spec::Meta(p, m, id, k, v) => Some((*p, (*m, *id, *k, *v))),
+            _ => None,
+        })
+        .collect();
+    let mut add = |path: String, kind: EntryType, data: &[u8], link: Option<&str>| {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(match kind {
+            EntryType::Directory => 0o755,
+            _ => 0o644,
+        });
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_600_000_000);
+        if let Some((mode, id, k, v)) = metas.get(path.as_str()) {
+            h.set_mode(*mode);
+            h.set_uid((*id).into());
+            h.set_gid((*id).into());
+            let key = format!("SCHILY.xattr.{k}");
+            t.append_pax_extensions([(key.as_str(), v.as_bytes())])
+                .unwrap();
+        }
+        match link {
+            Some(l) => t.append_link(&mut h, &path, l).unwrap(),
+            None => t.append_data(&mut h, &path, data).unwrap(),
+        }
+    };
+    for e in spec {
+        match e {
+            Spec::File(p, data) => add(p.to_string(), EntryType::Regular, data, None),
+            Spec::Dir(p) => add(format!("{p}/"), EntryType::Directory, b"", None),
+            Spec::Symlink(p, l) => add(p.to_string(), EntryType::Symlink, b"", Some(l)),
+            Spec::Hardlink(p, l) => add(p.to_string(), EntryType::Link, b"", Some(l)),
+            Spec::Whiteout(p) => {
+                let (d, n) = p.rsplit_once('/').map_or(("", *p), |(d, n)| (d, n));
+                let wh = match d {
+                    "" => format!(".wh.{n}"),
+                    d => format!("{d}/.wh.{n}"),
+                };
+                add(wh, EntryType::Regular, b"", None)
+            }
+            Spec::Opaque(p) => add(format!("{p}/.wh..wh..opq"), EntryType::Regular, b"", None),
+            Spec::Fifo(p) => add(p.to_string(), EntryType::Fifo, b"", None),
+            Spec::Meta(..) => {}
+        }
+    }
+    let tar = t.into_inner().unwrap();
+    let limits = crate::layer::index::IndexLimits::default();
+    crate::layer::index::build_index(&mut &tar[..], dir, &limits).unwrap();
+    crate::layer::IndexedLayer::open(dir).unwrap()
+}
+
+/// Which driver serves the standard layers.
+#[derive(Clone, Copy, Debug)]
+enum Driver {
+    Mem,
+    Indexed,
+}
+
+fn standard_layers(driver: Driver, dir: &std::path::Path) -> Vec<Arc<dyn Layer>> {
+    standard_specs()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| -> Arc<dyn Layer> {
+            match driver {
+                Driver::Mem => Arc::new(mem_layer(spec)),
+                Driver::Indexed => {
+                    let d = dir.join(format!("layer{i}"));
+                    fs::create_dir(&d).unwrap();
+                    Arc::new(indexed_layer(spec, &d))
+                }
+            }
+        })
+        .collect()
 }
 
 const ROOT_NAMES: &[&str] = &[
@@ -108,11 +221,11 @@ fn union_over(lowers: &[Arc<dyn Layer>], dir: &std::path::Path) -> Union {
 }
 
 impl Fx {
-    fn new() -> Fx {
+    fn new(driver: Driver) -> Fx {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("upper")).unwrap();
         fs::create_dir(dir.path().join("work")).unwrap();
-        let lowers = standard_layers();
+        let lowers = standard_layers(driver, dir.path());
         let u = union_over(&lowers, dir.path());
         Fx { dir, lowers, u }
     }
@@ -287,27 +400,36 @@ fn checks() -> Vec<(&'static str, Check)> {
     ]
 }
 
-#[test]
-fn the_union_passes_the_suite_in_process_over_mem_layers() {
+fn run(driver: Driver) {
     let mut failures = Vec::new();
     for (name, check) in checks() {
-        if let Err(e) = check(&Fx::new()) {
+        if let Err(e) = check(&Fx::new(driver)) {
             failures.push(format!("{name}: {e}"));
         }
     }
     assert!(
         failures.is_empty(),
-        "{} of {} checks failed:\n{}",
+        "{} of {} checks failed over {driver:?} layers:\n{}",
         failures.len(),
         checks().len(),
         failures.join("\n")
     );
 }
 
+#[test]
+fn the_union_passes_the_suite_in_process_over_mem_layers() {
+    run(Driver::Mem);
+}
+
+#[test]
+fn the_union_passes_the_suite_in_process_over_indexed_layers() {
+    run(Driver::Indexed);
+}
+
 /// The suite can fail: a union that lost a whiteout fails `merged_view`.
 #[test]
 fn the_suite_catches_a_broken_merge() {
-    let fx = Fx::new();
+    let fx = Fx::new(Driver::Mem);
     let broken = MemLayer::builder().file("a", "top-a").build();
     let u = union_over(&[Arc::new(broken), fx.lowers[1].clone()], fx.dir.path());
     let fx = Fx {
@@ -613,7 +735,8 @@ fn statfs(fx: &Fx) -> std::result::Result<(), String> {
         fd_cache: 16,
     });
     let st = ro.statfs().ctx("read-only statfs")?;
-    ensure!(st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+    let top = fx.lowers[0].statfs().ctx("top layer statfs")?;
+    ensure!((st.f_bsize, st.f_blocks, st.f_files) == (top.f_bsize, top.f_blocks, top.f_files));
     ensure!(
         ro.open(Fx::ino_in(&ro, "a").ctx("a")?, libc::O_WRONLY)
             .err()
