@@ -7,18 +7,15 @@
 
 mod attach;
 mod commands;
-mod digest;
 mod filter;
 mod format;
 mod monitor;
 mod network;
-mod oci;
 mod progress;
-mod pull;
-mod reference;
-mod registry;
 mod store;
 mod terminal;
+
+use strata_image::{digest, oci, pull, reference, registry};
 
 use std::path::PathBuf;
 

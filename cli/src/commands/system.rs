@@ -71,7 +71,7 @@ fn prune_images(store: &Store, all: bool) -> Result<(Vec<String>, u64)> {
             t.remove(&img.manifest_digest);
             lines.push(format!("deleted: {}", img.id));
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     })?;
     let report = store.gc()?;
     for layer in &report.layers {

@@ -213,7 +213,7 @@ impl Containers {
                 .create(&self.dir);
             r.with_context(|| format!("creating {}", self.dir.display()))?;
         }
-        Lock::exclusive(&self.dir.join("names.lock"))
+        Ok(Lock::exclusive(&self.dir.join("names.lock"))?)
     }
 
     fn conflict(name: &str, id: &str) -> anyhow::Error {
@@ -259,7 +259,11 @@ impl Containers {
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
         fs::create_dir_all(&self.tmp)
             .with_context(|| format!("creating {}", self.tmp.display()))?;
-        fsutil::atomic_write(&self.tmp, path, &serde_json::to_vec_pretty(value)?)
+        Ok(fsutil::atomic_write(
+            &self.tmp,
+            path,
+            &serde_json::to_vec_pretty(value)?,
+        )?)
     }
 
     pub fn record(&self, id: &str) -> Result<Record> {

@@ -89,7 +89,7 @@ fn store_layer(
             .with_context(|| format!("linking archive member {name} into the store"))?;
         if let Err(e) = crate::store::fsutil::commit_file(&tmp, &store.blob_path(&digest)) {
             let _ = fs::remove_file(&tmp);
-            return Err(e);
+            return Err(e.into());
         }
     }
     let context = || format!("archive layer {name}");
@@ -319,7 +319,7 @@ pub fn load(global: &Global, args: LoadArgs) -> Result<()> {
                 lines.push_str(&format!("Loaded image ID: {}\n", l.id));
             }
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     })?;
     drop(gc);
     if !args.quiet {

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Digest;
+use crate::{Error, Result};
 
 pub mod media {
     pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -169,9 +169,9 @@ pub enum ManifestKind {
 /// Classifies and parses a manifest document, from the `Content-Type` the registry sent (if
 /// any), else its `mediaType` field, else its shape. Errors name what was wrong.
 pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<(String, ManifestKind)> {
-    let value: Value = serde_json::from_slice(body).context("the manifest is not valid JSON")?;
+    let value: Value = serde_json::from_slice(body).map_err(Error::ManifestJson)?;
     if !value.is_object() {
-        bail!("the manifest is not a JSON object");
+        return Err(Error::ManifestNotObject);
     }
     let declared = value.get("mediaType").and_then(Value::as_str);
     let header = content_type
@@ -183,21 +183,19 @@ pub fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<(String
         (None, None) if value.get("manifests").is_some() => media::OCI_INDEX.to_string(),
         (None, None) if value.get("config").is_some() => media::OCI_MANIFEST.to_string(),
         (None, None) if value.get("fsLayers").is_some() => media::DOCKER_SCHEMA1.to_string(),
-        (None, None) => {
-            bail!("the manifest has no mediaType and is neither a manifest nor an index")
-        }
+        (None, None) => return Err(Error::ManifestShape),
     };
     let kind = match media_type.as_str() {
         media::OCI_MANIFEST | media::DOCKER_MANIFEST => ManifestKind::Image(Box::new(
-            serde_json::from_value(value).context("parsing the image manifest")?,
+            serde_json::from_value(value).map_err(Error::ParseManifest)?,
         )),
         media::OCI_INDEX | media::DOCKER_LIST => {
-            ManifestKind::Index(serde_json::from_value(value).context("parsing the image index")?)
+            ManifestKind::Index(serde_json::from_value(value).map_err(Error::ParseIndex)?)
         }
         media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED => {
-            bail!("Docker schema-1 manifests ({media_type}) are not supported")
+            return Err(Error::Schema1(media_type.clone()))
         }
-        other => bail!("unsupported manifest media type {other:?}"),
+        other => return Err(Error::ManifestMediaType(other.to_string())),
     };
     Ok((media_type, kind))
 }
@@ -274,10 +272,10 @@ impl PlatformSpec {
         let (os, arch, variant) = match parts.as_slice() {
             [os, arch] => (*os, *arch, None),
             [os, arch, v] => (*os, *arch, Some(v.to_string())),
-            _ => bail!("invalid platform {s:?}: want os/arch[/variant]"),
+            _ => return Err(Error::InvalidPlatform(s.to_string())),
         };
         if os.is_empty() || arch.is_empty() {
-            bail!("invalid platform {s:?}: want os/arch[/variant]");
+            return Err(Error::InvalidPlatform(s.to_string()));
         }
         let arch = match arch {
             "x86_64" | "x86-64" => "amd64",

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 
 use super::{fsutil, Store};
 use crate::digest::Digest;
@@ -53,9 +53,9 @@ impl Store {
                 Ok((_, ManifestKind::Image(m))) => {
                     r.blobs.insert(m.config.digest.clone());
                     r.blobs.extend(m.layers.iter().map(|l| l.digest.clone()));
-                    if let Ok(cfg) = self
-                        .read_blob(&m.config.digest)
-                        .and_then(|b| Ok(serde_json::from_slice::<ImageConfig>(&b)?))
+                    let config = self.read_blob(&m.config.digest).ok();
+                    if let Some(cfg) =
+                        config.and_then(|b| serde_json::from_slice::<ImageConfig>(&b).ok())
                     {
                         r.diff_ids.extend(cfg.rootfs.diff_ids);
                     }
@@ -94,7 +94,10 @@ impl Store {
                     continue;
                 }
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(entry.path()).with_context(|| format!("removing blob {d}"))?;
+                fs::remove_file(entry.path()).map_err(|source| Error::RemoveBlob {
+                    digest: d.clone(),
+                    source,
+                })?;
                 report.bytes += size;
                 report.blobs.push(d);
             }
@@ -113,8 +116,10 @@ impl Store {
                     continue;
                 }
                 report.bytes += fsutil::tree_size(&path);
-                fs::remove_dir_all(&path)
-                    .with_context(|| format!("removing layer index {}", path.display()))?;
+                fs::remove_dir_all(&path).map_err(|source| Error::RemoveLayer {
+                    path: path.clone(),
+                    source,
+                })?;
                 report.layers.extend(diff_id);
             }
         }

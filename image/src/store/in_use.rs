@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io;
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 use serde::Deserialize;
 
 use super::Store;
@@ -34,11 +34,14 @@ pub fn images_in_use(store: &Store) -> Result<HashMap<Digest, Vec<String>>> {
     let rd = match fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        Err(source) => return Err(Error::Read { path: dir, source }),
     };
     let mut users: HashMap<Digest, Vec<(String, String)>> = HashMap::new();
     for entry in rd {
-        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let entry = entry.map_err(|source| Error::Read {
+            path: dir.clone(),
+            source,
+        })?;
         let path = entry.path().join("container.json");
         let bytes = match fs::read(&path) {
             Ok(b) => b,
@@ -51,7 +54,7 @@ pub fn images_in_use(store: &Store) -> Result<HashMap<Digest, Vec<String>>> {
             {
                 continue
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(source) => return Err(Error::Read { path, source }),
         };
         let Ok(uses) = serde_json::from_slice::<Uses>(&bytes) else {
             continue;

@@ -9,8 +9,9 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::{Error, Result};
 
 /// A held lock; released on drop.
 pub struct Lock {
@@ -36,7 +37,10 @@ impl Lock {
             .create(true)
             .truncate(false)
             .open(path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
+            .map_err(|source| Error::OpenLock {
+                path: path.to_path_buf(),
+                source,
+            })?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => Ok(Some(Lock {
                 _flock: flock,
@@ -44,7 +48,10 @@ impl Lock {
                 remove_on_drop: false,
             })),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+            Err((_, e)) => Err(Error::Lock {
+                path: path.to_path_buf(),
+                source: e.into(),
+            }),
         }
     }
 
@@ -62,12 +69,17 @@ impl Lock {
                 .create(true)
                 .truncate(false)
                 .open(path)
-                .with_context(|| format!("opening lock file {}", path.display()))?;
-            let flock = Flock::lock(file, how)
-                .map_err(|(_, e)| e)
-                .with_context(|| format!("locking {}", path.display()))?;
+                .map_err(|source| Error::OpenLock {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            let lock_err = |source| Error::Lock {
+                path: path.to_path_buf(),
+                source,
+            };
+            let flock = Flock::lock(file, how).map_err(|(_, e)| lock_err(e.into()))?;
             if ephemeral {
-                let held = flock.metadata()?;
+                let held = flock.metadata().map_err(lock_err)?;
                 match fs::metadata(path) {
                     Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {}
                     _ => continue,

@@ -13,9 +13,8 @@
 
 use std::fmt;
 
-use anyhow::{bail, Result};
-
 use crate::digest::Digest;
+use crate::{Error, Result};
 
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
@@ -33,6 +32,11 @@ pub struct Reference {
     pub digest: Option<Digest>,
 }
 
+/// A reference that does not parse, with docker's words for why.
+fn bad(why: String) -> Error {
+    Error::InvalidReference { why }
+}
+
 impl Reference {
     /// Parses `s` as docker does for `pull`/`tag`: normalized, `:latest` added when neither a
     /// tag nor a digest is given.
@@ -47,18 +51,15 @@ impl Reference {
     /// Parses without adding the default tag (for filters and lookups that care).
     pub fn parse_name_only(s: &str) -> Result<Reference> {
         if s.is_empty() {
-            bail!("invalid reference format: empty reference");
+            return Err(bad("empty reference".to_string()));
         }
         if is_full_hex_id(s) {
-            bail!("invalid repository name ({s}), cannot specify 64-byte hexadecimal strings");
+            return Err(Error::HexRepositoryName(s.to_string()));
         }
         let (rest, digest) = match s.split_once('@') {
             Some((name, d)) => (
                 name,
-                Some(
-                    Digest::parse(d)
-                        .map_err(|e| anyhow::anyhow!("invalid reference format: {s}: {e}"))?,
-                ),
+                Some(Digest::parse(d).map_err(|e| bad(format!("{s}: {e}")))?),
             ),
             None => (s, None),
         };
@@ -69,21 +70,23 @@ impl Reference {
         };
         if let Some(tag) = tag {
             if !valid_tag(tag) {
-                bail!("invalid reference format: {s}: bad tag {tag:?}");
+                return Err(bad(format!("{s}: bad tag {tag:?}")));
             }
         }
         if name.len() > NAME_TOTAL_MAX {
-            bail!("invalid reference format: repository name must not be more than {NAME_TOTAL_MAX} characters");
+            return Err(bad(format!(
+                "repository name must not be more than {NAME_TOTAL_MAX} characters"
+            )));
         }
         let (domain, path) = split_domain(name);
         if !valid_domain(&domain) {
-            bail!("invalid reference format: {s}: bad registry host {domain:?}");
+            return Err(bad(format!("{s}: bad registry host {domain:?}")));
         }
         if path.chars().any(|c| c.is_ascii_uppercase()) {
-            bail!("invalid reference format: repository name ({path}) must be lowercase");
+            return Err(bad(format!("repository name ({path}) must be lowercase")));
         }
         if path.is_empty() || !path.split('/').all(valid_component) {
-            bail!("invalid reference format: {s}");
+            return Err(bad(s.to_string()));
         }
         Ok(Reference {
             domain,

@@ -8,16 +8,51 @@ use std::fs;
 use std::io;
 use std::sync::Mutex;
 
-use anyhow::{anyhow, bail, Context, Result};
-
 use crate::digest::Digest;
 use crate::oci::{parse_manifest, Descriptor, ImageConfig, ManifestKind, PlatformSpec};
-use crate::progress::{LayerProgress, Progress};
 use crate::reference::Reference;
 use crate::registry::auth::AuthFile;
 use crate::registry::Client;
 use crate::store::ingest::Begin;
 use crate::store::Store;
+use crate::{Error, Result};
+
+/// What a pull tells whoever shows its progress (the binary: bars or docker's lines). A
+/// library never prints; it calls these.
+pub trait PullObserver: Sync {
+    /// One layer to fetch, `size` bytes, shown as `id` (the digest's short form).
+    fn layer(&self, id: &str, size: u64) -> Box<dyn LayerObserver + '_>;
+}
+
+/// The progress of one layer.
+pub trait LayerObserver: Send + Sync {
+    /// A step, shown as docker's `ID: status` line.
+    fn status(&self, status: &str);
+    /// A step shown only while bytes move (docker's plain output does not print it).
+    fn transfer(&self, status: &str);
+    /// Bytes of the blob received so far.
+    fn bytes(&self, done: u64);
+    /// The final state.
+    fn finish(&self, status: &str);
+    fn fail(&self, error: &Error);
+}
+
+/// Reports nothing (`pull -q`, a pull the engine makes for `run` without a terminal).
+pub struct Silent;
+
+impl PullObserver for Silent {
+    fn layer(&self, _: &str, _: u64) -> Box<dyn LayerObserver + '_> {
+        Box::new(Silent)
+    }
+}
+
+impl LayerObserver for Silent {
+    fn status(&self, _: &str) {}
+    fn transfer(&self, _: &str) {}
+    fn bytes(&self, _: u64) {}
+    fn finish(&self, _: &str) {}
+    fn fail(&self, _: &Error) {}
+}
 
 /// Layers fetched at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -44,7 +79,7 @@ pub fn pull(
     auth: &AuthFile,
     reference: &Reference,
     opts: &PullOptions,
-    progress: &Progress,
+    progress: &dyn PullObserver,
 ) -> Result<Pulled> {
     let result = pull_unguarded(store, auth, reference, opts, progress);
     if result.is_err() && store.root().join("index.json").exists() {
@@ -58,14 +93,17 @@ fn pull_unguarded(
     auth: &AuthFile,
     reference: &Reference,
     opts: &PullOptions,
-    progress: &Progress,
+    progress: &dyn PullObserver,
 ) -> Result<Pulled> {
     store.init()?;
     let creds = auth.get(&reference.domain)?;
     let client = Client::new(reference, opts.insecure, creds)?;
     let top = client.manifest(&reference.manifest_ref())?;
-    let (media_type, kind) = parse_manifest(top.content_type.as_deref(), &top.bytes)
-        .with_context(|| format!("manifest for {reference}"))?;
+    let (media_type, kind) =
+        parse_manifest(top.content_type.as_deref(), &top.bytes).map_err(|e| Error::Manifest {
+            reference: reference.to_string(),
+            source: Box::new(e),
+        })?;
     let (descriptor, bytes, manifest) = match kind {
         ManifestKind::Image(m) => (
             Descriptor {
@@ -81,22 +119,26 @@ fn pull_unguarded(
         ),
         ManifestKind::Index(index) => {
             let chosen = opts.platform.select(&index.manifests).ok_or_else(|| {
-                anyhow!(
-                    "no matching manifest for {} in the manifest list entries of {reference}",
-                    opts.platform
-                )
+                Error::NoPlatformManifest {
+                    platform: opts.platform.to_string(),
+                    reference: reference.to_string(),
+                }
             })?;
             let fetched = client.manifest(chosen.digest.as_str())?;
             let (mt, kind) = parse_manifest(
                 fetched.content_type.as_deref().or(Some(&chosen.media_type)),
                 &fetched.bytes,
             )
-            .with_context(|| format!("manifest {} of {reference}", chosen.digest))?;
+            .map_err(|e| Error::PlatformManifest {
+                digest: chosen.digest.clone(),
+                reference: reference.to_string(),
+                source: Box::new(e),
+            })?;
             let ManifestKind::Image(m) = kind else {
-                bail!(
-                    "manifest {} of {reference} is a nested index",
-                    chosen.digest
-                );
+                return Err(Error::NestedIndex {
+                    digest: chosen.digest.clone(),
+                    reference: reference.to_string(),
+                });
             };
             let mut d = chosen.clone();
             d.media_type = mt;
@@ -120,25 +162,26 @@ fn pull_unguarded(
     } else {
         client.blob_bytes(&manifest.config.digest, manifest.config.size)?
     };
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .with_context(|| format!("parsing image config {}", manifest.config.digest))?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|source| Error::ParseConfig {
+            digest: manifest.config.digest.clone(),
+            source,
+        })?;
     if opts.explicit_platform
         && (config.os != opts.platform.os || config.architecture != opts.platform.arch)
     {
-        bail!(
-            "image with reference {reference} was found but does not match the specified \
-             platform: wanted {}, actual: {}/{}",
-            opts.platform,
-            config.os,
-            config.architecture
-        );
+        return Err(Error::PlatformMismatch {
+            reference: reference.to_string(),
+            wanted: opts.platform.to_string(),
+            actual: format!("{}/{}", config.os, config.architecture),
+        });
     }
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
-        bail!(
-            "image {reference}: the manifest has {} layers but the config names {} diff-ids",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
-        );
+        return Err(Error::LayerCount {
+            reference: reference.to_string(),
+            layers: manifest.layers.len(),
+            diff_ids: config.rootfs.diff_ids.len(),
+        });
     }
 
     store.put_blob(&manifest.config.digest, &config_bytes)?;
@@ -159,7 +202,7 @@ fn pull_unguarded(
         if reference.digest.is_none() {
             t.set_tag(&descriptor.digest, reference);
         }
-        Ok(())
+        Ok::<_, Error>(())
     })?;
     Ok(Pulled {
         digest: top.digest,
@@ -172,14 +215,14 @@ fn fetch_layers(
     store: &Store,
     client: &Client,
     jobs: &[(&Descriptor, &Digest)],
-    progress: &Progress,
+    progress: &dyn PullObserver,
 ) -> Result<()> {
-    let bars: Vec<LayerProgress<'_>> = jobs
+    let bars: Vec<Box<dyn LayerObserver + '_>> = jobs
         .iter()
         .map(|(l, _)| progress.layer(l.digest.short(), l.size))
         .collect();
     let queue = Mutex::new((0..jobs.len()).collect::<Vec<_>>());
-    let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
+    let errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..PARALLEL_LAYERS.min(jobs.len()) {
             s.spawn(|| loop {
@@ -193,8 +236,8 @@ fn fetch_layers(
                     return;
                 };
                 let (layer, diff_id) = jobs[i];
-                if let Err(e) = fetch_layer(store, client, layer, diff_id, &bars[i]) {
-                    bars[i].fail(&format!("{e:#}"));
+                if let Err(e) = fetch_layer(store, client, layer, diff_id, &*bars[i]) {
+                    bars[i].fail(&e);
                     errors.lock().expect("not poisoned").push(e);
                 }
             });
@@ -216,7 +259,7 @@ fn fetch_layer(
     client: &Client,
     layer: &Descriptor,
     diff_id: &Digest,
-    bar: &LayerProgress<'_>,
+    bar: &dyn LayerObserver,
 ) -> Result<()> {
     if store.has_blob(&layer.digest) && store.has_layer(diff_id) {
         bar.finish("Already exists");
@@ -234,11 +277,13 @@ fn fetch_layer(
     };
     let source = client.blob(&layer.digest);
     let mut reader = ingest.reader(&source, Box::new(|n| bar.bytes(n)))?;
-    bar.bar_status("Downloading");
+    bar.transfer("Downloading");
     if store.has_layer(diff_id) {
         // Same content under another compression: only the blob is new.
-        io::copy(&mut reader, &mut io::sink())
-            .with_context(|| format!("downloading blob {}", layer.digest))?;
+        io::copy(&mut reader, &mut io::sink()).map_err(|source| Error::Download {
+            digest: layer.digest.clone(),
+            source,
+        })?;
         ingest.commit(reader)?;
         bar.finish("Pull complete");
         return Ok(());
@@ -254,7 +299,10 @@ fn fetch_layer(
             // Bad bytes from the registry say so by their digest; a verified blob whose
             // content is bad is not kept either.
             if let Err(c) = ingest.commit(reader) {
-                return Err(c.context(format!("{e:#}")));
+                return Err(Error::LayerAndBlob {
+                    layer: e.chain(),
+                    blob: Box::new(c),
+                });
             }
             let _ = fs::remove_file(store.blob_path(&layer.digest));
             return Err(e);

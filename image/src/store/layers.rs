@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{fsutil, Store};
@@ -84,7 +84,10 @@ impl Store {
         expected: Option<&Digest>,
     ) -> Result<PreparedLayer> {
         let tmp = fsutil::temp_name(&self.layers_dir(), blob_digest.hex());
-        fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        fs::create_dir(&tmp).map_err(|source| Error::Create {
+            path: tmp.clone(),
+            source,
+        })?;
         let mut prepared = PreparedLayer {
             tmp,
             dest: PathBuf::new(),
@@ -99,8 +102,11 @@ impl Store {
         let compression = match Compression::from_media_type(media_type) {
             Some(c) => c,
             None => {
-                let head = io::BufRead::fill_buf(&mut input)
-                    .with_context(|| format!("reading layer {blob_digest}"))?;
+                let head =
+                    io::BufRead::fill_buf(&mut input).map_err(|source| Error::ReadLayer {
+                        digest: blob_digest.clone(),
+                        source,
+                    })?;
                 Compression::from_magic(head)
             }
         };
@@ -108,22 +114,31 @@ impl Store {
             Compression::None => Box::new(&mut input),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut input)),
             Compression::Zstd => Box::new(
-                zstd::stream::read::Decoder::with_buffer(&mut input)
-                    .with_context(|| format!("starting zstd decoder for layer {blob_digest}"))?,
+                zstd::stream::read::Decoder::with_buffer(&mut input).map_err(|source| {
+                    Error::Zstd {
+                        digest: blob_digest.clone(),
+                        source,
+                    }
+                })?,
             ),
         };
         let mut tar = HashingReader::new(decoded);
-        let entries = build_layer_index(&mut tar, &prepared.tmp)
-            .with_context(|| format!("indexing layer {blob_digest}"))?;
-        let (diff_id, size) = tar
-            .finish()
-            .with_context(|| format!("decompressing layer {blob_digest}"))?;
+        let entries =
+            build_layer_index(&mut tar, &prepared.tmp).map_err(|e| Error::IndexLayer {
+                digest: blob_digest.clone(),
+                source: Box::new(e),
+            })?;
+        let (diff_id, size) = tar.finish().map_err(|source| Error::Decompress {
+            digest: blob_digest.clone(),
+            source,
+        })?;
         if let Some(expected) = expected {
             if &diff_id != expected {
-                bail!(
-                    "layer {blob_digest}: its uncompressed content hashes to {diff_id}, \
-                     but the image config says {expected}"
-                );
+                return Err(Error::DiffId {
+                    blob: blob_digest.clone(),
+                    diff_id,
+                    expected: expected.clone(),
+                });
             }
         }
         prepared.meta = LayerMeta {
@@ -132,10 +147,15 @@ impl Store {
             entries,
             blob: blob_digest.clone(),
         };
-        fs::write(
-            prepared.tmp.join(LAYER_META),
-            serde_json::to_vec(&prepared.meta)?,
-        )?;
+        let meta_path = prepared.tmp.join(LAYER_META);
+        let meta = serde_json::to_vec(&prepared.meta).map_err(|source| Error::Serialize {
+            what: LAYER_META,
+            source,
+        })?;
+        fs::write(&meta_path, meta).map_err(|source| Error::Write {
+            path: meta_path,
+            source,
+        })?;
         prepared.dest = self.layer_dir(&diff_id);
         Ok(prepared)
     }
@@ -146,7 +166,10 @@ impl Store {
         let mut dirs = Vec::new();
         for (blob, diff_id) in img.layers() {
             self.ensure_layer(&blob.digest, &blob.media_type, diff_id)
-                .with_context(|| format!("preparing layer {diff_id}"))?;
+                .map_err(|e| Error::PrepareLayer {
+                    diff_id: diff_id.clone(),
+                    source: Box::new(e),
+                })?;
             dirs.push(self.layer_dir(diff_id));
         }
         dirs.reverse();
@@ -165,8 +188,10 @@ impl Store {
             return Ok(());
         }
         let path = self.blob_path(blob_digest);
-        let mut f =
-            fs::File::open(&path).with_context(|| format!("opening layer blob {blob_digest}"))?;
+        let mut f = fs::File::open(&path).map_err(|source| Error::OpenLayerBlob {
+            digest: blob_digest.clone(),
+            source,
+        })?;
         self.prepare_layer(blob_digest, media_type, &mut f, Some(diff_id))?
             .commit()?;
         Ok(())
@@ -179,9 +204,7 @@ impl Store {
 fn build_layer_index(tar: &mut dyn Read, dir: &Path) -> Result<u64> {
     let mut limits = IndexLimits::default();
     if let Ok(v) = std::env::var("STRATA_MAX_LAYER_BYTES") {
-        limits.max_bytes = v
-            .parse()
-            .with_context(|| format!("STRATA_MAX_LAYER_BYTES={v:?} is not a number of bytes"))?;
+        limits.max_bytes = v.parse().map_err(|e| Error::MaxLayerBytes(v.clone(), e))?;
     }
     let summary = build_index(tar, dir, &limits)?;
     Ok(summary.entries)

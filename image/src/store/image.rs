@@ -1,7 +1,7 @@
 //! Images as the commands see them: a manifest in the table, with its config read, its names
 //! and sizes; and docker's rules for finding one by name or ID.
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 
 use super::table::{ImageEntry, ImageTable};
 use super::Store;
@@ -35,7 +35,8 @@ impl Image {
         self.config
             .created
             .as_deref()
-            .and_then(crate::format::parse_time)
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second())
     }
 
     /// Layer blobs paired with their diff-ids.
@@ -71,7 +72,10 @@ impl Store {
         let digest = entry.digest();
         let bytes = self.read_blob(digest)?;
         let manifest = match crate::oci::parse_manifest(Some(&entry.descriptor.media_type), &bytes)
-            .with_context(|| format!("manifest {digest}"))?
+            .map_err(|e| Error::StoredManifest {
+                digest: digest.clone(),
+                source: Box::new(e),
+            })?
             .1
         {
             ManifestKind::Image(m) => m,
@@ -79,23 +83,27 @@ impl Store {
             ManifestKind::Index(index) => {
                 let chosen = PlatformSpec::host()
                     .select(&index.manifests)
-                    .with_context(|| format!("index {digest} has no manifest for this platform"))?;
+                    .ok_or_else(|| Error::NoHostPlatform(digest.clone()))?;
                 match crate::oci::parse_manifest(
                     Some(&chosen.media_type),
                     &self.read_blob(&chosen.digest)?,
                 )
-                .with_context(|| format!("manifest {}", chosen.digest))?
+                .map_err(|e| Error::StoredManifest {
+                    digest: chosen.digest.clone(),
+                    source: Box::new(e),
+                })?
                 .1
                 {
                     ManifestKind::Image(m) => m,
-                    ManifestKind::Index(_) => {
-                        bail!("{digest}: nested image indexes are not supported")
-                    }
+                    ManifestKind::Index(_) => return Err(Error::NestedStoredIndex(digest.clone())),
                 }
             }
         };
         let config: ImageConfig = serde_json::from_slice(&self.read_blob(&manifest.config.digest)?)
-            .with_context(|| format!("parsing image config {}", manifest.config.digest))?;
+            .map_err(|source| Error::ParseConfig {
+                digest: manifest.config.digest.clone(),
+                source,
+            })?;
         let size = manifest
             .layers
             .iter()
@@ -174,7 +182,7 @@ impl Store {
             let mut hits = images.into_iter().filter(|i| i.id.hex().starts_with(hex));
             if let Some(first) = hits.next() {
                 if hits.any(|i| i.id != first.id) {
-                    bail!("image ID prefix {what:?} is ambiguous");
+                    return Err(Error::AmbiguousId(what.to_string()));
                 }
                 return Ok(Found::Id(first));
             }
@@ -183,7 +191,7 @@ impl Store {
         if super::demo::is_demo(what) && what != super::demo::REFERENCE {
             return self.find(table, super::demo::REFERENCE);
         }
-        bail!("No such image: {what}")
+        Err(Error::NoSuchImage(what.to_string()))
     }
 
     /// The name to show for `what` in errors: docker's familiar form where it parses.
@@ -204,7 +212,7 @@ fn id_prefix(s: &str) -> Option<&str> {
 }
 
 /// A store with small synthetic images, for tests of the commands that work on images.
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing {
     use super::*;
     use crate::oci::{media, Descriptor};
@@ -267,7 +275,7 @@ pub mod testing {
                     }
                     t.set_tag(&desc.digest, &r);
                 }
-                Ok(())
+                Ok::<_, Error>(())
             })
             .unwrap();
     }

@@ -8,9 +8,10 @@
 //! busybox always makes the same image ID.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::os::unix::fs::MetadataExt;
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 use serde_json::json;
 
 use super::Store;
@@ -38,7 +39,13 @@ struct TarBuilder {
 }
 
 impl TarBuilder {
-    fn entry(&mut self, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) -> Result<()> {
+    fn entry(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        data: &[u8],
+    ) -> io::Result<()> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -50,7 +57,7 @@ impl TarBuilder {
         Ok(())
     }
 
-    fn symlink(&mut self, path: &str, target: &str) -> Result<()> {
+    fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
@@ -62,7 +69,7 @@ impl TarBuilder {
 }
 
 /// The layer tar.
-fn layer(busybox: &[u8], applets: &str, mtime: u64) -> Result<Vec<u8>> {
+fn layer(busybox: &[u8], applets: &str, mtime: u64) -> io::Result<Vec<u8>> {
     use tar::EntryType::{Directory, Regular};
     let mut t = TarBuilder {
         tar: tar::Builder::new(Vec::new()),
@@ -106,7 +113,7 @@ fn layer(busybox: &[u8], applets: &str, mtime: u64) -> Result<Vec<u8>> {
         0o644,
         b"root:x:0:\nnogroup:x:65534:\n",
     )?;
-    Ok(t.tar.into_inner()?)
+    t.tar.into_inner()
 }
 
 /// Makes the demo image in `store` unless it is there.
@@ -118,17 +125,22 @@ pub fn ensure(store: &Store) -> Result<()> {
     let path = BUSYBOX
         .iter()
         .find(|p| std::path::Path::new(p).is_file())
-        .context(
-            "the demo image is made from the host's busybox-static, which is not installed \
-             (apt-get install busybox-static)",
-        )?;
-    let busybox = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let mtime = std::fs::metadata(path)?.mtime().max(0) as u64;
+        .ok_or(Error::NoBusybox)?;
+    let read_err = |source| Error::Read {
+        path: path.into(),
+        source,
+    };
+    let busybox = std::fs::read(path).map_err(read_err)?;
+    let mtime = std::fs::metadata(path).map_err(read_err)?.mtime().max(0) as u64;
     let applets = std::process::Command::new(path)
         .arg("--list")
         .output()
-        .with_context(|| format!("running {path} --list"))?;
-    let tar = layer(&busybox, &String::from_utf8_lossy(&applets.stdout), mtime)?;
+        .map_err(|source| Error::BusyboxList {
+            path: path.to_string(),
+            source,
+        })?;
+    let tar = layer(&busybox, &String::from_utf8_lossy(&applets.stdout), mtime)
+        .map_err(Error::DemoLayer)?;
     store.init()?;
     let layer_digest = Digest::of(&tar);
     store.put_blob(&layer_digest, &tar)?;
@@ -149,7 +161,11 @@ pub fn ensure(store: &Store) -> Result<()> {
             "created": created,
             "created_by": format!("strata: demo image from the host's busybox-static ({path})"),
         }]
-    }))?;
+    }))
+    .map_err(|source| Error::Serialize {
+        what: "the demo image config",
+        source,
+    })?;
     let config_digest = Digest::of(&config);
     store.put_blob(&config_digest, &config)?;
     let layer_type = "application/vnd.oci.image.layer.v1.tar";
@@ -160,7 +176,11 @@ pub fn ensure(store: &Store) -> Result<()> {
                    "digest": config_digest.to_string(), "size": config.len()},
         "layers": [{"mediaType": layer_type, "digest": layer_digest.to_string(),
                     "size": tar.len()}]
-    }))?;
+    }))
+    .map_err(|source| Error::Serialize {
+        what: "the demo image manifest",
+        source,
+    })?;
     let digest = Digest::of(&manifest);
     store.put_blob(&digest, &manifest)?;
     // The layer index, as pull builds it.
@@ -177,7 +197,7 @@ pub fn ensure(store: &Store) -> Result<()> {
     store.update(|t| {
         t.ensure(&desc);
         t.set_tag(&desc.digest, &reference);
-        Ok(())
+        Ok::<_, Error>(())
     })?;
     Ok(())
 }

@@ -3,9 +3,10 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use anyhow::{bail, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest as _, Sha256};
+
+use crate::{Error, Result};
 
 /// A validated `sha256:` digest. Other algorithms are refused: the store is `blobs/sha256/`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -14,13 +15,22 @@ pub struct Digest(String);
 impl Digest {
     pub fn parse(s: &str) -> Result<Digest> {
         let Some((algo, hex)) = s.split_once(':') else {
-            bail!("invalid digest {s:?}: no algorithm");
+            return Err(Error::InvalidDigest {
+                digest: s.to_string(),
+                why: "no algorithm",
+            });
         };
         if algo != "sha256" {
-            bail!("unsupported digest algorithm {algo:?} in {s:?} (only sha256)");
+            return Err(Error::DigestAlgorithm {
+                algorithm: algo.to_string(),
+                digest: s.to_string(),
+            });
         }
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            bail!("invalid digest {s:?}: want 64 lowercase hex digits");
+            return Err(Error::InvalidDigest {
+                digest: s.to_string(),
+                why: "want 64 lowercase hex digits",
+            });
         }
         Ok(Digest(s.to_string()))
     }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, Result};
+use crate::{Error, Result};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -31,10 +31,16 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+            .map_err(|source| Error::Create {
+                path: tmp.clone(),
+                source,
+            })?;
         f.write_all(bytes)
             .and_then(|_| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
+            .map_err(|source| Error::Write {
+                path: tmp.clone(),
+                source,
+            })?;
         commit_file(&tmp, dest)
     })();
     if result.is_err() {
@@ -45,8 +51,11 @@ pub fn atomic_write(tmp_dir: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Renames a complete, synced temp file or directory into place and syncs the directory.
 pub fn commit_file(tmp: &Path, dest: &Path) -> Result<()> {
-    fs::rename(tmp, dest)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
+    fs::rename(tmp, dest).map_err(|source| Error::Rename {
+        from: tmp.to_path_buf(),
+        to: dest.to_path_buf(),
+        source,
+    })?;
     if let Some(parent) = dest.parent() {
         sync_dir(parent)?;
     }
@@ -56,21 +65,31 @@ pub fn commit_file(tmp: &Path, dest: &Path) -> Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
+        .map_err(|source| Error::SyncDir {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// fsyncs every regular file under `dir` and every directory, so a renamed-in tree survives
 /// a crash whole.
 pub fn sync_tree(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let entry = entry?;
-        let ft = entry.file_type()?;
+    let read_err = |source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let ft = entry.file_type().map_err(read_err)?;
         if ft.is_dir() {
             sync_tree(&entry.path())?;
         } else if ft.is_file() {
             File::open(entry.path())
                 .and_then(|f| f.sync_all())
-                .with_context(|| format!("syncing {}", entry.path().display()))?;
+                .map_err(|source| Error::Sync {
+                    path: entry.path(),
+                    source,
+                })?;
         }
     }
     sync_dir(dir)

@@ -9,13 +9,13 @@ use std::io::{self, Read};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::oci::media;
 use crate::reference::{is_loopback_domain, Reference};
 use crate::store::ingest::BlobSource;
+use crate::{Error, Result};
 use auth::{parse_challenges, Credentials};
 
 /// Manifests larger than this are refused (docker's limit).
@@ -104,7 +104,10 @@ impl Client {
                 match client.agent.get(&format!("{http}/v2/")).call() {
                     Ok(_) | Err(ureq::Error::Status(..)) => client.base = http,
                     Err(e) => {
-                        bail!("registry {domain} is not reachable: over HTTPS: {t}; over HTTP: {e}")
+                        return Err(Error::Unreachable {
+                            domain: domain.to_string(),
+                            how: format!(": over HTTPS: {t}; over HTTP: {e}"),
+                        })
                     }
                 }
             }
@@ -114,7 +117,10 @@ impl Client {
                 } else {
                     " (for a registry without TLS, use --insecure)"
                 };
-                bail!("registry {domain} is not reachable over HTTPS: {t}{hint}")
+                return Err(Error::Unreachable {
+                    domain: domain.to_string(),
+                    how: format!(" over HTTPS: {t}{hint}"),
+                });
             }
         }
         Ok(client)
@@ -297,7 +303,7 @@ impl Client {
     /// Checks that the registry accepts the client's credentials (for `login`).
     pub fn check_login(&self) -> Result<()> {
         let url = format!("{}/v2/", self.base);
-        self.get(&url, None, 0).map(|_| ()).map_err(|e| anyhow!(e))
+        Ok(self.get(&url, None, 0).map(|_| ())?)
     }
 
     /// Fetches a manifest by tag or digest; a digest is verified.
@@ -310,29 +316,35 @@ impl Client {
             )
             .map_err(|e| {
                 if e.status == 404 {
-                    anyhow!(
-                        "manifest for {}/{}:{reference} not found: {}",
-                        self.domain,
-                        self.repo,
-                        e.message
-                    )
+                    Error::ManifestNotFound {
+                        name: format!("{}/{}", self.domain, self.repo),
+                        reference: reference.to_string(),
+                        message: e.message,
+                    }
                 } else {
-                    anyhow!(e)
+                    Error::Http(e)
                 }
             })?;
         let content_type = resp.header("Content-Type").map(str::to_string);
         let header_digest = resp.header("Docker-Content-Digest").map(str::to_string);
-        let bytes = read_limited(resp, MAX_MANIFEST)
-            .with_context(|| format!("reading manifest {reference} from {}", self.domain))?;
+        let bytes = read_limited(resp, MAX_MANIFEST).map_err(|source| Error::ReadManifest {
+            reference: reference.to_string(),
+            domain: self.domain.clone(),
+            source,
+        })?;
         let digest = Digest::of(&bytes);
         if reference.contains(':') {
             let want = Digest::parse(reference)?;
             if digest != want {
-                bail!("manifest {want} failed verification: its content hashes to {digest}");
+                return Err(Error::ManifestVerify { want, got: digest });
             }
         } else if let Some(h) = header_digest.as_deref().and_then(|h| Digest::parse(h).ok()) {
             if h != digest {
-                bail!("manifest {reference}: the registry says {h} but its content hashes to {digest}");
+                return Err(Error::ManifestHeaderDigest {
+                    reference: reference.to_string(),
+                    said: h,
+                    got: digest,
+                });
             }
         }
         Ok(FetchedManifest {
@@ -345,16 +357,27 @@ impl Client {
     /// Fetches a small blob (a config) whole and verifies it.
     pub fn blob_bytes(&self, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         if size > MAX_CONFIG {
-            bail!("blob {digest} is {size} bytes, more than a config may be");
+            return Err(Error::ConfigTooLarge {
+                digest: digest.clone(),
+                size,
+            });
         }
         let resp = self
             .get(&self.url(&format!("blobs/{digest}")), None, 0)
-            .map_err(|e| anyhow!("fetching blob {digest}: {e}"))?;
-        let bytes =
-            read_limited(resp, size.max(1)).with_context(|| format!("reading blob {digest}"))?;
+            .map_err(|source| Error::FetchBlob {
+                digest: digest.clone(),
+                source,
+            })?;
+        let bytes = read_limited(resp, size.max(1)).map_err(|source| Error::ReadRemoteBlob {
+            digest: digest.clone(),
+            source,
+        })?;
         let got = Digest::of(&bytes);
         if &got != digest {
-            bail!("blob {digest} failed verification: its content hashes to {got}; nothing stored");
+            return Err(Error::BlobVerify {
+                digest: digest.clone(),
+                got,
+            });
         }
         Ok(bytes)
     }
@@ -398,11 +421,14 @@ impl BlobSource for RegistryBlob<'_> {
     }
 }
 
-fn read_limited(resp: ureq::Response, max: u64) -> Result<Vec<u8>> {
+fn read_limited(resp: ureq::Response, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     resp.into_reader().take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        bail!("response larger than {max} bytes");
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("response larger than {max} bytes"),
+        ));
     }
     Ok(bytes)
 }
@@ -445,8 +471,18 @@ pub fn format_error_body(body: &[u8]) -> String {
     if text.is_empty() {
         "(empty response body)".to_string()
     } else {
-        crate::format::ellipsis(text, 400)
+        ellipsis(text, 400)
     }
+}
+
+/// docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
+fn ellipsis(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn urlencode(s: &str) -> String {

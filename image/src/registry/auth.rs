@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
 use crate::store::fsutil;
+use crate::{Error, Result};
 
 /// One challenge of a `WWW-Authenticate` header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,17 +147,27 @@ impl AuthFile {
 
     fn read(&self) -> Result<Value> {
         match std::fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("parsing {}", self.path.display())),
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| Error::ParseFile {
+                path: self.path.clone(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(json!({})),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+            Err(source) => Err(Error::Read {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     fn write(&self, v: &Value) -> Result<()> {
-        std::fs::create_dir_all(&self.tmp_dir)
-            .with_context(|| format!("creating {}", self.tmp_dir.display()))?;
-        let bytes = serde_json::to_vec_pretty(v)?;
+        std::fs::create_dir_all(&self.tmp_dir).map_err(|source| Error::Create {
+            path: self.tmp_dir.clone(),
+            source,
+        })?;
+        let bytes = serde_json::to_vec_pretty(v).map_err(|source| Error::Serialize {
+            what: "credentials",
+            source,
+        })?;
         // Written 0600 through the temp file: it holds passwords.
         let tmp = fsutil::temp_name(&self.tmp_dir, "config.json");
         {
@@ -168,9 +178,14 @@ impl AuthFile {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
+                .map_err(|source| Error::Create {
+                    path: tmp.clone(),
+                    source,
+                })?;
+            if let Err(source) = f.write_all(&bytes).and_then(|_| f.sync_all()) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(Error::Write { path: tmp, source });
+            }
         }
         fsutil::commit_file(&tmp, &self.path)
     }
@@ -189,15 +204,17 @@ impl AuthFile {
             if let Some(auth) = entry.get("auth").and_then(Value::as_str) {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(auth.trim())
-                    .with_context(|| {
-                        format!("decoding credentials for {key} in {}", self.path.display())
+                    .map_err(|source| Error::DecodeCredentials {
+                        key: key.clone(),
+                        path: self.path.clone(),
+                        source,
                     })?;
-                let raw = String::from_utf8(raw).context("credentials are not UTF-8")?;
+                let raw = String::from_utf8(raw).map_err(Error::CredentialsUtf8)?;
                 let Some((u, p)) = raw.split_once(':') else {
-                    bail!(
-                        "credentials for {key} in {} are not user:password",
-                        self.path.display()
-                    );
+                    return Err(Error::CredentialsShape {
+                        key: key.clone(),
+                        path: self.path.clone(),
+                    });
                 };
                 return Ok(Some(Credentials {
                     username: u.to_string(),

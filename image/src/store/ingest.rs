@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 
 use super::lock::Lock;
 use super::{fsutil, Store};
@@ -79,15 +79,17 @@ impl Ingest {
             .write(true)
             .truncate(false)
             .open(&self.partial)
-            .with_context(|| format!("opening {}", self.partial.display()))?;
-        out.set_len(have)?;
+            .map_err(|source| self.open_err(source))?;
+        out.set_len(have).map_err(|source| self.open_err(source))?;
         let replay = if have > 0 {
-            Some(File::open(&self.partial)?.take(have))
+            let f = File::open(&self.partial).map_err(|source| self.open_err(source))?;
+            Some(f.take(have))
         } else {
             None
         };
         let mut out = out;
-        std::io::Seek::seek(&mut out, io::SeekFrom::End(0))?;
+        std::io::Seek::seek(&mut out, io::SeekFrom::End(0))
+            .map_err(|source| self.open_err(source))?;
         Ok(BlobReader {
             source,
             replay,
@@ -114,26 +116,36 @@ impl Ingest {
                 drop(reader);
                 self.discard();
             }
-            return Err(e).with_context(|| format!("downloading blob {}", self.digest));
+            return Err(Error::Download {
+                digest: self.digest.clone(),
+                source: e,
+            });
         }
         let got = reader.hasher.clone().finish();
         let received = reader.offset;
         if received != self.size || got != self.digest {
             drop(reader);
             self.discard();
-            bail!(
-                "blob {} failed verification: received {received} bytes hashing to {got} \
-                 (expected {} bytes); nothing stored",
-                self.digest,
-                self.size
-            );
+            return Err(Error::DownloadVerify {
+                digest: self.digest.clone(),
+                received,
+                got,
+                size: self.size,
+            });
         }
-        reader
-            .out
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.partial.display()))?;
+        reader.out.sync_all().map_err(|source| Error::Sync {
+            path: self.partial.clone(),
+            source,
+        })?;
         drop(reader);
         fsutil::commit_file(&self.partial, &self.dest)
+    }
+
+    fn open_err(&self, source: io::Error) -> Error {
+        Error::Open {
+            path: self.partial.clone(),
+            source,
+        }
     }
 
     /// Deletes the partial transfer (its content cannot be right).
