@@ -28,12 +28,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio as ProcStdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
 use strata_runtime::{cgroups::Cgroup, idmap, Container, Stdio};
 
@@ -569,7 +569,7 @@ fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session)
     let dir = rootfs.parent().context("container directory")?;
     let opts = {
         let mut o = MountOptions {
-            layers: crate::commands::run::layer_dirs(store, rec)?,
+            layers: layer_dirs(store, rec)?,
             upperdir: Some(dir.join("upper")),
             workdir: Some(dir.join("work")),
             // Container processes run as other users than the server.
@@ -713,6 +713,23 @@ pub fn cleanup_stale(store: &Store) {
             let _ = remove_container(store, &rec, true);
         }
     }
+}
+
+/// The layer index directories of a container's image, top first.
+pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for d in rec.diff_ids.iter().rev() {
+        let digest = crate::digest::Digest::parse(d)?;
+        let dir = store.layer_dir(&digest);
+        if !dir.is_dir() {
+            bail!(
+                "layer {d} of image {} is not in the store (was the image removed?)",
+                rec.image
+            );
+        }
+        dirs.push(dir);
+    }
+    Ok(dirs)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use clap::Args;
 use nix::sys::signal::Signal;
 use strata_runtime::cgroups::Cgroup;
 
+use super::{open, report, Prefix};
 use crate::monitor;
 use crate::store::containers::{Containers, Record, State, Status};
 use crate::store::Store;
@@ -84,36 +85,6 @@ pub struct PruneArgs {
     /// Provide filter values (e.g. until=24h, label=KEY)
     #[arg(long = "filter")]
     pub filters: Vec<String>,
-}
-
-/// How a command's error is introduced: docker says `Error response from daemon:` for what
-/// its daemon refused, `Error:` for what the client did.
-#[derive(Clone, Copy)]
-pub enum Prefix {
-    Daemon,
-    Plain,
-}
-
-/// A command's exit status: 0, or 1 with its error on stderr.
-pub fn report(r: Result<()>, prefix: Prefix) -> i32 {
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            match prefix {
-                Prefix::Daemon => eprintln!("Error response from daemon: {e:#}"),
-                Prefix::Plain => eprintln!("Error: {e:#}"),
-            }
-            1
-        }
-    }
-}
-
-/// The store, cleaned of dead monitors' leftovers.
-pub fn open(global: &Global) -> (Store, Containers) {
-    let store = Store::new(&global.root);
-    monitor::cleanup_stale(&store);
-    let c = Containers::new(&store);
-    (store, c)
 }
 
 /// Containers one command acts on at the same time (docker's CLI runs its per-container
@@ -467,7 +438,7 @@ pub fn prune(global: &Global, args: PruneArgs) -> i32 {
             }) {
                 continue;
             }
-            reclaimed += super::ps::dir_size(&c.dir(&rec.id).join("upper"));
+            reclaimed += crate::store::containers::dir_size(&c.dir(&rec.id).join("upper"));
             remove(&store, &c, &rec, false, false)?;
             deleted.push(rec.id);
         }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use strata_runtime::{ProcessSpec, Stdio};
 
-use super::containers::open;
+use super::open;
 use crate::attach::{Stream, ToClient, ToMonitor};
 use crate::store::containers::{Containers, Record, Status};
 use crate::terminal::{self, RawTerminal};

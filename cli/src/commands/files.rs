@@ -13,7 +13,7 @@ use clap::Args;
 use strata_fs::layer::index::IndexedLayer;
 use strata_fs::layer::{Layer, LayerPath, Lookup};
 
-use super::containers::{open, report, Prefix};
+use super::{open, report, Prefix};
 use crate::store::containers::{Containers, Record};
 use crate::store::Store;
 use crate::Global;
@@ -43,7 +43,7 @@ struct Lowers(Vec<IndexedLayer>);
 impl Lowers {
     fn open(store: &Store, rec: &Record) -> Result<Lowers> {
         let mut v = Vec::new();
-        for dir in super::run::layer_dirs(store, rec)? {
+        for dir in crate::monitor::layer_dirs(store, rec)? {
             v.push(IndexedLayer::open(&dir).with_context(|| format!("opening {}", dir.display()))?);
         }
         Ok(Lowers(v))

@@ -534,20 +534,3 @@ pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
     }
     result
 }
-
-/// The layer index directories of a container's image, top first.
-pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    for d in rec.diff_ids.iter().rev() {
-        let digest = crate::digest::Digest::parse(d)?;
-        let dir = store.layer_dir(&digest);
-        if !dir.is_dir() {
-            bail!(
-                "layer {d} of image {} is not in the store (was the image removed?)",
-                rec.image
-            );
-        }
-        dirs.push(dir);
-    }
-    Ok(dirs)
-}

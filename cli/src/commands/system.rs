@@ -15,9 +15,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::confirm;
-use super::ps::{dir_size, status_text};
+use super::ps::status_text;
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
+use crate::store::containers::dir_size;
 use crate::store::containers::Containers;
 use crate::store::image::Image;
 use crate::store::in_use::images_in_use;

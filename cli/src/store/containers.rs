@@ -156,6 +156,15 @@ pub struct State {
 }
 
 impl State {
+    /// The ports as published while running (random ones chosen), else as `rec` asked.
+    pub fn ports(&self, rec: &Record) -> Vec<PortBinding> {
+        if self.status.is_active() && !self.published.is_empty() {
+            self.published.clone()
+        } else {
+            rec.ports.clone()
+        }
+    }
+
     /// Whether the recorded monitor is still alive.
     pub fn monitor_alive(&self) -> bool {
         self.monitor_pid > 0 && process_start(self.monitor_pid) == Some(self.monitor_start)
@@ -460,6 +469,27 @@ impl RandomSource {
         let _ = self.0.read_exact(&mut b);
         u64::from_ne_bytes(b)
     }
+}
+
+/// Bytes of files under `dir` (a container's upper: `ps -s`).
+pub fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                total += m.size();
+            }
+        }
+    }
+    total
 }
 
 #[cfg(test)]
