@@ -40,8 +40,7 @@ use crate::store::image::Image;
 use crate::store::Store;
 use crate::Global;
 
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+use media::{OCI_CONFIG, OCI_LAYER};
 /// The most a manifest, index or config may be (read into memory; containerd's limit for
 /// manifests is 4 MiB, configs with long histories are larger).
 const MAX_JSON_MEMBER: u64 = 64 << 20;
