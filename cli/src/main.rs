@@ -1,21 +1,18 @@
 //! The `strata` command: the clap tree and dispatch. Each command family lives in
-//! `commands/<family>.rs`; the store, the registry client and the output helpers are
-//! modules beside them.
+//! `commands/<family>.rs` and parses, calls strata-image or strata-engine, and prints;
+//! `format/`, `filter.rs` and `progress.rs` (the libraries' `PullObserver` as bars or
+//! docker's lines) are the output helpers beside them. Library errors are printed here once.
 //!
 //! Exit status: 0 on success, 1 on an error (printed as `Error: …` on stderr), 2 on a usage
 //! error.
 
-mod attach;
 mod commands;
 mod filter;
 mod format;
-mod monitor;
-mod network;
 mod progress;
-mod store;
-mod terminal;
 
-use strata_image::{digest, oci, pull, reference, registry};
+use strata_engine::{attach, monitor, terminal};
+use strata_image::{digest, oci, pull, reference, registry, store};
 
 use std::path::PathBuf;
 

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::store::containers::{Containers, Record, Status};
 use crate::store::Store;
+use strata_engine::containers::{Containers, Record, Status};
 
 /// docker's container inspect document.
 pub fn container_json(store: &Store, rec: &Record) -> Value {

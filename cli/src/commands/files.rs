@@ -14,9 +14,9 @@ use strata_fs::layer::index::IndexedLayer;
 use strata_fs::layer::{Layer, LayerPath, Lookup};
 
 use super::{open, report, Prefix};
-use crate::store::containers::{Containers, Record};
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::{Containers, Record};
 
 #[derive(Args)]
 pub struct DiffArgs {

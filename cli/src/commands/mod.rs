@@ -12,14 +12,13 @@ pub mod mount;
 pub mod ps;
 pub mod pull;
 pub mod run;
-pub mod run_flags;
 pub mod system;
 
 use std::io::Write;
 
-use crate::store::containers::Containers;
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::Containers;
 
 /// Writes to stdout, treating a closed pipe (`strata images | head`) as done.
 pub fn print(out: &[u8]) -> anyhow::Result<()> {

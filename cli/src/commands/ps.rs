@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 
 use super::{open, report, Prefix};
 use crate::format::{self, Format};
-use crate::store::containers::{Containers, Record, State, Status};
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::{Containers, Record, State, Status};
 
 #[derive(Args)]
 pub struct PsArgs {
@@ -154,7 +154,7 @@ fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, siz
         "Size": "",
     });
     if size {
-        let upper = crate::store::containers::dir_size(&c.dir(&rec.id).join("upper"));
+        let upper = strata_engine::containers::dir_size(&c.dir(&rec.id).join("upper"));
         let virt = upper
             + rec
                 .diff_ids
@@ -527,7 +527,7 @@ pub fn top(global: &Global, args: TopArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::containers::PortBinding;
+    use strata_engine::containers::PortBinding;
 
     #[test]
     fn columns_read_as_docker_prints_them() {

@@ -18,13 +18,13 @@ use super::confirm;
 use super::ps::status_text;
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
-use crate::store::containers::dir_size;
-use crate::store::containers::Containers;
 use crate::store::image::Image;
 use crate::store::in_use::images_in_use;
-use crate::store::volumes::Volumes;
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::dir_size;
+use strata_engine::containers::Containers;
+use strata_engine::volumes::Volumes;
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -147,7 +147,7 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
             continue;
         }
         reclaimed += dir_size(&containers.dir(&rec.id).join("upper"));
-        super::containers::remove(&store, &containers, &rec, false, false)?;
+        strata_engine::lifecycle::remove(&store, &containers, &rec, false, false)?;
         deleted.push(rec.id);
     }
     let mut out = section("Deleted Containers:", &deleted);

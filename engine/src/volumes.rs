@@ -5,9 +5,9 @@
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use strata_image::store::Store;
 
-use super::Store;
+use crate::{Error, Result};
 
 pub struct Volumes {
     dir: PathBuf,
@@ -15,7 +15,7 @@ pub struct Volumes {
 
 /// docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn valid_name(name: &str) -> bool {
-    super::containers::valid_name(name)
+    crate::containers::valid_name(name)
 }
 
 impl Volumes {
@@ -33,13 +33,16 @@ impl Volumes {
     /// The volume's data directory, made when missing. Safe to race.
     pub fn ensure(&self, name: &str) -> Result<PathBuf> {
         if !valid_name(name) {
-            bail!(
+            return Err(Error::VolumeName(format!(
                 "create {name}: \"{name}\" includes invalid characters for a local volume name, \
                  only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
-            );
+            )));
         }
         let data = self.data(name);
-        fs::create_dir_all(&data).with_context(|| format!("creating volume {}", data.display()))?;
+        fs::create_dir_all(&data).map_err(|source| Error::CreateVolume {
+            path: data.clone(),
+            source,
+        })?;
         Ok(data)
     }
 
@@ -49,13 +52,13 @@ impl Volumes {
 
     pub fn remove(&self, name: &str) -> Result<()> {
         if !valid_name(name) {
-            bail!("invalid volume name {name:?}");
+            return Err(Error::InvalidVolume(name.to_string()));
         }
         let dir = self.dir.join(name);
         if !dir.exists() {
             return Ok(());
         }
-        super::containers::remove_tree(&dir)
+        crate::containers::remove_tree(&dir)
     }
 }
 

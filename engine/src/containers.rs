@@ -21,11 +21,11 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use strata_image::store::{fsutil, lock::Lock, Store};
 use strata_runtime::ContainerSpec;
 
-use super::{fsutil, lock::Lock, names, Store};
+use crate::{names, Error, Result};
 
 /// A volume mounted into the container.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -220,26 +220,26 @@ impl Containers {
                 .recursive(true)
                 .mode(0o700)
                 .create(&self.dir);
-            r.with_context(|| format!("creating {}", self.dir.display()))?;
+            r.map_err(|source| Error::Create {
+                path: self.dir.clone(),
+                source,
+            })?;
         }
         Ok(Lock::exclusive(&self.dir.join("names.lock"))?)
     }
 
-    fn conflict(name: &str, id: &str) -> anyhow::Error {
-        anyhow::anyhow!(
-            "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". \
-             You have to remove (or rename) that container to be able to reuse that name."
-        )
+    fn conflict(name: &str, id: &str) -> Error {
+        Error::NameInUse {
+            name: name.to_string(),
+            id: id.to_string(),
+        }
     }
 
     /// Stores a new container; its name must be free (checked under the names lock). An
     /// empty name is generated there, drawn again until it is free. On error nothing is left.
     pub fn create(&self, rec: &mut Record) -> Result<()> {
         if !rec.name.is_empty() && !valid_name(&rec.name) {
-            bail!(
-                "Invalid container name ({}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
-                rec.name
-            );
+            return Err(Error::InvalidName(rec.name.clone()));
         }
         let _lock = self.lock()?;
         let records = self.records()?;
@@ -254,7 +254,7 @@ impl Containers {
         let result = (|| -> Result<()> {
             for sub in ["upper", "work", "rootfs"] {
                 let d = dir.join(sub);
-                fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                fs::create_dir_all(&d).map_err(|source| Error::Create { path: d, source })?;
             }
             self.save_state(&rec.id, &State::default())?;
             self.write_json(&dir.join("container.json"), rec)
@@ -266,27 +266,26 @@ impl Containers {
     }
 
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
-        fs::create_dir_all(&self.tmp)
-            .with_context(|| format!("creating {}", self.tmp.display()))?;
-        Ok(fsutil::atomic_write(
-            &self.tmp,
-            path,
-            &serde_json::to_vec_pretty(value)?,
-        )?)
+        fs::create_dir_all(&self.tmp).map_err(|source| Error::Create {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Serialize {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(fsutil::atomic_write(&self.tmp, path, &bytes)?)
     }
 
     pub fn record(&self, id: &str) -> Result<Record> {
         let path = self.dir(id).join("container.json");
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+        read_json(&path)
     }
 
     /// Renames a container (under the names lock).
     pub fn rename(&self, id: &str, new_name: &str) -> Result<()> {
         if !valid_name(new_name) {
-            bail!(
-                "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            );
+            return Err(Error::InvalidName(new_name.to_string()));
         }
         let _lock = self.lock()?;
         if let Some(other) = self.records()?.iter().find(|o| o.name == new_name) {
@@ -300,8 +299,7 @@ impl Containers {
     /// The state as recorded, without the liveness check.
     pub fn raw_state(&self, id: &str) -> Result<State> {
         let path = self.dir(id).join("state.json");
-        let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+        read_json(&path)
     }
 
     /// The state, corrected when the monitor that should be running is gone: `dead`.
@@ -326,7 +324,7 @@ impl Containers {
     pub fn update_state(&self, id: &str, f: impl FnOnce(&mut State)) -> Result<State> {
         let dir = self.dir(id);
         if !dir.join("container.json").exists() && !dir.join("state.json").exists() {
-            bail!("No such container: {id}");
+            return Err(Error::NoSuchContainer(id.to_string()));
         }
         let _lock = Lock::exclusive(&dir.join("state.lock"))?;
         let mut st = self.raw_state(id).unwrap_or_default();
@@ -341,12 +339,21 @@ impl Containers {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.dir.display())),
+            Err(source) => {
+                return Err(Error::Read {
+                    path: self.dir.clone(),
+                    source,
+                })
+            }
+        };
+        let read_err = |source| Error::Read {
+            path: self.dir.clone(),
+            source,
         };
         for e in rd {
-            let e = e?;
+            let e = e.map_err(read_err)?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 || !e.file_type()?.is_dir() {
+            if name.len() != 64 || !e.file_type().map_err(read_err)?.is_dir() {
                 continue;
             }
             if let Ok(r) = self.record(&name) {
@@ -367,8 +374,8 @@ impl Containers {
         let matches: Vec<&Record> = all.iter().filter(|r| r.id.starts_with(what)).collect();
         match matches.as_slice() {
             [one] if !what.is_empty() => Ok((*one).clone()),
-            [] | [_] => bail!("No such container: {what}"),
-            _ => bail!("multiple containers match the id prefix {what}: use more of the id"),
+            [] | [_] => Err(Error::NoSuchContainer(what.to_string())),
+            _ => Err(Error::AmbiguousId(what.to_string())),
         }
     }
 
@@ -384,7 +391,7 @@ impl Containers {
         }
         // Hide it first (one rename), so a half-removed container is never listed.
         let doomed = self.dir.join(format!(".removing-{id}"));
-        fs::rename(&dir, &doomed).with_context(|| format!("removing {}", dir.display()))?;
+        fs::rename(&dir, &doomed).map_err(|source| Error::Remove { path: dir, source })?;
         remove_tree(&doomed)
     }
 
@@ -400,6 +407,17 @@ impl Containers {
     }
 }
 
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// `remove_dir_all`, making directories writable on the way (a container may have made its
 /// files read-only).
 pub fn remove_tree(path: &Path) -> Result<()> {
@@ -410,7 +428,10 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     for entry in walk_dirs(path) {
         let _ = fs::set_permissions(&entry, fs::Permissions::from_mode(0o700));
     }
-    fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+    fs::remove_dir_all(path).map_err(|source| Error::Remove {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn walk_dirs(path: &Path) -> Vec<PathBuf> {
@@ -449,8 +470,11 @@ pub fn new_id() -> Result<String> {
     let mut b = [0u8; 32];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
-    Ok(crate::digest::hex(&b))
+        .map_err(|source| Error::Read {
+            path: "/dev/urandom".into(),
+            source,
+        })?;
+    Ok(strata_image::digest::hex(&b))
 }
 
 /// Random numbers from the kernel's source, for generated names.
@@ -458,9 +482,12 @@ struct RandomSource(fs::File);
 
 impl RandomSource {
     fn open() -> Result<RandomSource> {
-        Ok(RandomSource(
-            fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
-        ))
+        Ok(RandomSource(fs::File::open("/dev/urandom").map_err(
+            |source| Error::Read {
+                path: "/dev/urandom".into(),
+                source,
+            },
+        )?))
     }
 
     fn next(&mut self) -> u64 {

@@ -33,15 +33,15 @@ use std::process::{Command, Stdio as ProcStdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{SigSet, Signal};
+use strata_image::store::Store;
 use strata_runtime::{cgroups::Cgroup, idmap, Container, Stdio};
 
 use crate::attach::{Stream, ToClient, ToMonitor};
-use crate::store::containers::{self, process_start, Containers, Record, State, Status};
-use crate::store::volumes::Volumes;
-use crate::store::Store;
+use crate::containers::{self, process_start, Containers, Record, State, Status};
 use crate::terminal::RawTerminal;
+use crate::volumes::Volumes;
+use crate::{Error, Result};
 
 /// A start that failed: docker's status and the message.
 #[derive(Debug)]
@@ -72,15 +72,20 @@ const FORWARDED: [Signal; 6] = [
 /// Starts container `id` under a detached monitor; returns once its process runs (or with
 /// why it could not start).
 pub fn spawn_detached(root: &Path, id: &str) -> std::result::Result<(), StartError> {
-    let fail = |e: anyhow::Error| StartError::new(125, format!("{e:#}"));
+    let fail = |e: Error| StartError::new(125, e.chain());
     let store = Store::new(root);
     let dir = Containers::new(&store).dir(id);
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("monitor.log"))
-        .map_err(|e| fail(anyhow!(e).context("opening monitor.log")))?;
-    let exe = std::env::current_exe().map_err(|e| fail(e.into()))?;
+        .map_err(|source| {
+            fail(Error::Os {
+                step: "opening monitor.log",
+                source,
+            })
+        })?;
+    let exe = std::env::current_exe().map_err(|e| StartError::new(125, e))?;
     let mut child = Command::new(exe)
         .arg("--root")
         .arg(root)
@@ -90,7 +95,12 @@ pub fn spawn_detached(root: &Path, id: &str) -> std::result::Result<(), StartErr
         .stdout(ProcStdio::piped())
         .stderr(log)
         .spawn()
-        .map_err(|e| fail(anyhow!(e).context("starting the monitor")))?;
+        .map_err(|source| {
+            fail(Error::Os {
+                step: "starting the monitor",
+                source,
+            })
+        })?;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped");
     let _ = BufReader::new(stdout).read_line(&mut line);
@@ -233,7 +243,7 @@ fn relay(mut from: File, out: Output, stream: Stream) {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(Error::os("pipe2"))
 }
 
 /// Runs container `id` to its end; returns docker's exit status. `report` is called once,
@@ -248,7 +258,7 @@ fn supervise(
     let containers = Containers::new(&store);
     let dir = containers.dir(id);
     // One monitor per container: held for the monitor's life.
-    let _running = match crate::store::lock::Lock::try_exclusive(&dir.join("monitor.lock")) {
+    let _running = match strata_image::store::lock::Lock::try_exclusive(&dir.join("monitor.lock")) {
         Ok(Some(l)) => l,
         Ok(None) => {
             let e = StartError::new(125, format!("container {id} is already running"));
@@ -256,7 +266,7 @@ fn supervise(
             return e.code;
         }
         Err(e) => {
-            let e = StartError::new(125, format!("{e:#}"));
+            let e = StartError::new(125, e.chain());
             report(Err(&e));
             return e.code;
         }
@@ -264,7 +274,7 @@ fn supervise(
     let rec = match containers.record(id) {
         Ok(r) => r,
         Err(e) => {
-            let e = StartError::new(125, format!("{e:#}"));
+            let e = StartError::new(125, e.chain());
             report(Err(&e));
             return e.code;
         }
@@ -344,7 +354,10 @@ fn start(
     attach: Attach,
     session: &mut Session,
 ) -> std::result::Result<Started, StartError> {
-    let e125 = |e: anyhow::Error| StartError::new(125, format!("{e:#}"));
+    let e125 = |e: Error| StartError::new(125, e.chain());
+    let step = |step: &'static str| {
+        move |source| StartError::new(125, Error::RuntimeStep { step, source }.chain())
+    };
     let containers = Containers::new(store);
     let dir = containers.dir(&rec.id);
     // Before any thread exists: the user namespace needs a single thread, and forwarded
@@ -356,17 +369,15 @@ fn start(
     forwarded.add(Signal::SIGWINCH);
     forwarded
         .thread_block()
-        .map_err(|e| e125(anyhow!(e).context("blocking signals")))?;
+        .map_err(|e| e125(Error::os("blocking signals")(e)))?;
     let rootless = !nix::unistd::geteuid().is_root();
     if rootless {
         idmap::enter_user_namespace(&idmap::IdMapping::detect())
-            .map_err(|e| e125(anyhow!(e).context("entering a user namespace")))?;
+            .map_err(step("entering a user namespace"))?;
     }
-    idmap::enter_mount_namespace()
-        .map_err(|e| e125(anyhow!(e).context("entering a mount namespace")))?;
+    idmap::enter_mount_namespace().map_err(step("entering a mount namespace"))?;
     let rootfs = dir.join("rootfs");
-    mount_root(store, rec, &rootfs, session)
-        .map_err(|e| e125(e.context("mounting the container's root filesystem")))?;
+    mount_root(store, rec, &rootfs, session).map_err(|e| e125(Error::MountRoot(Box::new(e))))?;
 
     let mut spec = rec.spec.clone();
     spec.rootfs = rootfs.clone();
@@ -376,7 +387,12 @@ fn start(
         .create(true)
         .append(true)
         .open(dir.join("ctr.log"))
-        .map_err(|e| e125(anyhow!(e).context("opening ctr.log")))?;
+        .map_err(|source| {
+            e125(Error::Os {
+                step: "opening ctr.log",
+                source,
+            })
+        })?;
     let output = Output {
         log: Arc::new(Mutex::new(log)),
         sinks: Arc::new(Mutex::new(Vec::new())),
@@ -397,7 +413,14 @@ fn start(
             stdin_w = Some(File::from(w));
             r
         } else {
-            File::open("/dev/null").map_err(|e| e125(e.into()))?.into()
+            File::open("/dev/null")
+                .map_err(|source| {
+                    e125(Error::Os {
+                        step: "opening /dev/null",
+                        source,
+                    })
+                })?
+                .into()
         };
         let (out_r, out_w) = pipe().map_err(e125)?;
         let (err_r, err_w) = pipe().map_err(e125)?;
@@ -415,7 +438,7 @@ fn start(
     let mut published = Vec::new();
     if !rec.ports.is_empty() && rec.spec.network == strata_runtime::NetworkMode::Private {
         let result = crate::network::find_helper()
-            .context("publishing ports needs slirp4netns, which is not installed")
+            .ok_or(Error::NoSlirp)
             .and_then(|h| crate::network::publish(&h, &dir, pid, &rec.ports));
         match result {
             Ok(p) => {
@@ -425,7 +448,7 @@ fn start(
             Err(e) => {
                 let _ = strata_runtime::process::signal(pid, Signal::SIGKILL);
                 let _ = strata_runtime::process::wait(pid);
-                return Err(e125(e.context("publishing ports")));
+                return Err(e125(Error::Publish(Box::new(e))));
             }
         }
     }
@@ -566,7 +589,7 @@ fn serve_attach(
 
 fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
     use strata_fs::options::MountOptions;
-    let dir = rootfs.parent().context("container directory")?;
+    let dir = rootfs.parent().unwrap_or(rootfs);
     let opts = {
         let mut o = MountOptions {
             layers: layer_dirs(store, rec)?,
@@ -606,10 +629,17 @@ impl Drop for PrivateRoot {
 /// namespace of the calling process, which must be single-threaded.
 pub fn mount_private(store: &Store, rec: &Record) -> Result<PrivateRoot> {
     if !nix::unistd::geteuid().is_root() {
-        idmap::enter_user_namespace(&idmap::IdMapping::detect())
-            .context("entering a user namespace")?;
+        idmap::enter_user_namespace(&idmap::IdMapping::detect()).map_err(|source| {
+            Error::RuntimeStep {
+                step: "entering a user namespace",
+                source,
+            }
+        })?;
     }
-    idmap::enter_mount_namespace().context("entering a mount namespace")?;
+    idmap::enter_mount_namespace().map_err(|source| Error::RuntimeStep {
+        step: "entering a mount namespace",
+        source,
+    })?;
     let path = Containers::new(store).dir(&rec.id).join("rootfs");
     let mut session = Session::default();
     mount_root(store, rec, &path, &mut session)?;
@@ -719,13 +749,13 @@ pub fn cleanup_stale(store: &Store) {
 pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for d in rec.diff_ids.iter().rev() {
-        let digest = crate::digest::Digest::parse(d)?;
+        let digest = strata_image::digest::Digest::parse(d)?;
         let dir = store.layer_dir(&digest);
         if !dir.is_dir() {
-            bail!(
-                "layer {d} of image {} is not in the store (was the image removed?)",
-                rec.image
-            );
+            return Err(Error::MissingLayer {
+                diff_id: d.clone(),
+                image: rec.image.clone(),
+            });
         }
         dirs.push(dir);
     }

@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use crate::containers::PortBinding;
+use crate::{Error, Result};
 
-use crate::store::containers::PortBinding;
+/// An I/O error at `step` (sockets and pipes of the helper have no path worth naming).
+fn io(step: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Os { step, source }
+}
 
 /// slirp4netns in `PATH`.
 pub fn find_helper() -> Option<PathBuf> {
@@ -54,8 +58,14 @@ impl Drop for Published {
 fn free_port(proto: &str, ip: &str) -> Result<u16> {
     let addr = format!("{}:0", if ip.is_empty() { "0.0.0.0" } else { ip });
     Ok(match proto {
-        "udp" => std::net::UdpSocket::bind(&addr)?.local_addr()?.port(),
-        _ => std::net::TcpListener::bind(&addr)?.local_addr()?.port(),
+        "udp" => std::net::UdpSocket::bind(&addr)
+            .and_then(|s| s.local_addr())
+            .map_err(io("choosing a free UDP port"))?
+            .port(),
+        _ => std::net::TcpListener::bind(&addr)
+            .and_then(|s| s.local_addr())
+            .map_err(io("choosing a free TCP port"))?
+            .port(),
     })
 }
 
@@ -64,7 +74,7 @@ fn inheritable(fd: &OwnedFd) -> Result<()> {
         fd.as_raw_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
     )
-    .context("fcntl")?;
+    .map_err(Error::os("fcntl"))?;
     Ok(())
 }
 
@@ -92,7 +102,7 @@ pub fn publish(helper: &Path, dir: &Path, pid: i32, ports: &[PortBinding]) -> Re
 
 fn log_file(dir: &Path, name: &str) -> Result<File> {
     let p = dir.join(name);
-    File::create(&p).with_context(|| format!("creating {}", p.display()))
+    File::create(&p).map_err(|source| Error::Create { path: p, source })
 }
 
 fn tail_of(dir: &Path, name: &str) -> String {
@@ -102,8 +112,8 @@ fn tail_of(dir: &Path, name: &str) -> String {
 
 fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Result<Published> {
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-    let (exit_r, exit_w) = nix::unistd::pipe2(cloexec)?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(cloexec)?;
+    let (exit_r, exit_w) = nix::unistd::pipe2(cloexec).map_err(Error::os("pipe2"))?;
+    let (ready_r, ready_w) = nix::unistd::pipe2(cloexec).map_err(Error::os("pipe2"))?;
     inheritable(&exit_r)?;
     inheritable(&ready_w)?;
     let _ = std::fs::remove_file(dir.join("slirp.sock"));
@@ -120,7 +130,10 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
         .stdout(log_file(dir, "slirp4netns.log")?)
         .stderr(log_file(dir, "slirp4netns.err")?)
         .spawn()
-        .with_context(|| format!("starting {}", prog.display()))?;
+        .map_err(|source| Error::StartHelper {
+            path: prog.to_path_buf(),
+            source,
+        })?;
     drop(exit_r);
     drop(ready_w);
     let published = Published {
@@ -129,10 +142,10 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
         ports: ports.clone(),
     };
     if !wait_ready(File::from(ready_r), Duration::from_secs(30)) {
-        bail!(
+        return Err(Error::Slirp(format!(
             "slirp4netns did not configure the container's network: {}",
             tail_of(dir, "slirp4netns.err")
-        );
+        )));
     }
     for p in &ports {
         let request = serde_json::json!({
@@ -146,7 +159,7 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
         });
         let reply = api_call(dir, &request)?;
         if let Some(err) = reply.get("error") {
-            bail!(
+            return Err(Error::Slirp(format!(
                 "slirp4netns refused to publish {}:{}->{}/{}: {}",
                 if p.host_ip.is_empty() {
                     "0.0.0.0"
@@ -157,7 +170,7 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
                 p.container_port,
                 p.proto,
                 err.get("desc").and_then(|d| d.as_str()).unwrap_or("error")
-            );
+            )));
         }
     }
     Ok(published)
@@ -166,21 +179,21 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
 /// One request on slirp4netns's API socket (`dir/slirp.sock`).
 fn api_call(dir: &Path, request: &serde_json::Value) -> Result<serde_json::Value> {
     let cwd = std::env::current_dir().ok();
-    std::env::set_current_dir(dir)?;
+    std::env::set_current_dir(dir).map_err(|source| Error::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let conn = UnixStream::connect("slirp.sock");
     if let Some(d) = cwd {
         let _ = std::env::set_current_dir(d);
     }
-    let mut conn = conn.context("connecting to slirp4netns's API socket")?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    conn.write_all(&serde_json::to_vec(request)?)?;
-    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut conn = conn.map_err(Error::SlirpSocket)?;
     let mut reply = Vec::new();
-    conn.read_to_end(&mut reply)?;
-    serde_json::from_slice(&reply).with_context(|| {
-        format!(
-            "slirp4netns's reply {:?} is not JSON",
-            String::from_utf8_lossy(&reply)
-        )
-    })
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .and_then(|_| conn.write_all(request.to_string().as_bytes()))
+        .and_then(|_| conn.shutdown(std::net::Shutdown::Write))
+        .and_then(|_| conn.read_to_end(&mut reply))
+        .map_err(Error::SlirpSocket)?;
+    serde_json::from_slice(&reply)
+        .map_err(|e| Error::SlirpReply(format!("{:?}", String::from_utf8_lossy(&reply)), e))
 }

@@ -4,15 +4,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 use serde_json::Value;
 use strata_runtime::Rlimit;
 
-use crate::store::containers::PortBinding;
+use crate::containers::PortBinding;
 
 /// docker's `RAMInBytes`: `512m`, `1g`, `1024`, `1.5G`, `100kb`.
 pub fn parse_bytes(s: &str) -> Result<u64> {
-    let bad = || anyhow::anyhow!("invalid size: '{s}'");
+    let bad = || Error::InvalidFlag(format!("invalid size: '{s}'"));
     let t = s.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix("ib")
@@ -52,8 +52,10 @@ pub fn environment(
     };
     let mut given = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("open {}: no such env file", f.display()))?;
+        let text = std::fs::read_to_string(f).map_err(|source| Error::FlagFile {
+            message: format!("open {}: no such env file", f.display()),
+            source,
+        })?;
         for line in text.lines() {
             let line = line.trim_start();
             if line.is_empty() || line.starts_with('#') {
@@ -65,7 +67,9 @@ pub fn environment(
     given.extend(flags.iter().cloned());
     for kv in given {
         if kv.starts_with('=') {
-            bail!("invalid environment variable: {kv}");
+            return Err(Error::InvalidFlag(format!(
+                "invalid environment variable: {kv}"
+            )));
         }
         if kv.contains('=') {
             set(kv);
@@ -113,7 +117,7 @@ pub enum VolumeSpec {
 }
 
 pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
-    let bad = || anyhow::anyhow!("invalid volume specification: '{spec}'");
+    let bad = || Error::InvalidFlag(format!("invalid volume specification: '{spec}'"));
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, ctr, mode) = match parts.as_slice() {
         [ctr] => (None, *ctr, ""),
@@ -131,7 +135,11 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
             "rw" => ro = false,
             "z" | "Z" | "private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
             | "nocopy" | "copy" | "consistent" | "cached" | "delegated" => {}
-            _ => bail!("invalid mode: {m} in volume specification '{spec}'"),
+            _ => {
+                return Err(Error::InvalidFlag(format!(
+                    "invalid mode: {m} in volume specification '{spec}'"
+                )))
+            }
         }
     }
     let ctr = ctr.to_string();
@@ -144,12 +152,12 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
             ro,
         }),
         Some(s) => {
-            if !crate::store::volumes::valid_name(s) {
-                bail!(
+            if !crate::volumes::valid_name(s) {
+                return Err(Error::InvalidFlag(format!(
                     "create {s}: \"{s}\" includes invalid characters for a local volume name, \
                      only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a \
                      host directory, use absolute path"
-                );
+                )));
             }
             Ok(VolumeSpec::Named {
                 name: s.to_string(),
@@ -162,7 +170,7 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
 
 /// `-p [IP:]HOST:CTR[/PROTO]`, `-p CTR`.
 pub fn parse_port(spec: &str) -> Result<PortBinding> {
-    let bad = || anyhow::anyhow!("invalid port specification: \"{spec}\"");
+    let bad = || Error::InvalidFlag(format!("invalid port specification: \"{spec}\""));
     let (rest, proto) = match spec.rsplit_once('/') {
         Some((r, p)) if p == "tcp" || p == "udp" || p == "sctp" => (r, p),
         Some(_) => return Err(bad()),
@@ -194,7 +202,7 @@ pub fn parse_port(spec: &str) -> Result<PortBinding> {
 }
 
 pub fn parse_ulimit(s: &str) -> Result<Rlimit> {
-    let bad = || anyhow::anyhow!("invalid ulimit argument: {s}");
+    let bad = || Error::InvalidFlag(format!("invalid ulimit argument: {s}"));
     let (kind, vals) = s.split_once('=').ok_or_else(bad)?;
     let (soft, hard) = match vals.split_once(':') {
         Some((a, b)) => (a, b),
