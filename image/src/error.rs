@@ -318,6 +318,28 @@ pub enum Error {
         source: io::Error,
     },
 
+    // Archives (save and load): the step names the member or layer.
+    #[error("{0}")]
+    Archive(String),
+    #[error("{what}")]
+    ArchiveIo {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what}")]
+    ArchiveJson {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}")]
+    ArchiveStep {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+
     // The demo image.
     #[error(
         "the demo image is made from the host's busybox-static, which is not installed \

@@ -13,6 +13,7 @@
 //!    ├─ ingest    one blob streamed in, resumed, verified (trait BlobSource)
 //!    ├─ layers    a blob's layer index, built by strata-fs in the same pass
 //!    ├─ gc, in_use, lock, fsutil, demo
+//!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
 //! ```
@@ -21,6 +22,7 @@
 //! test), [`pull::PullObserver`] and [`pull::LayerObserver`] (progress, implemented by the
 //! binary).
 
+pub mod archive;
 pub mod digest;
 mod error;
 pub mod oci;

@@ -7,7 +7,8 @@ use std::fs::{self, File};
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use super::Step;
+use crate::{Error, Result};
 
 use super::MAX_JSON_MEMBER;
 
@@ -41,13 +42,17 @@ fn member_path(name: &str) -> Option<PathBuf> {
 impl Unpacked {
     pub fn read(input: &mut dyn Read, tmp: &Path) -> Result<Unpacked> {
         let dir = crate::store::fsutil::temp_name(tmp, "load");
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(|source| Error::Create {
+            path: dir.clone(),
+            source,
+        })?;
         let mut u = Unpacked {
             dir,
             links: HashMap::new(),
         };
         let mut input = BufReader::new(input);
-        let head = std::io::BufRead::fill_buf(&mut input).context("reading the archive")?;
+        let head =
+            std::io::BufRead::fill_buf(&mut input).step(|| "reading the archive".to_string())?;
         let reader: Box<dyn Read + '_> = match head.starts_with(&[0x1f, 0x8b]) {
             true => Box::new(flate2::read::MultiGzDecoder::new(input)),
             false => Box::new(input),
@@ -55,27 +60,28 @@ impl Unpacked {
         let mut archive = tar::Archive::new(reader);
         let entries = archive
             .entries()
-            .context("the input is not a tar archive")?;
+            .step(|| "the input is not a tar archive".to_string())?;
         for entry in entries {
-            let mut entry = entry.context("reading the archive (not a tar, or cut short)")?;
+            let mut entry =
+                entry.step(|| "reading the archive (not a tar, or cut short)".to_string())?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let Some(rel) = member_path(&name) else {
-                bail!("archive member {name:?}: the name leaves the archive");
+                return Err(Error::Archive(format!(
+                    "archive member {name:?}: the name leaves the archive"
+                )));
             };
             let kind = entry.header().entry_type();
             let target = u.dir.join(&rel);
             match kind {
                 tar::EntryType::Directory => {
-                    fs::create_dir_all(&target)?;
+                    fs::create_dir_all(&target).step(|| format!("unpacking {name}"))?;
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
                     if let Some(parent) = target.parent() {
-                        fs::create_dir_all(parent)?;
+                        fs::create_dir_all(parent).step(|| format!("unpacking {name}"))?;
                     }
-                    let mut f =
-                        File::create(&target).with_context(|| format!("unpacking {name}"))?;
-                    std::io::copy(&mut entry, &mut f)
-                        .with_context(|| format!("unpacking {name}"))?;
+                    let mut f = File::create(&target).step(|| format!("unpacking {name}"))?;
+                    std::io::copy(&mut entry, &mut f).step(|| format!("unpacking {name}"))?;
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     let link = entry
@@ -89,9 +95,8 @@ impl Unpacked {
                         }
                         _ => PathBuf::from(&link),
                     };
-                    let resolved = normalize(&base).with_context(|| {
-                        format!("archive member {name:?}: its link leaves the archive")
-                    })?;
+                    let resolved = normalize(&base)
+                        .step(|| format!("archive member {name:?}: its link leaves the archive"))?;
                     u.links.insert(
                         rel.to_string_lossy().into_owned(),
                         resolved.to_string_lossy().into_owned(),
@@ -99,7 +104,11 @@ impl Unpacked {
                 }
                 // pax global headers (as git archive writes): metadata for tar, no member.
                 tar::EntryType::XGlobalHeader => {}
-                other => bail!("archive member {name:?}: unexpected entry type {other:?}"),
+                other => {
+                    return Err(Error::Archive(format!(
+                        "archive member {name:?}: unexpected entry type {other:?}"
+                    )))
+                }
             }
         }
         Ok(u)
@@ -107,7 +116,7 @@ impl Unpacked {
 
     /// Where member `name` was unpacked (following the archive's own links).
     pub fn member_file(&self, name: &str) -> Result<PathBuf> {
-        let rel = member_path(name).with_context(|| format!("{name:?} names no archive member"))?;
+        let rel = member_path(name).step(|| format!("{name:?} names no archive member"))?;
         let mut key = rel.to_string_lossy().into_owned();
         for _ in 0..16 {
             match self.links.get(&key) {
@@ -117,7 +126,9 @@ impl Unpacked {
         }
         let path = self.dir.join(&key);
         if !path.is_file() {
-            bail!("archive member {name:?} is missing");
+            return Err(Error::Archive(format!(
+                "archive member {name:?} is missing"
+            )));
         }
         Ok(path)
     }
@@ -127,9 +138,11 @@ impl Unpacked {
         let path = self.member_file(name)?;
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if len > MAX_JSON_MEMBER {
-            bail!("archive member {name:?}: {len} bytes is too large for a manifest or config");
+            return Err(Error::Archive(format!(
+                "archive member {name:?}: {len} bytes is too large for a manifest or config"
+            )));
         }
-        fs::read(&path).with_context(|| format!("reading archive member {name:?}"))
+        fs::read(&path).step(|| format!("reading archive member {name:?}"))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -146,10 +159,10 @@ fn normalize(p: &Path) -> Result<PathBuf> {
             Component::CurDir => {}
             Component::ParentDir => {
                 if !out.pop() {
-                    bail!("{} climbs out", p.display());
+                    return Err(Error::Archive(format!("{} climbs out", p.display())));
                 }
             }
-            _ => bail!("{} is absolute", p.display()),
+            _ => return Err(Error::Archive(format!("{} is absolute", p.display()))),
         }
     }
     Ok(out)

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{BufReader, Read};
-use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use super::Step;
+use crate::{Error, Result};
 use serde_json::{json, Value};
 
 use super::unpack::Unpacked;
@@ -16,16 +15,16 @@ use crate::digest::Digest;
 use crate::oci::{self, media, Descriptor, ManifestKind};
 use crate::reference::Reference;
 use crate::store::Store;
-use crate::Global;
 
-#[derive(Args)]
-pub struct LoadArgs {
-    /// Read from a tar archive file instead of standard input
-    #[arg(short, long)]
-    pub input: Option<PathBuf>,
-    /// Suppress the load output
-    #[arg(short, long)]
-    pub quiet: bool,
+/// What a load did, one line of docker's output each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadEvent {
+    /// `name` was taken from the image `old` (docker: "already exists, renaming").
+    Renamed { name: Reference, old: Digest },
+    /// An image loaded under `name`.
+    Loaded(Reference),
+    /// An image loaded without a name.
+    LoadedId(Digest),
 }
 
 /// A verified image ready to be named: its manifest descriptor, and its names.
@@ -64,17 +63,19 @@ fn store_layer(
     diff_id: &Digest,
 ) -> Result<StoredLayer> {
     let path = u.member_file(name)?;
-    let mut file = File::open(&path).with_context(|| format!("opening archive member {name}"))?;
+    let mut file = File::open(&path).step(|| format!("opening archive member {name}"))?;
     let mut head = [0u8; 8];
-    let head_len = read_head(&mut file, &mut head)
-        .with_context(|| format!("reading archive member {name}"))?;
-    std::io::Seek::rewind(&mut file)?;
+    let head_len =
+        read_head(&mut file, &mut head).step(|| format!("reading archive member {name}"))?;
+    std::io::Seek::rewind(&mut file).step(|| format!("reading archive member {name}"))?;
     let (digest, size) = crate::digest::HashingReader::new(BufReader::new(&mut file))
         .finish()
-        .with_context(|| format!("reading archive member {name}"))?;
+        .step(|| format!("reading archive member {name}"))?;
     if let Some(expected) = expected {
         if &digest != expected {
-            bail!("archive member {name}: its content hashes to {digest}, not {expected}");
+            return Err(Error::Archive(format!(
+                "archive member {name}: its content hashes to {digest}, not {expected}"
+            )));
         }
     }
     let media_type = media_type
@@ -83,28 +84,28 @@ fn store_layer(
     if !store.has_blob(&digest) {
         // The member is already in the store's tmp/: a hard link, synced, renamed into place.
         file.sync_all()
-            .with_context(|| format!("syncing archive member {name}"))?;
+            .step(|| format!("syncing archive member {name}"))?;
         let tmp = crate::store::fsutil::temp_name(&store.tmp_dir(), digest.hex());
         fs::hard_link(&path, &tmp)
-            .with_context(|| format!("linking archive member {name} into the store"))?;
+            .step(|| format!("linking archive member {name} into the store"))?;
         if let Err(e) = crate::store::fsutil::commit_file(&tmp, &store.blob_path(&digest)) {
             let _ = fs::remove_file(&tmp);
-            return Err(e.into());
+            return Err(e);
         }
     }
     let context = || format!("archive layer {name}");
     if store.has_layer(diff_id) && &digest != diff_id {
         // Indexed already (from another blob): only check this blob's content.
-        let mut f = File::open(store.blob_path(&digest)).with_context(context)?;
+        let mut f = File::open(store.blob_path(&digest)).step(context)?;
         drop(
             store
                 .prepare_layer(&digest, &media_type, &mut f, Some(diff_id))
-                .with_context(context)?,
+                .step(context)?,
         );
     } else {
         store
             .ensure_layer(&digest, &media_type, diff_id)
-            .with_context(context)?;
+            .step(context)?;
     }
     Ok(StoredLayer {
         digest,
@@ -130,23 +131,23 @@ fn read_head(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 fn load_docker(store: &Store, u: &Unpacked, entry: &Value) -> Result<Loaded> {
     let config_path = entry["Config"]
         .as_str()
-        .context("manifest.json: an entry without Config")?;
+        .step(|| "manifest.json: an entry without Config".to_string())?;
     let config = u.member(config_path)?;
     let config_digest = Digest::of(&config);
-    let parsed: oci::ImageConfig = serde_json::from_slice(&config)
-        .with_context(|| format!("{config_path}: not an image config"))?;
+    let parsed: oci::ImageConfig =
+        serde_json::from_slice(&config).step(|| format!("{config_path}: not an image config"))?;
     let layer_paths: Vec<&str> = entry["Layers"]
         .as_array()
-        .context("manifest.json: an entry without Layers")?
+        .step(|| "manifest.json: an entry without Layers".to_string())?
         .iter()
         .filter_map(Value::as_str)
         .collect();
     if layer_paths.len() != parsed.rootfs.diff_ids.len() {
-        bail!(
+        return Err(Error::Archive(format!(
             "{config_path}: the config lists {} layers, manifest.json {}",
             parsed.rootfs.diff_ids.len(),
             layer_paths.len()
-        );
+        )));
     }
     let mut layers = Vec::new();
     for (path, diff_id) in layer_paths.iter().zip(&parsed.rootfs.diff_ids) {
@@ -161,13 +162,14 @@ fn load_docker(store: &Store, u: &Unpacked, entry: &Value) -> Result<Loaded> {
         "mediaType": media::OCI_MANIFEST,
         "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
         "layers": layers,
-    }))?;
+    }))
+    .step(|| "writing the image manifest".to_string())?;
     let digest = Digest::of(&manifest);
     store.put_blob(&digest, &manifest)?;
     let mut names = Vec::new();
     for t in entry["RepoTags"].as_array().into_iter().flatten() {
         if let Some(t) = t.as_str() {
-            names.push(Reference::parse(t).with_context(|| format!("RepoTags: {t:?}"))?);
+            names.push(Reference::parse(t).step(|| format!("RepoTags: {t:?}"))?);
         }
     }
     Ok(Loaded {
@@ -194,7 +196,9 @@ fn oci_blob(u: &Unpacked, digest: &Digest) -> Result<Vec<u8>> {
     let bytes = u.member(&name)?;
     let got = Digest::of(&bytes);
     if &got != digest {
-        bail!("archive member {name}: its content hashes to {got}, not {digest}");
+        return Err(Error::Archive(format!(
+            "archive member {name}: its content hashes to {got}, not {digest}"
+        )));
     }
     Ok(bytes)
 }
@@ -214,7 +218,7 @@ fn load_oci(store: &Store, u: &Unpacked, desc: &Descriptor) -> Result<Loaded> {
                         .as_ref()
                         .is_none_or(|p| p.os == platform.os && p.architecture == platform.arch)
                 })
-                .context("the archive's index has no image for this platform")?
+                .step(|| "the archive's index has no image for this platform".to_string())?
                 .clone();
             let mut inner = load_oci(store, u, &pick)?;
             inner.names = names_of(desc);
@@ -223,14 +227,14 @@ fn load_oci(store: &Store, u: &Unpacked, desc: &Descriptor) -> Result<Loaded> {
     };
     let config = oci_blob(u, &manifest.config.digest)?;
     let parsed: oci::ImageConfig =
-        serde_json::from_slice(&config).context("not an image config")?;
+        serde_json::from_slice(&config).step(|| "not an image config".to_string())?;
     if manifest.layers.len() != parsed.rootfs.diff_ids.len() {
-        bail!(
+        return Err(Error::Archive(format!(
             "manifest {}: {} layers, but its config names {} diff-ids",
             desc.digest,
             manifest.layers.len(),
             parsed.rootfs.diff_ids.len()
-        );
+        )));
     }
     for (layer, diff_id) in manifest.layers.iter().zip(&parsed.rootfs.diff_ids) {
         store_layer(
@@ -265,24 +269,19 @@ fn names_of(desc: &Descriptor) -> Vec<Reference> {
         .collect()
 }
 
-pub fn load(global: &Global, args: LoadArgs) -> Result<()> {
-    let store = Store::new(&global.root);
+/// Loads the archive read from `input` (gzip'd or not) into `store`: every blob verified,
+/// nothing named unless all of it is. Returns what docker would print.
+pub fn load(store: &Store, input: &mut dyn Read) -> Result<Vec<LoadEvent>> {
     store.init()?;
-    let mut input: Box<dyn Read> = match &args.input {
-        Some(p) => Box::new(File::open(p).with_context(|| format!("opening {}", p.display()))?),
-        None => {
-            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                bail!("requested load from stdin, but stdin is empty");
-            }
-            Box::new(std::io::stdin().lock())
-        }
-    };
     let tmp = store.tmp_dir();
-    fs::create_dir_all(&tmp)?;
-    let u = Unpacked::read(&mut input, &tmp)?;
+    fs::create_dir_all(&tmp).map_err(|source| Error::Create {
+        path: tmp.clone(),
+        source,
+    })?;
+    let u = Unpacked::read(input, &tmp)?;
     // Blobs stored before naming are unreachable until then: hold off the GC meanwhile.
     let gc = store.gc_guard()?;
-    let loaded = match verify_and_store(&store, &u) {
+    let loaded = match verify_and_store(store, &u) {
         Ok(l) => l,
         Err(e) => {
             // What was stored before the error is unreachable: collect it.
@@ -291,7 +290,7 @@ pub fn load(global: &Global, args: LoadArgs) -> Result<()> {
             return Err(e);
         }
     };
-    let mut lines = String::new();
+    let mut events = Vec::new();
     store.update(|t| {
         // What each name is now, to say which image a loaded one takes it from (docker's line).
         let before: HashMap<String, Digest> = store
@@ -306,26 +305,22 @@ pub fn load(global: &Global, args: LoadArgs) -> Result<()> {
             t.ensure(&l.desc);
             for n in &l.names {
                 if let Some(old) = before.get(&n.to_string()).filter(|old| **old != l.id) {
-                    lines.push_str(&format!(
-                        "The image {} already exists, renaming the old one with ID {old} to \
-                         empty string\n",
-                        n.familiar()
-                    ));
+                    events.push(LoadEvent::Renamed {
+                        name: n.clone(),
+                        old: old.clone(),
+                    });
                 }
                 t.set_tag(&l.desc.digest, n);
-                lines.push_str(&format!("Loaded image: {}\n", n.familiar()));
+                events.push(LoadEvent::Loaded(n.clone()));
             }
             if l.names.is_empty() {
-                lines.push_str(&format!("Loaded image ID: {}\n", l.id));
+                events.push(LoadEvent::LoadedId(l.id.clone()));
             }
         }
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, Error>(())
     })?;
     drop(gc);
-    if !args.quiet {
-        crate::commands::print(lines.as_bytes())?;
-    }
-    Ok(())
+    Ok(events)
 }
 
 /// Every image of the archive, verified and its blobs stored (not yet named).
@@ -333,21 +328,23 @@ fn verify_and_store(store: &Store, u: &Unpacked) -> Result<Vec<Loaded>> {
     let mut loaded = Vec::new();
     if u.has("manifest.json") {
         let manifests: Value = serde_json::from_slice(&u.member("manifest.json")?)
-            .context("manifest.json is not JSON")?;
+            .step(|| "manifest.json is not JSON".to_string())?;
         for entry in manifests
             .as_array()
-            .context("manifest.json is not a list")?
+            .step(|| "manifest.json is not a list".to_string())?
         {
             loaded.push(load_docker(store, u, entry)?);
         }
     } else if u.has("index.json") {
         let index: oci::Index = serde_json::from_slice(&u.member("index.json")?)
-            .context("index.json is not an OCI index")?;
+            .step(|| "index.json is not an OCI index".to_string())?;
         for desc in &index.manifests {
             loaded.push(load_oci(store, u, desc)?);
         }
     } else {
-        bail!("the archive has neither manifest.json (docker) nor index.json (OCI)");
+        return Err(Error::Archive(
+            "the archive has neither manifest.json (docker) nor index.json (OCI)".to_string(),
+        ));
     }
     Ok(loaded)
 }
@@ -432,7 +429,7 @@ mod tests {
         let u = Unpacked::read(&mut &archive[..], &store.tmp_dir()).unwrap();
         let e = match verify_and_store(&store, &u) {
             Ok(_) => panic!("stored"),
-            Err(e) => format!("{e:#}"),
+            Err(e) => e.chain(),
         };
         assert!(e.contains("archive layer l/layer.tar"), "{e}");
         assert!(e.contains("but the image config says"), "{e}");

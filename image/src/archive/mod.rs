@@ -14,6 +14,8 @@
 //! the config's diff-ids) and stored as a pull stores it; names come from `RepoTags` or the
 //! index's annotations. Nothing is named before everything verified.
 //!
+//! Both are library work; the binary opens the files, refuses a terminal, and prints.
+//!
 //! `unpack.rs` unpacks an archive into the store's `tmp/` (member names checked, links kept
 //! as a map, nothing on disk that could point outside); `load.rs` verifies and stores what it
 //! holds.
@@ -24,36 +26,61 @@ mod unpack;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
 use serde_json::{json, Value};
 
-pub use load::{load, LoadArgs};
+pub use load::{load, LoadEvent};
 
 use crate::digest::Digest;
 use crate::oci::media;
 use crate::reference::Reference;
 use crate::store::image::Image;
 use crate::store::Store;
-use crate::Global;
+use crate::{Error, Result};
 
 use media::{OCI_CONFIG, OCI_LAYER};
+
+/// Names the archive step that failed (`unpacking NAME`, `archive layer NAME`) around its
+/// cause: the archive's own variants of [`Error`].
+trait Step<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Step<T> for std::io::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::ArchiveIo {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Step<T> for Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::ArchiveStep {
+            what: what(),
+            source: Box::new(e),
+        })
+    }
+}
+
+impl<T> Step<T> for serde_json::Result<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::ArchiveJson {
+            what: what(),
+            source,
+        })
+    }
+}
+
+impl<T> Step<T> for Option<T> {
+    fn step(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.ok_or_else(|| Error::Archive(what()))
+    }
+}
 /// The most a manifest, index or config may be (read into memory; containerd's limit for
 /// manifests is 4 MiB, configs with long histories are larger).
 const MAX_JSON_MEMBER: u64 = 64 << 20;
-
-#[derive(Args)]
-pub struct SaveArgs {
-    /// Write to a file instead of standard output
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Images (names or IDs)
-    #[arg(required = true)]
-    pub images: Vec<String>,
-}
 
 fn add_file(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str, bytes: &[u8]) -> Result<()> {
     let mut h = tar::Header::new_ustar();
@@ -61,7 +88,7 @@ fn add_file(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str, bytes: &[u8
     h.set_mtime(0);
     h.set_size(bytes.len() as u64);
     tar.append_data(&mut h, name, bytes)
-        .with_context(|| format!("writing {name} to the archive"))
+        .step(|| format!("writing {name} to the archive"))
 }
 
 fn add_dir(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str) -> Result<()> {
@@ -71,76 +98,11 @@ fn add_dir(tar: &mut tar::Builder<Box<dyn Write + '_>>, name: &str) -> Result<()
     h.set_mtime(0);
     h.set_size(0);
     tar.append_data(&mut h, name, std::io::empty())
-        .with_context(|| format!("writing {name} to the archive"))
-}
-
-pub fn save(global: &Global, args: SaveArgs) -> Result<()> {
-    let store = Store::new(&global.root);
-    let table = store.table()?;
-    // One entry per image, with every name asked for it (docker's manifest.json).
-    let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
-    for name in &args.images {
-        let found = store
-            .find(&table, name)
-            .map_err(|_| anyhow::anyhow!("No such image: {}", Store::familiar(name)))?;
-        let tags = match &found {
-            crate::store::image::Found::Tag(r, _) => vec![r.clone()],
-            crate::store::image::Found::Digest(..) => Vec::new(),
-            crate::store::image::Found::Id(img) => img.tags.clone(),
-        };
-        let img = found.image().clone();
-        match images.iter_mut().find(|(i, _)| i.id == img.id) {
-            Some((_, names)) => {
-                for t in tags {
-                    if !names.contains(&t) {
-                        names.push(t);
-                    }
-                }
-            }
-            None => images.push((img, tags)),
-        }
-    }
-    match &args.output {
-        Some(p) => {
-            // As docker: a temp file beside the target, renamed over it once complete, so a
-            // failed save leaves no half archive (and an earlier one stays).
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let stem = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = crate::store::fsutil::temp_name(dir, &stem);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("creating {}", p.display()))?;
-            let result = write_archive(&store, &images, Box::new(std::io::BufWriter::new(&file)))
-                .and_then(|()| {
-                    file.sync_all()
-                        .with_context(|| format!("writing {}", p.display()))?;
-                    fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))
-                });
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result
-        }
-        None => {
-            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-            }
-            write_archive(&store, &images, Box::new(std::io::stdout().lock()))
-        }
-    }
+        .step(|| format!("writing {name} to the archive"))
 }
 
 /// Writes the archive of `images` (each with the names to give it) to `out`.
-fn write_archive(
+pub fn write_archive(
     store: &Store,
     images: &[(Image, Vec<Reference>)],
     out: Box<dyn Write + '_>,
@@ -168,10 +130,10 @@ fn write_archive(
         for (blob, diff_id) in img.layers() {
             store
                 .ensure_layer(&blob.digest, &blob.media_type, diff_id)
-                .with_context(|| format!("preparing layer {diff_id}"))?;
+                .step(|| format!("preparing layer {diff_id}"))?;
             let data = store.layer_dir(diff_id).join("data");
             let size = fs::metadata(&data)
-                .with_context(|| format!("reading {}", data.display()))?
+                .step(|| format!("reading {}", data.display()))?
                 .len();
             let path = format!("blobs/sha256/{}", diff_id.hex());
             if written.insert(diff_id.clone()) {
@@ -179,9 +141,9 @@ fn write_archive(
                 h.set_mode(0o644);
                 h.set_mtime(0);
                 h.set_size(size);
-                let f = File::open(&data).with_context(|| format!("opening {}", data.display()))?;
+                let f = File::open(&data).step(|| format!("opening {}", data.display()))?;
                 tar.append_data(&mut h, &path, f)
-                    .with_context(|| format!("writing layer {diff_id} to the archive"))?;
+                    .step(|| format!("writing layer {diff_id} to the archive"))?;
             }
             layers
                 .push(json!({"mediaType": OCI_LAYER, "digest": diff_id.to_string(), "size": size}));
@@ -192,7 +154,8 @@ fn write_archive(
             "mediaType": media::OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
             "layers": layers,
-        }))?;
+        }))
+        .step(|| "writing the image manifest".to_string())?;
         let manifest_digest = Digest::of(&manifest);
         if written.insert(manifest_digest.clone()) {
             add_file(
@@ -245,21 +208,24 @@ fn write_archive(
             "schemaVersion": 2,
             "mediaType": media::OCI_INDEX,
             "manifests": index_entries,
-        }))?,
+        }))
+        .step(|| "writing the archive".to_string())?,
     )?;
     add_file(
         &mut tar,
         "manifest.json",
-        &serde_json::to_vec(&manifests_json)?,
+        &serde_json::to_vec(&manifests_json).step(|| "writing the archive".to_string())?,
     )?;
     if !repositories.is_empty() {
         add_file(
             &mut tar,
             "repositories",
-            &serde_json::to_vec(&repositories)?,
+            &serde_json::to_vec(&repositories).step(|| "writing the archive".to_string())?,
         )?;
     }
-    let mut out = tar.into_inner().context("finishing the archive")?;
-    out.flush().context("writing the archive")?;
+    let mut out = tar
+        .into_inner()
+        .step(|| "finishing the archive".to_string())?;
+    out.flush().step(|| "writing the archive".to_string())?;
     Ok(())
 }
