@@ -23,7 +23,7 @@ use crate::attr::{Attr, FileKind};
 use crate::errno::Errno;
 use crate::host;
 use crate::ids::IdMapper;
-use crate::layer::{LayerPath, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::layer::{LayerPath, OPAQUE_MARKER};
 use crate::upper;
 
 /// How the upper's owners read.
@@ -237,18 +237,15 @@ impl ChangeSet {
             };
             let Some(source) = &c.source else {
                 let (parent, name) = c.path.split_last().expect("the root is never deleted");
-                let mut wh = WHITEOUT_PREFIX.to_vec();
-                wh.extend_from_slice(name.as_bytes());
-                if wh.len() > host::NAME_MAX {
-                    return Err(ChangesError::Write {
-                        path: super::lossy(&c.path),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::InvalidInput,
-                            "the name is too long for a `.wh.` whiteout",
-                        ),
-                    });
-                }
-                marker(&mut b, &parent.join(OsStr::from_bytes(&wh))).map_err(werr)?;
+                // The rootless upper's encoding is the OCI one.
+                let wh = upper::whiteout_file_name(name).ok_or_else(|| ChangesError::Write {
+                    path: super::lossy(&c.path),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "the name is too long for a `.wh.` whiteout",
+                    ),
+                })?;
+                marker(&mut b, &parent.join(&wh)).map_err(werr)?;
                 continue;
             };
             let (first, best) = match c.ino.and_then(|ino| groups.get(&ino)) {
