@@ -531,3 +531,35 @@ fn the_tar_carries_xattrs_devices_symlinks_fifos_and_mtimes_and_is_the_same_ever
         assert_eq!(get("null").rdev, (1, 3));
     }
 }
+
+#[test]
+fn owners_are_written_as_the_mount_maps_them() {
+    if !crate::mount::privileged() {
+        // Files of another owner need chown.
+        return;
+    }
+    let f = fixture(&[&[("f", Some("f"))]]);
+    f.write("f", b"F");
+    rustix::fs::chown(
+        f.upper().join("f"),
+        Some(rustix::fs::Uid::from_raw(100_000)),
+        Some(rustix::fs::Gid::from_raw(100_005)),
+    )
+    .unwrap();
+    let range = |container, host| crate::ids::IdRange {
+        container,
+        host,
+        len: 65536,
+    };
+    let opts = TarOptions {
+        read_override: false,
+        ids: IdMapper {
+            uids: vec![range(0, 100_000)],
+            gids: vec![range(0, 100_000)],
+            ..IdMapper::default()
+        },
+    };
+    let tar = read_tar(&tar_of(&f.changes(), &opts));
+    let (_, e) = tar.iter().find(|(p, _)| p == "f").unwrap();
+    assert_eq!((e.uid, e.gid), (0, 5));
+}
