@@ -195,8 +195,10 @@ pub fn changes(upper: &Path, work: Option<&Path>, lowers: &[Arc<dyn Layer>]) -> 
     }
     let mut w = Walker {
         lowers,
+        index: index.as_ref().map(|fd| fd.as_fd()),
         indexed,
         linked: HashSet::new(),
+        stale: HashSet::new(),
         scan: false,
         out: Vec::new(),
     };
@@ -213,18 +215,25 @@ pub fn changes(upper: &Path, work: Option<&Path>, lowers: &[Arc<dyn Layer>]) -> 
         true,
     )?;
     // Lower inodes with several names that the change set holds: every merged name of
-    // each must go with them, or the layer would split the group. A second walk finds the
-    // names the first passed over as unchanged.
-    w.linked.extend(w.indexed.iter().copied());
-    if !w.linked.is_empty() {
+    // each must go with them, or the layer would split the group. Another walk finds the
+    // names the first passed over as unchanged, and index copies that changed with no
+    // upper name left (written, then that name removed); those need one more.
+    if !w.linked.is_empty() || !w.indexed.is_empty() {
         w.scan = true;
-        w.out.clear();
-        w.dir(
-            Some(upper_fd.as_fd()),
-            &LayerPath::root(),
-            &root_stack,
-            true,
-        )?;
+        loop {
+            w.out.clear();
+            w.dir(
+                Some(upper_fd.as_fd()),
+                &LayerPath::root(),
+                &root_stack,
+                true,
+            )?;
+            if w.stale.is_empty() {
+                break;
+            }
+            let stale = std::mem::take(&mut w.stale);
+            w.linked.extend(stale);
+        }
     }
     let mut out = w.out;
     out.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
@@ -250,10 +259,14 @@ enum Hit {
 
 struct Walker<'a> {
     lowers: &'a [Arc<dyn Layer>],
+    /// `WORK/index`.
+    index: Option<BorrowedFd<'a>>,
     /// Union inode numbers of the files in `WORK/index`.
     indexed: HashSet<u64>,
     /// Union inode numbers of lower files with several names that changes hold.
     linked: HashSet<u64>,
+    /// Indexed files not in `linked` whose index copy differs from the lower file.
+    stale: HashSet<u64>,
     /// The second walk: lower-only directories are entered to find names of `linked`.
     scan: bool,
     out: Vec<Change>,
@@ -472,9 +485,28 @@ impl Walker<'_> {
                 self.push(path, ChangeKind::Added, Some(source), Some(ino));
             } else if several && self.linked.contains(&ino) {
                 self.push(path, ChangeKind::Changed, Some(source), Some(ino));
+            } else if several && self.indexed.contains(&ino) && self.index_differs(ino, &attr)? {
+                self.stale.insert(ino);
             }
         }
         Ok(())
+    }
+
+    /// Whether the index copy of lower file `ino` changed: a copy-up keeps size, times,
+    /// mode and owner, so a write, truncate, chmod, chown or touch shows.
+    fn index_differs(&self, ino: u64, lower: &Attr) -> Result<bool> {
+        let Some(index) = self.index else {
+            return Ok(false);
+        };
+        let name = OsString::from(format!("{ino:x}"));
+        let copy = host::stat_at(index, &name).map_err(|source| ChangesError::Upper {
+            path: format!("(work/index/{ino:x})"),
+            source,
+        })?;
+        Ok(copy.is_some_and(|c| {
+            (c.size, c.mtime, c.perm, c.uid, c.gid)
+                != (lower.size, lower.mtime, lower.perm, lower.uid, lower.gid)
+        }))
     }
 
     fn upper_entry(

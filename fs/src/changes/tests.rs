@@ -460,8 +460,35 @@ fn a_write_through_one_name_of_a_lower_hard_link_carries_every_name() {
 #[test]
 fn removing_one_name_of_a_lower_hard_link_changes_no_other_name() {
     let f = fixture(&[&[("h1", Some("hard")), ("h2", Some("hl:h1"))]]);
+    // Known to the union, the file is copied up to the index before its name goes.
+    f.ino("h2");
     f.union.unlink(ROOT, OsStr::new("h2")).unwrap();
+    assert_eq!(
+        fs::read_dir(f.dir.path().join("work/index"))
+            .unwrap()
+            .count(),
+        1
+    );
     assert_eq!(lines(&f.changes()), ["D /h2"]);
+}
+
+/// Written through one name, which is then removed: the other names show the new data,
+/// which only the index holds.
+#[test]
+fn a_hard_link_written_then_removed_leaves_its_other_names_changed() {
+    let f = fixture(&[&[
+        ("h1", Some("hard")),
+        ("h2", Some("hl:h1")),
+        ("r/h3", Some("hl:h1")),
+    ]]);
+    f.write("h1", b"HARD");
+    f.union.unlink(ROOT, OsStr::new("h1")).unwrap();
+    let set = f.changes();
+    assert_eq!(lines(&set), ["D /h1", "C /h2", "C /r", "C /r/h3"]);
+    let tar = read_tar(&tar_of(&set, &TarOptions::default()));
+    let get = |p: &str| &tar.iter().find(|(n, _)| n == p).unwrap().1;
+    assert_eq!(get("h2").data, b"HARD");
+    assert_eq!(get("r/h3").kind, ::tar::EntryType::Link);
 }
 
 #[test]
