@@ -7,19 +7,22 @@
 //! - an upper entry is *added* where the lowers have nothing at its path, else *changed*;
 //! - a whiteout (0/0 device, or rootless `.wh.NAME`) that hides a lower name is *deleted*;
 //! - a directory whose lower content is not its own path's any more (opaque, or renamed
-//!   here with a redirect) is *changed* and *opaque* when the lowers had a directory there,
-//!   and everything it shows is *added*: a renamed lower directory's children come from the
+//!   here with a redirect) is *changed* and *opaque* when the lowers had an entry there, and
+//!   everything it shows is *added*: a renamed lower directory's children come from the
 //!   lower the redirect names, as kernel overlayfs's `redirect_dir` shows them;
 //! - a metadata-only copy-up (chmod of a lower file) is *changed* and keeps its data in the
 //!   lower ([`Source::Upper`] names it);
 //! - every name of a file has the union's inode number, so hard links stay one group; lower
 //!   names of a copied-up hard-linked file (the union serves them from `WORK/index`) are
-//!   *changed* too, and every merged name of a lower inode the result holds is listed.
+//!   *changed* too when the copy is in the upper or differs from the lower, and every merged
+//!   name of a lower inode the result holds is listed.
 //!
+//! Lower layers are read through [`Layer::lookup`] and [`Layer::read_dir`] (their whiteouts
+//! and opaque markers decoded there), the upper through [`crate::upper::read_entry`].
 //! [`ChangeSet::write_tar`] (`writer.rs`) turns the list into an OCI layer: `.wh.NAME` for a
-//! deletion, `.wh..wh..opq` for an opaque directory. The upper's whiteouts are decoded in
-//! [`crate::upper::read_entry`] and the lowers' in [`crate::layer`]; the tar writer is the one
-//! encoder of OCI whiteouts, next to [`crate::layer::oci_whiteout_target`]'s decoding.
+//! deletion (named by [`crate::upper::whiteout_file_name`], the rootless upper's encoder;
+//! [`crate::layer::oci_whiteout_target`] and the index builder decode it), `.wh..wh..opq`
+//! for an opaque directory.
 
 mod writer;
 
