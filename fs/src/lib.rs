@@ -4,6 +4,7 @@
 //!   kernel ──FUSE──▶ fuse.rs (StrataFs: requests → union calls → replies)
 //!                      │
 //!                    union/ (the merge: lookup, readdir, copy-up, whiteouts, rename)
+//!                      │            │        changes/ (upper vs lowers, the OCI layer tar)
 //!                      │            │
 //!          upper.rs (CoW dir,    layer/ (read-only: the Layer trait; DirLayer)
 //!            on-disk format)        │
@@ -14,6 +15,7 @@
 //! without a mount (see its unit tests); `fuse.rs` is the only module that knows fuser.
 
 pub mod attr;
+pub mod changes;
 pub mod errno;
 pub mod fuse;
 pub mod host;

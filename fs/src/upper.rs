@@ -233,6 +233,109 @@ impl Upper {
     }
 }
 
+/// What one upper entry records, as a reader of the upper (the changes walk) sees it.
+#[derive(Clone, Debug)]
+pub enum UpperRecord {
+    /// A whiteout for the name (a 0/0 character device, or the rootless `.wh.NAME`).
+    Whiteout(OsString),
+    /// An entry the merged view shows.
+    Entry(UpperEntry),
+    /// Bookkeeping the merged view never shows: the opaque marker, build names.
+    Hidden,
+}
+
+/// An upper entry and its bookkeeping, read with one xattr listing.
+#[derive(Clone, Debug)]
+pub struct UpperEntry {
+    pub attr: Attr,
+    /// A directory that hides the lower directories below it.
+    pub opaque: bool,
+    /// `*.overlay.redirect`: the lower path a renamed directory's lower content comes from.
+    pub redirect: Option<Vec<u8>>,
+    /// `*.overlay.metacopy`: the data is still the lower file's.
+    pub metacopy: bool,
+    /// `*.strata.ino`: the union inode number a copied-up file kept.
+    pub ino: Option<u64>,
+    /// `*.strata.nlink`: a copied-up file that had several lower names.
+    pub lower_links: bool,
+    /// `user.containers.override_stat`, parsed.
+    pub override_stat: Option<(u32, u32, u32)>,
+}
+
+/// Reads upper entry `name` of `dir`. Both xattr prefixes are read: a root reader may read
+/// a rootless upper.
+pub fn read_entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<UpperRecord>> {
+    if name.as_bytes() == crate::layer::OPAQUE_MARKER || name.as_bytes().starts_with(b"#strata-") {
+        return Ok(Some(UpperRecord::Hidden));
+    }
+    if let Some(target) = crate::layer::oci_whiteout_target(name) {
+        return Ok(Some(UpperRecord::Whiteout(target.to_os_string())));
+    }
+    let Some(attr) = host::stat_at(dir, name)? else {
+        return Ok(None);
+    };
+    if attr.is_whiteout_device() {
+        return Ok(Some(UpperRecord::Whiteout(name.to_os_string())));
+    }
+    let mut e = UpperEntry {
+        attr,
+        opaque: false,
+        redirect: None,
+        metacopy: false,
+        ino: None,
+        lower_links: false,
+        override_stat: None,
+    };
+    // Symlinks may carry none of ours (user.* is refused on them).
+    let keys = match attr.kind {
+        crate::attr::FileKind::Symlink => Vec::new(),
+        _ => host::list_xattrs(dir, Some(name))?,
+    };
+    for key in keys {
+        let k = key.as_bytes();
+        let suffix = k
+            .strip_prefix(b"trusted.")
+            .or_else(|| k.strip_prefix(b"user."))
+            .unwrap_or(b"");
+        let get = || host::get_xattr(dir, Some(name), &key);
+        match suffix {
+            b"overlay.opaque" => e.opaque |= get()?.as_deref() == Some(b"y"),
+            b"overlay.redirect" => e.redirect = get()?,
+            b"overlay.metacopy" => e.metacopy = true,
+            b"strata.ino" => {
+                e.ino = get()?.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
+            }
+            _ if suffix == NLINK_XATTR.as_bytes() => e.lower_links = true,
+            _ if k == OVERRIDE_STAT.as_bytes() => {
+                e.override_stat = get()?.and_then(|v| parse_override(&v))
+            }
+            _ => {}
+        }
+    }
+    if attr.kind == crate::attr::FileKind::Directory && !e.opaque {
+        // fuse-overlayfs marks a directory opaque with a marker file where xattrs fail.
+        let fd = host::open_dir_path(dir, name)?;
+        e.opaque =
+            host::stat_at(fd.as_fd(), OsStr::from_bytes(crate::layer::OPAQUE_MARKER))?.is_some();
+    }
+    Ok(Some(UpperRecord::Entry(e)))
+}
+
+/// Whether an xattr is bookkeeping of an upper (ours, the kernel's, fuse-overlayfs's, and
+/// the override when `override_stat` is read), never part of the file's content.
+pub fn is_bookkeeping_xattr(key: &OsStr, override_stat: bool) -> bool {
+    const PRIVATE: [&[u8]; 6] = [
+        b"trusted.overlay.",
+        b"user.overlay.",
+        b"trusted.strata.",
+        b"user.strata.",
+        b"user.fuseoverlayfs.",
+        b"trusted.fuseoverlayfs.",
+    ];
+    let k = key.as_bytes();
+    PRIVATE.iter().any(|p| k.starts_with(p)) || (override_stat && k == OVERRIDE_STAT.as_bytes())
+}
+
 /// `.wh.NAME`, or `None` when that would exceed NAME_MAX.
 pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
     if name.len() + WHITEOUT_PREFIX.len() > host::NAME_MAX {
