@@ -154,7 +154,7 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
         mo.push(M::NoAtime);
     }
     config.mount_options = mo;
-    config.acl = if opts.allow_other {
+    config.acl = if admits_others(opts) {
         fuser::SessionACL::All
     } else if opts.allow_root {
         fuser::SessionACL::RootAndOwner
@@ -251,10 +251,17 @@ pub fn mount(
     Ok(mounted)
 }
 
+/// Whether other users may use the mount: when asked, and always when run as root (also
+/// root of a user namespace, whose container runs as many ids), as fuse-overlayfs adds
+/// `allow_other` there. The kernel still checks every access (`default_permissions`).
+pub fn admits_others(opts: &MountOptions) -> bool {
+    opts.allow_other || rustix::process::geteuid().is_root()
+}
+
 /// The generic options both mount paths pass, besides the descriptor and ids.
 fn generic_options(opts: &MountOptions) -> String {
     let mut data = String::from("default_permissions");
-    if opts.allow_other || opts.allow_root {
+    if admits_others(opts) || opts.allow_root {
         data.push_str(",allow_other");
     }
     data
