@@ -447,3 +447,64 @@ fn hard_link_outlives_the_forget_of_a_directory_it_was_named_in() {
         0o600
     );
 }
+
+/// A read-only union of `tops` (top first) over the fixture's two layers.
+fn stacked(f: &Fixture, tops: &[&str]) -> Union {
+    let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
+    for name in tops.iter().chain(&["top", "bottom"]) {
+        lowers.push(Arc::new(
+            DirLayer::open(&f.dir.path().join(name), 64).unwrap(),
+        ));
+    }
+    Union::new(UnionConfig {
+        lowers,
+        upper: None,
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 64,
+    })
+}
+
+#[test]
+fn renamed_directory_keeps_its_content_once_the_upper_is_a_lower() {
+    let f = fixture();
+    let n = f
+        .union
+        .create(ROOT, OsStr::new("n"), NewKind::Directory, 0o755, me())
+        .unwrap()
+        .0
+        .attr
+        .ino;
+    f.union
+        .rename(ROOT, OsStr::new("d"), n, OsStr::new("moved"), 0)
+        .unwrap();
+    let below = stacked(&f, &["upper"]);
+    let n = below.lookup(ROOT, OsStr::new("n")).unwrap().attr.ino;
+    let m = below.lookup(n, OsStr::new("moved")).unwrap().attr.ino;
+    assert_eq!(names(&below, m), ["x", "y"]);
+    assert_eq!(
+        below.lookup(ROOT, OsStr::new("d")).unwrap_err(),
+        Errno::ENOENT
+    );
+}
+
+#[test]
+fn relative_redirect_in_a_lower_is_a_name_in_the_same_parent() {
+    let f = fixture();
+    // As the kernel writes `mv d e` in the upper of a userxattr mount.
+    let rel = f.dir.path().join("rel");
+    fs::create_dir_all(rel.join("e")).unwrap();
+    fs::write(rel.join("e/own"), "o").unwrap();
+    let e = fs::File::open(rel.join("e")).unwrap();
+    host::set_xattr(
+        e.as_fd(),
+        None,
+        OsStr::new("user.overlay.redirect"),
+        b"d",
+        0,
+    )
+    .unwrap();
+    let u = stacked(&f, &["rel"]);
+    let e = u.lookup(ROOT, OsStr::new("e")).unwrap().attr.ino;
+    assert_eq!(names(&u, e), ["own", "x", "y"]);
+}
