@@ -167,6 +167,27 @@ pub trait Layer: Send + Sync + fmt::Debug {
     /// One extended attribute of `path`; `None` when not set.
     fn get_xattr(&self, path: &LayerPath, key: &OsStr) -> Result<Option<Vec<u8>>>;
 
+    /// Every path of this layer naming the same file as the non-directory `path` (its
+    /// hard-link group, `path` included). A walk of the whole layer: only the first copy-up
+    /// of a file with several names asks.
+    fn hard_links(&self, path: &LayerPath) -> Result<Vec<LayerPath>> {
+        let ino = self.stat(path)?.ino;
+        let mut out = Vec::new();
+        let mut dirs = vec![LayerPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for e in self.read_dir(&dir)? {
+                if let LayerDirEntry::Entry { name, ino: i, kind } = e {
+                    if kind == FileKind::Directory {
+                        dirs.push(dir.join(&name));
+                    } else if i == ino {
+                        out.push(dir.join(&name));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The redirect of directory `path`, in either format: where its contents are in the
     /// layers below, when it was renamed in an upper that became this layer.
     fn redirect(&self, path: &LayerPath) -> Result<Option<Vec<u8>>> {

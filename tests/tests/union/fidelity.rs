@@ -4,6 +4,7 @@
 //! outlived its unmount.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -168,4 +169,33 @@ fn rootless_renamed_then_stacked_child() {
     assert!(before.contains_key(Path::new("d/moved/sub/f2")));
     let diff = diff(&before, &after);
     assert!(diff.is_empty(), "{}", diff.join("\n"));
+}
+
+/// Written through one name of a lower hard-link pair on strata-fs, the upper showed kernel
+/// overlayfs the new bytes under that name only: the link group lived in strata's index,
+/// which the kernel does not read (and whose entries made it refuse `index=on`).
+#[test]
+fn kernel_saw_old_bytes_under_the_other_name_of_a_hard_link() {
+    if !have_root("kernel_saw_old_bytes_under_the_other_name_of_a_hard_link") {
+        return;
+    }
+    let fx = Fixture::new(WhiteoutFormat::KERNEL).unwrap();
+    {
+        let m = mount(Driver::Strata, &fx.dirs, &[]).unwrap();
+        assert_eq!(fs::read_to_string(m.path().join("hl2")).unwrap(), "hard");
+        fs::write(m.path().join("hl1"), "changed").unwrap();
+        assert_eq!(fs::read_to_string(m.path().join("hl2")).unwrap(), "changed");
+    }
+    for driver in [Driver::Kernel, Driver::Strata, Driver::Kernel] {
+        let m = fx.mount(driver).unwrap();
+        for name in ["hl1", "hl2"] {
+            assert_eq!(
+                fs::read_to_string(m.path().join(name)).unwrap(),
+                "changed",
+                "{name} on {driver:?}"
+            );
+        }
+        let ino = |n: &str| fs::metadata(m.path().join(n)).unwrap().ino();
+        assert_eq!(ino("hl1"), ino("hl2"), "one file on {driver:?}");
+    }
 }
