@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use strata_tests::fixture::{xattr_get, WhiteoutFormat};
-use strata_tests::mounts::{mount, Driver, UnionDirs};
+use strata_tests::mounts::{mount, mount_strata_foreground, Driver, UnionDirs};
 use strata_tests::tree::{diff, snapshot, Tree};
 use strata_tests::users::{have_root, is_child, run_test_as_user, test_user, Rootless};
 
@@ -198,4 +198,55 @@ fn kernel_saw_old_bytes_under_the_other_name_of_a_hard_link() {
         let ino = |n: &str| fs::metadata(m.path().join(n)).unwrap().ino();
         assert_eq!(ino("hl1"), ino("hl2"), "one file on {driver:?}");
     }
+}
+
+/// Unmounts a foreground strata-fs, first idle, then with a file of the mount held open
+/// (the unmount then detaches): each time `MountGuard::unmount` fails unless the daemon
+/// has exited within its deadline. A daemon was found alive and naming its mount point after
+/// the unmount: the kernel keeps the connection while anything holds the mount.
+fn unmount_ends_the_daemon() {
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let m = mount_strata_foreground(&fx.dirs, &[]).unwrap();
+    assert!(m.daemon_pid().is_some());
+    m.unmount()
+        .expect("the idle daemon exits after its unmount");
+
+    let m = mount_strata_foreground(&fx.dirs, &[]).unwrap();
+    let held = fs::File::open(m.path().join("a")).unwrap();
+    m.unmount()
+        .expect("the daemon exits after a detaching unmount, a file still open");
+    // The holder reads on through FUSE passthrough (root) or gets ENOTCONN; never a hang.
+    let mut buf = [0u8; 4];
+    match std::os::unix::fs::FileExt::read_at(&held, &mut buf, 0) {
+        Ok(n) => assert_eq!(&buf[..n], b"top-"),
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN)),
+    }
+}
+
+#[test]
+fn daemon_outlived_its_unmount() {
+    if have_root("daemon_outlived_its_unmount") {
+        unmount_ends_the_daemon();
+    }
+}
+
+/// Rootless on the host: the mount and `fusermount3 -u` (`-z` when busy) go through the
+/// setuid helper.
+#[test]
+fn rootless_daemon_outlived_its_fusermount3_unmount() {
+    if have_root("rootless_daemon_outlived_its_fusermount3_unmount") {
+        run_test_as_user(
+            "union::fidelity::rootless_unmount_ends_the_daemon_child",
+            Rootless::Host,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+#[ignore = "run by rootless_daemon_outlived_its_fusermount3_unmount"]
+fn rootless_unmount_ends_the_daemon_child() {
+    assert!(is_child(), "runs only as the unprivileged test user");
+    assert!(!nix::unistd::getuid().is_root());
+    unmount_ends_the_daemon();
 }
