@@ -508,3 +508,30 @@ fn relative_redirect_in_a_lower_is_a_name_in_the_same_parent() {
     let e = u.lookup(ROOT, OsStr::new("e")).unwrap().attr.ino;
     assert_eq!(names(&u, e), ["own", "x", "y"]);
 }
+
+#[test]
+fn first_copy_up_of_a_hard_link_puts_every_shown_name_in_the_upper() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    let bottom = f.dir.path().join("bottom");
+    fs::write(bottom.join("h1"), "old").unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("d/h2")).unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("o/h3")).unwrap(); // hidden: `o` is opaque
+                                                                    // Nothing was looked up yet: the layers have no listing of these directories cached.
+    let h1 = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    let (fh, _) = f.union.open(h1, libc::O_WRONLY).unwrap();
+    f.union.write(fh, 0, b"new").unwrap();
+    f.union.release(fh);
+    let up = f.dir.path().join("upper");
+    let ino = |p: &str| fs::metadata(up.join(p)).unwrap().ino();
+    assert_eq!(
+        ino("h1"),
+        ino("d/h2"),
+        "both shown names are one upper file"
+    );
+    assert!(
+        !up.join("o/h3").exists(),
+        "a name the union hides stays out"
+    );
+    assert_eq!(fs::read(up.join("d/h2")).unwrap(), b"new");
+}
