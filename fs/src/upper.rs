@@ -409,6 +409,22 @@ mod tests {
     }
 
     #[test]
+    fn index_entries_of_an_earlier_strata_move_out_of_the_kernels_index_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        std::fs::create_dir_all(work.join("index")).unwrap();
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::write(work.join("index/20000009a01b8"), "ours").unwrap();
+        let kernel = "00fb2100".to_string() + &"ab".repeat(30);
+        std::fs::write(work.join("index").join(&kernel), "the kernel's").unwrap();
+        Upper::open(&upper, &work, false, false).unwrap();
+        let moved = work.join("strata-index/20000009a01b8");
+        assert_eq!(std::fs::read_to_string(moved).unwrap(), "ours");
+        assert!(!work.join("index/20000009a01b8").exists());
+        assert!(work.join("index").join(&kernel).exists());
+    }
+
+    #[test]
     fn whiteout_names_respect_name_max() {
         assert_eq!(whiteout_file_name(OsStr::new("a")).unwrap(), ".wh.a");
         assert!(whiteout_file_name(OsStr::new(&"x".repeat(252))).is_none());
