@@ -14,8 +14,11 @@
 //!   link count for the union one (the kernel's `overlay.nlink`, as a signed difference);
 //! - `user.containers.override_stat`: `uid:gid:mode` a rootless user could not set on the
 //!   host (the containers/storage convention);
-//! - `WORK/index/<ino>`: a hard link to every copied-up file that had several lower names,
-//!   so that its other names copy up to the same inode (the kernel's `index`).
+//! - `WORK/strata-index/<ino>`: a hard link to every copied-up file that had several lower
+//!   names, so that its other names copy up to the same inode (the kernel's `index`, but
+//!   not in `WORK/index`: the kernel refuses to mount with `index=on` over entries not named
+//!   by its origin file handles). The other names the union shows are linked into the upper
+//!   at the first copy-up, so the upper alone holds the link group.
 //!
 //! New entries are built in the work directory and renamed into place, so a crash never
 //! leaves a half-copied file visible.
@@ -77,16 +80,17 @@ impl Upper {
         };
         let root = open(upper)?;
         let work_fd = open(work)?;
-        match rustix::fs::mkdirat(&work_fd, "index", Mode::from_raw_mode(0o700)) {
+        match rustix::fs::mkdirat(&work_fd, INDEX_DIR, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
         let index = rustix::fs::openat(
             &work_fd,
-            "index",
+            INDEX_DIR,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        move_old_index_entries(&work_fd, &index)?;
         Ok(Upper {
             root: Arc::new(root),
             work: Arc::new(work_fd),
@@ -336,6 +340,44 @@ pub fn is_bookkeeping_xattr(key: &OsStr, override_stat: bool) -> bool {
     PRIVATE.iter().any(|p| k.starts_with(p)) || (override_stat && k == OVERRIDE_STAT.as_bytes())
 }
 
+/// Where our hard-link index lives in the work directory.
+pub const INDEX_DIR: &str = "strata-index";
+
+/// Moves the index entries an earlier strata kept in `WORK/index` to [`INDEX_DIR`]: ours
+/// are named by a union inode number in hex (at most 16 digits), the kernel's by a file
+/// handle (at least 42), which stay.
+fn move_old_index_entries(work: &OwnedFd, index: &OwnedFd) -> std::io::Result<()> {
+    let old = match rustix::fs::openat(
+        work,
+        "index",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let entries =
+        host::read_dir(old.as_fd()).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+    for e in entries {
+        let name = e.name.as_bytes();
+        if name.is_empty() || name.len() > 16 || !name.iter().all(u8::is_ascii_hexdigit) {
+            continue;
+        }
+        match rustix::fs::renameat_with(
+            &old,
+            &e.name,
+            index,
+            &e.name,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// `.wh.NAME`, or `None` when that would exceed NAME_MAX.
 pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
     if name.len() + WHITEOUT_PREFIX.len() > host::NAME_MAX {
@@ -467,6 +509,22 @@ mod tests {
         assert_eq!(parse_override(&v), Some((1000, 100, 0o4755)));
         assert_eq!(parse_override(b"0:0:0100644"), Some((0, 0, 0o644)));
         assert_eq!(parse_override(b"junk"), None);
+    }
+
+    #[test]
+    fn index_entries_of_an_earlier_strata_move_out_of_the_kernels_index_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        std::fs::create_dir_all(work.join("index")).unwrap();
+        std::fs::create_dir(&upper).unwrap();
+        std::fs::write(work.join("index/20000009a01b8"), "ours").unwrap();
+        let kernel = "00fb2100".to_string() + &"ab".repeat(30);
+        std::fs::write(work.join("index").join(&kernel), "the kernel's").unwrap();
+        Upper::open(&upper, &work, false, false).unwrap();
+        let moved = work.join("strata-index/20000009a01b8");
+        assert_eq!(std::fs::read_to_string(moved).unwrap(), "ours");
+        assert!(!work.join("index/20000009a01b8").exists());
+        assert!(work.join("index").join(&kernel).exists());
     }
 
     #[test]

@@ -177,19 +177,28 @@ pub fn changes(upper: &Path, work: Option<&Path>, lowers: &[Arc<dyn Layer>]) -> 
         })
     };
     let upper_fd = open(upper)?;
-    let index = match work.map(|w| w.join("index")) {
-        Some(p) if p.is_dir() => Some(open(&p)?),
-        _ => None,
+    // Strata's index, or where a strata before it kept it (moved when the upper is next
+    // mounted; the kernel's own entries there are named by file handles, not inode numbers).
+    let index_dir = work.and_then(|w| {
+        [crate::upper::INDEX_DIR, "index"]
+            .into_iter()
+            .map(|d| w.join(d))
+            .find(|p| p.is_dir())
+    });
+    let index = match &index_dir {
+        Some(p) => Some(open(p)?),
+        None => None,
     };
     let mut indexed = HashSet::new();
     if let Some(fd) = &index {
         let entries = host::read_dir(fd.as_fd()).map_err(|source| ChangesError::Upper {
-            path: "(work/index)".into(),
+            path: "(work index)".into(),
             source,
         })?;
         for e in entries {
             if let Some(key) = std::str::from_utf8(e.name.as_bytes())
                 .ok()
+                .filter(|s| s.len() <= 16)
                 .and_then(|s| u64::from_str_radix(s, 16).ok())
             {
                 indexed.insert(key);

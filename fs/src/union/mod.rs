@@ -6,7 +6,9 @@
 //!   parent; a whiteout ends the search, an opaque directory ends the merge below it, a
 //!   non-directory ends it too;
 //! - a directory renamed in the upper carries a redirect to its lower path, and its lower
-//!   directories are found through it (the kernel's `redirect_dir`);
+//!   directories are found through it (the kernel's `redirect_dir`); a redirect found in a
+//!   lower layer (an upper that became a layer) is followed in the layers below it, as the
+//!   kernel follows one, an absolute path from their root or a bare name in the same parent;
 //! - merged listings put the upper first, then each lower, dropping names already seen and
 //!   names whited out above;
 //! - every change copies the file up first (`write.rs`); chmod/chown/utimens/xattr changes
@@ -376,11 +378,13 @@ impl Union {
 
     // ---- lookup ----
 
-    /// Looks `name` up in a stack of lower directories.
+    /// Looks `name` up in a stack of lower directories. A lower directory with a redirect (a
+    /// renamed directory of an upper that became a layer) continues at the place it names in
+    /// the layers below it, as kernel overlayfs follows redirects in lower layers.
     fn lower_lookup(&self, stack: &[LowerRef], name: &OsStr) -> Result<LowerHit> {
         let mut top: Option<(Attr, LowerRef)> = None;
         let mut dirs = Vec::new();
-        for r in stack {
+        for (i, r) in stack.iter().enumerate() {
             match self.lowers[r.layer].lookup(&r.path, name)? {
                 Lookup::Missing => continue,
                 Lookup::Whiteout => break,
@@ -398,9 +402,16 @@ impl Union {
                     if !is_dir {
                         break;
                     }
-                    dirs.push(here);
+                    dirs.push(here.clone());
                     if opaque {
                         break;
+                    }
+                    let below = r.layer + 1;
+                    if below < self.lowers.len() {
+                        if let Some(to) = self.lowers[r.layer].redirect(&here.path)? {
+                            dirs.extend(self.follow_redirect(&stack[i + 1..], below, &to)?);
+                            break;
+                        }
                     }
                 }
             }
@@ -419,15 +430,30 @@ impl Union {
         ))
     }
 
-    /// The lower directories a redirect (an absolute lower path) leads to.
-    fn redirect_stack(&self, path: &[u8]) -> Result<Vec<LowerRef>> {
-        let mut stack: Vec<LowerRef> = (0..self.lowers.len())
-            .map(|layer| LowerRef {
-                layer,
-                path: LayerPath::root(),
-            })
-            .collect();
-        for comp in LayerPath::from_bytes(path).components() {
+    /// The directories of layers `below..` a redirect leads to: an absolute path is walked
+    /// from the root of those layers; a bare name (the kernel writes one for a rename within
+    /// the same directory) is looked up in the rest of the parent's stack, `siblings`.
+    fn follow_redirect(
+        &self,
+        siblings: &[LowerRef],
+        below: usize,
+        redirect: &[u8],
+    ) -> Result<Vec<LowerRef>> {
+        let mut stack: Vec<LowerRef> = if redirect.starts_with(b"/") {
+            (below..self.lowers.len())
+                .map(|layer| LowerRef {
+                    layer,
+                    path: LayerPath::root(),
+                })
+                .collect()
+        } else {
+            siblings
+                .iter()
+                .filter(|r| r.layer >= below)
+                .cloned()
+                .collect()
+        };
+        for comp in LayerPath::from_bytes(redirect).components() {
             match self.lower_lookup(&stack, comp)? {
                 LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
                     stack = dirs
@@ -521,7 +547,7 @@ impl Union {
                 let redirect =
                     host::get_xattr(pfd.as_fd(), Some(name), &upper.xattr("overlay.redirect"))?;
                 place.lower_dirs = match redirect {
-                    Some(path) => self.redirect_stack(&path)?.into(),
+                    Some(to) => self.follow_redirect(&pplace.lower_dirs, 0, &to)?.into(),
                     None => match self.lower_lookup(&pplace.lower_dirs, name)? {
                         LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
                             dirs.into()

@@ -17,8 +17,8 @@ use super::{Entry, Handle, Location, LowerHit, OpenFile, Resolved, Union};
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
-use crate::inode::{Ino, Node, ROOT};
-use crate::layer::WHITEOUT_PREFIX;
+use crate::inode::{Ino, LowerRef, Node, ROOT};
+use crate::layer::{LayerPath, WHITEOUT_PREFIX};
 use crate::upper::{self, Upper};
 
 /// A file handle number and the file it opened.
@@ -253,29 +253,7 @@ impl Union {
         let pfd = self.upper_dir(node.parent)?;
         let index_name = super::index_name(node.key);
         if node.kind != FileKind::Directory && !node.place.single_link && self.indexed(node.key)? {
-            // Another name of this lower inode was copied up: share its inode. The name
-            // moves from the lower count to the host one.
-            keeping_dir_times(&pfd, || {
-                rustix::fs::linkat(
-                    upper.index.as_fd(),
-                    &index_name,
-                    pfd.as_fd(),
-                    &node.name,
-                    AtFlags::empty(),
-                )
-                .map_err(Errno::from)
-            })?;
-            let index = HostEntry {
-                dir: upper.index.clone(),
-                name: Some(index_name),
-            };
-            let key = upper.xattr(upper::NLINK_XATTR);
-            let diff = index
-                .get_xattr(&key)?
-                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
-            if let Some(diff) = diff {
-                index.set_xattr(&key, (diff - 1).to_string().as_bytes(), 0)?;
-            }
+            self.link_from_index(&index_name, &pfd, &node.name)?;
             self.set_place(ino, |p| {
                 p.upper = true;
                 p.metacopy = false;
@@ -392,7 +370,90 @@ impl Union {
             p.upper = true;
             p.metacopy = metacopy;
         });
+        if node.kind != FileKind::Directory && attr.nlink > 1 {
+            self.copy_up_other_names(node.key, &src, &index_name)?;
+        }
         Ok(())
+    }
+
+    /// Gives a copied-up file with several lower names (its index entry `index_name`)
+    /// the name `name` in upper directory `pfd`: a host link, which moves that name from the
+    /// lower count to the host one.
+    fn link_from_index(&self, index_name: &OsStr, pfd: &SharedFd, name: &OsStr) -> Result<()> {
+        let upper = self.upper()?;
+        keeping_dir_times(pfd, || {
+            rustix::fs::linkat(
+                upper.index.as_fd(),
+                index_name,
+                pfd.as_fd(),
+                name,
+                AtFlags::empty(),
+            )
+            .map_err(Errno::from)
+        })?;
+        let index = HostEntry {
+            dir: upper.index.clone(),
+            name: Some(index_name.to_os_string()),
+        };
+        let key = upper.xattr(upper::NLINK_XATTR);
+        let diff = index
+            .get_xattr(&key)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<i64>().ok());
+        if let Some(diff) = diff {
+            index.set_xattr(&key, (diff - 1).to_string().as_bytes(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// After the first copy-up of a lower file with several names: every other name the
+    /// union shows for it (same place in the merged tree, same file) is linked into the upper
+    /// at once. The upper alone then says they are one file, so kernel overlayfs reading it
+    /// shows the new content under each name; our index entry would be the only record
+    /// otherwise, and the kernel's index has its own format (origin file handles).
+    fn copy_up_other_names(&self, key: Ino, src: &LowerRef, index_name: &OsStr) -> Result<()> {
+        for path in self.lowers[src.layer].hard_links(&src.path)? {
+            if path == src.path {
+                continue;
+            }
+            let Some((dir, name)) = path.split_last() else {
+                continue;
+            };
+            let Some(parent) = self.merged_dir(&dir)? else {
+                continue;
+            };
+            let r = match self.resolve(parent, name) {
+                Ok(r) => r,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            if r.key != key || r.place.upper {
+                continue;
+            }
+            self.copy_up(parent)?;
+            let pfd = self.upper_dir(parent)?;
+            self.link_from_index(index_name, &pfd, name)?;
+        }
+        Ok(())
+    }
+
+    /// The node of directory `path` of the merged tree, entered without a lookup count;
+    /// `None` when the path is no directory there.
+    fn merged_dir(&self, path: &LayerPath) -> Result<Option<Ino>> {
+        let mut ino = ROOT;
+        for comp in path.components() {
+            let r = match self.resolve(ino, comp) {
+                Ok(r) if r.kind == FileKind::Directory => r,
+                Ok(_) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            ino = self
+                .table
+                .lock()
+                .expect("table")
+                .intern(ino, comp.to_os_string(), r.kind, r.key, r.place, false)
+                .0;
+        }
+        Ok(Some(ino))
     }
 
     /// Copies the data of a metadata-only copy-up into its upper file. The metacopy mark is
