@@ -546,6 +546,24 @@ impl Walker<'_> {
                 _ => None,
             };
             let ino = e.ino.unwrap_or(stable_ino(0, e.attr.ino));
+            // A copy-up of a lower hard link puts every name of the group in the upper,
+            // linked to the index copy: a name whose copy is still the lower file's is no
+            // change (unless another name of the group changed and takes it along).
+            if let Hit::Found { attr, top, .. } = &hit {
+                let same_group = e.ino.is_some()
+                    && attr.kind == FileKind::Regular
+                    && attr.nlink > 1
+                    && stable_ino(top.layer + 1, attr.ino) == ino;
+                if existed
+                    && same_group
+                    && !e.metacopy
+                    && self.indexed.contains(&ino)
+                    && !self.linked.contains(&ino)
+                    && !self.index_differs(ino, attr)?
+                {
+                    return Ok(());
+                }
+            }
             if e.ino.is_some() && (e.lower_links || self.indexed.contains(&ino)) {
                 self.linked.insert(ino);
             }

@@ -464,7 +464,7 @@ fn removing_one_name_of_a_lower_hard_link_changes_no_other_name() {
     f.ino("h2");
     f.union.unlink(ROOT, OsStr::new("h2")).unwrap();
     assert_eq!(
-        fs::read_dir(f.dir.path().join("work/index"))
+        fs::read_dir(f.dir.path().join("work").join(crate::upper::INDEX_DIR))
             .unwrap()
             .count(),
         1
