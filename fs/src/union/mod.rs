@@ -973,17 +973,7 @@ impl Union {
     /// Whether an xattr name is the filesystem's own bookkeeping, never shown or changed
     /// through the mount.
     pub fn is_private_xattr(&self, key: &OsStr) -> bool {
-        let k = key.as_bytes();
-        const PRIVATE: [&[u8]; 6] = [
-            b"trusted.overlay.",
-            b"user.overlay.",
-            b"trusted.strata.",
-            b"user.strata.",
-            b"user.fuseoverlayfs.",
-            b"trusted.fuseoverlayfs.",
-        ];
-        PRIVATE.iter().any(|p| k.starts_with(p))
-            || (self.read_override && k == upper::OVERRIDE_STAT.as_bytes())
+        upper::is_bookkeeping_xattr(key, self.read_override)
     }
 
     pub fn getxattr(&self, ino: Ino, key: &OsStr) -> Result<Vec<u8>> {
