@@ -287,7 +287,7 @@ mod apply_tests {
         store
             .update(|t| {
                 t.ensure(&new);
-                Ok(())
+                Ok::<_, anyhow::Error>(())
             })
             .unwrap();
         let table = store.table().unwrap();

@@ -1,24 +1,18 @@
 //! The `strata` command: the clap tree and dispatch. Each command family lives in
-//! `commands/<family>.rs`; the store, the registry client and the output helpers are
-//! modules beside them.
+//! `commands/<family>.rs` and parses, calls strata-image or strata-engine, and prints;
+//! `format/`, `filter.rs` and `progress.rs` (the libraries' `PullObserver` as bars or
+//! docker's lines) are the output helpers beside them. Library errors are printed here once.
 //!
 //! Exit status: 0 on success, 1 on an error (printed as `Error: …` on stderr), 2 on a usage
 //! error.
 
-mod attach;
 mod commands;
-mod digest;
 mod filter;
 mod format;
-mod monitor;
-mod network;
-mod oci;
 mod progress;
-mod pull;
-mod reference;
-mod registry;
-mod store;
-mod terminal;
+
+use strata_engine::{attach, monitor, terminal};
+use strata_image::{digest, oci, pull, reference, registry, store};
 
 use std::path::PathBuf;
 
@@ -64,6 +58,35 @@ enum Command {
     /// Unmount a directory mounted by `strata mount`
     #[command(alias = "unmount")]
     Umount(commands::mount::UmountArgs),
+    /// List containers
+    Ps(commands::ps::PsArgs),
+    /// The container verbs, here as under `strata container`
+    #[command(flatten)]
+    Verb(ContainerVerb),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage strata: disk usage
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Save images to a tar archive (docker and OCI layout in one)
+    Save(commands::archive::SaveArgs),
+    /// Load images from a tar archive (docker archive or OCI archive)
+    Load(commands::archive::LoadArgs),
+    /// The monitor of a container (internal)
+    #[command(name = "__monitor", hide = true)]
+    Monitor { id: String },
+    /// Copy with a stopped container's root mounted (internal)
+    #[command(name = "__rootfs", hide = true)]
+    Rootfs(commands::files::RootfsArgs),
+    /// Show the version
+    Version,
+}
+
+/// The container verbs, declared once: `strata VERB` and `strata container VERB` are the
+/// same command.
+#[derive(Subcommand)]
+enum ContainerVerb {
     /// Create and run a new container from an image
     #[command(disable_help_flag = true)]
     Run(commands::run::RunArgs),
@@ -79,9 +102,8 @@ enum Command {
     /// Kill one or more running containers
     Kill(commands::containers::KillArgs),
     /// Remove one or more containers
+    #[command(visible_alias = "remove")]
     Rm(commands::containers::RmArgs),
-    /// List containers
-    Ps(commands::ps::PsArgs),
     /// Fetch the logs of a container
     Logs(commands::ps::LogsArgs),
     /// Execute a command in a running container
@@ -104,100 +126,54 @@ enum Command {
     Port(commands::ps::PortArgs),
     /// Display the running processes of a container
     Top(commands::ps::TopArgs),
-    /// Manage containers
-    #[command(subcommand)]
-    Container(ContainerCommand),
-    /// Manage strata: disk usage
-    #[command(subcommand)]
-    System(SystemCommand),
-    /// Save images to a tar archive (docker and OCI layout in one)
-    Save(commands::archive::SaveArgs),
-    /// Load images from a tar archive (docker archive or OCI archive)
-    Load(commands::archive::LoadArgs),
-    /// The monitor of a container (internal)
-    #[command(name = "__monitor", hide = true)]
-    Monitor { id: String },
-    /// Copy with a stopped container's root mounted (internal)
-    #[command(name = "__rootfs", hide = true)]
-    Rootfs(commands::files::RootfsArgs),
-    /// Show the version
-    Version,
 }
 
+/// `strata container …`: the shared verbs and those that exist only here.
+// Parsed once per process: the size of the `run` flags in one variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum ContainerCommand {
     /// List containers
     #[command(visible_aliases = ["ps", "list"])]
     Ls(commands::ps::PsArgs),
-    /// Create and run a new container from an image
-    #[command(disable_help_flag = true)]
-    Run(commands::run::RunArgs),
-    /// Create a new container
-    #[command(disable_help_flag = true)]
-    Create(commands::run::CreateOpts),
-    /// Start one or more stopped containers
-    Start(commands::containers::StartArgs),
-    /// Stop one or more running containers
-    Stop(commands::containers::StopArgs),
-    /// Restart one or more containers
-    Restart(commands::containers::StopArgs),
-    /// Kill one or more running containers
-    Kill(commands::containers::KillArgs),
-    /// Remove one or more containers
-    #[command(visible_alias = "remove")]
-    Rm(commands::containers::RmArgs),
-    /// Fetch the logs of a container
-    Logs(commands::ps::LogsArgs),
-    /// Execute a command in a running container
-    Exec(commands::exec::ExecArgs),
-    /// Attach to a running container
-    Attach(commands::exec::AttachArgs),
-    /// Block until one or more containers stop
-    Wait(commands::containers::NamesArgs),
-    /// Pause all processes within one or more containers
-    Pause(commands::containers::NamesArgs),
-    /// Unpause all processes within one or more containers
-    Unpause(commands::containers::NamesArgs),
-    /// Inspect changes on a container's filesystem
-    Diff(commands::files::DiffArgs),
-    /// Copy files/folders between a container and the local filesystem
-    Cp(commands::files::CpArgs),
-    /// Rename a container
-    Rename(commands::containers::RenameArgs),
-    /// List port mappings of a container
-    Port(commands::ps::PortArgs),
-    /// Display the running processes of a container
-    Top(commands::ps::TopArgs),
     /// Remove all stopped containers
     Prune(commands::containers::PruneArgs),
     /// Show low-level information on containers (JSON)
     Inspect(commands::inspect::InspectArgs),
+    #[command(flatten)]
+    Verb(ContainerVerb),
 }
 
-/// The container commands: each returns its exit status (docker's).
-fn container_command(global: &Global, c: ContainerCommand) -> i32 {
+/// A container verb: its exit status (docker's).
+fn container_verb(global: &Global, v: ContainerVerb) -> i32 {
     use commands::{containers, exec, files, ps, run};
+    match v {
+        ContainerVerb::Run(a) => run::run(global, a),
+        ContainerVerb::Create(a) => run::create(global, a),
+        ContainerVerb::Start(a) => containers::start(global, a),
+        ContainerVerb::Stop(a) => containers::stop(global, a),
+        ContainerVerb::Restart(a) => containers::restart(global, a),
+        ContainerVerb::Kill(a) => containers::kill(global, a),
+        ContainerVerb::Rm(a) => containers::rm(global, a),
+        ContainerVerb::Logs(a) => ps::logs(global, a),
+        ContainerVerb::Exec(a) => exec::exec(global, a),
+        ContainerVerb::Attach(a) => exec::attach(global, a),
+        ContainerVerb::Wait(a) => containers::wait(global, a),
+        ContainerVerb::Pause(a) => containers::pause(global, a),
+        ContainerVerb::Unpause(a) => containers::unpause(global, a),
+        ContainerVerb::Diff(a) => files::diff(global, a),
+        ContainerVerb::Cp(a) => files::cp(global, a),
+        ContainerVerb::Rename(a) => containers::rename(global, a),
+        ContainerVerb::Port(a) => ps::port(global, a),
+        ContainerVerb::Top(a) => ps::top(global, a),
+    }
+}
+
+/// `strata container …`: its exit status.
+fn container_command(global: &Global, c: ContainerCommand) -> i32 {
     match c {
-        ContainerCommand::Ls(a) => ps::ps(global, a),
-        ContainerCommand::Run(a) => run::run(global, a),
-        ContainerCommand::Create(a) => run::create(global, a),
-        ContainerCommand::Start(a) => containers::start(global, a),
-        ContainerCommand::Stop(a) => containers::stop(global, a),
-        ContainerCommand::Restart(a) => containers::restart(global, a),
-        ContainerCommand::Kill(a) => containers::kill(global, a),
-        ContainerCommand::Rm(a) => containers::rm(global, a),
-        ContainerCommand::Logs(a) => ps::logs(global, a),
-        ContainerCommand::Exec(a) => exec::exec(global, a),
-        ContainerCommand::Attach(a) => exec::attach(global, a),
-        ContainerCommand::Wait(a) => containers::wait(global, a),
-        ContainerCommand::Pause(a) => containers::pause(global, a),
-        ContainerCommand::Unpause(a) => containers::unpause(global, a),
-        ContainerCommand::Diff(a) => files::diff(global, a),
-        ContainerCommand::Cp(a) => files::cp(global, a),
-        ContainerCommand::Rename(a) => containers::rename(global, a),
-        ContainerCommand::Port(a) => ps::port(global, a),
-        ContainerCommand::Top(a) => ps::top(global, a),
-        ContainerCommand::Prune(a) => containers::prune(global, a),
+        ContainerCommand::Ls(a) => commands::ps::ps(global, a),
+        ContainerCommand::Prune(a) => commands::containers::prune(global, a),
         ContainerCommand::Inspect(mut a) => {
             a.kind = Some("container".into());
             match commands::inspect::inspect(global, a) {
@@ -208,6 +184,7 @@ fn container_command(global: &Global, c: ContainerCommand) -> i32 {
                 }
             }
         }
+        ContainerCommand::Verb(v) => container_verb(global, v),
     }
 }
 
@@ -280,26 +257,9 @@ fn main() {
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),
         Command::Umount(a) => commands::mount::umount(&global, a),
-        Command::Run(a) => std::process::exit(commands::run::run(&global, a)),
-        Command::Create(a) => std::process::exit(commands::run::create(&global, a)),
-        Command::Start(a) => container(&global, ContainerCommand::Start(a)),
-        Command::Stop(a) => container(&global, ContainerCommand::Stop(a)),
-        Command::Restart(a) => container(&global, ContainerCommand::Restart(a)),
-        Command::Kill(a) => container(&global, ContainerCommand::Kill(a)),
-        Command::Rm(a) => container(&global, ContainerCommand::Rm(a)),
-        Command::Ps(a) => container(&global, ContainerCommand::Ls(a)),
-        Command::Logs(a) => container(&global, ContainerCommand::Logs(a)),
-        Command::Exec(a) => container(&global, ContainerCommand::Exec(a)),
-        Command::Attach(a) => container(&global, ContainerCommand::Attach(a)),
-        Command::Wait(a) => container(&global, ContainerCommand::Wait(a)),
-        Command::Pause(a) => container(&global, ContainerCommand::Pause(a)),
-        Command::Unpause(a) => container(&global, ContainerCommand::Unpause(a)),
-        Command::Diff(a) => container(&global, ContainerCommand::Diff(a)),
-        Command::Cp(a) => container(&global, ContainerCommand::Cp(a)),
-        Command::Rename(a) => container(&global, ContainerCommand::Rename(a)),
-        Command::Port(a) => container(&global, ContainerCommand::Port(a)),
-        Command::Top(a) => container(&global, ContainerCommand::Top(a)),
-        Command::Container(c) => container(&global, c),
+        Command::Ps(a) => std::process::exit(commands::ps::ps(&global, a)),
+        Command::Verb(v) => std::process::exit(container_verb(&global, v)),
+        Command::Container(c) => std::process::exit(container_command(&global, c)),
         Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Version => {
@@ -307,9 +267,6 @@ fn main() {
             Ok(())
         }
     };
-    fn container(global: &Global, c: ContainerCommand) -> ! {
-        std::process::exit(container_command(global, c))
-    }
     if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);

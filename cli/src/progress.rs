@@ -1,11 +1,13 @@
 //! Pull progress on stderr: a bar per layer on a terminal (indicatif), docker's plain
-//! `ID: Status` lines otherwise, nothing with `-q`.
+//! `ID: Status` lines otherwise, nothing with `-q`. strata-image's pull reports through
+//! [`PullObserver`]; this is the binary's implementation of it.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use strata_image::pull::{LayerObserver, PullObserver};
 
 pub enum Progress {
     Quiet,
@@ -41,7 +43,7 @@ impl Progress {
     }
 
     /// A bar (or line prefix) for one layer of `size` bytes, shown as `id`.
-    pub fn layer(&self, id: &str, size: u64) -> LayerProgress<'_> {
+    fn layer_progress(&self, id: &str, size: u64) -> LayerProgress<'_> {
         let bar = match self {
             Progress::Bars(mp) => {
                 let bar = mp.add(ProgressBar::new(size));
@@ -73,8 +75,14 @@ pub struct LayerProgress<'a> {
     bar: Option<ProgressBar>,
 }
 
-impl LayerProgress<'_> {
-    pub fn status(&self, status: &str) {
+impl PullObserver for Progress {
+    fn layer(&self, id: &str, size: u64) -> Box<dyn LayerObserver + '_> {
+        Box::new(self.layer_progress(id, size))
+    }
+}
+
+impl LayerObserver for LayerProgress<'_> {
+    fn status(&self, status: &str) {
         match &self.bar {
             Some(b) => b.set_message(status.to_string()),
             None => self.progress.line(&format!("{}: {status}", self.id)),
@@ -82,20 +90,20 @@ impl LayerProgress<'_> {
     }
 
     /// A status shown on the bar only (docker's plain output does not print it).
-    pub fn bar_status(&self, status: &str) {
+    fn transfer(&self, status: &str) {
         if let Some(b) = &self.bar {
             b.set_message(status.to_string());
         }
     }
 
-    pub fn bytes(&self, done: u64) {
+    fn bytes(&self, done: u64) {
         if let Some(b) = &self.bar {
             b.set_position(done);
         }
     }
 
     /// The final state; the bar stays on screen with the status.
-    pub fn finish(&self, status: &str) {
+    fn finish(&self, status: &str) {
         match &self.bar {
             Some(b) => {
                 b.set_style(
@@ -107,9 +115,9 @@ impl LayerProgress<'_> {
         }
     }
 
-    pub fn fail(&self, error: &str) {
+    fn fail(&self, error: &strata_image::Error) {
         if let Some(b) = &self.bar {
-            b.abandon_with_message(format!("failed: {error}"));
+            b.abandon_with_message(format!("failed: {}", error.chain()));
         }
     }
 }

@@ -4,8 +4,10 @@
 //!   kernel ──FUSE──▶ fuse.rs (StrataFs: requests → union calls → replies)
 //!                      │
 //!                    union/ (the merge: lookup, readdir, copy-up, namespace ops, attrs)
-//!                      │                      │
-//!          upper.rs (Upper: the CoW dir;   layer/ (read-only: the Layer trait)
+//!                      │                      │      changes/ (upper vs lowers, the OCI
+//!                      │                      │        layer tar; reads both through the
+//!                      │                      │        same Upper and Layer calls)
+//!          upper/ (Upper: the CoW dir;     layer/ (read-only: the Layer trait)
 //!            owns its on-disk format)        ├─ DirLayer   a host directory
 //!                      │                     ├─ IndexedLayer<S: DataSource>  index + tar
 //!                      │                     │    (LocalData today; remote chunks later)
@@ -27,6 +29,7 @@
 //! same from `lowerdir=`/`layers=` options.
 
 pub mod attr;
+pub mod changes;
 pub mod errno;
 pub mod fuse;
 pub mod host;

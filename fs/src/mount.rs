@@ -154,7 +154,7 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
         mo.push(M::NoAtime);
     }
     config.mount_options = mo;
-    config.acl = if opts.allow_other {
+    config.acl = if admits_others(opts) {
         fuser::SessionACL::All
     } else if opts.allow_root {
         fuser::SessionACL::RootAndOwner
@@ -195,6 +195,71 @@ impl Unmounter {
         }
         rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
             .map_err(Into::into)
+    }
+}
+
+/// How long a daemon whose mount left its mount namespace keeps serving before it exits.
+/// The kernel ends the connection only when the last reference to the mount goes: a lazy
+/// unmount while a file is open, or a copy of the mount in another mount namespace (a
+/// process that ran `unshare -m` meanwhile), keeps it, and the daemon with it, for as long as
+/// they live. Once this passes, exiting ends the connection: those holders get ENOTCONN.
+pub const UNMOUNTED_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The id of the mount at `mountpoint` (canonical: resolved before mounting, as resolving
+/// the mount's root would ask the daemon itself) in this process's mount namespace (the
+/// first field of `/proc/self/mountinfo`), of type `fuse.strata-fs`; the top one if stacked.
+pub fn mount_id(mountpoint: &Path) -> Option<u64> {
+    let wanted = escape_mountinfo(mountpoint.as_os_str().as_encoded_bytes());
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    info.rsplit(|b| *b == b'\n').find_map(|line| {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let sep = fields.iter().position(|f| *f == b"-")?;
+        (fields.get(4) == Some(&wanted.as_slice())
+            && fields.get(sep + 1) == Some(&&b"fuse.strata-fs"[..]))
+        .then(|| std::str::from_utf8(fields[0]).ok()?.parse().ok())?
+    })
+}
+
+/// Whether mount `id` is still in this process's mount namespace.
+fn mount_id_present(id: u64) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return true;
+    };
+    let id = id.to_string();
+    info.lines()
+        .any(|line| line.split(' ').next() == Some(id.as_str()))
+}
+
+/// mountinfo's escaping of a path: space, tab, newline and backslash as `\ooo`.
+fn escape_mountinfo(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out.extend_from_slice(format!("\\{b:03o}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// Blocks until mount `id` has left this mount namespace (umount, `fusermount3 -u`, a lazy
+/// unmount), waking on each mount table change (`/proc/self/mountinfo` polls POLLPRI).
+pub fn wait_until_unmounted(id: u64) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let table = std::fs::File::open("/proc/self/mountinfo").ok();
+    while mount_id_present(id) {
+        match &table {
+            Some(f) => {
+                let mut fds = [PollFd::new(f, PollFlags::PRI)];
+                // A bounded wait, so a missed change is seen on the next round anyway.
+                let timeout = rustix::event::Timespec {
+                    tv_sec: 1,
+                    tv_nsec: 0,
+                };
+                let _ = poll(&mut fds, Some(&timeout));
+            }
+            None => std::thread::sleep(std::time::Duration::from_secs(1)),
+        }
     }
 }
 
@@ -251,10 +316,17 @@ pub fn mount(
     Ok(mounted)
 }
 
+/// Whether other users may use the mount: when asked, and always when run as root (also
+/// root of a user namespace, whose container runs as many ids), as fuse-overlayfs adds
+/// `allow_other` there. The kernel still checks every access (`default_permissions`).
+pub fn admits_others(opts: &MountOptions) -> bool {
+    opts.allow_other || rustix::process::geteuid().is_root()
+}
+
 /// The generic options both mount paths pass, besides the descriptor and ids.
 fn generic_options(opts: &MountOptions) -> String {
     let mut data = String::from("default_permissions");
-    if opts.allow_other || opts.allow_root {
+    if admits_others(opts) || opts.allow_root {
         data.push_str(",allow_other");
     }
     data
@@ -379,5 +451,16 @@ fn mount_directly(
         Ok(()) => Ok(Some(fd)),
         Err(rustix::io::Errno::PERM) => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escaping() {
+        assert_eq!(escape_mountinfo(b"/tmp/a b\\c"), b"/tmp/a\\040b\\134c");
+        assert_eq!(escape_mountinfo(b"/plain"), b"/plain");
     }
 }

@@ -454,7 +454,8 @@ fn install_pty(sock: OwnedFd, size: Option<WindowSize>, console: bool) -> Result
         "making {name} the controlling terminal"
     )))?;
     if let Some(size) = size.filter(|s| s.rows > 0 && s.cols > 0) {
-        sys::set_window_size(&slave, size).map_err(Error::sys("setting the window size"))?;
+        sys::set_window_size(&slave, size.rows, size.cols)
+            .map_err(Error::sys("setting the window size"))?;
     }
     for target in 0..3 {
         dup2(slave.as_raw_fd(), target).map_err(Error::sys("dup2 of the terminal"))?;

@@ -21,14 +21,15 @@ pub struct WindowSize {
 
 /// The size of the terminal `fd` is, `None` when it is not a terminal.
 pub fn window_size(fd: impl AsFd) -> Option<WindowSize> {
-    sys::get_window_size(fd).ok()
+    sys::get_window_size(fd)
+        .ok()
+        .map(|(rows, cols)| WindowSize { rows, cols })
 }
 
 /// Sets the window size of the terminal behind `master` (the foreground process group gets
 /// SIGWINCH).
 pub fn resize(master: impl AsFd, rows: u16, cols: u16) -> Result<()> {
-    sys::set_window_size(master, WindowSize { rows, cols })
-        .map_err(Error::sys("resizing the terminal"))
+    sys::set_window_size(master, rows, cols).map_err(Error::sys("resizing the terminal"))
 }
 
 /// In the container (its /dev/ptmx): a new pty; returns the master and the slave's path.

@@ -8,8 +8,6 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigHandler, Signal};
 use nix::unistd::{ForkResult, Pid};
 
-use crate::pty::WindowSize;
-
 /// fork(2).
 #[allow(unsafe_code)]
 pub(crate) fn fork() -> nix::Result<ForkResult> {
@@ -63,9 +61,9 @@ pub(crate) fn set_controlling_terminal(fd: impl AsFd) -> nix::Result<()> {
     Errno::result(r).map(drop)
 }
 
-/// TIOCGWINSZ.
+/// TIOCGWINSZ: (rows, columns). Plain numbers, so this file needs nothing of pty.rs.
 #[allow(unsafe_code)]
-pub(crate) fn get_window_size(fd: impl AsFd) -> nix::Result<WindowSize> {
+pub(crate) fn get_window_size(fd: impl AsFd) -> nix::Result<(u16, u16)> {
     let mut ws = libc::winsize {
         ws_row: 0,
         ws_col: 0,
@@ -74,18 +72,15 @@ pub(crate) fn get_window_size(fd: impl AsFd) -> nix::Result<WindowSize> {
     };
     // SAFETY: TIOCGWINSZ writes one `struct winsize` to the pointer, which points to one.
     let r = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
-    Errno::result(r).map(|_| WindowSize {
-        rows: ws.ws_row,
-        cols: ws.ws_col,
-    })
+    Errno::result(r).map(|_| (ws.ws_row, ws.ws_col))
 }
 
 /// TIOCSWINSZ.
 #[allow(unsafe_code)]
-pub(crate) fn set_window_size(fd: impl AsFd, size: WindowSize) -> nix::Result<()> {
+pub(crate) fn set_window_size(fd: impl AsFd, rows: u16, cols: u16) -> nix::Result<()> {
     let ws = libc::winsize {
-        ws_row: size.rows,
-        ws_col: size.cols,
+        ws_row: rows,
+        ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };

@@ -510,12 +510,15 @@ fn without_init_pid_1_ignores_sigterm() {
 }
 
 /// The zombies in the container of `pid`, seen by a process exec'd into it.
+/// The zombies pid 1 of the container has inherited and not reaped. Only pid 1's children
+/// count: a shell's own foreground child is briefly a zombie until the shell waits for it.
 fn zombies_in(pid: i32) -> String {
     let p = ProcessSpec {
         args: vec![
             "sh".into(),
             "-c".into(),
-            "cat /proc/[0-9]*/stat | cut -d' ' -f2,3 | grep ' Z' || true".into(),
+            "cat /proc/[0-9]*/stat | cut -d' ' -f2,3,4 | grep ' Z 1$' | cut -d' ' -f1,2 || true"
+                .into(),
         ],
         ..Default::default()
     };

@@ -7,49 +7,31 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use strata_image::digest::Digest;
+pub use strata_image::oci::media::{
+    OCI_CONFIG as CONFIG_MEDIA_TYPE, OCI_MANIFEST as MANIFEST_MEDIA_TYPE,
+};
+pub use strata_image::oci::Compression;
 
 use crate::fixture::LayerBuilder;
 
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
-            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+/// `data` compressed as `compression` says (strata-image reads these; writing them is the
+/// tests' part).
+pub fn compress(compression: Compression, data: &[u8]) -> Result<Vec<u8>> {
+    Ok(match compression {
+        Compression::None => data.to_vec(),
+        Compression::Gzip => {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(data)?;
+            enc.finish()?
         }
-    }
-
-    pub fn compress(self, data: &[u8]) -> Result<Vec<u8>> {
-        Ok(match self {
-            Compression::None => data.to_vec(),
-            Compression::Gzip => {
-                let mut enc =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                enc.write_all(data)?;
-                enc.finish()?
-            }
-            Compression::Zstd => zstd::encode_all(data, 3)?,
-        })
-    }
+        Compression::Zstd => zstd::encode_all(data, 3)?,
+    })
 }
 
 /// `sha256:<hex>` of `data`.
 pub fn digest(data: &[u8]) -> String {
-    let hash = Sha256::digest(data);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    Digest::of(data).to_string()
 }
 
 struct Layer {
@@ -90,7 +72,7 @@ impl ImageBuilder {
             layers: Vec::new(),
             config: json!({}),
             created: "2026-01-02T03:04:05Z".into(),
-            architecture: host_architecture().into(),
+            architecture: host_architecture(),
             empty_history: Vec::new(),
         }
     }
@@ -158,10 +140,10 @@ impl ImageBuilder {
         };
         let mut history = Vec::new();
         for layer in &self.layers {
-            let blob = layer.compression.compress(&layer.tar)?;
+            let blob = compress(layer.compression, &layer.tar)?;
             let d = put(&blob)?;
             layer_descs.push(json!({
-                "mediaType": layer.compression.media_type(),
+                "mediaType": layer.compression.layer_media_type(),
                 "digest": d,
                 "size": blob.len(),
             }));
@@ -220,12 +202,8 @@ impl ImageBuilder {
 }
 
 /// The OCI architecture name of this machine.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+pub fn host_architecture() -> String {
+    strata_image::oci::host_platform().1
 }
 
 /// A layer with the host's static busybox as `/bin/busybox`, its common applets as

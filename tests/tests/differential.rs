@@ -22,17 +22,24 @@
 //! A second test runs the same on strata-fs over layer indexes (`layers=`): the same layers
 //! written as OCI tars (`.wh.` whiteouts, `.wh..wh..opq`, PAX xattrs) and indexed as `strata
 //! pull` indexes them, against kernel overlayfs over the kernel-format directories.
+//!
+//! A third runs a round trip on the indexed pair: the layer tar of strata-fs's changes
+//! (`strata_fs::changes`), and that of the kernel's upper, indexed and mounted read-only over
+//! the same layers, must show the merged view.
 
 mod ops;
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ops::{apply, show, Gen, Op, Outcome};
-use strata_fs::layer::index::{build_index, IndexLimits};
+use strata_fs::changes::{changes, TarOptions};
+use strata_fs::layer::index::{build_index, IndexLimits, IndexedLayer};
+use strata_fs::layer::{DirLayer, Layer};
 use strata_tests::fixture::{LayerBuilder, WhiteoutFormat};
 use strata_tests::mounts::{mount, Driver, MountGuard, UnionDirs};
 use strata_tests::tree::{diff, snapshot, Tree};
@@ -118,6 +125,8 @@ struct Side {
     dirs: UnionDirs,
     /// Mount options besides the directories (`layers=…`).
     extra: Vec<String>,
+    /// The layer index directories of `layers=`, top first.
+    indexes: Vec<PathBuf>,
     guard: Option<MountGuard>,
 }
 
@@ -136,13 +145,13 @@ impl Side {
                     std::fs::create_dir_all(&dir)?;
                     let tar = layer.tar_bytes(1_700_000_000)?;
                     build_index(&mut &tar[..], &dir, &IndexLimits::default())?;
-                    indexes.push(dir.display().to_string());
+                    indexes.push(dir);
                 }
             }
         }
         let extra = match kind {
             Lowers::Dirs => Vec::new(),
-            Lowers::Indexed => vec![format!("layers={}", indexes.join(":"))],
+            Lowers::Indexed => vec![layers_option(&indexes)],
         };
         for d in ["upper", "work", "merged"] {
             std::fs::create_dir_all(root.join(d))?;
@@ -155,6 +164,7 @@ impl Side {
                 merged: root.join("merged"),
             },
             extra,
+            indexes,
             guard: None,
         };
         side.mount()?;
@@ -197,6 +207,12 @@ impl Side {
         snapshot(self.root())
             .with_context(|| format!("snapshot of the {} mount", self.driver.name()))
     }
+}
+
+/// `layers=A:B:…` for strata-fs.
+fn layers_option(indexes: &[PathBuf]) -> String {
+    let dirs: Vec<String> = indexes.iter().map(|d| d.display().to_string()).collect();
+    format!("layers={}", dirs.join(":"))
 }
 
 /// Kernel overlayfs and strata-fs over identical layers.
@@ -271,8 +287,9 @@ struct Failure {
     ops: Vec<Op>,
 }
 
-/// Runs `count` seeded operations on a fresh pair; on a mismatch, the operations so far.
-fn run_seed(seed: u64, count: usize, kind: Lowers) -> Result<std::result::Result<(), Failure>> {
+/// Runs `count` seeded operations on a fresh pair, which it returns; on a mismatch, the
+/// operations so far.
+fn run_seed(seed: u64, count: usize, kind: Lowers) -> Result<std::result::Result<Pair, Failure>> {
     let pair = Pair::new(kind)?;
     let mut gen = Gen::new(seed);
     let mut steps: Vec<Step> = Vec::with_capacity(count);
@@ -332,7 +349,7 @@ fn run_seed(seed: u64, count: usize, kind: Lowers) -> Result<std::result::Result
         );
         return Ok(Err(fail(&record, msg)));
     }
-    Ok(Ok(()))
+    Ok(Ok(pair))
 }
 
 /// How many operations of each kind succeeded: a run where most fail tests little.
@@ -466,7 +483,7 @@ fn run_seeds(kind: Lowers, fixed: &[u64]) {
         let started = Instant::now();
         let run = run_seed(seed, count, kind).unwrap_or_else(|e| panic!("seed={seed}: {e:#}"));
         let failure = match run {
-            Ok(()) => {
+            Ok(_) => {
                 println!(
                     "seed={seed}: {count} operations agree ({:.1?})",
                     started.elapsed()
@@ -498,4 +515,115 @@ fn run_seeds(kind: Lowers, fixed: &[u64]) {
             }
         );
     }
+}
+
+/// The seed of the round trip (the indexed agreement test runs the other one); it runs the
+/// operations on both mounts first, in seconds here.
+const ROUND_TRIP_SEED: u64 = FIXED_SEEDS[1];
+const ROUND_TRIP_OPS: usize = OPS_PER_SEED;
+
+/// After the random operations (kernel and strata-fs agreeing), the changes of strata-fs's
+/// upper over its layer indexes (and of the kernel's upper over its directories), written as
+/// a layer tar, indexed and mounted read-only on top of the same layers, show exactly the
+/// merged view: what `commit` would write loses nothing
+/// (renamed directories' contents, metadata-only copies' data, hard-link groups, deletions,
+/// opaque directories, xattrs, owners, devices).
+#[test]
+fn a_layer_tar_of_the_changes_stacked_on_the_lowers_shows_the_merged_view() {
+    if !have_root("a_layer_tar_of_the_changes_stacked_on_the_lowers_shows_the_merged_view") {
+        return;
+    }
+    let seed = env_u64("STRATA_DIFF_SEED").unwrap_or(ROUND_TRIP_SEED);
+    let count = env_u64("STRATA_DIFF_OPS").map_or(ROUND_TRIP_OPS, |n| n as usize);
+    if let Err(e) = round_trip(seed, count) {
+        panic!(
+            "seed={seed}: {e:#}\nreplay: STRATA_DIFF_SEED={seed} STRATA_DIFF_OPS={count} cargo \
+             test -p strata-tests --test e2e differential::a_layer_tar -- --nocapture"
+        );
+    }
+}
+
+fn round_trip(seed: u64, count: usize) -> Result<()> {
+    let pair = match run_seed(seed, count, Lowers::Indexed)? {
+        Ok(pair) => pair,
+        Err(f) => anyhow::bail!("the mounts disagreed first:\n{}", f.message),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-roundtrip")
+        .tempdir()?;
+    let side = &pair.strata;
+    let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
+    for dir in &side.indexes {
+        lowers.push(Arc::new(IndexedLayer::open(dir)?));
+    }
+    let n = stacked_equals_merged(side, &lowers, &side.indexes, &tmp.path().join("strata"))
+        .context("strata-fs's upper")?;
+    // The kernel's upper (redirects, metacopy, its own index) read over the kernel-format
+    // directories: a commit of an upper another overlay wrote.
+    let k = &pair.kernel;
+    let mut kernel_lowers: Vec<Arc<dyn Layer>> = Vec::new();
+    for dir in &k.dirs.lowers {
+        kernel_lowers.push(Arc::new(DirLayer::open(dir, 64)?));
+    }
+    let kn = stacked_equals_merged(k, &kernel_lowers, &side.indexes, &tmp.path().join("kernel"))
+        .context("kernel overlayfs's upper")?;
+    println!("seed={seed}: {n} changes of strata-fs, {kn} of the kernel; stacked views equal");
+    Ok(())
+}
+
+/// Writes the layer tar of `side`'s upper over `lowers`, indexes it in `dir`, mounts it
+/// read-only over `indexes` (the same layers as `lowers`) and compares that with `side`'s
+/// merged view. Returns the number of changes.
+fn stacked_equals_merged(
+    side: &Side,
+    lowers: &[Arc<dyn Layer>],
+    indexes: &[PathBuf],
+    dir: &Path,
+) -> Result<usize> {
+    let merged = side.snapshot()?;
+    let (upper, work) = side.dirs.upper.clone().context("the side has an upper")?;
+    let set = changes(&upper, Some(&work), lowers)?;
+    let tar = set.write_tar(&TarOptions::default(), Vec::new())?;
+    let again = changes(&upper, Some(&work), lowers)?;
+    anyhow::ensure!(
+        tar == again.write_tar(&TarOptions::default(), Vec::new())?,
+        "two tars of the same upper differ"
+    );
+    let layer = dir.join("layer");
+    std::fs::create_dir_all(&layer)?;
+    build_index(&mut &tar[..], &layer, &IndexLimits::default()).context("indexing the tar")?;
+    let mut stack = vec![layer];
+    stack.extend(indexes.iter().cloned());
+    let dirs = UnionDirs {
+        lowers: Vec::new(),
+        upper: None,
+        merged: dir.join("stacked"),
+    };
+    std::fs::create_dir_all(&dirs.merged)?;
+    let guard = mount(Driver::Strata, &dirs, &[&layers_option(&stack)])?;
+    let stacked = snapshot(&dirs.merged).context("snapshot of the stacked layers");
+    guard.unmount()?;
+    let d = diff(&merged, &stacked?);
+    if !d.is_empty() {
+        let list: Vec<String> = set
+            .changes
+            .iter()
+            .map(|c| {
+                format!(
+                    "  {} {}{} {:?}",
+                    c.kind.letter(),
+                    String::from_utf8_lossy(&c.absolute()),
+                    if c.opaque { " (opaque)" } else { "" },
+                    c.source
+                )
+            })
+            .collect();
+        anyhow::bail!(
+            "the stacked layers differ from the merged view (- merged only, + stacked only, ~ \
+             both):\n{}\nthe changes:\n{}",
+            d.join("\n"),
+            list.join("\n")
+        );
+    }
+    Ok(set.changes.len())
 }

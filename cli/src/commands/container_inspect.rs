@@ -3,25 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::store::containers::{Containers, Record, Status};
 use crate::store::Store;
-
-/// docker's RFC3339Nano (inspect's times): UTC, fractional seconds without trailing zeros.
-pub fn rfc3339_nano(t: &str) -> String {
-    match t.parse::<jiff::Timestamp>() {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
-        Err(_) => t.to_string(),
-    }
-}
-
-/// docker's `logs -t` time: RFC 3339 with exactly nine fractional digits
-/// (`RFC3339NanoFixed`), UTC.
-pub fn rfc3339_nano_fixed(t: &str) -> String {
-    match t.parse::<jiff::Timestamp>() {
-        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string(),
-        Err(_) => t.to_string(),
-    }
-}
+use strata_engine::containers::{Containers, Record, Status};
 
 /// docker's container inspect document.
 pub fn container_json(store: &Store, rec: &Record) -> Value {
@@ -33,7 +16,7 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
         if t.is_empty() {
             zero.to_string()
         } else {
-            rfc3339_nano(t)
+            crate::format::rfc3339_nano(t)
         }
     };
     let mounts: Vec<Value> = rec
@@ -87,7 +70,7 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
         let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
         port_bindings.insert(format!("{}/{}", p.container_port, p.proto), b);
     }
-    for p in &super::ps::ports_of(rec, &st) {
+    for p in &st.ports(rec) {
         let b = json!([{"HostIp": p.host_ip, "HostPort": p.host_port.to_string()}]);
         ports.insert(format!("{}/{}", p.container_port, p.proto), b);
     }
@@ -234,13 +217,13 @@ mod tests {
     #[test]
     fn times_as_docker_prints_them() {
         let t = "2024-01-02T03:04:05.12Z";
-        assert_eq!(super::rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
+        assert_eq!(crate::format::rfc3339_nano(t), "2024-01-02T03:04:05.12Z");
         assert_eq!(
-            super::rfc3339_nano_fixed(t),
+            crate::format::rfc3339_nano_fixed(t),
             "2024-01-02T03:04:05.120000000Z"
         );
         assert_eq!(
-            super::rfc3339_nano("2024-01-02T03:04:05Z"),
+            crate::format::rfc3339_nano("2024-01-02T03:04:05Z"),
             "2024-01-02T03:04:05Z"
         );
     }

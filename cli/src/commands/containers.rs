@@ -7,17 +7,17 @@
 //! notices the exit and records it. `stop` sends SIGTERM (or the image's StopSignal) and,
 //! after the timeout, SIGKILL, as docker.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use nix::sys::signal::Signal;
 use strata_runtime::cgroups::Cgroup;
 
+use super::{open, report, Prefix};
 use crate::monitor;
-use crate::store::containers::{Containers, Record, State, Status};
-use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::Status;
+use strata_engine::lifecycle;
 
 #[derive(Args)]
 pub struct StartArgs {
@@ -86,36 +86,6 @@ pub struct PruneArgs {
     pub filters: Vec<String>,
 }
 
-/// How a command's error is introduced: docker says `Error response from daemon:` for what
-/// its daemon refused, `Error:` for what the client did.
-#[derive(Clone, Copy)]
-pub enum Prefix {
-    Daemon,
-    Plain,
-}
-
-/// A command's exit status: 0, or 1 with its error on stderr.
-pub fn report(r: Result<()>, prefix: Prefix) -> i32 {
-    match r {
-        Ok(()) => 0,
-        Err(e) => {
-            match prefix {
-                Prefix::Daemon => eprintln!("Error response from daemon: {e:#}"),
-                Prefix::Plain => eprintln!("Error: {e:#}"),
-            }
-            1
-        }
-    }
-}
-
-/// The store, cleaned of dead monitors' leftovers.
-pub fn open(global: &Global) -> (Store, Containers) {
-    let store = Store::new(&global.root);
-    monitor::cleanup_stale(&store);
-    let c = Containers::new(&store);
-    (store, c)
-}
-
 /// Containers one command acts on at the same time (docker's CLI runs its per-container
 /// requests in parallel too): a batch of `stop -t 1` then takes about one grace period.
 const PARALLEL: usize = 64;
@@ -142,40 +112,6 @@ fn each(names: &[String], f: impl Fn(&str) -> Result<String> + Sync) -> i32 {
         });
     }
     code
-}
-
-/// Waits until `id`'s monitor has recorded the end (or is gone), at most `timeout`.
-pub fn wait_stopped(c: &Containers, id: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match c.state(id) {
-            Ok(st) if st.status.is_active() => {}
-            _ => return true,
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the monitor process recorded in `st` is gone, at most `timeout`.
-fn wait_monitor_gone(st: &State, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while st.monitor_alive() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
-fn signal_pid1(st: &State, sig: Signal) -> Result<()> {
-    if st.pid <= 0 {
-        bail!("the container has no process");
-    }
-    strata_runtime::process::signal(st.pid, sig).map_err(anyhow::Error::from)
 }
 
 pub fn start(global: &Global, args: StartArgs) -> i32 {
@@ -222,43 +158,11 @@ pub fn start(global: &Global, args: StartArgs) -> i32 {
     code
 }
 
-/// The signal `stop` sends first: `-s`, else the image's StopSignal, else SIGTERM.
-fn stop_one(
-    c: &Containers,
-    rec: &Record,
-    timeout: Option<i64>,
-    signal: Option<&str>,
-) -> Result<()> {
-    let st = c.state(&rec.id)?;
-    if !st.status.is_active() {
-        return Ok(());
-    }
-    let sig = match signal.or((!rec.stop_signal.is_empty()).then_some(rec.stop_signal.as_str())) {
-        Some(s) => strata_runtime::process::parse_signal(s)?,
-        None => Signal::SIGTERM,
-    };
-    let timeout = timeout.or(rec.stop_timeout).unwrap_or(10);
-    if st.status == Status::Paused {
-        let _ = Cgroup::of(&rec.id).thaw();
-    }
-    let _ = signal_pid1(&st, sig);
-    let grace = Duration::from_secs(timeout.max(0) as u64);
-    if timeout >= 0 && wait_stopped(c, &rec.id, grace) {
-        return Ok(());
-    }
-    let _ = signal_pid1(&st, Signal::SIGKILL);
-    Cgroup::of(&rec.id).kill_all(Signal::SIGKILL);
-    if !wait_stopped(c, &rec.id, Duration::from_secs(10)) {
-        bail!("container {} did not stop after SIGKILL", rec.name);
-    }
-    Ok(())
-}
-
 pub fn stop(global: &Global, args: StopArgs) -> i32 {
     let (_store, c) = open(global);
     each(&args.containers, |name| {
         let rec = c.find(name)?;
-        stop_one(&c, &rec, args.time, args.signal.as_deref())?;
+        lifecycle::stop(&c, &rec, args.time, args.signal.as_deref())?;
         Ok(name.to_string())
     })
 }
@@ -267,9 +171,9 @@ pub fn restart(global: &Global, args: StopArgs) -> i32 {
     let (_store, c) = open(global);
     each(&args.containers, |name| {
         let rec = c.find(name)?;
-        stop_one(&c, &rec, args.time, args.signal.as_deref())?;
+        lifecycle::stop(&c, &rec, args.time, args.signal.as_deref())?;
         let st = c.state(&rec.id)?;
-        wait_monitor_gone(&st, Duration::from_secs(10));
+        lifecycle::wait_monitor_gone(&st, Duration::from_secs(10));
         monitor::spawn_detached(&global.root, &rec.id).map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(name.to_string())
     })
@@ -286,69 +190,16 @@ pub fn kill(global: &Global, args: KillArgs) -> i32 {
     };
     each(&args.containers, |name| {
         let rec = c.find(name)?;
-        let st = c.state(&rec.id)?;
-        if !st.status.is_active() {
-            bail!(
-                "cannot kill container: {}: container {} is not running",
-                name,
-                rec.id
-            );
-        }
-        if st.status == Status::Paused && sig == Signal::SIGKILL {
-            let _ = Cgroup::of(&rec.id).thaw();
-        }
-        signal_pid1(&st, sig)?;
+        lifecycle::kill(&c, &rec, name, sig)?;
         Ok(name.to_string())
     })
-}
-
-/// Removes one container; a running one only with `force` (SIGKILL, then everything the
-/// monitor would have cleaned up).
-pub fn remove(
-    store: &Store,
-    c: &Containers,
-    rec: &Record,
-    force: bool,
-    volumes: bool,
-) -> Result<()> {
-    let st = c.state(&rec.id)?;
-    if st.status.is_active() {
-        if !force {
-            let what = if st.status == Status::Paused {
-                "paused"
-            } else {
-                "running"
-            };
-            bail!(
-                "cannot remove container \"/{}\": container is {what}: stop the container \
-                 before removing or force remove",
-                rec.name
-            );
-        }
-        let cg = Cgroup::of(&rec.id);
-        if st.status == Status::Paused {
-            let _ = cg.thaw();
-        }
-        let _ = signal_pid1(&st, Signal::SIGKILL);
-        cg.kill_all(Signal::SIGKILL);
-        wait_stopped(c, &rec.id, Duration::from_secs(10));
-    }
-    // The monitor unmounts and cleans up once its pid 1 is gone; give it the time, then
-    // take over.
-    let st = c.raw_state(&rec.id).unwrap_or_default();
-    if !wait_monitor_gone(&st, Duration::from_secs(10)) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.monitor_pid), Signal::SIGKILL);
-        wait_monitor_gone(&st, Duration::from_secs(5));
-    }
-    monitor::kill_leftovers(rec, &st);
-    monitor::remove_container(store, rec, volumes)
 }
 
 pub fn rm(global: &Global, args: RmArgs) -> i32 {
     let (store, c) = open(global);
     each(&args.containers, |name| {
         let rec = c.find(name)?;
-        remove(&store, &c, &rec, args.force, args.volumes)?;
+        lifecycle::remove(&store, &c, &rec, args.force, args.volumes)?;
         Ok(name.to_string())
     })
 }
@@ -418,7 +269,7 @@ pub fn rename(global: &Global, args: RenameArgs) -> i32 {
     let (_store, c) = open(global);
     let r = (|| -> Result<()> {
         let rec = c.find(&args.container)?;
-        c.rename(&rec.id, args.new_name.trim_start_matches('/'))
+        Ok(c.rename(&rec.id, args.new_name.trim_start_matches('/'))?)
     })();
     report(r, Prefix::Daemon)
 }
@@ -467,8 +318,8 @@ pub fn prune(global: &Global, args: PruneArgs) -> i32 {
             }) {
                 continue;
             }
-            reclaimed += super::ps::dir_size(&c.dir(&rec.id).join("upper"));
-            remove(&store, &c, &rec, false, false)?;
+            reclaimed += strata_engine::containers::dir_size(&c.dir(&rec.id).join("upper"));
+            lifecycle::remove(&store, &c, &rec, false, false)?;
             deleted.push(rec.id);
         }
         let mut out = String::new();

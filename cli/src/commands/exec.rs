@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use strata_runtime::{ProcessSpec, Stdio};
 
-use super::containers::open;
+use super::open;
 use crate::attach::{Stream, ToClient, ToMonitor};
-use crate::store::containers::{Containers, Record, Status};
 use crate::terminal::{self, RawTerminal};
+use strata_engine::containers::{Containers, Record, Status};
 
 #[derive(Args)]
 pub struct ExecArgs {
@@ -70,8 +70,8 @@ fn exec_inner(
     let e125 = |e: anyhow::Error| (125, e);
     let (_store, c) = open(global);
     let (name, argv) = args.argv.split_first().expect("clap: two values");
-    let rec = c.find(name).map_err(|e| (1, e))?;
-    let st = c.state(&rec.id).map_err(e125)?;
+    let rec = c.find(name).map_err(|e| (1, e.into()))?;
+    let st = c.state(&rec.id).map_err(|e| e125(e.into()))?;
     match st.status {
         Status::Running => {}
         Status::Paused => {

@@ -3,20 +3,20 @@
 //! (`/proc/PID/root`); a stopped one's through a short-lived helper (`strata __rootfs`) that
 //! mounts its union in a mount namespace of its own, as the monitor does.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use strata_fs::changes::ChangeKind;
 use strata_fs::layer::index::IndexedLayer;
-use strata_fs::layer::{Layer, LayerPath, Lookup};
+use strata_fs::layer::Layer;
 
-use super::containers::{open, report, Prefix};
-use crate::store::containers::{Containers, Record};
+use super::{open, report, Prefix};
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::{Containers, Record};
 
 #[derive(Args)]
 pub struct DiffArgs {
@@ -37,111 +37,37 @@ pub struct CpArgs {
     pub dst: String,
 }
 
-/// The image's layers, top first, for "was this path in the image?".
-struct Lowers(Vec<IndexedLayer>);
-
-impl Lowers {
-    fn open(store: &Store, rec: &Record) -> Result<Lowers> {
-        let mut v = Vec::new();
-        for dir in super::run::layer_dirs(store, rec)? {
-            v.push(IndexedLayer::open(&dir).with_context(|| format!("opening {}", dir.display()))?);
-        }
-        Ok(Lowers(v))
+/// The diff lines of a container's upper against its image, sorted by path: docker's
+/// `A`, `C`, `D`, where a directory deleted and made again (opaque over one of the image) is
+/// `D`, then what it holds now (docker's overlay rule). The walk is strata-fs's
+/// [`strata_fs::changes`], the one that a commit's layer tar comes from.
+pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<u8>> {
+    let dir = Containers::new(store).dir(&rec.id);
+    let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
+    for d in strata_engine::monitor::layer_dirs(store, rec)? {
+        let layer = IndexedLayer::open(&d).with_context(|| format!("opening {}", d.display()))?;
+        lowers.push(Arc::new(layer));
     }
-
-    /// Whether `path` (relative, no leading `/`) exists in the image.
-    fn exists(&self, path: &Path) -> bool {
-        let parent = path.parent().unwrap_or(Path::new(""));
-        let Some(name) = path.file_name() else {
-            return true;
+    let set = strata_fs::changes::changes(&dir.join("upper"), Some(&dir.join("work")), &lowers)?;
+    let mut out = Vec::new();
+    for c in &set.changes {
+        let letter = match (c.kind, c.opaque) {
+            (ChangeKind::Changed, true) => 'D',
+            (kind, _) => kind.letter(),
         };
-        let dir = LayerPath::from_bytes(parent.as_os_str().as_bytes());
-        for layer in &self.0 {
-            match layer.lookup(&dir, name) {
-                Ok(Lookup::Found { .. }) => return true,
-                Ok(Lookup::Whiteout) => return false,
-                _ => {}
-            }
-            // An opaque parent hides the layers below.
-            if let (Some(pp), Some(pn)) = (parent.parent(), parent.file_name()) {
-                let ppath = LayerPath::from_bytes(pp.as_os_str().as_bytes());
-                if let Ok(Lookup::Found { opaque: true, .. }) = layer.lookup(&ppath, pn) {
-                    return false;
-                }
-            }
-        }
-        false
+        out.push(letter as u8);
+        out.push(b' ');
+        out.extend_from_slice(&c.absolute());
+        out.push(b'\n');
     }
-}
-
-fn is_opaque(path: &Path) -> bool {
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|k| xattr_get(path, k).is_some_and(|v| v == b"y"))
-        || path.join(".wh..wh..opq").exists()
-}
-
-fn xattr_get(path: &Path, key: &str) -> Option<Vec<u8>> {
-    xattr::get(path, key).ok().flatten()
-}
-
-/// The diff lines of a container's upper against its image, sorted by path.
-pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<String>> {
-    let c = Containers::new(store);
-    let upper = c.dir(&rec.id).join("upper");
-    let lowers = Lowers::open(store, rec)?;
-    let mut out: Vec<(PathBuf, char)> = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(upper.join(&rel)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Ok(meta) = e.metadata() else { continue };
-            if name == ".wh..wh..opq" {
-                continue;
-            }
-            // A whiteout (rootless: `.wh.NAME`; root: a 0/0 character device).
-            if let Some(target) = name.as_bytes().strip_prefix(b".wh.") {
-                out.push((rel.join(OsStr::from_bytes(target)), 'D'));
-                continue;
-            }
-            let p = rel.join(&name);
-            if meta.file_type().is_char_device() && meta.rdev() == 0 {
-                out.push((p, 'D'));
-                continue;
-            }
-            let in_image = lowers.exists(&p);
-            // As docker: an opaque directory that hides one of the image was deleted and
-            // made again here (`D`, then what it holds now).
-            let kind = match (in_image, meta.is_dir() && is_opaque(&upper.join(&p))) {
-                (true, true) => 'D',
-                (true, false) => 'C',
-                (false, _) => 'A',
-            };
-            out.push((p.clone(), kind));
-            if meta.is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out
-        .into_iter()
-        .map(|(p, k)| format!("{k} /{}", p.display()))
-        .collect())
+    Ok(out)
 }
 
 pub fn diff(global: &Global, args: DiffArgs) -> i32 {
     let r = (|| -> Result<()> {
         let (store, c) = open(global);
         let rec = c.find(&args.container)?;
-        let mut s = diff_lines(&store, &rec)?.join("\n");
-        if !s.is_empty() {
-            s.push('\n');
-        }
-        super::print(s.as_bytes())
+        super::print(&diff_lines(&store, &rec)?)
     })();
     report(r, Prefix::Daemon)
 }

@@ -10,11 +10,11 @@ use crate::digest::Digest;
 use crate::filter::Filters;
 use crate::format::{self, Format};
 use crate::reference::Reference;
-use crate::store::containers::Containers;
 use crate::store::image::{Found, Image};
 use crate::store::table::ImageTable;
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::Containers;
 
 #[derive(Args)]
 pub struct ListArgs {

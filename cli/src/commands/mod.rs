@@ -12,10 +12,13 @@ pub mod mount;
 pub mod ps;
 pub mod pull;
 pub mod run;
-pub mod run_flags;
 pub mod system;
 
 use std::io::Write;
+
+use crate::store::Store;
+use crate::Global;
+use strata_engine::containers::Containers;
 
 /// Writes to stdout, treating a closed pipe (`strata images | head`) as done.
 pub fn print(out: &[u8]) -> anyhow::Result<()> {
@@ -35,4 +38,34 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut answer)?;
     Ok(answer.trim().eq_ignore_ascii_case("y"))
+}
+
+/// How a command's error is introduced: docker says `Error response from daemon:` for what
+/// its daemon refused, `Error:` for what the client did.
+#[derive(Clone, Copy)]
+pub enum Prefix {
+    Daemon,
+    Plain,
+}
+
+/// A command's exit status: 0, or 1 with its error on stderr.
+pub fn report(r: anyhow::Result<()>, prefix: Prefix) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            match prefix {
+                Prefix::Daemon => eprintln!("Error response from daemon: {e:#}"),
+                Prefix::Plain => eprintln!("Error: {e:#}"),
+            }
+            1
+        }
+    }
+}
+
+/// The store, cleaned of dead monitors' leftovers.
+pub fn open(global: &Global) -> (Store, Containers) {
+    let store = Store::new(&global.root);
+    crate::monitor::cleanup_stale(&store);
+    let c = Containers::new(&store);
+    (store, c)
 }

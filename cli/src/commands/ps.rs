@@ -9,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::containers::{open, report, Prefix};
+use super::{open, report, Prefix};
 use crate::format::{self, Format};
-use crate::store::containers::{Containers, Record, State, Status};
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::{Containers, Record, State, Status};
 
 #[derive(Args)]
 pub struct PsArgs {
@@ -73,27 +73,6 @@ pub struct TopArgs {
     pub ps_args: Vec<String>,
 }
 
-/// Bytes of files under `dir` (a container's upper: `ps -s`).
-pub fn dir_size(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() {
-                total += m.size();
-            }
-        }
-    }
-    total
-}
-
 fn unix(t: &str) -> Option<i64> {
     format::parse_time(t)
 }
@@ -110,18 +89,9 @@ pub fn status_text(st: &State) -> String {
     }
 }
 
-/// The ports as published while running (random ones chosen), else as asked.
-pub fn ports_of(rec: &Record, st: &State) -> Vec<crate::store::containers::PortBinding> {
-    if st.status.is_active() && !st.published.is_empty() {
-        st.published.clone()
-    } else {
-        rec.ports.clone()
-    }
-}
-
 /// `0.0.0.0:8080->80/tcp, 443/tcp`.
 fn ports_text(rec: &Record, st: &State) -> String {
-    let ports = ports_of(rec, st);
+    let ports = st.ports(rec);
     let mut v: Vec<String> = ports
         .iter()
         .map(|p| {
@@ -184,7 +154,7 @@ fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, siz
         "Size": "",
     });
     if size {
-        let upper = dir_size(&c.dir(&rec.id).join("upper"));
+        let upper = strata_engine::containers::dir_size(&c.dir(&rec.id).join("upper"));
         let virt = upper
             + rec
                 .diff_ids
@@ -370,11 +340,7 @@ struct LogLine {
 fn print_line(l: &LogLine, timestamps: bool) {
     use std::io::Write;
     let text = if timestamps {
-        format!(
-            "{} {}",
-            super::container_inspect::rfc3339_nano_fixed(&l.time),
-            l.log
-        )
+        format!("{} {}", format::rfc3339_nano_fixed(&l.time), l.log)
     } else {
         l.log.clone()
     };
@@ -452,7 +418,7 @@ pub fn port(global: &Global, args: PortArgs) -> i32 {
         let rec = c.find(&args.container)?;
         let st = c.state(&rec.id)?;
         let mut out = String::new();
-        for p in &ports_of(&rec, &st) {
+        for p in &st.ports(&rec) {
             let key = format!("{}/{}", p.container_port, p.proto);
             if let Some(want) = &args.port {
                 let want = if want.contains('/') {
@@ -561,7 +527,7 @@ pub fn top(global: &Global, args: TopArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::containers::PortBinding;
+    use strata_engine::containers::PortBinding;
 
     #[test]
     fn columns_read_as_docker_prints_them() {

@@ -1,28 +1,19 @@
 //! `create` and `run`: from docker's flags and the image config to a stored container
 //! (`store::containers::Record`), then, for `run`, its start.
 //!
-//! The image config applies as docker applies it: `Env` first and `-e`/`--env-file` over it
-//! by name; `Entrypoint` + `Cmd`, where a command on the line replaces `Cmd` and
-//! `--entrypoint` replaces `Entrypoint` and drops the image's `Cmd`; `WorkingDir` unless
-//! `-w`; `User` unless `-u`; each of `Volumes` an anonymous volume unless a `-v` covers it.
+//! The work is strata-engine's [`create`](strata_engine::create); this file holds
+//! the flags and prints.
 //!
 //! Exit status as docker's: 125 when strata fails (bad flags, unknown image, …), 126 when
 //! the command cannot be run, 127 when it is not found, else the container's own.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
 use clap::Args;
-use serde_json::Value;
-use strata_runtime::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources};
+use strata_engine::containers::Record;
+use strata_engine::create::CreateOptions;
 
-use super::run_flags::{
-    environment, keys, parse_bytes, parse_port, parse_ulimit, parse_volume, strings, VolumeSpec,
-};
-use crate::store::containers::{self, Containers, PortBinding, Record, VolumeMount};
-use crate::store::volumes::Volumes;
-use crate::store::{demo, Store};
+use crate::store::Store;
 use crate::Global;
 
 /// The flags `create` and `run` share.
@@ -138,10 +129,59 @@ pub struct RunArgs {
     pub opts: CreateOpts,
 }
 
+impl CreateOpts {
+    /// The request for the engine: the flags as given.
+    fn options(&self) -> CreateOptions {
+        CreateOptions {
+            interactive: self.interactive,
+            tty: self.tty,
+            rm: self.rm,
+            name: self.name.clone(),
+            env: self.env.clone(),
+            env_file: self.env_file.clone(),
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            entrypoint: self.entrypoint.clone(),
+            hostname: self.hostname.clone(),
+            volume: self.volume.clone(),
+            tmpfs: self.tmpfs.clone(),
+            read_only: self.read_only,
+            network: self.network.clone(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            expose: self.expose.clone(),
+            memory: self.memory.clone(),
+            pids_limit: self.pids_limit,
+            cpus: self.cpus.clone(),
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            init: self.init,
+            security_opt: self.security_opt.clone(),
+            ulimit: self.ulimit.clone(),
+            label: self.label.clone(),
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            argv: self.argv.clone(),
+        }
+    }
+}
+
 /// Prints `Error: …` and gives docker's 125.
-pub fn fail(e: anyhow::Error) -> i32 {
-    eprintln!("Error: {e:#}");
+fn fail(e: strata_engine::Error) -> i32 {
+    eprintln!("Error: {}", e.chain());
     125
+}
+
+/// Stores the container (pulling its image when missing, quietly, as docker does for `run`:
+/// stdout is the container's).
+fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record, strata_engine::Error> {
+    strata_engine::create::create(
+        &Store::new(&global.root),
+        &opts.options(),
+        &strata_image::pull::Silent,
+        &|reference| eprintln!("Unable to find image '{}' locally", reference.familiar()),
+    )
 }
 
 /// `create`: prints the new container's id.
@@ -175,379 +215,4 @@ pub fn run(global: &Global, args: RunArgs) -> i32 {
         };
     }
     crate::monitor::run_foreground(&global.root, &rec.id, opts.interactive)
-}
-
-/// The image to run: the demo image is made on first use; another unknown one is pulled.
-fn resolve_image(store: &Store, name: &str) -> Result<crate::store::image::Image> {
-    let table = store.table()?;
-    if let Ok(found) = store.find(&table, name) {
-        return Ok(found.image().clone());
-    }
-    if demo::is_demo(name) {
-        demo::ensure(store).context("making the demo image")?;
-        let table = store.table()?;
-        return Ok(store.find(&table, demo::REFERENCE)?.image().clone());
-    }
-    eprintln!(
-        "Unable to find image '{}' locally",
-        crate::reference::Reference::parse(name)
-            .map(|r| r.familiar())
-            .unwrap_or_else(|_| name.to_string())
-    );
-    // As docker: the pull's progress on stderr, stdout kept for the container.
-    let reference = crate::reference::Reference::parse(name)?;
-    let progress = crate::progress::Progress::new(true);
-    crate::pull::pull(
-        store,
-        &crate::registry::auth::AuthFile::new(store.root()),
-        &reference,
-        &crate::pull::PullOptions {
-            platform: crate::oci::PlatformSpec::host(),
-            explicit_platform: false,
-            insecure: false,
-        },
-        &progress,
-    )?;
-    let table = store.table()?;
-    Ok(store.find(&table, name)?.image().clone())
-}
-
-/// Validates the flags, resolves the image and stores the container (state `created`).
-/// Nothing is left behind on error.
-pub fn create_container(global: &Global, opts: &CreateOpts) -> Result<Record> {
-    let store = Store::new(&global.root);
-    crate::monitor::cleanup_stale(&store);
-    // Flags first: a bad one costs no image lookup or pull.
-    let memory = opts
-        .memory
-        .as_deref()
-        .map(|m| {
-            parse_bytes(m)
-                .with_context(|| format!("invalid argument \"{m}\" for \"-m, --memory\" flag"))
-        })
-        .transpose()?;
-    if let Some(m) = memory {
-        if m < 6 * 1024 * 1024 {
-            bail!("Minimum memory limit allowed is 6MB");
-        }
-    }
-    let cpus = match opts.cpus.as_deref() {
-        None => None,
-        Some(c) => {
-            let v: f64 = c
-                .parse()
-                .ok()
-                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-                .with_context(|| format!("invalid argument \"{c}\" for \"--cpus\" flag"))?;
-            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if v > n as f64 || (v > 0.0 && v < 0.01) {
-                bail!("range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available");
-            }
-            (v > 0.0).then_some(v)
-        }
-    };
-    let network = match opts.network.as_deref() {
-        None | Some("default") | Some("bridge") | Some("private") => NetworkMode::Private,
-        Some("none") => NetworkMode::None,
-        Some("host") => NetworkMode::Host,
-        Some(other) => bail!("network {other} not found (strata knows none, host and the default)"),
-    };
-    let volume_specs = opts
-        .volume
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<Result<Vec<_>>>()?;
-    let mut ports = opts
-        .publish
-        .iter()
-        .map(|p| parse_port(p))
-        .collect::<Result<Vec<_>>>()?;
-    let rlimits = opts
-        .ulimit
-        .iter()
-        .map(|u| parse_ulimit(u))
-        .collect::<Result<Vec<_>>>()?;
-    let mut no_new_privileges = false;
-    for s in &opts.security_opt {
-        match s.as_str() {
-            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
-                no_new_privileges = true
-            }
-            "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
-            s if s.starts_with("seccomp=")
-                || s.starts_with("seccomp:")
-                || s.starts_with("apparmor=")
-                || s.starts_with("label=") => {}
-            _ => bail!("invalid --security-opt: {s:?}"),
-        }
-    }
-    strata_runtime::caps::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)
-        .map_err(anyhow::Error::from)?;
-    let mut labels = BTreeMap::new();
-    for l in &opts.label {
-        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-        labels.insert(k.to_string(), v.to_string());
-    }
-    if let Some(name) = &opts.name {
-        if !containers::valid_name(name) {
-            bail!("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed");
-        }
-    }
-    if let Some(sig) = &opts.stop_signal {
-        strata_runtime::process::parse_signal(sig).map_err(anyhow::Error::from)?;
-    }
-    let (image_name, command) = opts.argv.split_first().context("no image given")?;
-
-    let img = resolve_image(&store, image_name)?;
-    let config = img.config.config.clone().unwrap_or(Value::Null);
-    let cfg = |k: &str| config.get(k);
-    let env = environment(&strings(cfg("Env")), &opts.env, &opts.env_file)?;
-    let stop_signal = opts.stop_signal.clone().unwrap_or_else(|| {
-        cfg("StopSignal")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    });
-    let (entrypoint, cmd) = match &opts.entrypoint {
-        Some(e) if e.is_empty() => (Vec::new(), command.to_vec()),
-        Some(e) => (vec![e.clone()], command.to_vec()),
-        None if !command.is_empty() => (strings(cfg("Entrypoint")), command.to_vec()),
-        None => (strings(cfg("Entrypoint")), strings(cfg("Cmd"))),
-    };
-    let argv: Vec<String> = entrypoint.iter().chain(cmd.iter()).cloned().collect();
-    if argv.is_empty() {
-        bail!("No command specified");
-    }
-    let mut exposed: Vec<String> = keys(cfg("ExposedPorts"));
-    for e in &opts.expose {
-        let e = if e.contains('/') {
-            e.clone()
-        } else {
-            format!("{e}/tcp")
-        };
-        if !exposed.contains(&e) {
-            exposed.push(e);
-        }
-    }
-    if opts.publish_all {
-        for e in &exposed {
-            let (p, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-            if let Ok(p) = p.parse() {
-                ports.push(PortBinding {
-                    host_ip: String::new(),
-                    host_port: 0,
-                    container_port: p,
-                    proto: proto.into(),
-                });
-            }
-        }
-    }
-    if !ports.is_empty() && network != NetworkMode::Host {
-        if network == NetworkMode::None {
-            bail!("conflicting options: port publishing and the container type network mode");
-        }
-        if crate::network::find_helper().is_none() {
-            let pasta = match crate::network::have_pasta() {
-                true => " (pasta is installed, but strata does not drive it yet)",
-                false => "",
-            };
-            bail!(
-                "publishing ports (-p, -P) needs slirp4netns, which is not installed{pasta}: \
-                 apt-get install slirp4netns"
-            );
-        }
-    }
-
-    let id = containers::new_id()?;
-    // Empty: generated when the container is stored, under the names lock.
-    let name = opts.name.clone().unwrap_or_default();
-    let volumes_store = Volumes::new(&store);
-    let mut volumes = Vec::new();
-    let mut anonymous = Vec::new();
-    let mut mounts = Vec::new();
-    // Named volumes made by this create, removed again if it fails.
-    let mut made = Vec::new();
-    let result = (|| -> Result<Record> {
-        for v in &volume_specs {
-            let (kind, vname, source, ctr, ro) = match v {
-                VolumeSpec::Bind { host, ctr, ro } => {
-                    let host = std::path::absolute(host)
-                        .with_context(|| format!("bind source {}", host.display()))?;
-                    if !host.exists() {
-                        std::fs::create_dir_all(&host).with_context(|| {
-                            format!("creating the bind source {}", host.display())
-                        })?;
-                    }
-                    ("bind", String::new(), host, ctr.clone(), *ro)
-                }
-                VolumeSpec::Named { name, ctr, ro } => {
-                    if !volumes_store.exists(name) {
-                        made.push(name.clone());
-                    }
-                    let data = volumes_store.ensure(name)?;
-                    ("volume", name.clone(), data, ctr.clone(), *ro)
-                }
-                VolumeSpec::Anonymous { ctr } => {
-                    let vname = containers::new_id()?;
-                    let data = volumes_store.ensure(&vname)?;
-                    anonymous.push(vname.clone());
-                    ("volume", vname, data, ctr.clone(), false)
-                }
-            };
-            volumes.push(VolumeMount {
-                kind: kind.into(),
-                name: vname,
-                source,
-                destination: ctr,
-                rw: !ro,
-            });
-        }
-        for dest in keys(cfg("Volumes")) {
-            if volumes.iter().any(|v| v.destination == dest) {
-                continue;
-            }
-            let vname = containers::new_id()?;
-            let data = volumes_store.ensure(&vname)?;
-            anonymous.push(vname.clone());
-            volumes.push(VolumeMount {
-                kind: "volume".into(),
-                name: vname,
-                source: data,
-                destination: dest,
-                rw: true,
-            });
-        }
-        for v in &volumes {
-            mounts.push(MountSpec::Bind {
-                source: v.source.clone(),
-                destination: v.destination.clone(),
-                readonly: !v.rw,
-            });
-        }
-        for t in &opts.tmpfs {
-            let (dest, options) = t.split_once(':').unwrap_or((t, ""));
-            if !dest.starts_with('/') {
-                bail!("invalid tmpfs mount point {dest:?}: not an absolute path");
-            }
-            mounts.push(MountSpec::Tmpfs {
-                destination: dest.to_string(),
-                options: options.to_string(),
-            });
-            volumes.push(VolumeMount {
-                kind: "tmpfs".into(),
-                destination: dest.to_string(),
-                rw: true,
-                ..Default::default()
-            });
-        }
-        let user = opts.user.clone().unwrap_or_else(|| {
-            cfg("User")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        });
-        let cwd = opts.workdir.clone().unwrap_or_else(|| {
-            cfg("WorkingDir")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        });
-        if !cwd.is_empty() && !cwd.starts_with('/') {
-            bail!("the working directory '{cwd}' is invalid, it needs to be an absolute path");
-        }
-        let hostname = opts
-            .hostname
-            .clone()
-            .unwrap_or_else(|| id[..12].to_string());
-        let spec = ContainerSpec {
-            id: id.clone(),
-            rootfs: PathBuf::new(),
-            process: ProcessSpec {
-                args: argv.clone(),
-                env,
-                cwd,
-                terminal: opts.tty,
-                no_new_privileges,
-                cap_add: opts.cap_add.clone(),
-                cap_drop: opts.cap_drop.clone(),
-                rlimits,
-                ..Default::default()
-            },
-            hostname: match network {
-                NetworkMode::Host if opts.hostname.is_none() => None,
-                _ => Some(hostname),
-            },
-            mounts,
-            readonly_rootfs: opts.read_only,
-            network,
-            privileged: opts.privileged,
-            resources: Resources {
-                memory,
-                pids_limit: opts.pids_limit,
-                cpus,
-            },
-            init: opts.init,
-        };
-        let mut image_labels: BTreeMap<String, String> = img.config.labels();
-        image_labels.extend(labels.clone());
-        let rec = Record {
-            id: id.clone(),
-            name: name.clone(),
-            image: image_name.clone(),
-            image_id: img.id.to_string(),
-            diff_ids: img
-                .config
-                .rootfs
-                .diff_ids
-                .iter()
-                .map(|d| d.to_string())
-                .collect(),
-            created: jiff::Timestamp::now().to_string(),
-            spec,
-            user,
-            path: argv[0].clone(),
-            args: argv[1..].to_vec(),
-            cmd,
-            entrypoint,
-            labels: image_labels,
-            auto_remove: opts.rm,
-            interactive: opts.interactive,
-            tty: opts.tty,
-            volumes: volumes.clone(),
-            anonymous_volumes: anonymous.clone(),
-            ports: ports.clone(),
-            exposed: exposed.clone(),
-            security_opt: opts.security_opt.clone(),
-            stop_signal: stop_signal.clone(),
-            stop_timeout: opts.stop_timeout,
-        };
-        // The layers must have their indexes before a monitor mounts them.
-        store.image_layer_dirs(&img)?;
-        let mut rec = rec;
-        Containers::new(&store).create(&mut rec)?;
-        Ok(rec)
-    })();
-    if result.is_err() {
-        for v in anonymous.iter().chain(made.iter()) {
-            let _ = volumes_store.remove(v);
-        }
-    }
-    result
-}
-
-/// The layer index directories of a container's image, top first.
-pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    for d in rec.diff_ids.iter().rev() {
-        let digest = crate::digest::Digest::parse(d)?;
-        let dir = store.layer_dir(&digest);
-        if !dir.is_dir() {
-            bail!(
-                "layer {d} of image {} is not in the store (was the image removed?)",
-                rec.image
-            );
-        }
-        dirs.push(dir);
-    }
-    Ok(dirs)
 }

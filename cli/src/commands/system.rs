@@ -15,15 +15,16 @@ use clap::Args;
 use serde_json::json;
 
 use super::confirm;
-use super::ps::{dir_size, status_text};
+use super::ps::status_text;
 use crate::digest::Digest;
 use crate::format::{self, human_size, Format};
-use crate::store::containers::Containers;
 use crate::store::image::Image;
 use crate::store::in_use::images_in_use;
-use crate::store::volumes::Volumes;
 use crate::store::Store;
 use crate::Global;
+use strata_engine::containers::dir_size;
+use strata_engine::containers::Containers;
+use strata_engine::volumes::Volumes;
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -71,7 +72,7 @@ fn prune_images(store: &Store, all: bool) -> Result<(Vec<String>, u64)> {
             t.remove(&img.manifest_digest);
             lines.push(format!("deleted: {}", img.id));
         }
-        Ok(())
+        Ok::<_, anyhow::Error>(())
     })?;
     let report = store.gc()?;
     for layer in &report.layers {
@@ -146,7 +147,7 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
             continue;
         }
         reclaimed += dir_size(&containers.dir(&rec.id).join("upper"));
-        super::containers::remove(&store, &containers, &rec, false, false)?;
+        strata_engine::lifecycle::remove(&store, &containers, &rec, false, false)?;
         deleted.push(rec.id);
     }
     let mut out = section("Deleted Containers:", &deleted);

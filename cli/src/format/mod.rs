@@ -111,6 +111,23 @@ pub fn go_time(unix: i64) -> String {
     }
 }
 
+/// docker's RFC3339Nano (inspect's times): UTC, fractional seconds without trailing zeros.
+pub fn rfc3339_nano(t: &str) -> String {
+    match t.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
+/// docker's `logs -t` time: RFC 3339 with exactly nine fractional digits
+/// (`RFC3339NanoFixed`), UTC.
+pub fn rfc3339_nano_fixed(t: &str) -> String {
+    match t.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S.%9fZ").to_string(),
+        Err(_) => t.to_string(),
+    }
+}
+
 /// docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
 pub fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {

@@ -5,7 +5,9 @@
 //! ```
 //! Without `-f` it returns once the mount is ready and serves it from a background
 //! process (re-executed with `STRATA_FS_DAEMON=1`; its first line on stdout says "ready").
-//! SIGTERM, SIGINT or SIGHUP unmount cleanly.
+//! SIGTERM, SIGINT or SIGHUP unmount cleanly. Once the mount has left the daemon's mount
+//! namespace, the daemon exits within [`mount::UNMOUNTED_GRACE`] even if the kernel still
+//! holds the connection (a lazy unmount with open files, a copy in another namespace).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -191,6 +193,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let canonical = std::fs::canonicalize(&args.mountpoint).ok();
     let mounted = match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
         Ok(m) => m,
         Err(e) => {
@@ -198,6 +201,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The session ends when the kernel ends the connection, which a lazy unmount with a
+    // file still open, or a copy of the mount in another namespace, can put off for as long
+    // as they live: once the mount has left our namespace, exit after a grace period.
+    if let Some(id) = canonical.as_deref().and_then(mount::mount_id) {
+        std::thread::spawn(move || {
+            mount::wait_until_unmounted(id);
+            std::thread::sleep(mount::UNMOUNTED_GRACE);
+            log::warn!("unmounted, but the kernel still holds the connection: exiting");
+            std::process::exit(0);
+        });
+    }
     let mut unmounter = mounted.unmounter();
     std::thread::spawn(move || {
         if signals.wait().is_ok() {

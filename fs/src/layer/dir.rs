@@ -1,5 +1,6 @@
 //! `DirLayer`: a host directory as a read-only layer.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::hash::BuildHasher;
@@ -14,7 +15,7 @@ use rustix::fs::OFlags;
 
 use super::{
     oci_whiteout_target, HostFile, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs,
-    OPAQUE_MARKER,
+    OPAQUE_MARKER, REDIRECT_XATTRS,
 };
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
@@ -37,7 +38,13 @@ pub struct DirLayer {
     /// at 8 bytes a name; a collision only costs the stat it would have cost anyway.
     listed: Mutex<LruCache<LayerPath, Arc<[u64]>>>,
     hasher: std::collections::hash_map::RandomState,
+    /// Hard-link groups (host inode → every path naming it), found by one walk of the layer
+    /// when the first file with several names is copied up.
+    links: Mutex<Option<Arc<LinkGroups>>>,
 }
+
+/// Host inode → every path of the layer naming it, for inodes with several names.
+type LinkGroups = HashMap<u64, Vec<LayerPath>>;
 
 /// How many directory listings a layer remembers.
 const LISTINGS_CACHED: usize = 256;
@@ -68,6 +75,7 @@ impl DirLayer {
                 NonZeroUsize::new(LISTINGS_CACHED).expect("nonzero"),
             )),
             hasher: Default::default(),
+            links: Mutex::new(None),
         })
     }
 
@@ -103,6 +111,26 @@ impl DirLayer {
             }
         }
         Ok(host::stat_at(fd.as_fd(), OsStr::from_bytes(OPAQUE_MARKER))?.is_some())
+    }
+}
+
+impl DirLayer {
+    /// Every non-directory host inode with more than one name in the layer, and its paths.
+    fn link_groups(&self) -> Result<LinkGroups> {
+        let mut all: HashMap<u64, Vec<LayerPath>> = HashMap::new();
+        let mut dirs = vec![LayerPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for e in self.read_dir(&dir)? {
+                if let LayerDirEntry::Entry { name, ino, kind } = e {
+                    match kind {
+                        FileKind::Directory => dirs.push(dir.join(&name)),
+                        _ => all.entry(ino).or_default().push(dir.join(&name)),
+                    }
+                }
+            }
+        }
+        all.retain(|_, paths| paths.len() > 1);
+        Ok(all)
     }
 }
 
@@ -226,5 +254,34 @@ impl Layer for DirLayer {
 
     fn statfs(&self) -> Result<StatVfs> {
         Ok(rustix::fs::fstatvfs(self.root.as_fd())?)
+    }
+
+    fn hard_links(&self, path: &LayerPath) -> Result<Vec<LayerPath>> {
+        let ino = self.stat(path)?.ino;
+        let groups = {
+            let mut cached = self.links.lock().expect("links");
+            match &*cached {
+                Some(g) => g.clone(),
+                None => {
+                    let g = Arc::new(self.link_groups()?);
+                    *cached = Some(g.clone());
+                    g
+                }
+            }
+        };
+        Ok(groups.get(&ino).cloned().unwrap_or_default())
+    }
+
+    fn redirect(&self, path: &LayerPath) -> Result<Option<Vec<u8>>> {
+        // One listing rather than a probe per format: asked of every directory a merged
+        // lookup finds, and most have no xattrs at all.
+        let fd = self.dir(path)?;
+        let names = host::list_xattrs(fd.as_fd(), None)?;
+        for key in REDIRECT_XATTRS {
+            if names.iter().any(|n| n == key) {
+                return host::get_xattr(fd.as_fd(), None, OsStr::new(key));
+            }
+        }
+        Ok(None)
     }
 }

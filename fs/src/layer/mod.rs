@@ -40,6 +40,10 @@ use crate::errno::Result;
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// Name of the OCI opaque-directory marker.
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// Redirect xattrs of a renamed directory, privileged (kernel default) and unprivileged
+/// (`userxattr`): an absolute path from the root of the layers below, or a name in the
+/// same parent (kernel `redirect_dir`).
+pub const REDIRECT_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "user.overlay.redirect"];
 
 /// A path inside a layer: names joined by `/`, empty for the root. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
@@ -153,6 +157,38 @@ pub trait Layer: Send + Sync + fmt::Debug {
     /// The filesystem statistics a read-only union of this layer reports (the host
     /// filesystem that holds its data).
     fn statfs(&self) -> Result<StatVfs>;
+
+    /// Every path of this layer naming the same file as the non-directory `path` (its
+    /// hard-link group, `path` included). A walk of the whole layer: only the first copy-up
+    /// of a file with several names asks.
+    fn hard_links(&self, path: &LayerPath) -> Result<Vec<LayerPath>> {
+        let ino = self.stat(path)?.ino;
+        let mut out = Vec::new();
+        let mut dirs = vec![LayerPath::root()];
+        while let Some(dir) = dirs.pop() {
+            for e in self.read_dir(&dir)? {
+                if let LayerDirEntry::Entry { name, ino: i, kind } = e {
+                    if kind == FileKind::Directory {
+                        dirs.push(dir.join(&name));
+                    } else if i == ino {
+                        out.push(dir.join(&name));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The redirect of directory `path`, in either format: where its contents are in the
+    /// layers below, when it was renamed in an upper that became this layer.
+    fn redirect(&self, path: &LayerPath) -> Result<Option<Vec<u8>>> {
+        for key in REDIRECT_XATTRS {
+            if let Some(v) = self.get_xattr(path, OsStr::new(key))? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Decodes an OCI whiteout name: `Some(hidden name)` for `.wh.NAME`, `Some("")` for the

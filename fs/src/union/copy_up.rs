@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use super::{Resolved, Union};
 use crate::attr::FileKind;
 use crate::errno::{Errno, Result};
-use crate::inode::{Ino, Node, ROOT};
+use crate::inode::{Ino, LowerRef, Node, ROOT};
+use crate::layer::LayerPath;
 use crate::upper::{self, Content, CopyIn};
 
 impl Union {
@@ -97,7 +98,63 @@ impl Union {
             p.upper = true;
             p.metacopy = metacopy;
         });
+        if node.kind != FileKind::Directory && attr.nlink > 1 {
+            self.copy_up_other_names(node.key, &src)?;
+        }
         Ok(())
+    }
+
+    /// After the first copy-up of a lower file with several names (union number `key`, in
+    /// the index): every other name the union shows for it (same place in the merged tree,
+    /// same file) is linked into the upper at once. The upper alone then says they are one
+    /// file, so kernel overlayfs reading it shows the new content under each name; our index
+    /// entry would be the only record otherwise, and the kernel's index has its own format
+    /// (origin file handles).
+    fn copy_up_other_names(&self, key: Ino, src: &LowerRef) -> Result<()> {
+        let upper = self.upper()?;
+        for path in self.lowers[src.layer].hard_links(&src.path)? {
+            if path == src.path {
+                continue;
+            }
+            let Some((dir, name)) = path.split_last() else {
+                continue;
+            };
+            let Some(parent) = self.merged_dir(&dir)? else {
+                continue;
+            };
+            let r = match self.resolve(parent, name) {
+                Ok(r) => r,
+                Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e),
+            };
+            if r.key != key || r.place.upper {
+                continue;
+            }
+            self.copy_up(parent)?;
+            let pfd = self.upper_dir(parent)?;
+            upper.link_from_index(key, &pfd, name)?;
+        }
+        Ok(())
+    }
+
+    /// The node of directory `path` of the merged tree, entered without a lookup count;
+    /// `None` when the path is no directory there.
+    fn merged_dir(&self, path: &LayerPath) -> Result<Option<Ino>> {
+        let mut ino = ROOT;
+        for comp in path.components() {
+            let r = match self.resolve(ino, comp) {
+                Ok(r) if r.kind == FileKind::Directory => r,
+                Ok(_) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            ino = self
+                .table
+                .lock()
+                .expect("table")
+                .intern(ino, comp.to_os_string(), r.kind, r.key, r.place, false)
+                .0;
+        }
+        Ok(Some(ino))
     }
 
     /// Copies the data of a metadata-only copy-up into its upper file.

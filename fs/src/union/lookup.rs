@@ -16,11 +16,13 @@ use crate::layer::{LayerPath, Lookup, WHITEOUT_PREFIX};
 use crate::upper::{Upper, UpperEntry};
 
 impl Union {
-    /// Looks `name` up in a stack of lower directories.
+    /// Looks `name` up in a stack of lower directories. A lower directory with a redirect (a
+    /// renamed directory of an upper that became a layer) continues at the place it names in
+    /// the layers below it, as kernel overlayfs follows redirects in lower layers.
     fn lower_lookup(&self, stack: &[LowerRef], name: &OsStr) -> Result<LowerHit> {
         let mut top: Option<(Attr, LowerRef)> = None;
         let mut dirs = Vec::new();
-        for r in stack {
+        for (i, r) in stack.iter().enumerate() {
             match self.lowers[r.layer].lookup(&r.path, name)? {
                 Lookup::Missing => continue,
                 Lookup::Whiteout => break,
@@ -38,9 +40,16 @@ impl Union {
                     if !is_dir {
                         break;
                     }
-                    dirs.push(here);
+                    dirs.push(here.clone());
                     if opaque {
                         break;
+                    }
+                    let below = r.layer + 1;
+                    if below < self.lowers.len() {
+                        if let Some(to) = self.lowers[r.layer].redirect(&here.path)? {
+                            dirs.extend(self.follow_redirect(&stack[i + 1..], below, &to)?);
+                            break;
+                        }
                     }
                 }
             }
@@ -59,15 +68,30 @@ impl Union {
         ))
     }
 
-    /// The lower directories a redirect (an absolute lower path) leads to.
-    fn redirect_stack(&self, path: &[u8]) -> Result<Vec<LowerRef>> {
-        let mut stack: Vec<LowerRef> = (0..self.lowers.len())
-            .map(|layer| LowerRef {
-                layer,
-                path: LayerPath::root(),
-            })
-            .collect();
-        for comp in LayerPath::from_bytes(path).components() {
+    /// The directories of layers `below..` a redirect leads to: an absolute path is walked
+    /// from the root of those layers; a bare name (the kernel writes one for a rename within
+    /// the same directory) is looked up in the rest of the parent's stack, `siblings`.
+    fn follow_redirect(
+        &self,
+        siblings: &[LowerRef],
+        below: usize,
+        redirect: &[u8],
+    ) -> Result<Vec<LowerRef>> {
+        let mut stack: Vec<LowerRef> = if redirect.starts_with(b"/") {
+            (below..self.lowers.len())
+                .map(|layer| LowerRef {
+                    layer,
+                    path: LayerPath::root(),
+                })
+                .collect()
+        } else {
+            siblings
+                .iter()
+                .filter(|r| r.layer >= below)
+                .cloned()
+                .collect()
+        };
+        for comp in LayerPath::from_bytes(redirect).components() {
             match self.lower_lookup(&stack, comp)? {
                 LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
                     stack = dirs
@@ -89,9 +113,9 @@ impl Union {
             return Err(Errno::ENOTDIR);
         }
         let pplace = &pnode.place;
-        if let (true, Some(upper)) = (pplace.upper, &self.upper) {
+        if pplace.upper && self.upper.is_some() {
             let pfd = self.upper_dir(parent)?;
-            match upper.entry(pfd.as_fd(), name)? {
+            match Upper::entry(pfd.as_fd(), name)? {
                 Some(e) if e.whiteout => return Err(Errno::ENOENT),
                 Some(e) => return self.resolve_upper(e, name, pplace),
                 None => {
@@ -142,7 +166,7 @@ impl Union {
         if e.attr.kind == FileKind::Directory {
             if !e.opaque {
                 place.lower_dirs = match e.redirect {
-                    Some(path) => self.redirect_stack(&path)?.into(),
+                    Some(to) => self.follow_redirect(&pplace.lower_dirs, 0, &to)?.into(),
                     None => match self.lower_lookup(&pplace.lower_dirs, name)? {
                         LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
                             dirs.into()

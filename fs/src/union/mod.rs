@@ -6,7 +6,9 @@
 //!   parent; a whiteout ends the search, an opaque directory ends the merge below it, a
 //!   non-directory ends it too;
 //! - a directory renamed in the upper carries a redirect to its lower path, and its lower
-//!   directories are found through it (the kernel's `redirect_dir`);
+//!   directories are found through it (the kernel's `redirect_dir`); a redirect found in a
+//!   lower layer (an upper that became a layer) is followed in the layers below it, as the
+//!   kernel follows one, an absolute path from their root or a bare name in the same parent;
 //! - merged listings put the upper first, then each lower, dropping names already seen and
 //!   names whited out above;
 //! - every change copies the file up first (`copy_up.rs`); chmod/chown/utimens/xattr
@@ -342,7 +344,6 @@ impl Union {
     /// Whether an xattr name is the filesystem's own bookkeeping, never shown or changed
     /// through the mount.
     pub fn is_private_xattr(&self, key: &OsStr) -> bool {
-        upper::is_bookkeeping_xattr(key)
-            || (self.read_override && key.as_encoded_bytes() == upper::OVERRIDE_STAT.as_bytes())
+        upper::is_bookkeeping_xattr(key, self.read_override)
     }
 }

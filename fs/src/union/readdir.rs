@@ -11,7 +11,7 @@ use crate::attr::FileKind;
 use crate::errno::{Errno, Result};
 use crate::inode::{stable_ino, Ino, Node, ROOT};
 use crate::layer::LayerDirEntry;
-use crate::upper::UpperDirEntry;
+use crate::upper::{Upper, UpperDirEntry};
 
 impl Union {
     /// The merged listing of a directory, upper first, without whiteouts and duplicates.
@@ -25,7 +25,7 @@ impl Union {
         let p = &node.place;
         if let (true, Some(upper)) = (p.upper, &self.upper) {
             let dir = self.upper_dir(ino)?;
-            for e in upper.read_dir(dir.as_fd(), ino == ROOT)? {
+            for e in Upper::read_dir(dir.as_fd(), ino == ROOT)? {
                 match e {
                     UpperDirEntry::Whiteout(name) => {
                         hidden.insert(name);

@@ -447,3 +447,91 @@ fn hard_link_outlives_the_forget_of_a_directory_it_was_named_in() {
         0o600
     );
 }
+
+/// A read-only union of `tops` (top first) over the fixture's two layers.
+fn stacked(f: &Fixture, tops: &[&str]) -> Union {
+    let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
+    for name in tops.iter().chain(&["top", "bottom"]) {
+        lowers.push(Arc::new(
+            DirLayer::open(&f.dir.path().join(name), 64).unwrap(),
+        ));
+    }
+    Union::new(UnionConfig {
+        lowers,
+        upper: None,
+        ids: IdMapper::default(),
+        read_override: false,
+        fd_cache: 64,
+    })
+}
+
+#[test]
+fn renamed_directory_keeps_its_content_once_the_upper_is_a_lower() {
+    let f = fixture();
+    let n = f
+        .union
+        .create(ROOT, OsStr::new("n"), NewKind::Directory, 0o755, me())
+        .unwrap()
+        .0
+        .attr
+        .ino;
+    f.union
+        .rename(ROOT, OsStr::new("d"), n, OsStr::new("moved"), 0)
+        .unwrap();
+    let below = stacked(&f, &["upper"]);
+    let n = below.lookup(ROOT, OsStr::new("n")).unwrap().attr.ino;
+    let m = below.lookup(n, OsStr::new("moved")).unwrap().attr.ino;
+    assert_eq!(names(&below, m), ["x", "y"]);
+    assert_eq!(
+        below.lookup(ROOT, OsStr::new("d")).unwrap_err(),
+        Errno::ENOENT
+    );
+}
+
+#[test]
+fn relative_redirect_in_a_lower_is_a_name_in_the_same_parent() {
+    let f = fixture();
+    // As the kernel writes `mv d e` in the upper of a userxattr mount.
+    let rel = f.dir.path().join("rel");
+    fs::create_dir_all(rel.join("e")).unwrap();
+    fs::write(rel.join("e/own"), "o").unwrap();
+    let e = fs::File::open(rel.join("e")).unwrap();
+    host::set_xattr(
+        e.as_fd(),
+        None,
+        OsStr::new("user.overlay.redirect"),
+        b"d",
+        0,
+    )
+    .unwrap();
+    let u = stacked(&f, &["rel"]);
+    let e = u.lookup(ROOT, OsStr::new("e")).unwrap().attr.ino;
+    assert_eq!(names(&u, e), ["own", "x", "y"]);
+}
+
+#[test]
+fn first_copy_up_of_a_hard_link_puts_every_shown_name_in_the_upper() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    let bottom = f.dir.path().join("bottom");
+    fs::write(bottom.join("h1"), "old").unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("d/h2")).unwrap();
+    fs::hard_link(bottom.join("h1"), bottom.join("o/h3")).unwrap(); // hidden: `o` is opaque
+                                                                    // Nothing was looked up yet: the layers have no listing of these directories cached.
+    let h1 = f.union.lookup(ROOT, OsStr::new("h1")).unwrap().attr.ino;
+    let (fh, _) = f.union.open(h1, libc::O_WRONLY).unwrap();
+    f.union.write(fh, 0, b"new").unwrap();
+    f.union.release(fh);
+    let up = f.dir.path().join("upper");
+    let ino = |p: &str| fs::metadata(up.join(p)).unwrap().ino();
+    assert_eq!(
+        ino("h1"),
+        ino("d/h2"),
+        "both shown names are one upper file"
+    );
+    assert!(
+        !up.join("o/h3").exists(),
+        "a name the union hides stays out"
+    );
+    assert_eq!(fs::read(up.join("d/h2")).unwrap(), b"new");
+}

@@ -21,8 +21,12 @@
 //!   link count for the union one (the kernel's `overlay.nlink`, as a signed difference);
 //! - `user.containers.override_stat`: `uid:gid:mode` a rootless user could not set on the
 //!   host (the containers/storage convention);
-//! - `WORK/index/<ino>`: a hard link to every copied-up file that had several lower names,
-//!   so that its other names copy up to the same inode (the kernel's `index`).
+//! - `WORK/strata-index/<ino>` ([`INDEX_DIR`]): a hard link to every copied-up file that
+//!   had several lower names, so that its other names copy up to the same inode (the
+//!   kernel's `index`, but not in `WORK/index`: the kernel refuses to mount with `index=on`
+//!   over entries not named by its origin file handles). The other names the union shows are
+//!   linked into the upper at the first copy-up, so the upper alone holds the link group.
+//!   Entries an earlier strata kept in `WORK/index` move at [`Upper::open`].
 //!
 //! New entries are built in the work directory and renamed into place, so a crash never
 //! leaves a half-copied file visible.
@@ -42,7 +46,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
-use crate::layer::{LayerFile, WHITEOUT_PREFIX};
+use crate::layer::{LayerFile, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 mod entry_ref;
 
@@ -67,11 +71,17 @@ const PRIVATE_XATTR_PREFIXES: [&[u8]; 6] = [
     b"trusted.fuseoverlayfs.",
 ];
 
-/// Whether `key` is one of the bookkeeping xattrs of an upper (or of a kernel-format layer).
-pub fn is_bookkeeping_xattr(key: &OsStr) -> bool {
+/// Whether `key` is one of the bookkeeping xattrs of an upper (or of a kernel-format layer),
+/// never part of a file's content; with `override_stat` (a mount that reads it), the
+/// override xattr too.
+pub fn is_bookkeeping_xattr(key: &OsStr, override_stat: bool) -> bool {
     let k = key.as_bytes();
     PRIVATE_XATTR_PREFIXES.iter().any(|p| k.starts_with(p))
+        || (override_stat && k == OVERRIDE_STAT.as_bytes())
 }
+
+/// Where our hard-link index lives in the work directory.
+pub const INDEX_DIR: &str = "strata-index";
 
 /// Ownership a rootless mount could not set on the host: `uid`, `gid`, permission bits.
 pub type Override = (u32, u32, u32);
@@ -147,7 +157,8 @@ pub struct Owner {
 }
 
 impl Upper {
-    /// Opens the upper and work directories; creates `WORK/index`.
+    /// Opens the upper and work directories; creates [`INDEX_DIR`] (and moves into it the
+    /// entries an earlier strata kept in `WORK/index`).
     pub fn open(
         upper: &Path,
         work: &Path,
@@ -163,16 +174,17 @@ impl Upper {
         };
         let root = open(upper)?;
         let work_fd = open(work)?;
-        match rustix::fs::mkdirat(&work_fd, "index", Mode::from_raw_mode(0o700)) {
+        match rustix::fs::mkdirat(&work_fd, INDEX_DIR, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(e.into()),
         }
         let index = rustix::fs::openat(
             &work_fd,
-            "index",
+            INDEX_DIR,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        move_old_index_entries(&work_fd, &index)?;
         Ok(Upper {
             root: Arc::new(root),
             work: Arc::new(work_fd),
@@ -291,8 +303,11 @@ impl Upper {
     // ---- reading the format ----
 
     /// Reads everything the format says about entry `name` of `dir`: one `lstat` and one
-    /// xattr listing (then only the xattrs listed are read). `None` when there is no entry.
-    pub fn entry(&self, dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<UpperEntry>> {
+    /// xattr listing (then only the xattrs listed are read); a directory not marked opaque
+    /// by xattr is also probed for fuse-overlayfs's opaque marker file, which it writes
+    /// where xattrs fail. `None` when there is no entry. The one reader of an upper entry:
+    /// the union's lookups and the changes walk both ask it.
+    pub fn entry(dir: BorrowedFd<'_>, name: &OsStr) -> Result<Option<UpperEntry>> {
         let Some(attr) = host::stat_at(dir, name)? else {
             return Ok(None);
         };
@@ -329,6 +344,17 @@ impl Upper {
                 _ => {}
             }
         }
+        if attr.kind == FileKind::Directory && !e.opaque {
+            let mut marker = name.as_bytes().to_vec();
+            marker.push(b'/');
+            marker.extend_from_slice(OPAQUE_MARKER);
+            e.opaque = match rustix::fs::statat(dir, marker.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(_) => true,
+                // No marker, or a directory we may not search: not marked.
+                Err(rustix::io::Errno::NOENT | rustix::io::Errno::ACCESS) => false,
+                Err(err) => return Err(err.into()),
+            };
+        }
         Ok(Some(e))
     }
 
@@ -361,7 +387,7 @@ impl Upper {
 
     /// Lists an upper directory with whiteouts (both formats) decoded; `root` leaves out
     /// the temporary names of an upper that is also its work directory.
-    pub fn read_dir(&self, dir: BorrowedFd<'_>, root: bool) -> Result<Vec<UpperDirEntry>> {
+    pub fn read_dir(dir: BorrowedFd<'_>, root: bool) -> Result<Vec<UpperDirEntry>> {
         let mut out = Vec::new();
         for e in host::read_dir(dir)? {
             if let Some(target) = crate::layer::oci_whiteout_target(&e.name) {
@@ -699,6 +725,35 @@ impl Upper {
         }
         Ok(())
     }
+}
+
+/// Moves the index entries an earlier strata kept in `WORK/index` to [`INDEX_DIR`]: ours
+/// are named by a union inode number in hex (at most 16 digits), the kernel's by a file
+/// handle (at least 42), which stay.
+fn move_old_index_entries(work: &OwnedFd, index: &OwnedFd) -> std::io::Result<()> {
+    let old = match rustix::fs::openat(
+        work,
+        "index",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let entries =
+        host::read_dir(old.as_fd()).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
+    for e in entries {
+        let name = e.name.as_bytes();
+        if name.is_empty() || name.len() > 16 || !name.iter().all(u8::is_ascii_hexdigit) {
+            continue;
+        }
+        match rustix::fs::renameat_with(&old, &e.name, index, &e.name, RenameFlags::NOREPLACE) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// `.wh.NAME`, or `None` when that would exceed NAME_MAX.

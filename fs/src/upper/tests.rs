@@ -59,7 +59,9 @@ fn entry_reads_what_the_typed_operations_wrote() {
         may_override: true,
     };
     upper.copy_in(copy, &root, OsStr::new("f")).unwrap();
-    let e = upper.entry(root.as_fd(), OsStr::new("f")).unwrap().unwrap();
+    let e = Upper::entry(root.as_fd(), OsStr::new("f"))
+        .unwrap()
+        .unwrap();
     assert!(e.metacopy && !e.whiteout && !e.opaque);
     assert_eq!((e.origin_ino, e.nlink_diff), (Some(42), Some(1)));
     assert_eq!((e.attr.perm, e.attr.size, e.attr.mtime.sec), (0o640, 5, 20));
@@ -77,21 +79,33 @@ fn entry_reads_what_the_typed_operations_wrote() {
     upper
         .set_redirect(root.as_fd(), OsStr::new("d"), b"old/d")
         .unwrap();
-    let d = upper.entry(root.as_fd(), OsStr::new("d")).unwrap().unwrap();
+    let d = Upper::entry(root.as_fd(), OsStr::new("d"))
+        .unwrap()
+        .unwrap();
     assert!(d.opaque);
     assert_eq!(d.redirect.as_deref(), Some(&b"/old/d"[..]));
 
     upper
         .create_whiteout(root.as_fd(), OsStr::new("gone"))
         .unwrap();
-    let listed = upper.read_dir(root.as_fd(), true).unwrap();
+    let listed = Upper::read_dir(root.as_fd(), true).unwrap();
     assert!(listed
         .iter()
         .any(|e| matches!(e, UpperDirEntry::Whiteout(n) if n == "gone")));
-    assert!(upper
-        .entry(root.as_fd(), OsStr::new("missing"))
+    assert!(Upper::entry(root.as_fd(), OsStr::new("missing"))
         .unwrap()
         .is_none());
+    // fuse-overlayfs marks a directory opaque with a marker file where xattrs fail.
+    std::fs::create_dir(tmp.path().join("upper/m")).unwrap();
+    let m = Upper::entry(root.as_fd(), OsStr::new("m"))
+        .unwrap()
+        .unwrap();
+    assert!(!m.opaque);
+    std::fs::write(tmp.path().join("upper/m/.wh..wh..opq"), "").unwrap();
+    let m = Upper::entry(root.as_fd(), OsStr::new("m"))
+        .unwrap()
+        .unwrap();
+    assert!(m.opaque);
 }
 
 #[test]
@@ -101,7 +115,25 @@ fn bookkeeping_xattrs_are_recognised() {
         "user.overlay.redirect",
         "user.strata.ino",
     ] {
-        assert!(is_bookkeeping_xattr(OsStr::new(key)), "{key}");
+        assert!(is_bookkeeping_xattr(OsStr::new(key), false), "{key}");
     }
-    assert!(!is_bookkeeping_xattr(OsStr::new("user.k")));
+    assert!(!is_bookkeeping_xattr(OsStr::new("user.k"), true));
+    assert!(!is_bookkeeping_xattr(OsStr::new(OVERRIDE_STAT), false));
+    assert!(is_bookkeeping_xattr(OsStr::new(OVERRIDE_STAT), true));
+}
+
+#[test]
+fn index_entries_of_an_earlier_strata_move_out_of_the_kernels_index_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+    std::fs::create_dir_all(work.join("index")).unwrap();
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::write(work.join("index/20000009a01b8"), "ours").unwrap();
+    let kernel = "00fb2100".to_string() + &"ab".repeat(30);
+    std::fs::write(work.join("index").join(&kernel), "the kernel's").unwrap();
+    Upper::open(&upper, &work, false, false).unwrap();
+    let moved = work.join(INDEX_DIR).join("20000009a01b8");
+    assert_eq!(std::fs::read_to_string(moved).unwrap(), "ours");
+    assert!(!work.join("index/20000009a01b8").exists());
+    assert!(work.join("index").join(&kernel).exists());
 }

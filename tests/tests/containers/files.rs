@@ -32,6 +32,39 @@ fn diff_lists_added_changed_and_deleted_paths() {
     env.run(&["rm", "changes"]).ok();
 }
 
+/// Regression: after `mv /etc /etc2` (a renamed image directory: a redirect in the upper),
+/// `diff` listed `A /etc2` and none of its children. As docker: the new path and every child
+/// added, the old path deleted, and nothing else.
+#[test]
+fn diff_of_a_renamed_image_directory_lists_every_child() {
+    if !have_root("diff_of_a_renamed_image_directory_lists_every_child") {
+        return;
+    }
+    let env = Env::new();
+    let found = env
+        .run(&[
+            "run",
+            "--name",
+            "moved",
+            "demo",
+            "sh",
+            "-c",
+            "mv /etc /etc2 && find /etc2",
+        ])
+        .ok();
+    let mut want: Vec<String> = found.lines().map(|p| format!("A {p}")).collect();
+    assert!(
+        want.contains(&"A /etc2/passwd".to_string()),
+        "the image's /etc has no passwd: {found}"
+    );
+    want.push("D /etc".to_string());
+    // By path, as diff sorts.
+    want.sort_by(|a, b| a[2..].cmp(&b[2..]));
+    let diff = env.run(&["diff", "moved"]).ok();
+    assert_eq!(diff.lines().collect::<Vec<_>>(), want);
+    env.run(&["rm", "moved"]).ok();
+}
+
 #[test]
 fn cp_both_ways_running_and_stopped() {
     if !have_root("cp_both_ways_running_and_stopped") {

@@ -478,7 +478,7 @@ fn old_archive(members: &[Member<'_>]) -> Vec<u8> {
 #[test]
 fn old_docker_archives_load_with_linked_and_gzipd_layers() {
     use strata_tests::fixture::LayerBuilder;
-    use strata_tests::oci::{busybox_layer, digest, host_architecture, Compression};
+    use strata_tests::oci::{busybox_layer, compress, digest, host_architecture, Compression};
     let env = env();
     let base = busybox_layer().unwrap().tar_bytes(1_700_000_000).unwrap();
     let hello = LayerBuilder::new()
@@ -508,7 +508,7 @@ fn old_docker_archives_load_with_linked_and_gzipd_layers() {
         {"Config": second_json, "RepoTags": null, "Layers": ["aaa/layer.tar"]},
     ]);
     let tar = old_archive(&[
-        Member::File("aaa/layer.tar", Compression::Gzip.compress(&base).unwrap()),
+        Member::File("aaa/layer.tar", compress(Compression::Gzip, &base).unwrap()),
         Member::File("aaa/VERSION", b"1.0".to_vec()),
         Member::File("bbb/layer.tar", hello),
         Member::File("ccc/layer.tar", empty),
@@ -518,7 +518,7 @@ fn old_docker_archives_load_with_linked_and_gzipd_layers() {
         Member::File("repositories", br#"{"old/first":{"v1":"bbb"}}"#.to_vec()),
         Member::File("manifest.json", serde_json::to_vec(&manifest).unwrap()),
     ]);
-    let gz = Compression::Gzip.compress(&tar).unwrap();
+    let gz = compress(Compression::Gzip, &tar).unwrap();
     let out = crate::containers::run_input(&env.strata, &["load"], &gz).ok();
     assert_eq!(
         out,

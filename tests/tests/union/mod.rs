@@ -6,6 +6,7 @@
 
 mod corners;
 mod daemon;
+mod fidelity;
 mod rootless;
 mod suite;
 

@@ -527,3 +527,23 @@ fn an_index_serves_any_data_source() {
         Err(IndexError::BadIndex { .. })
     ));
 }
+
+#[test]
+fn hard_link_group_is_found_by_the_walk() {
+    let tar = Tar::new()
+        .file("a/f", "data")
+        .hardlink("a/h", "a/f")
+        .hardlink("b/h2", "a/f")
+        .file("a/other", "x")
+        .bytes();
+    let (_dir, layer) = open(&tar);
+    let mut group: Vec<Vec<u8>> = layer
+        .hard_links(&p("b/h2"))
+        .unwrap()
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    group.sort();
+    assert_eq!(group, [&b"a/f"[..], b"a/h", b"b/h2"]);
+    assert_eq!(layer.hard_links(&p("a/other")).unwrap(), [p("a/other")]);
+}

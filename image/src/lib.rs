@@ -1,0 +1,34 @@
+//! strata's images: everything between a reference typed on the command line and the layer
+//! index directories a union mounts. No printing and no terminal here: pulls report through
+//! [`pull::PullObserver`], failures are one [`Error`] whose variants name the failing step.
+//!
+//! ```text
+//!   pull ───────────────┐            (resolve, choose a platform, fetch layers 3 at a time)
+//!    │                   ▼
+//!    ├─> registry ──> reference, oci, digest     (HTTP client, auth challenges, credentials)
+//!    ▼
+//!   store ──> oci, digest, reference             (OCI layout: index.json, blobs/, layers/)
+//!    ├─ table     index.json as a table of images and their tags
+//!    ├─ image     an entry's manifest and config; docker's lookup by tag, digest, ID
+//!    ├─ ingest    one blob streamed in, resumed, verified (trait BlobSource)
+//!    ├─ layers    a blob's layer index, built by strata-fs in the same pass
+//!    ├─ gc, in_use, lock, fsutil, demo
+//!   archive ──> store                         (save: docker + OCI layout in one tar; load)
+//!    ▼
+//!   strata-fs (the layer indexer)
+//! ```
+//!
+//! Traits: [`store::ingest::BlobSource`] (where a blob's bytes come from: the registry, a
+//! test), [`pull::PullObserver`] and [`pull::LayerObserver`] (progress, implemented by the
+//! binary).
+
+pub mod archive;
+pub mod digest;
+mod error;
+pub mod oci;
+pub mod pull;
+pub mod reference;
+pub mod registry;
+pub mod store;
+
+pub use error::{Error, Result};
