@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use crate::attr::FileKind;
 use crate::host::SharedFd;
-use crate::layer::LayerPath;
 
 /// A union inode number.
 pub type Ino = u64;
@@ -37,12 +36,7 @@ pub fn stable_ino(slot: usize, host_ino: u64) -> Ino {
     ((slot as u64 + 1) << SLOT_SHIFT) | host
 }
 
-/// A directory of a lower layer that a merged directory includes, or a lower file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LowerRef {
-    pub layer: usize,
-    pub path: LayerPath,
-}
+pub use crate::layer::stack::LowerRef;
 
 /// Where a node's file lives: the part of the node that lookups refresh.
 #[derive(Clone, Debug, Default)]

@@ -17,9 +17,10 @@
 //!   *changed* too when the copy is in the upper or differs from the lower, and every merged
 //!   name of a lower inode the result holds is listed.
 //!
-//! Lower layers are read through [`Layer::lookup`] and [`Layer::read_dir`] (their whiteouts
-//! and opaque markers decoded there), the upper through [`Upper::read_dir`] and
-//! [`Upper::entry`], the union's own readers of the upper's format.
+//! Names are looked up in the lowers by [`crate::layer::stack`], as the union looks them up
+//! (whiteouts, opaque directories, redirects in lower layers), and listed with
+//! [`Layer::read_dir`]; the upper is read through [`Upper::read_dir`] and [`Upper::entry`],
+//! the union's own readers of the upper's format.
 //! [`ChangeSet::write_tar`] (`writer.rs`) turns the list into an OCI layer: `.wh.NAME` for a
 //! deletion (named by [`crate::upper::whiteout_file_name`], the rootless upper's encoder;
 //! [`crate::layer::oci_whiteout_target`] and the index builder decode it), `.wh..wh..opq`
@@ -43,7 +44,8 @@ use crate::attr::{Attr, FileKind};
 use crate::errno::Errno;
 use crate::host;
 use crate::inode::stable_ino;
-use crate::layer::{Layer, LayerDirEntry, LayerPath, Lookup};
+use crate::layer::stack::{self, LowerHit as Hit};
+use crate::layer::{Layer, LayerDirEntry, LayerPath};
 use crate::upper::{Upper, UpperDirEntry, UpperEntry};
 
 /// How a path changed.
@@ -66,11 +68,7 @@ impl ChangeKind {
 }
 
 /// A lower entry: the layer (index into the lowers, top first) and its path there.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LowerEntry {
-    pub layer: usize,
-    pub path: LayerPath,
-}
+pub type LowerEntry = crate::layer::stack::LowerRef;
 
 /// Where a changed entry's metadata and contents are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -216,12 +214,7 @@ pub fn changes(upper: &Path, work: Option<&Path>, lowers: &[Arc<dyn Layer>]) -> 
         scan: false,
         out: Vec::new(),
     };
-    let root_stack: Vec<LowerEntry> = (0..lowers.len())
-        .map(|layer| LowerEntry {
-            layer,
-            path: LayerPath::root(),
-        })
-        .collect();
+    let root_stack = stack::root_stack(lowers);
     w.dir(
         Some(upper_fd.as_fd()),
         &LayerPath::root(),
@@ -260,17 +253,6 @@ pub fn changes(upper: &Path, work: Option<&Path>, lowers: &[Arc<dyn Layer>]) -> 
     })
 }
 
-/// A name looked up in a stack of lower directories (as `Union::lower_lookup`).
-enum Hit {
-    Missing,
-    Found {
-        attr: Attr,
-        top: LowerEntry,
-        /// For a directory: the lower directories merged into it, top first.
-        dirs: Vec<LowerEntry>,
-    },
-}
-
 struct Walker<'a> {
     lowers: &'a [Arc<dyn Layer>],
     /// `WORK/strata-index`.
@@ -296,65 +278,28 @@ impl Walker<'_> {
         }
     }
 
+    /// `name` in a stack of lower directories, as the union looks it up.
     fn lookup(&self, stack: &[LowerEntry], name: &OsStr) -> Result<Hit> {
-        let mut top: Option<(Attr, LowerEntry)> = None;
-        let mut dirs = Vec::new();
-        for r in stack {
-            let found = self.lowers[r.layer]
-                .lookup(&r.path, name)
-                .map_err(self.lower_err(r.layer, &r.path.join(name)))?;
-            match found {
-                Lookup::Missing => continue,
-                Lookup::Whiteout => break,
-                Lookup::Found { attr, opaque } => {
-                    let here = LowerEntry {
-                        layer: r.layer,
-                        path: r.path.join(name),
-                    };
-                    let is_dir = attr.kind == FileKind::Directory;
-                    match &top {
-                        None => top = Some((attr, here.clone())),
-                        Some(_) if !is_dir => break,
-                        Some(_) => {}
-                    }
-                    if !is_dir {
-                        break;
-                    }
-                    dirs.push(here);
-                    if opaque {
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(match top {
-            Some((attr, top)) => Hit::Found { attr, top, dirs },
-            None => Hit::Missing,
-        })
+        stack::lookup(self.lowers, stack, name)
+            .map_err(|source| self.stack_err(stack, name, source))
     }
 
-    /// The lower directories a redirect leads to: an absolute lower path, or (as the
-    /// kernel writes for a rename inside one directory) a name in the parent's lowers.
+    /// The lower directories a redirect of an upper directory leads to: an absolute lower
+    /// path, or (as the kernel writes for a rename inside one directory) a name in the
+    /// parent's lowers.
     fn redirect(&self, value: &[u8], parent: &[LowerEntry]) -> Result<Vec<LowerEntry>> {
-        let (mut stack, path) = match value.first() {
-            Some(b'/') => (
-                (0..self.lowers.len())
-                    .map(|layer| LowerEntry {
-                        layer,
-                        path: LayerPath::root(),
-                    })
-                    .collect(),
-                LayerPath::from_bytes(value),
-            ),
-            _ => (parent.to_vec(), LayerPath::from_bytes(value)),
-        };
-        for name in path.components() {
-            match self.lookup(&stack, name)? {
-                Hit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => stack = dirs,
-                _ => return Ok(Vec::new()),
-            }
+        stack::follow_redirect(self.lowers, parent, 0, value)
+            .map_err(|source| self.stack_err(parent, OsStr::from_bytes(value), source))
+    }
+
+    /// A lookup in `stack` failed: named by the top layer of the stack and the path.
+    fn stack_err(&self, stack: &[LowerEntry], name: &OsStr, source: Errno) -> ChangesError {
+        let top = stack.first();
+        ChangesError::Lower {
+            layer: top.map_or(0, |r| r.layer),
+            path: lossy(&top.map(|r| r.path.clone()).unwrap_or_default().join(name)),
+            source,
         }
-        Ok(stack)
     }
 
     /// The names a stack of lower directories shows, without whiteouts, sorted.

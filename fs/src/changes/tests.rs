@@ -590,3 +590,22 @@ fn owners_are_written_as_the_mount_maps_them() {
     let (_, e) = tar.iter().find(|(p, _)| p == "f").unwrap();
     assert_eq!((e.uid, e.gid), (0, 5));
 }
+
+#[test]
+fn a_lower_redirect_is_followed_as_the_union_follows_it() {
+    // `e` was renamed from `d` in an upper that became the top layer (the kernel's bare
+    // name for a rename in one directory): its content is the bottom layer's `d`.
+    let f = fixture(&[&[("e", None)], &[("d/x", Some("old")), ("d/y", Some("y"))]]);
+    let e = fs::File::open(f.dir.path().join("l0/e")).unwrap();
+    crate::host::set_xattr(
+        std::os::fd::AsFd::as_fd(&e),
+        None,
+        OsStr::new("user.overlay.redirect"),
+        b"d",
+        0,
+    )
+    .unwrap();
+    f.write("e/x", b"new");
+    // Over the same lowers, `e/x` existed: changed, not added; `e` keeps its lower content.
+    assert_eq!(lines(&f.changes()), ["C /e", "C /e/x"]);
+}

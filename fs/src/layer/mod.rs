@@ -21,6 +21,7 @@ mod dir;
 mod file;
 pub mod index;
 mod mem;
+pub mod stack;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -7,57 +7,20 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use super::{Entry, Location, LowerHit, Resolved, Union};
+use super::{Entry, Location, Resolved, Union};
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host;
-use crate::inode::{stable_ino, Ino, LowerRef, Node, Placement};
-use crate::layer::{LayerPath, Lookup, WHITEOUT_PREFIX};
+use crate::inode::{stable_ino, Ino, Node, Placement};
+use crate::layer::stack::{self, LowerHit, LowerRef};
+use crate::layer::WHITEOUT_PREFIX;
 use crate::upper::{Upper, UpperEntry};
 
 impl Union {
-    /// Looks `name` up in a stack of lower directories. A lower directory with a redirect (a
-    /// renamed directory of an upper that became a layer) continues at the place it names in
-    /// the layers below it, as kernel overlayfs follows redirects in lower layers.
+    /// Looks `name` up in a stack of lower directories ([`stack::lookup`]: whiteouts,
+    /// opaque directories and lower redirects honoured).
     fn lower_lookup(&self, stack: &[LowerRef], name: &OsStr) -> Result<LowerHit> {
-        let mut top: Option<(Attr, LowerRef)> = None;
-        let mut dirs = Vec::new();
-        for (i, r) in stack.iter().enumerate() {
-            match self.lowers[r.layer].lookup(&r.path, name)? {
-                Lookup::Missing => continue,
-                Lookup::Whiteout => break,
-                Lookup::Found { attr, opaque } => {
-                    let here = LowerRef {
-                        layer: r.layer,
-                        path: r.path.join(name),
-                    };
-                    let is_dir = attr.kind == FileKind::Directory;
-                    match &top {
-                        None => top = Some((attr, here.clone())),
-                        Some(_) if !is_dir => break,
-                        Some(_) => {}
-                    }
-                    if !is_dir {
-                        break;
-                    }
-                    dirs.push(here.clone());
-                    if opaque {
-                        break;
-                    }
-                    let below = r.layer + 1;
-                    if below < self.lowers.len() {
-                        if let Some(to) = self.lowers[r.layer].redirect(&here.path)? {
-                            dirs.extend(self.follow_redirect(&stack[i + 1..], below, &to)?);
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(match top {
-            Some((attr, top)) => LowerHit::Found { attr, top, dirs },
-            None => LowerHit::Missing,
-        })
+        stack::lookup(&self.lowers, stack, name)
     }
 
     /// Whether any lower entry shows under `name` in a directory whose lowers are `stack`.
@@ -66,40 +29,6 @@ impl Union {
             self.lower_lookup(stack, name)?,
             LowerHit::Found { .. }
         ))
-    }
-
-    /// The directories of layers `below..` a redirect leads to: an absolute path is walked
-    /// from the root of those layers; a bare name (the kernel writes one for a rename within
-    /// the same directory) is looked up in the rest of the parent's stack, `siblings`.
-    fn follow_redirect(
-        &self,
-        siblings: &[LowerRef],
-        below: usize,
-        redirect: &[u8],
-    ) -> Result<Vec<LowerRef>> {
-        let mut stack: Vec<LowerRef> = if redirect.starts_with(b"/") {
-            (below..self.lowers.len())
-                .map(|layer| LowerRef {
-                    layer,
-                    path: LayerPath::root(),
-                })
-                .collect()
-        } else {
-            siblings
-                .iter()
-                .filter(|r| r.layer >= below)
-                .cloned()
-                .collect()
-        };
-        for comp in LayerPath::from_bytes(redirect).components() {
-            match self.lower_lookup(&stack, comp)? {
-                LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
-                    stack = dirs
-                }
-                _ => return Ok(Vec::new()),
-            }
-        }
-        Ok(stack)
     }
 
     /// Resolves `name` in directory `parent` without entering it in the table.
@@ -166,7 +95,9 @@ impl Union {
         if e.attr.kind == FileKind::Directory {
             if !e.opaque {
                 place.lower_dirs = match e.redirect {
-                    Some(to) => self.follow_redirect(&pplace.lower_dirs, 0, &to)?.into(),
+                    Some(to) => {
+                        stack::follow_redirect(&self.lowers, &pplace.lower_dirs, 0, &to)?.into()
+                    }
                     None => match self.lower_lookup(&pplace.lower_dirs, name)? {
                         LowerHit::Found { attr, dirs, .. } if attr.kind == FileKind::Directory => {
                             dirs.into()

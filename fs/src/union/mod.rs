@@ -58,7 +58,8 @@ use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
 use crate::ids::IdMapper;
 use crate::inode::{Ino, InodeTable, LowerRef, Node, Placement, ROOT};
-use crate::layer::{Layer, LayerPath};
+use crate::layer::stack;
+use crate::layer::Layer;
 use crate::upper::{self, Override, Upper, UpperRef};
 
 /// How a union is put together.
@@ -93,18 +94,6 @@ enum Handle {
     File(Arc<OpenFile>),
     /// A directory; its listing once read.
     Dir(Option<Arc<Vec<DirEntry>>>),
-}
-
-/// The result of looking a name up in a stack of lower directories.
-enum LowerHit {
-    Missing,
-    Found {
-        attr: Attr,
-        /// The topmost entry.
-        top: LowerRef,
-        /// For a directory: every lower directory merged into it, top first.
-        dirs: Vec<LowerRef>,
-    },
 }
 
 /// A name resolved to where its file lives, before it is entered in the table.
@@ -154,12 +143,7 @@ impl Union {
     pub fn new(config: UnionConfig) -> Union {
         let root = Placement {
             upper: config.upper.is_some(),
-            lower_dirs: (0..config.lowers.len())
-                .map(|layer| LowerRef {
-                    layer,
-                    path: LayerPath::root(),
-                })
-                .collect(),
+            lower_dirs: stack::root_stack(&config.lowers).into(),
             ..Placement::default()
         };
         Union {
