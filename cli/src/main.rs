@@ -76,6 +76,9 @@ enum Command {
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
+    /// Serve an image's mount (internal)
+    #[command(name = "__mount", hide = true)]
+    MountServer(commands::mount::ServeArgs),
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
@@ -257,6 +260,7 @@ fn main() {
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),
         Command::Umount(a) => commands::mount::umount(&global, a),
+        Command::MountServer(a) => commands::mount::serve(&global, a),
         Command::Ps(a) => std::process::exit(commands::ps::ps(&global, a)),
         Command::Verb(v) => std::process::exit(container_verb(&global, v)),
         Command::Container(c) => std::process::exit(container_command(&global, c)),

@@ -21,6 +21,7 @@ pub mod containers;
 pub mod create;
 mod error;
 pub mod flags;
+pub mod image_mount;
 pub mod lifecycle;
 pub mod monitor;
 pub mod names;

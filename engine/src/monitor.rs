@@ -28,12 +28,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio as ProcStdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
+use strata_fs::layer::Layer;
 use strata_image::store::Store;
 use strata_runtime::{cgroups::Cgroup, idmap, Container, Stdio};
 
@@ -592,17 +593,16 @@ fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session)
     let dir = rootfs.parent().unwrap_or(rootfs);
     let opts = {
         let mut o = MountOptions {
-            layers: layer_dirs(store, rec)?,
             upperdir: Some(dir.join("upper")),
             workdir: Some(dir.join("work")),
             // Container processes run as other users than the server.
             allow_other: true,
             ..Default::default()
         };
-        o.validate()?;
+        o.validate_upper()?;
         o
     };
-    let union = strata_fs::mount::build_union(&opts)?;
+    let union = strata_fs::mount::build_union(layers(store, rec)?, &opts)?;
     let source = format!("strata:{}", &rec.id[..12]);
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;
     session.unmounter = Some(mounted.unmounter());
@@ -745,21 +745,21 @@ pub fn cleanup_stale(store: &Store) {
     }
 }
 
-/// The layer index directories of a container's image, top first.
-pub fn layer_dirs(store: &Store, rec: &Record) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    for d in rec.diff_ids.iter().rev() {
-        let digest = strata_image::digest::Digest::parse(d)?;
-        let dir = store.layer_dir(&digest);
-        if !dir.is_dir() {
-            return Err(Error::MissingLayer {
-                diff_id: d.clone(),
-                image: rec.image.clone(),
-            });
-        }
-        dirs.push(dir);
-    }
-    Ok(dirs)
+/// The layers of a container's image as its union's lowers, top first, from the store
+/// ([`Store::open_layers`], the one opener of an image's layers).
+pub fn layers(store: &Store, rec: &Record) -> Result<Vec<Arc<dyn Layer>>> {
+    let diff_ids = rec
+        .diff_ids
+        .iter()
+        .map(|d| strata_image::digest::Digest::parse(d))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    store.open_layers(&diff_ids).map_err(|e| match e {
+        strata_image::Error::MissingLayer { diff_id } => Error::MissingLayer {
+            diff_id: diff_id.to_string(),
+            image: rec.image.clone(),
+        },
+        e => e.into(),
+    })
 }
 
 #[cfg(test)]

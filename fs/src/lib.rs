@@ -24,9 +24,10 @@
 //! that knows fuser.
 //!
 //! Building a mount from layers opened elsewhere (an image store's
-//! `Vec<Arc<dyn Layer>>`): [`Union::new`] with a [`UnionConfig`] (`lowers`, top first, and
-//! an optional [`upper::Upper`]), then [`mount::mount`]; [`mount::build_union`] does the
-//! same from `lowerdir=`/`layers=` options.
+//! `Vec<Arc<dyn Layer>>`): [`mount::build_union`] (or [`Union::new`] with a [`UnionConfig`]:
+//! `lowers`, top first, and an optional [`upper::Upper`]), then [`mount::mount`] and
+//! [`mount::Mounted::serve`]; the `strata-fs` command line opens its `lowerdir=`/`layers=`
+//! paths with [`mount::open_lowers`] first.
 
 pub mod attr;
 pub mod changes;

@@ -1,8 +1,13 @@
-//! Putting a mount together from its options: open the layers, build the union, mount it
-//! with fuser. Shared by the `strata-fs` binary and, later, the container monitor.
+//! Putting a mount together: build the union over its lowers and the options' upper, mount
+//! it with fuser, serve it. The lowers come from the caller: the `strata-fs` command line
+//! opens them from its `lowerdir=`/`layers=` paths ([`open_lowers`]); strata's engine takes
+//! them from its image store (`Store::image_layers`, `Vec<Arc<dyn Layer>>`), and so never
+//! opens an image's layers a second way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use nix::sys::signal::SigSet;
 
 use crate::fuse::StrataFs;
 use crate::layer::{DirLayer, IndexedLayer, Layer};
@@ -35,6 +40,16 @@ pub enum MountError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("starting the filesystem server {program}: {source}")]
+    StartServer {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the filesystem server {program} failed ({status})")]
+    Server {
+        program: PathBuf,
+        status: std::process::ExitStatus,
+    },
 }
 
 /// Whether this process is root in the initial user namespace: it may then use `trusted.`
@@ -66,13 +81,16 @@ fn same_fs(a: &Path, b: &Path) -> std::io::Result<bool> {
     Ok(std::fs::metadata(a)?.dev() == std::fs::metadata(b)?.dev())
 }
 
-/// Opens the layers and builds the union the options describe.
-pub fn build_union(opts: &MountOptions) -> Result<Union, MountError> {
-    let privileged = privileged();
-    let nofile = raise_nofile() as usize;
-    // Half the descriptors for caches: the upper's directories, then an equal share per lower.
-    let budget = (nofile / 2).max(64);
-    let per_lower = (budget / 2 / opts.lowerdirs.len().max(1)).max(16);
+/// The descriptors a mount may keep open in caches: half the open-file limit (raised to its
+/// hard limit). Half of that goes to the upper's directories, the rest to `DirLayer`s.
+fn fd_budget() -> usize {
+    (raise_nofile() as usize / 2).max(64)
+}
+
+/// Opens the lowers the options name, top first: the `lowerdir=` directories as
+/// [`DirLayer`]s, then the `layers=` index directories as [`IndexedLayer`]s.
+pub fn open_lowers(opts: &MountOptions) -> Result<Vec<Arc<dyn Layer>>, MountError> {
+    let per_lower = (fd_budget() / 2 / opts.lowerdirs.len().max(1)).max(16);
     let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
     for path in &opts.lowerdirs {
         let layer = DirLayer::open(path, per_lower).map_err(|source| MountError::Lower {
@@ -88,6 +106,13 @@ pub fn build_union(opts: &MountOptions) -> Result<Union, MountError> {
         })?;
         lowers.push(Arc::new(layer));
     }
+    Ok(lowers)
+}
+
+/// The union of `lowers` (top first: any layers, opened by the caller) under the options'
+/// upper and work directories, if they name them.
+pub fn build_union(lowers: Vec<Arc<dyn Layer>>, opts: &MountOptions) -> Result<Union, MountError> {
+    let privileged = privileged();
     let upper = match (&opts.upperdir, &opts.workdir) {
         (Some(u), Some(w)) => {
             let same = same_fs(u, w).map_err(|source| MountError::Upper {
@@ -114,7 +139,7 @@ pub fn build_union(opts: &MountOptions) -> Result<Union, MountError> {
         upper,
         ids: opts.ids.clone(),
         read_override: !privileged,
-        fd_cache: budget / 2,
+        fd_cache: fd_budget() / 2,
     }))
 }
 
@@ -171,6 +196,9 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
 pub struct Mounted {
     pub session: fuser::Session<StrataFs>,
     mountpoint: PathBuf,
+    /// The mount point resolved before mounting (resolving the mount's root would ask the
+    /// server itself), to find the mount in mountinfo.
+    canonical: Option<PathBuf>,
     by_fusermount: bool,
 }
 
@@ -270,6 +298,112 @@ impl Mounted {
             by_fusermount: self.by_fusermount,
         }
     }
+
+    /// Serves the mount from this process, a server of its own (the `strata-fs` daemon,
+    /// `strata mount`'s), until it is unmounted: a signal of `signals` (which the caller
+    /// blocked before starting any thread) unmounts it; once the mount has left this mount
+    /// namespace the process exits within [`UNMOUNTED_GRACE`], even if the kernel still
+    /// holds the connection. `ready` runs once all is in place.
+    pub fn serve(self, signals: SigSet, ready: impl FnOnce()) -> std::io::Result<()> {
+        // The session ends when the kernel ends the connection, which a lazy unmount with a
+        // file still open, or a copy of the mount in another namespace, can put off for as
+        // long as they live.
+        if let Some(id) = self.canonical.as_deref().and_then(mount_id) {
+            std::thread::spawn(move || {
+                wait_until_unmounted(id);
+                std::thread::sleep(UNMOUNTED_GRACE);
+                log::warn!("unmounted, but the kernel still holds the connection: exiting");
+                std::process::exit(0);
+            });
+        }
+        let mut unmounter = self.unmounter();
+        std::thread::spawn(move || {
+            if signals.wait().is_ok() {
+                let _ = unmounter.unmount();
+            }
+        });
+        ready();
+        self.session.run()
+    }
+}
+
+/// What a server started by [`start_server`] prints on stdout once its mount is ready.
+const READY: &str = "ready";
+
+/// glibc tuning for a mount's server (glibc reads it at start, so it is set in the server's
+/// environment): one malloc arena, as the inode table is shared by the serving threads and
+/// per-thread arenas only fragment it; and a fixed mmap threshold, as the dynamic one grows
+/// past fuser's 16 MiB request buffers once one is freed, after which each new buffer is
+/// carved from the heap and zeroed page by page (16 MiB resident per thread, measured).
+pub const MALLOC_TUNING: [(&str, &str); 2] = [
+    ("MALLOC_ARENA_MAX", "1"),
+    ("MALLOC_MMAP_THRESHOLD_", "1048576"),
+];
+
+/// Starts `cmd`, a server that mounts, calls [`report_ready`] and serves (with
+/// [`MALLOC_TUNING`] unless the caller's environment sets it), and waits until its mount is
+/// ready. The server shares the caller's stderr, where it says why it failed; a server that
+/// exits before it is ready is [`MountError::Server`] with its exit status.
+pub fn start_server(cmd: &mut std::process::Command) -> Result<(), MountError> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let program = PathBuf::from(cmd.get_program());
+    for (k, v) in MALLOC_TUNING {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| MountError::StartServer {
+            program: program.clone(),
+            source,
+        })?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped");
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim() == READY {
+        return Ok(());
+    }
+    let status = child.wait().map_err(|source| MountError::StartServer {
+        program: program.clone(),
+        source,
+    })?;
+    Err(MountError::Server { program, status })
+}
+
+/// Tells the process waiting in [`start_server`] that the mount is ready, then points
+/// stdout (and stderr unless `keep_stderr`) at /dev/null: nobody reads them any more.
+pub fn report_ready(keep_stderr: bool) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{READY}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdout(&null);
+        if !keep_stderr {
+            let _ = rustix::stdio::dup2_stderr(&null);
+        }
+    }
+}
+
+/// The signals that end a mount's server (SIGTERM, SIGINT, SIGHUP), blocked in the calling
+/// thread and so in every thread it starts after: [`Mounted::serve`] takes them in one
+/// thread, which unmounts; the serving threads never see them.
+pub fn block_end_signals() -> nix::Result<SigSet> {
+    use nix::sys::signal::Signal;
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block()?;
+    Ok(signals)
 }
 
 /// Mounts `union` at `mountpoint`; the returned session serves it when run.
@@ -301,6 +435,7 @@ pub fn mount(
         .clone()
         .or(source.map(str::to_string))
         .unwrap_or_else(|| "strata-fs".into());
+    let canonical = std::fs::canonicalize(mountpoint).ok();
     let (fd, by_fusermount) = match mount_directly(opts, &fsname, mountpoint).map_err(err)? {
         Some(fd) => (fd, false),
         None => (
@@ -311,6 +446,7 @@ pub fn mount(
     let mounted = Mounted {
         session: fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
         mountpoint: mountpoint.to_path_buf(),
+        canonical,
         by_fusermount,
     };
     Ok(mounted)

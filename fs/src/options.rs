@@ -221,6 +221,13 @@ impl MountOptions {
         if self.lowerdirs.is_empty() && self.layers.is_empty() {
             return Err(OptionsError::NoLowerdir);
         }
+        self.validate_upper()
+    }
+
+    /// Checks that the upper and work directories go together; a mount without an upper is
+    /// read-only. [`MountOptions::validate`] less the lowers: for a caller that brings its
+    /// own (an image store's layers, not `lowerdir=`/`layers=` paths).
+    pub fn validate_upper(&mut self) -> Result<(), OptionsError> {
         match (&self.upperdir, &self.workdir) {
             (Some(_), None) => return Err(OptionsError::UpperWithoutWork("workdir")),
             (None, Some(_)) => return Err(OptionsError::UpperWithoutWork("upperdir")),

@@ -274,6 +274,14 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    #[error("layer {diff_id} is not in the store")]
+    MissingLayer { diff_id: Digest },
+    #[error("opening the index of layer {diff_id}")]
+    OpenLayer {
+        diff_id: Digest,
+        #[source]
+        source: strata_fs::layer::index::IndexError,
+    },
     #[error("opening layer blob {digest}")]
     OpenLayerBlob {
         digest: Digest,

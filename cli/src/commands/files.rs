@@ -5,13 +5,10 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use strata_fs::changes::ChangeKind;
-use strata_fs::layer::index::IndexedLayer;
-use strata_fs::layer::Layer;
 
 use super::{open, report, Prefix};
 use crate::store::Store;
@@ -43,11 +40,7 @@ pub struct CpArgs {
 /// [`strata_fs::changes`], the one that a commit's layer tar comes from.
 pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<u8>> {
     let dir = Containers::new(store).dir(&rec.id);
-    let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
-    for d in strata_engine::monitor::layer_dirs(store, rec)? {
-        let layer = IndexedLayer::open(&d).with_context(|| format!("opening {}", d.display()))?;
-        lowers.push(Arc::new(layer));
-    }
+    let lowers = strata_engine::monitor::layers(store, rec)?;
     let set = strata_fs::changes::changes(&dir.join("upper"), Some(&dir.join("work")), &lowers)?;
     let mut out = Vec::new();
     for c in &set.changes {

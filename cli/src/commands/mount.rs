@@ -1,6 +1,6 @@
-//! `mount IMAGE DIR [--upper DIR]` and `umount DIR`: the image's layer indexes under a
-//! strata-fs union mount, read-only, or writable with `--upper DIR` (changes go to
-//! `DIR/upper`, scratch space is `DIR/work`).
+//! `mount IMAGE DIR [--upper DIR]` and `umount DIR`: the image's layers under a strata-fs
+//! union mount, read-only, or writable with `--upper DIR` (changes go to `DIR/upper`,
+//! scratch space is `DIR/work`), served by `strata __mount` ([`image_mount`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +11,7 @@ use clap::Args;
 use super::images::find_image;
 use crate::store::Store;
 use crate::Global;
+use strata_engine::image_mount;
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -23,34 +24,19 @@ pub struct MountArgs {
     pub upper: Option<PathBuf>,
 }
 
+/// The arguments of the mount server (internal): as `mount`'s, with the image's ID.
+#[derive(Args)]
+pub struct ServeArgs {
+    pub image: String,
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub upper: Option<PathBuf>,
+}
+
 #[derive(Args)]
 pub struct UmountArgs {
     /// Mount point
     pub dir: PathBuf,
-}
-
-/// `strata-fs` beside the running `strata`, else the one in PATH.
-fn strata_fs() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            let beside = dir.join("strata-fs");
-            if beside.is_file() {
-                return beside;
-            }
-        }
-    }
-    PathBuf::from("strata-fs")
-}
-
-/// Option values are comma-separated: a path holding a comma cannot be passed.
-fn option_path(p: &Path) -> Result<String> {
-    let s = p
-        .to_str()
-        .with_context(|| format!("{} is not UTF-8", p.display()))?;
-    if s.contains([',', ':']) {
-        bail!("{s}: paths with ',' or ':' cannot be passed to strata-fs");
-    }
-    Ok(s.to_string())
 }
 
 pub fn mount(global: &Global, args: MountArgs) -> Result<()> {
@@ -59,41 +45,17 @@ pub fn mount(global: &Global, args: MountArgs) -> Result<()> {
     if !args.dir.is_dir() {
         bail!("mount point {} is not a directory", args.dir.display());
     }
-    let layers = store
-        .image_layer_dirs(&img)?
-        .iter()
-        .map(|d| option_path(d))
-        .collect::<Result<Vec<_>>>()?;
-    if layers.is_empty() {
+    if img.layers().next().is_none() {
         bail!("image {} has no layers", args.image);
     }
-    let mut opts = format!("layers={}", layers.join(":"));
-    if let Some(upper) = &args.upper {
-        let (u, w) = (upper.join("upper"), upper.join("work"));
-        for d in [&u, &w] {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-        }
-        opts.push_str(&format!(
-            ",upperdir={},workdir={}",
-            option_path(&u)?,
-            option_path(&w)?
-        ));
-    }
-    let program = strata_fs();
-    let status = Command::new(&program)
-        .arg("-o")
-        .arg(&opts)
-        .arg(format!("strata:{}", img.id.short()))
-        .arg(&args.dir)
-        .status()
-        .with_context(|| format!("running {}", program.display()))?;
-    if !status.success() {
-        bail!(
-            "{} failed ({status}) mounting {}",
-            program.display(),
-            args.dir.display()
-        );
-    }
+    image_mount::start(&store, &img, &args.dir, args.upper.as_deref())?;
+    Ok(())
+}
+
+/// `strata __mount ID DIR [--upper DIR]`: the server `mount` starts.
+pub fn serve(global: &Global, args: ServeArgs) -> Result<()> {
+    let store = Store::new(&global.root);
+    image_mount::serve(&store, &args.image, &args.dir, args.upper.as_deref())?;
     Ok(())
 }
 

@@ -10,9 +10,8 @@
 //! holds the connection (a lazy unmount with open files, a copy in another namespace).
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 use strata_fs::mount;
 use strata_fs::options::MountOptions;
@@ -89,46 +88,24 @@ fn daemonize(raw: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut child = match Command::new(exe)
-        .args(raw)
-        .env(DAEMON_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("strata-fs: cannot start the filesystem process: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("piped");
-    let _ = BufReader::new(stdout).read_line(&mut line);
-    if line.trim() == "ready" {
-        return ExitCode::SUCCESS;
-    }
-    match child.wait() {
-        Ok(status) if !status.success() => {
+    match mount::start_server(Command::new(exe).args(raw).env(DAEMON_ENV, "1")) {
+        Ok(()) => ExitCode::SUCCESS,
+        // It said why on the stderr it shares with us.
+        Err(mount::MountError::Server { status, .. }) => {
             ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
         }
-        _ => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("strata-fs: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-/// glibc tuning, applied by re-executing once (glibc reads it at start): one malloc arena,
-/// as the inode table is shared by the serving threads and per-thread arenas only fragment
-/// it; and a fixed mmap threshold, as the dynamic one grows past fuser's 16 MiB request
-/// buffers once one is freed, after which each new buffer is carved from the heap and
-/// zeroed page by page (16 MiB resident per thread, measured).
-const MALLOC_TUNING: [(&str, &str); 2] = [
-    ("MALLOC_ARENA_MAX", "1"),
-    ("MALLOC_MMAP_THRESHOLD_", "1048576"),
-];
-
+/// Runs the foreground process again with [`mount::MALLOC_TUNING`] in its environment
+/// (glibc reads it at start); a daemon got it from [`mount::start_server`].
 fn reexec_with_malloc_tuning() {
     use std::os::unix::process::CommandExt;
-    if MALLOC_TUNING
+    if mount::MALLOC_TUNING
         .iter()
         .all(|(k, _)| std::env::var_os(k).is_some())
     {
@@ -139,7 +116,7 @@ fn reexec_with_malloc_tuning() {
     };
     let mut cmd = Command::new(exe);
     cmd.args(std::env::args_os().skip(1));
-    for (k, v) in MALLOC_TUNING {
+    for (k, v) in mount::MALLOC_TUNING {
         if std::env::var_os(k).is_none() {
             cmd.env(k, v);
         }
@@ -173,27 +150,22 @@ fn main() -> ExitCode {
     if daemon {
         let _ = rustix::process::setsid();
     }
-    // Signals are taken by one thread, which unmounts; the serving threads never see them.
-    let mut signals = nix::sys::signal::SigSet::empty();
-    for s in [
-        nix::sys::signal::SIGTERM,
-        nix::sys::signal::SIGINT,
-        nix::sys::signal::SIGHUP,
-    ] {
-        signals.add(s);
-    }
-    if let Err(e) = signals.thread_block() {
-        eprintln!("strata-fs: cannot block signals: {e}");
-        return ExitCode::FAILURE;
-    }
-    let union = match mount::build_union(&args.opts) {
+    let signals = match mount::block_end_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("strata-fs: cannot block signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let union = match mount::open_lowers(&args.opts)
+        .and_then(|lowers| mount::build_union(lowers, &args.opts))
+    {
         Ok(u) => u,
         Err(e) => {
             eprintln!("strata-fs: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let canonical = std::fs::canonicalize(&args.mountpoint).ok();
     let mounted = match mount::mount(union, &args.opts, args.source.as_deref(), &args.mountpoint) {
         Ok(m) => m,
         Err(e) => {
@@ -201,39 +173,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The session ends when the kernel ends the connection, which a lazy unmount with a
-    // file still open, or a copy of the mount in another namespace, can put off for as long
-    // as they live: once the mount has left our namespace, exit after a grace period.
-    if let Some(id) = canonical.as_deref().and_then(mount::mount_id) {
-        std::thread::spawn(move || {
-            mount::wait_until_unmounted(id);
-            std::thread::sleep(mount::UNMOUNTED_GRACE);
-            log::warn!("unmounted, but the kernel still holds the connection: exiting");
-            std::process::exit(0);
-        });
-    }
-    let mut unmounter = mounted.unmounter();
-    std::thread::spawn(move || {
-        if signals.wait().is_ok() {
-            let _ = unmounter.unmount();
+    let debug = args.debug;
+    let ready = move || {
+        if daemon {
+            mount::report_ready(debug);
         }
-    });
-    if daemon {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "ready");
-        let _ = out.flush();
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            let _ = rustix::stdio::dup2_stdout(&null);
-            if !args.debug {
-                let _ = rustix::stdio::dup2_stderr(&null);
-            }
-        }
-    }
-    match mounted.session.run() {
+    };
+    match mounted.serve(signals, ready) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata-fs: {e}");

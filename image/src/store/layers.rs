@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use super::{fsutil, Store};
 use crate::digest::{Digest, HashingReader};
 use crate::oci::Compression;
-use strata_fs::layer::index::{build_index, IndexLimits};
+use std::sync::Arc;
+use strata_fs::layer::index::{build_index, IndexLimits, IndexedLayer};
+use strata_fs::layer::Layer;
 
 /// strata's own record of a layer, written beside the index in its directory.
 pub const LAYER_META: &str = "strata-layer.json";
@@ -160,8 +162,37 @@ impl Store {
         Ok(prepared)
     }
 
-    /// The layer index directories of `img`, top first (as strata-fs's `layers=` takes
-    /// them), building any index that is missing. `strata mount` and containers mount these.
+    /// The layers of `img` as a union's lowers, top first, building any index that is
+    /// missing: what `strata mount` and a container mount.
+    pub fn image_layers(&self, img: &super::image::Image) -> Result<Vec<Arc<dyn Layer>>> {
+        self.image_layer_dirs(img)?;
+        let diff_ids: Vec<Digest> = img.layers().map(|(_, d)| d.clone()).collect();
+        self.open_layers(&diff_ids)
+    }
+
+    /// The layers `diff_ids` (bottom first, as an image config lists them) as a union's
+    /// lowers, top first. The one place that opens an image's layers: mounts, `diff` and
+    /// commit all take them from here, so they read the same data the same way.
+    pub fn open_layers(&self, diff_ids: &[Digest]) -> Result<Vec<Arc<dyn Layer>>> {
+        let mut lowers: Vec<Arc<dyn Layer>> = Vec::with_capacity(diff_ids.len());
+        for diff_id in diff_ids.iter().rev() {
+            let dir = self.layer_dir(diff_id);
+            if !dir.is_dir() {
+                return Err(Error::MissingLayer {
+                    diff_id: diff_id.clone(),
+                });
+            }
+            let layer = IndexedLayer::open(&dir).map_err(|source| Error::OpenLayer {
+                diff_id: diff_id.clone(),
+                source,
+            })?;
+            lowers.push(Arc::new(layer));
+        }
+        Ok(lowers)
+    }
+
+    /// The layer index directories of `img`, top first, building any index that is
+    /// missing.
     pub fn image_layer_dirs(&self, img: &super::image::Image) -> Result<Vec<PathBuf>> {
         let mut dirs = Vec::new();
         for (blob, diff_id) in img.layers() {

@@ -96,6 +96,54 @@ fn mount_with_upper_is_writable_and_keeps_changes() {
     unmount(&mnt, Driver::Strata).unwrap();
 }
 
+/// The pids whose command line holds `__mount` (strata mount's server) and `dir`.
+fn mount_servers(dir: &std::path::Path) -> Vec<u32> {
+    let dir = dir.as_os_str().as_encoded_bytes();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.contains(&&b"__mount"[..]) && args.contains(&dir) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[test]
+fn the_mount_server_exits_after_umount() {
+    if !have_root("the_mount_server_exits_after_umount") {
+        return;
+    }
+    let env = env();
+    env.strata.run(&["pull", "-q", &env.busybox]).ok();
+    let mnt = env.tmp.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    env.strata
+        .run(&["mount", &env.busybox, mnt.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("hello")).unwrap(),
+        "world\n"
+    );
+    assert_eq!(mount_servers(&mnt).len(), 1, "one server serves the mount");
+    env.strata.run(&["umount", mnt.to_str().unwrap()]).ok();
+    assert!(!is_mounted(&mnt));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !mount_servers(&mnt).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mount server is still running after umount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Rootless, owners and device numbers come from the index, not from files the user
 /// would have had to create: they are exact.
 #[test]
