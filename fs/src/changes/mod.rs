@@ -22,8 +22,8 @@
 //! [`Layer::read_dir`]; the upper is read through [`Upper::read_dir`] and [`Upper::entry`],
 //! the union's own readers of the upper's format.
 //! [`ChangeSet::write_tar`] (`writer.rs`) turns the list into an OCI layer: `.wh.NAME` for a
-//! deletion (named by [`crate::upper::whiteout_file_name`], the rootless upper's encoder;
-//! [`crate::layer::oci_whiteout_target`] and the index builder decode it), `.wh..wh..opq`
+//! deletion (named by [`crate::layer::whiteout_file_name`], which the rootless upper's
+//! whiteouts use too; [`crate::layer::oci_whiteout_target`] decodes it), `.wh..wh..opq`
 //! for an opaque directory.
 
 mod writer;

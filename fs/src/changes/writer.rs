@@ -22,7 +22,7 @@ use crate::attr::{Attr, FileKind};
 use crate::errno::Errno;
 use crate::host;
 use crate::ids::IdMapper;
-use crate::layer::{HostFile, LayerFile, LayerPath, OPAQUE_MARKER};
+use crate::layer::{whiteout_file_name, HostFile, LayerFile, LayerPath, OPAQUE_MARKER};
 use crate::upper;
 
 /// How the upper's owners read.
@@ -232,7 +232,7 @@ impl ChangeSet {
             let Some(source) = &c.source else {
                 let (parent, name) = c.path.split_last().expect("the root is never deleted");
                 // The rootless upper's encoding is the OCI one.
-                let wh = upper::whiteout_file_name(name).ok_or_else(|| ChangesError::Write {
+                let wh = whiteout_file_name(name).ok_or_else(|| ChangesError::Write {
                     path: super::lossy(&c.path),
                     source: std::io::Error::new(
                         std::io::ErrorKind::InvalidInput,

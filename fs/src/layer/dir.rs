@@ -14,8 +14,8 @@ use lru::LruCache;
 use rustix::fs::OFlags;
 
 use super::{
-    oci_whiteout_target, HostFile, Layer, LayerDirEntry, LayerFile, LayerPath, Lookup, StatVfs,
-    OPAQUE_MARKER, REDIRECT_XATTRS,
+    oci_whiteout_target, whiteout_file_name, HostFile, Layer, LayerDirEntry, LayerFile, LayerPath,
+    Lookup, StatVfs, OPAQUE_MARKER, REDIRECT_XATTRS,
 };
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
@@ -136,18 +136,17 @@ impl DirLayer {
 
 impl Layer for DirLayer {
     fn lookup(&self, dir: &LayerPath, name: &OsStr) -> Result<Lookup> {
-        let mut wh = Vec::with_capacity(name.len() + 4);
-        wh.extend_from_slice(super::WHITEOUT_PREFIX);
-        wh.extend_from_slice(name.as_bytes());
-        let wh = OsStr::from_bytes(&wh);
+        // A name too long for a whiteout has none.
+        let wh = whiteout_file_name(name);
         // From a cached listing: whether each name may be there (a hash match, confirmed by
         // the stat below) or surely is not.
         let (maybe_name, maybe_wh) = match self.listed.lock().expect("listings").get(dir) {
             Some(hashes) => (
                 hashes.binary_search(&self.hasher.hash_one(name)).is_ok(),
-                hashes.binary_search(&self.hasher.hash_one(wh)).is_ok(),
+                wh.as_ref()
+                    .is_some_and(|wh| hashes.binary_search(&self.hasher.hash_one(wh)).is_ok()),
             ),
-            None => (true, true),
+            None => (true, wh.is_some()),
         };
         if !maybe_name && !maybe_wh {
             return Ok(Lookup::Missing);
@@ -168,8 +167,7 @@ impl Layer for DirLayer {
                 Ok(Lookup::Found { attr, opaque })
             }
             None if maybe_wh
-                && wh.len() <= host::NAME_MAX
-                && host::stat_at(fd.as_fd(), wh)?.is_some() =>
+                && host::stat_at(fd.as_fd(), wh.as_deref().expect("maybe_wh"))?.is_some() =>
             {
                 Ok(Lookup::Whiteout)
             }

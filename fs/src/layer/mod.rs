@@ -25,7 +25,7 @@ pub mod stack;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::Arc;
 
 pub use dir::{DirLayer, OPAQUE_XATTRS};
@@ -192,6 +192,10 @@ pub trait Layer: Send + Sync + fmt::Debug {
     }
 }
 
+// OCI whiteout names (image-spec "Representing Changes"), also the rootless upper's format:
+// the one decoder and the one encoder, side by side. Every reader of a layer tar, a layer
+// directory or an upper asks the first; the upper and the layer tar writer ask the second.
+
 /// Decodes an OCI whiteout name: `Some(hidden name)` for `.wh.NAME`, `Some("")` for the
 /// opaque marker, `None` for an ordinary name.
 pub fn oci_whiteout_target(name: &OsStr) -> Option<&OsStr> {
@@ -200,6 +204,17 @@ pub fn oci_whiteout_target(name: &OsStr) -> Option<&OsStr> {
         return Some(OsStr::new(""));
     }
     b.strip_prefix(WHITEOUT_PREFIX).map(OsStr::from_bytes)
+}
+
+/// Encodes the OCI whiteout of `name`, `.wh.NAME`; `None` when that would exceed NAME_MAX
+/// (no such whiteout can exist).
+pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
+    if name.len() + WHITEOUT_PREFIX.len() > crate::host::NAME_MAX {
+        return None;
+    }
+    let mut v = WHITEOUT_PREFIX.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    Some(OsString::from_vec(v))
 }
 
 #[cfg(test)]
@@ -230,5 +245,7 @@ mod tests {
             Some(OsStr::new(""))
         );
         assert_eq!(oci_whiteout_target(OsStr::new("foo")), None);
+        let wh = whiteout_file_name(OsStr::new("foo")).unwrap();
+        assert_eq!(oci_whiteout_target(&wh), Some(OsStr::new("foo")));
     }
 }

@@ -36,7 +36,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use crate::attr::{Attr, FileKind};
 use crate::errno::{Errno, Result};
 use crate::host::{self, SharedFd};
-use crate::layer::{LayerFile, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::layer::{oci_whiteout_target, whiteout_file_name, LayerFile, OPAQUE_MARKER};
 
 mod entry_ref;
 
@@ -390,7 +390,7 @@ impl Upper {
     pub fn read_dir(dir: BorrowedFd<'_>, root: bool) -> Result<Vec<UpperDirEntry>> {
         let mut out = Vec::new();
         for e in host::read_dir(dir)? {
-            if let Some(target) = crate::layer::oci_whiteout_target(&e.name) {
+            if let Some(target) = oci_whiteout_target(&e.name) {
                 if !target.is_empty() {
                     out.push(UpperDirEntry::Whiteout(target.to_os_string()));
                 }
@@ -754,16 +754,6 @@ fn move_old_index_entries(work: &OwnedFd, index: &OwnedFd) -> std::io::Result<()
         }
     }
     Ok(())
-}
-
-/// `.wh.NAME`, or `None` when that would exceed NAME_MAX.
-pub fn whiteout_file_name(name: &OsStr) -> Option<OsString> {
-    if name.len() + WHITEOUT_PREFIX.len() > host::NAME_MAX {
-        return None;
-    }
-    let mut v = WHITEOUT_PREFIX.to_vec();
-    v.extend_from_slice(name.as_bytes());
-    Some(OsString::from_vec(v))
 }
 
 /// Parses `uid:gid:mode` of the override xattr (mode octal, with or without file type bits,

@@ -2,8 +2,10 @@
 //! the module docs), then written breadth-first in the layout of `format.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::format::{
@@ -13,7 +15,7 @@ use super::format::{
 use super::tar::{Parser, Source, TarEntry, TarKind};
 use super::{IndexError, IndexLimits, IndexSummary, DATA_FILE, INDEX_FILE};
 use crate::attr::Timestamp;
-use crate::layer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::layer::{oci_whiteout_target, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// One file as the archive describes it; shared by the names hard-linked to it.
 struct Inode {
@@ -201,8 +203,8 @@ impl Tree {
             return Ok(());
         };
         let parent = self.parent_dir(parents, &e.path, e.mtime)?;
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-            return self.add_whiteout(parent, name, hidden, &e);
+        if let Some(hidden) = oci_whiteout_target(OsStr::from_bytes(name)) {
+            return self.add_whiteout(parent, name, hidden.as_bytes(), &e);
         }
         let inode = match e.kind {
             TarKind::HardLink => self.link_target(&e)?,
