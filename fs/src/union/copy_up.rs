@@ -147,12 +147,7 @@ impl Union {
                 Ok(_) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            ino = self
-                .table
-                .lock()
-                .expect("table")
-                .intern(ino, comp.to_os_string(), r.kind, r.key, r.place, false)
-                .0;
+            ino = self.intern_uncounted(ino, comp, &r);
         }
         Ok(Some(ino))
     }
@@ -199,14 +194,7 @@ impl Union {
             return Ok(None);
         }
         // The node now names this entry (it may have answered to another name).
-        let (ino, _) = self.table.lock().expect("table").intern(
-            parent,
-            name.to_os_string(),
-            r.kind,
-            r.key,
-            r.place.clone(),
-            false,
-        );
+        let ino = self.intern_uncounted(parent, name, r);
         self.copy_up(ino)?;
         Ok(Some(ino))
     }

@@ -125,6 +125,23 @@ impl Union {
         })
     }
 
+    /// Enters resolved `name` of `parent` in the table without a lookup count (for an
+    /// operation of the union's own, not a kernel reference) and returns its node.
+    pub(super) fn intern_uncounted(&self, parent: Ino, name: &OsStr, r: &Resolved) -> Ino {
+        self.table
+            .lock()
+            .expect("table")
+            .intern(
+                parent,
+                name.to_os_string(),
+                r.kind,
+                r.key,
+                r.place.clone(),
+                false,
+            )
+            .0
+    }
+
     pub(super) fn enter(
         &self,
         parent: Ino,

@@ -278,14 +278,7 @@ impl Union {
         if r.kind != FileKind::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let (ino, _) = self.table.lock().expect("table").intern(
-            parent,
-            name.to_os_string(),
-            r.kind,
-            r.key,
-            r.place.clone(),
-            false,
-        );
+        let ino = self.intern_uncounted(parent, name, &r);
         let node = self.node(ino)?;
         if !self.merged_listing(ino, &node)?.is_empty() {
             return Err(Errno::ENOTEMPTY);
@@ -344,28 +337,10 @@ impl Union {
         if exchange && dst.is_none() {
             return Err(Errno::ENOENT);
         }
-        let (src_ino, _) = self.table.lock().expect("table").intern(
-            parent,
-            name.to_os_string(),
-            src.kind,
-            src.key,
-            src.place.clone(),
-            false,
-        );
-        let dst_ino = dst.as_ref().map(|d| {
-            self.table
-                .lock()
-                .expect("table")
-                .intern(
-                    newparent,
-                    newname.to_os_string(),
-                    d.kind,
-                    d.key,
-                    d.place.clone(),
-                    false,
-                )
-                .0
-        });
+        let src_ino = self.intern_uncounted(parent, name, &src);
+        let dst_ino = dst
+            .as_ref()
+            .map(|d| self.intern_uncounted(newparent, newname, d));
         if dst_ino == Some(src_ino) {
             return Ok(());
         }

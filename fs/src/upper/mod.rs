@@ -49,6 +49,10 @@ use crate::host::{self, SharedFd};
 use crate::layer::{oci_whiteout_target, whiteout_file_name, LayerFile, OPAQUE_MARKER};
 
 mod entry_ref;
+mod index;
+
+pub use index::INDEX_DIR;
+use index::{index_name, move_old_index_entries};
 
 pub use entry_ref::{file_type, keeping_dir_times, timestamps_of, UpperRef};
 
@@ -79,9 +83,6 @@ pub fn is_bookkeeping_xattr(key: &OsStr, override_stat: bool) -> bool {
     PRIVATE_XATTR_PREFIXES.iter().any(|p| k.starts_with(p))
         || (override_stat && k == OVERRIDE_STAT.as_bytes())
 }
-
-/// Where our hard-link index lives in the work directory.
-pub const INDEX_DIR: &str = "strata-index";
 
 /// Ownership a rootless mount could not set on the host: `uid`, `gid`, permission bits.
 pub type Override = (u32, u32, u32);
@@ -254,13 +255,7 @@ impl Upper {
                 rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
             }
         }
-        if let Some(wh) = whiteout_file_name(name) {
-            match rustix::fs::unlinkat(dir, &wh, AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+        self.remove_whiteout_file(dir, name)
     }
 
     /// Marks directory `name` in `dir` opaque.
@@ -620,43 +615,6 @@ impl Upper {
         e.remove_xattr(&self.xattr(METACOPY_XATTR))
     }
 
-    /// Whether a copied-up file with several lower names (union number `key`) is in the
-    /// index.
-    pub fn is_indexed(&self, key: u64) -> Result<bool> {
-        Ok(host::stat_at(self.index.as_fd(), &index_name(key))?.is_some())
-    }
-
-    /// The index entry of union number `key`.
-    pub fn index_ref(&self, key: u64) -> UpperRef {
-        UpperRef {
-            dir: self.index.clone(),
-            name: Some(index_name(key)),
-            shared: true,
-        }
-    }
-
-    /// Another name of an indexed lower file copies up: a link to its index entry. The
-    /// name moves from the lower count to the host one.
-    pub fn link_from_index(&self, key: u64, dir: &SharedFd, name: &OsStr) -> Result<()> {
-        let index = self.index_ref(key);
-        keeping_dir_times(dir, || {
-            rustix::fs::linkat(
-                self.index.as_fd(),
-                index.name.as_deref().expect("index name"),
-                dir.as_fd(),
-                name,
-                AtFlags::empty(),
-            )
-            .map_err(Errno::from)
-        })?;
-        let key = self.xattr(NLINK_XATTR);
-        let diff = index.get_xattr(&key)?.and_then(parse::<i64>);
-        if let Some(diff) = diff {
-            index.set_xattr(&key, (diff - 1).to_string().as_bytes(), 0)?;
-        }
-        Ok(())
-    }
-
     /// Gives directory `dir/name`, which moves, a redirect to `lower_path` (kernel
     /// `redirect_dir`) unless it has one: its lower contents follow it.
     pub fn set_redirect(&self, dir: BorrowedFd<'_>, name: &OsStr, lower_path: &[u8]) -> Result<()> {
@@ -727,35 +685,6 @@ impl Upper {
     }
 }
 
-/// Moves the index entries an earlier strata kept in `WORK/index` to [`INDEX_DIR`]: ours
-/// are named by a union inode number in hex (at most 16 digits), the kernel's by a file
-/// handle (at least 42), which stay.
-fn move_old_index_entries(work: &OwnedFd, index: &OwnedFd) -> std::io::Result<()> {
-    let old = match rustix::fs::openat(
-        work,
-        "index",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let entries =
-        host::read_dir(old.as_fd()).map_err(|e| std::io::Error::from_raw_os_error(e.code()))?;
-    for e in entries {
-        let name = e.name.as_bytes();
-        if name.is_empty() || name.len() > 16 || !name.iter().all(u8::is_ascii_hexdigit) {
-            continue;
-        }
-        match rustix::fs::renameat_with(&old, &e.name, index, &e.name, RenameFlags::NOREPLACE) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 /// Parses `uid:gid:mode` of the override xattr (mode octal, with or without file type bits,
 /// trailing fields ignored).
 pub fn parse_override(value: &[u8]) -> Option<Override> {
@@ -809,10 +738,6 @@ pub enum Content<'a> {
     Symlink(&'a [u8]),
     /// A device, fifo or socket.
     Node,
-}
-
-fn index_name(key: u64) -> OsString {
-    OsString::from(format!("{key:x}"))
 }
 
 fn parse<T: std::str::FromStr>(v: Vec<u8>) -> Option<T> {
