@@ -11,7 +11,12 @@
 //!    │          network (slirp4netns), attach (its socket protocol), terminal
 //!    ▼
 //!   containers (records and state.json, names, locks) ──> strata-image's store (paths, locks)
+//!
+//!   image_mount (`strata mount`: a server process) ──> strata-image's store (the layers,
+//!                                                       opened) → strata-fs (the union)
 //! ```
+//! The monitor and image_mount both take an image's layers opened from the store
+//! (`Store::open_layers`) and build the union from them: one path opens an image's layers.
 //!
 //! Traits: none of its own; a pull on `create` reports through strata-image's
 //! `PullObserver`, which the caller passes.

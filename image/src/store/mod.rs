@@ -13,6 +13,8 @@
 //! Every write is atomic (temp + fsync + rename). Readers take no lock: index.json and blobs
 //! only ever change by rename. Images are listed from index.json alone, so an image that
 //! `skopeo copy` writes here shows up too (its layer indexes are built when first needed).
+//! The store hands out an image's layers opened, as a union's lowers (`Vec<Arc<dyn Layer>>`,
+//! [`Store::image_layers`], [`Store::open_layers`]): nothing else opens a layer's index.
 
 pub mod demo;
 pub mod fsutil;
