@@ -12,6 +12,7 @@ use super::images::find_image;
 use crate::store::Store;
 use crate::Global;
 use strata_engine::image_mount;
+use strata_fs::mount::MountError;
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -48,8 +49,13 @@ pub fn mount(global: &Global, args: MountArgs) -> Result<()> {
     if img.layers().next().is_none() {
         bail!("image {} has no layers", args.image);
     }
-    image_mount::start(&store, &img, &args.dir, args.upper.as_deref())?;
-    Ok(())
+    match image_mount::start(&store, &img, &args.dir, args.upper.as_deref()) {
+        // The server said why on the stderr it shares with us: one message, its status.
+        Err(strata_engine::Error::Mount(MountError::Server { status, .. })) => {
+            std::process::exit(status.code().unwrap_or(1))
+        }
+        r => Ok(r?),
+    }
 }
 
 /// `strata __mount ID DIR [--upper DIR]`: the server `mount` starts.
