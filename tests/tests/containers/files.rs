@@ -270,3 +270,38 @@ fn image_entrypoint_cmd_workdir_user_volumes_and_ports_apply_as_docker() {
     assert_eq!(out.ok(), "typed\n");
     env.run(&["rm", "reader"]).ok();
 }
+
+/// A container's layers are opened from the store: one removed behind strata's back is
+/// named (its diff-id and image) by `diff` and by `start`, which fail.
+#[test]
+fn a_container_whose_image_layer_is_gone_names_the_layer() {
+    if !have_root("a_container_whose_image_layer_is_gone_names_the_layer") {
+        return;
+    }
+    let env = Env::new();
+    env.run(&["create", "--name", "orphan", "demo", "true"])
+        .ok();
+    let layers = env.strata.root().join("layers");
+    let mut removed = 0;
+    for e in std::fs::read_dir(&layers).unwrap().flatten() {
+        if e.path().is_dir() {
+            std::fs::remove_dir_all(e.path()).unwrap();
+            removed += 1;
+        }
+    }
+    assert!(
+        removed > 0,
+        "the demo image has no layer in {}",
+        layers.display()
+    );
+    for args in [&["diff", "orphan"][..], &["start", "orphan"]] {
+        let r = env.run(args);
+        assert_ne!(r.code, 0, "{args:?} succeeded without the image's layers");
+        assert!(
+            r.stderr.contains("is not in the store") && r.stderr.contains("demo"),
+            "{args:?} should name the missing layer and the image: {}",
+            r.stderr
+        );
+    }
+    env.run(&["rm", "orphan"]).ok();
+}
