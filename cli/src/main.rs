@@ -69,6 +69,9 @@ enum Command {
     /// Manage strata: disk usage
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// Save images to a tar archive (docker and OCI layout in one)
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive (docker archive or OCI archive)
@@ -260,6 +263,7 @@ fn main() {
         Command::Ps(a) => std::process::exit(commands::ps::ps(&global, a)),
         Command::Verb(v) => std::process::exit(container_verb(&global, v)),
         Command::Container(c) => std::process::exit(container_command(&global, c)),
+        Command::Volume(c) => std::process::exit(commands::volume::run(&global, c)),
         Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Version => {

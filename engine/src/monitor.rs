@@ -690,9 +690,10 @@ pub fn remove_container(store: &Store, rec: &Record, volumes: bool) -> Result<()
     Cgroup::of(&rec.id).destroy();
     containers.remove(&rec.id)?;
     if volumes {
+        // One another container also mounts (by its name) stays, as under docker.
         let v = Volumes::new(store);
         for name in &rec.anonymous_volumes {
-            let _ = v.remove(name);
+            let _ = v.remove_unused(name, &containers, true);
         }
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod ps;
 pub mod pull;
 pub mod run;
 pub mod system;
+pub mod volume;
 
 use std::io::Write;
 

@@ -82,7 +82,7 @@ fn prune_images(store: &Store, all: bool) -> Result<(Vec<String>, u64)> {
 }
 
 /// `HEADER` and one line each, then a blank line; nothing when there are no lines.
-fn section(header: &str, lines: &[String]) -> String {
+pub fn section(header: &str, lines: &[String]) -> String {
     let mut out = String::new();
     if !lines.is_empty() {
         out.push_str(header);
@@ -152,7 +152,7 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
     }
     let mut out = section("Deleted Containers:", &deleted);
     if args.volumes {
-        let (names, bytes) = prune_anonymous_volumes(&store, &containers)?;
+        let (names, bytes) = Volumes::new(&store).prune(&containers, false)?;
         reclaimed += bytes;
         out.push_str(&section("Deleted Volumes:", &names));
     }
@@ -164,41 +164,6 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
         human_size(reclaimed)
     ));
     super::print(out.as_bytes())
-}
-
-/// Removes the anonymous volumes (64 hex digits) no container mounts or made.
-fn prune_anonymous_volumes(store: &Store, containers: &Containers) -> Result<(Vec<String>, u64)> {
-    let mut used = BTreeSet::new();
-    for r in containers.records()? {
-        used.extend(r.anonymous_volumes.iter().cloned());
-        used.extend(
-            r.volumes
-                .iter()
-                .filter(|v| v.kind == "volume")
-                .map(|v| v.name.clone()),
-        );
-    }
-    let volumes = Volumes::new(store);
-    let mut names = Vec::new();
-    let mut bytes = 0;
-    let Ok(rd) = std::fs::read_dir(store.root().join("volumes")) else {
-        return Ok((names, bytes));
-    };
-    let mut all: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    all.sort();
-    for name in all {
-        let anonymous = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if !anonymous || used.contains(&name) {
-            continue;
-        }
-        bytes += dir_size(&volumes.data(&name));
-        volumes.remove(&name)?;
-        names.push(name);
-    }
-    Ok((names, bytes))
 }
 
 #[derive(Args)]
