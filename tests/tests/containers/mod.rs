@@ -10,6 +10,7 @@ mod lifecycle;
 mod load;
 mod ports;
 mod rootless;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
