@@ -69,6 +69,8 @@ enum Command {
     /// Manage strata: disk usage
     #[command(subcommand)]
     System(SystemCommand),
+    /// Display system-wide information
+    Info(commands::info::InfoArgs),
     /// Manage volumes
     #[command(subcommand)]
     Volume(commands::volume::VolumeCommand),
@@ -219,6 +221,8 @@ enum ImageCommand {
 enum SystemCommand {
     /// Show strata disk usage
     Df(commands::system::DfArgs),
+    /// Display system-wide information
+    Info(commands::info::InfoArgs),
     /// Remove unused data (stopped containers, dangling or unused images, anonymous volumes)
     Prune(commands::system::SystemPruneArgs),
 }
@@ -255,6 +259,9 @@ fn main() {
             commands::archive::load(&global, a)
         }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => {
+            commands::info::info(&global, a)
+        }
         Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),

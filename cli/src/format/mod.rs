@@ -22,6 +22,18 @@ pub fn human_size(bytes: u64) -> String {
     format!("{}{}", go_g(size, 3), UNITS[i])
 }
 
+/// docker's `units.BytesSize`: binary units, `%.4g` (`3.832GiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1024.0 && i < UNITS.len() - 1 {
+        size /= 1024.0;
+        i += 1;
+    }
+    format!("{}{}", go_g(size, 4), UNITS[i])
+}
+
 /// Go's `%.{prec}g`.
 pub fn go_g(x: f64, prec: usize) -> String {
     if x == 0.0 {
