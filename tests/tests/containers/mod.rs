@@ -5,6 +5,7 @@
 //! Waits poll a condition against a deadline; no test passes or fails on a timing.
 
 mod files;
+mod info;
 mod isolation;
 mod lifecycle;
 mod load;
