@@ -80,7 +80,12 @@ enum Command {
     Load(commands::archive::LoadArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
-    Monitor { id: String },
+    Monitor {
+        id: String,
+        /// stdin is a client's attach socket
+        #[arg(long)]
+        attached: bool,
+    },
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
@@ -271,7 +276,9 @@ fn main() {
         Command::Verb(v) => std::process::exit(container_verb(&global, v)),
         Command::Container(c) => std::process::exit(container_command(&global, c)),
         Command::Volume(c) => std::process::exit(commands::volume::run(&global, c)),
-        Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
+        Command::Monitor { id, attached } => {
+            std::process::exit(monitor::monitor_main(&global.root, &id, attached))
+        }
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
