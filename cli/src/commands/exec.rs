@@ -212,13 +212,9 @@ pub fn attach(global: &crate::Global, args: AttachArgs) -> i32 {
 }
 
 /// Attaches to a running container's monitor: its output here, this terminal's input
-/// there (when `stdin`). ctrl-p ctrl-q detaches (under a terminal); the container's end
-/// ends the attach with its status.
-pub fn attach_to(c: &Containers, rec: &Record, stdin: bool, _from_start: bool) -> i32 {
-    attach_with(c, rec, stdin, DetachKeys::default())
-}
-
-fn attach_with(c: &Containers, rec: &Record, stdin: bool, keys: DetachKeys) -> i32 {
+/// there (when `stdin`). `keys` detach (under a terminal); the container's end ends the
+/// attach with its status.
+pub fn attach_with(c: &Containers, rec: &Record, stdin: bool, keys: DetachKeys) -> i32 {
     let conn = match connect(c, rec) {
         Ok(conn) => conn,
         Err(e) => {

@@ -234,11 +234,12 @@ pub fn run(global: &Global, args: RunArgs) -> i32 {
     crate::monitor::run_foreground(&global.root, &rec.id, opts.interactive)
 }
 
-/// `run -it` on a terminal: this process can give the shell back only by exiting, so the
+/// `run -it` (and `start -ai`) on a terminal: this process can give the shell back only by
+/// exiting, so the
 /// container gets a monitor of its own (as `run -d`) and this process is its first attached
 /// client, connected before the start (no output missed). The detach keys leave the
 /// container running; otherwise its status is run's, once the monitor has cleaned up.
-fn run_attached(global: &Global, rec: &Record, keys: DetachKeys) -> i32 {
+pub fn run_attached(global: &Global, rec: &Record, keys: DetachKeys) -> i32 {
     let (mut client, monitor_end) = match UnixStream::pair() {
         Ok(p) => p,
         Err(e) => {

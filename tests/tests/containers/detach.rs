@@ -62,6 +62,19 @@ fn run_it_detaches(env: &Env) {
         env.container_dirs()
     );
 
+    // start -ai of a created -it container detaches the same way.
+    env.run(&["create", "-it", "--name", "st", "demo", "sh"])
+        .ok();
+    let (code, text) = session(
+        env,
+        "start -ai st",
+        b"echo s-$((2+3))\n",
+        &[("s-5\r\n", b"\x10\x11")],
+    );
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(env.inspect("st", "{{.State.Status}}"), "running");
+    env.run(&["rm", "-f", "st"]).ok();
+
     // Bad keys: docker's message, 125, nothing made.
     let err = env
         .run(&["run", "-it", "--detach-keys", "ctrl-1", "demo", "sh"])
