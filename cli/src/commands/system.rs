@@ -262,7 +262,6 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     let records = containers.records()?;
     let mut active_images = BTreeSet::new();
     let mut image_containers: HashMap<String, usize> = HashMap::new();
-    let mut volume_links: BTreeMap<String, usize> = BTreeMap::new();
     let mut rows_c = Vec::new();
     let (mut c_size, mut c_reclaim, mut c_running) = (0u64, 0u64, 0usize);
     for r in &records {
@@ -270,11 +269,6 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
             active_images.insert(id);
         }
         *image_containers.entry(r.image_id.clone()).or_default() += 1;
-        for v in &r.volumes {
-            if v.kind == "volume" {
-                *volume_links.entry(v.name.clone()).or_default() += 1;
-            }
-        }
         let st = containers.state(&r.id)?;
         let size = dir_size(&containers.dir(&r.id).join("upper"));
         c_size += size;
@@ -285,15 +279,15 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
         }
         rows_c.push((r, st, size));
     }
-    let volumes_dir = store.root().join("volumes");
-    let mut volumes = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(&volumes_dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            volumes.push((name, dir_size(&e.path().join("_data"))));
-        }
-    }
-    volumes.sort();
+    let volume_links: BTreeMap<String, usize> = Volumes::users(&records)
+        .into_iter()
+        .map(|(name, ids)| (name, ids.len()))
+        .collect();
+    let volumes: Vec<(String, u64)> = Volumes::new(&store)
+        .list()?
+        .into_iter()
+        .map(|v| (v.name, dir_size(&v.mountpoint)))
+        .collect();
     let v_size: u64 = volumes.iter().map(|(_, s)| s).sum();
     let v_active = volumes
         .iter()
