@@ -61,6 +61,11 @@ fn run_it_detaches(env: &Env) {
         "{:?}",
         env.container_dirs()
     );
+    // A command that cannot start: docker's 127 and its message, the --rm one gone.
+    let (code, text) = session(env, "run -it --rm demo nosuchcmd", b"", &[]);
+    assert_eq!(code, Some(127), "{text}");
+    assert!(text.contains("nosuchcmd"), "{text}");
+    assert!(env.container_dirs().is_empty());
 
     // start -ai of a created -it container detaches the same way.
     env.run(&["create", "-it", "--name", "st", "demo", "sh"])
