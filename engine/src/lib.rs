@@ -11,6 +11,7 @@
 //!    │          network (slirp4netns), attach (its socket protocol), terminal
 //!    ▼
 //!   containers (records and state.json, names, locks) ──> strata-image's store (paths, locks)
+//!   volumes (named and anonymous, in-use checks)   info (docker's /info document)
 //!
 //!   image_mount (`strata mount`: a server process) ──> strata-image's store (the layers,
 //!                                                       opened) → strata-fs (the union)
@@ -27,6 +28,7 @@ pub mod create;
 mod error;
 pub mod flags;
 pub mod image_mount;
+pub mod info;
 pub mod lifecycle;
 pub mod monitor;
 pub mod names;
