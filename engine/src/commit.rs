@@ -227,12 +227,10 @@ pub fn with_tar<T>(
             });
             match (read, written) {
                 (Ok(v), Ok(())) => Ok(v),
+                // The reader stopped early on purpose (`export | head`).
+                (Ok(v), Err(e)) if broken_pipe(&e) => Ok(v),
                 (Err(e), Ok(())) => Err(e),
-                (Err(e), Err(Error::TarStream { ref source, .. }))
-                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
-                {
-                    Err(e)
-                }
+                (Err(e), Err(w)) if broken_pipe(&w) => Err(e),
                 (_, Err(e)) => Err(e),
             }
         });
@@ -281,6 +279,20 @@ pub fn with_tar<T>(
         });
     }
     read
+}
+
+/// Whether `e` is a write to a pipe nobody reads any more.
+fn broken_pipe(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Writes the container's tar of `kind` to `out` from this process, which must see the
