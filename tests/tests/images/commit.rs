@@ -632,3 +632,144 @@ fn rootless_commit_keeps_owners_and_export_shows_them_child() {
     }
     assert_eq!(seen, 2);
 }
+
+/// podman on a private store under `dir` (runc and cgroupfs, as this host needs; vfs, so
+/// nothing stays mounted when the test's directory goes).
+fn podman(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args([
+            "--runtime",
+            "runc",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--storage-driver",
+            "vfs",
+            "--events-backend",
+            "none",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tar's entries as `path type mode uid:gid size link`, sorted (times left out: each
+/// tool writes its own).
+fn tar_listing(bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut ar = tar::Archive::new(bytes);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        let link = e
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push(format!(
+            "{} {:?} {:o} {}:{} {} {link}",
+            e.path().unwrap().to_string_lossy().trim_end_matches('/'),
+            h.entry_type(),
+            h.mode().unwrap() & 0o7777,
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            h.size().unwrap(),
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// The same container changes committed by `podman commit` and by `strata commit` give the
+/// same `export` listing of a container of the committed image. podman's own additions are
+/// left out of its side: the files it creates in every container's upper for its bind
+/// mounts (`/etc/hosts`, `/etc/hostname`, `/etc/mtab` when the image lacks them,
+/// `/run/.containerenv`).
+#[test]
+fn podman_commit_of_the_same_changes_exports_the_same_files() {
+    if !have_root("podman_commit_of_the_same_changes_exports_the_same_files") {
+        return;
+    }
+    let env = Env::new();
+    let pm = env.tmp.path().join("podman");
+    // The demo image into podman's store, from strata's OCI layout.
+    env.run(&["run", "--rm", "demo", "true"]).ok();
+    let out = Command::new("skopeo")
+        .arg("copy")
+        .arg(format!(
+            "oci:{}:localhost/demo:latest",
+            env.strata.root().display()
+        ))
+        .arg(format!(
+            "containers-storage:[vfs@{}+{}]localhost/demo:latest",
+            pm.join("root").display(),
+            pm.join("run").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Hard links and renames are where the tools' layer writers differ most.
+    let script = "set -e; echo new > /new; ln /new /new2; rm /etc/group; echo x >> /etc/passwd; \
+                  mkdir -p /data/sub; echo f > /data/sub/f; mv /home /home2; \
+                  chmod 700 /root; touch /owned; chown 5:6 /owned";
+    podman(
+        &pm,
+        &[
+            "run",
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=1000:1000",
+            "--network",
+            "none",
+            "--name",
+            "p1",
+            "localhost/demo:latest",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    podman(&pm, &["commit", "p1", "localhost/pimg"]);
+    podman(&pm, &["create", "--name", "p2", "localhost/pimg", "true"]);
+    let ptar = env.tmp.path().join("p.tar");
+    podman(&pm, &["export", "-o", ptar.to_str().unwrap(), "p2"]);
+    let podman_side: Vec<String> = tar_listing(&std::fs::read(&ptar).unwrap())
+        .into_iter()
+        .filter(|l| {
+            let p = l.split(' ').next().unwrap();
+            !matches!(
+                p,
+                "etc/hosts" | "etc/hostname" | "etc/mtab" | "run" | "run/.containerenv"
+            )
+        })
+        .collect();
+    env.run(&["run", "--name", "s1", "demo", "sh", "-c", script])
+        .ok();
+    env.run(&["commit", "s1", "simg"]).ok();
+    env.run(&["create", "--name", "s2", "simg", "true"]).ok();
+    let out = env.strata.command(&["export", "s2"]).output().unwrap();
+    assert!(out.status.success());
+    let strata_side = tar_listing(&out.stdout);
+    assert_eq!(strata_side, podman_side);
+    let _ = Command::new("podman")
+        .arg("--root")
+        .arg(pm.join("root"))
+        .arg("--runroot")
+        .arg(pm.join("run"))
+        .args(["--storage-driver", "vfs", "rm", "-a", "-f"])
+        .output();
+}
