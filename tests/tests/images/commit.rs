@@ -773,3 +773,55 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
         .args(["--storage-driver", "vfs", "rm", "-a", "-f"])
         .output();
 }
+
+/// Unmounts a test's tmpfs when dropped.
+struct TmpfsMount(PathBuf);
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// A full disk during a commit (the store on a small tmpfs): a clear error, the container
+/// thawed and untouched, and nothing of the half-written layer left in the store.
+#[test]
+fn commit_on_a_full_disk_leaves_the_store_as_it_was() {
+    if !have_root("commit_on_a_full_disk_leaves_the_store_as_it_was") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("strata-full")
+        .tempdir()
+        .unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=12m"),
+    )
+    .unwrap();
+    let _mounted = TmpfsMount(root.clone());
+    let strata = strata_tests::strata::Strata::new(&root).unwrap();
+    // 4 MiB of incompressible data: the upper holds it; its blob and layer data (8 MiB
+    // more) do not fit beside the demo image.
+    let r = strata.run(&[
+        "run",
+        "--name",
+        "full",
+        "demo",
+        "sh",
+        "-c",
+        "head -c 4194304 /dev/urandom > /big",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = store_state(&root);
+    let err = strata.run(&["commit", "full", "big:1"]).fails(1);
+    assert!(err.contains("No space left on device"), "{err}");
+    assert_eq!(store_state(&root), before);
+    assert_eq!(strata.run(&["images", "-q"]).ok().lines().count(), 1);
+    strata.run(&["rm", "full"]).ok();
+}
