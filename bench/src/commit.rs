@@ -15,13 +15,6 @@ use crate::ops::timed;
 use crate::report::median;
 use crate::scratch::{output, run};
 
-const PODMAN_ULIMITS: [&str; 4] = [
-    "--ulimit",
-    "nofile=20000:20000",
-    "--ulimit",
-    "nproc=1000:1000",
-];
-
 /// What the container runs: extract the archive, then the commit reads what it wrote.
 const WRITE: &str = "mkdir -p /work && tar -xf /files.tar -C /work";
 
@@ -31,22 +24,7 @@ fn strata(store: &Path, args: &[&str]) -> Result<String> {
 }
 
 fn podman(dir: &Path) -> Command {
-    let mut c = Command::new("podman");
-    c.arg("--root")
-        .arg(dir.join("podman-root"))
-        .arg("--runroot")
-        .arg(dir.join("podman-run"))
-        .args([
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--storage-driver",
-            "overlay",
-            "--events-backend",
-            "none",
-        ]);
-    c
+    strata_tests::podman::command(&dir.join("podman"), "overlay")
 }
 
 fn samples(runs: usize, mut once: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -86,10 +64,10 @@ fn podman_commit(dir: &Path, tar: &Path, runs: usize) -> Result<f64> {
     run(Command::new("skopeo")
         .arg("copy")
         .arg(format!("oci:{}:localhost/demo:latest", store.display()))
-        .arg(format!(
-            "containers-storage:[overlay@{}+{}]localhost/demo:latest",
-            dir.join("podman-root").display(),
-            dir.join("podman-run").display()
+        .arg(strata_tests::podman::storage_ref(
+            &dir.join("podman"),
+            "overlay",
+            "localhost/demo:latest",
         )))?;
     let bind = format!("{}:/files.tar:ro", tar.display());
     run(podman(dir)
@@ -102,7 +80,7 @@ fn podman_commit(dir: &Path, tar: &Path, runs: usize) -> Result<f64> {
             "-v",
             &bind,
         ])
-        .args(PODMAN_ULIMITS)
+        .args(strata_tests::podman::ULIMITS)
         .args(["localhost/demo:latest", "sh", "-c", WRITE]))?;
     let r = samples(runs, || {
         run(podman(dir).args(["commit", "bench-commit", "localhost/bench-committed"]))

@@ -2,10 +2,9 @@
 //! `commit` module and strata-image's `import` do the work), and the `__tar` helper a
 //! rootless commit or export runs.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args};
@@ -74,35 +73,6 @@ pub struct ExportArgs {
     pub container: String,
 }
 
-/// Writes to `path` through a temp file beside it, renamed over it once complete (as `save
-/// -o`): a failed export leaves no half file.
-fn write_file_atomically(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let stem = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = crate::store::fsutil::temp_name(dir, &stem);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", path.display()))?;
-    let result = write(&mut file).and_then(|()| {
-        file.sync_all()
-            .with_context(|| format!("writing {}", path.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 pub fn export(global: &Global, args: ExportArgs) -> i32 {
     if args.output.is_none() && std::io::stdout().is_terminal() {
         return report(
@@ -132,7 +102,7 @@ pub fn export(global: &Global, args: ExportArgs) -> i32 {
             .map_err(|e| anyhow::anyhow!(e.chain()))
         };
         match &args.output {
-            Some(p) => write_file_atomically(p, |f| copy(f)),
+            Some(p) => super::write_file_atomically(p, |f| copy(f)),
             None => copy(&mut std::io::stdout().lock()),
         }
     })();

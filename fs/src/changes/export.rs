@@ -7,14 +7,14 @@
 //! docker's export. Sockets are left out, as in a layer.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use tar::{Builder, EntryType};
 
-use super::writer::{header, pax, Exact};
+use super::writer::{append_entry, header, pax, Exact};
 use super::{ChangesError, Result};
 use crate::attr::FileKind;
 use crate::errno::Errno;
@@ -111,56 +111,26 @@ fn entry_to_tar<W: Write>(
     if !xattrs.is_empty() {
         pax(b, &lossy(path), &xattrs)?;
     }
-    let mut h = header(EntryType::Regular);
-    h.set_mode(a.perm);
-    h.set_uid(a.uid.into());
-    h.set_gid(a.gid.into());
-    h.set_mtime(a.mtime.sec.max(0) as u64);
-    match a.kind {
-        FileKind::Directory => {
-            h.set_entry_type(EntryType::Directory);
-            b.append_data(&mut h, path, std::io::empty())
-                .map_err(werr)?;
-            walk(union, ino, path, b, links)?;
-        }
-        FileKind::Regular => {
-            h.set_size(a.size);
-            let (fh, f) = union.open(ino, libc::O_RDONLY).map_err(merr)?;
-            let file = f.file.try_clone().map_err(werr);
-            union.release(fh);
-            let (offset, left) = match f.range {
-                Some(r) => (r.offset, a.size.min(r.len)),
-                None => (0, a.size),
-            };
-            let data = Exact {
-                file: file?,
-                offset,
-                left,
-            };
-            b.append_data(&mut h, path, data).map_err(werr)?;
-        }
-        FileKind::Symlink => {
-            h.set_entry_type(EntryType::Symlink);
-            let target = union.readlink(ino).map_err(merr)?;
-            b.append_link(&mut h, path, Path::new(OsStr::from_bytes(&target)))
-                .map_err(werr)?;
-        }
-        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
-            h.set_entry_type(match a.kind {
-                FileKind::CharDevice => EntryType::Char,
-                FileKind::BlockDevice => EntryType::Block,
-                _ => EntryType::Fifo,
-            });
-            if a.kind != FileKind::Fifo {
-                h.set_device_major(rustix::fs::major(a.rdev))
-                    .map_err(werr)?;
-                h.set_device_minor(rustix::fs::minor(a.rdev))
-                    .map_err(werr)?;
-            }
-            b.append_data(&mut h, path, std::io::empty())
-                .map_err(werr)?;
-        }
-        FileKind::Socket => {}
+    let link = match a.kind {
+        FileKind::Symlink => Some(union.readlink(ino).map_err(merr)?),
+        _ => None,
+    };
+    append_entry(b, path, &a, link.as_deref(), || {
+        let (fh, f) = union.open(ino, libc::O_RDONLY).map_err(merr)?;
+        let file = f.file.try_clone().map_err(werr);
+        union.release(fh);
+        let (offset, left) = match f.range {
+            Some(r) => (r.offset, a.size.min(r.len)),
+            None => (0, a.size),
+        };
+        Ok(Exact {
+            file: file?,
+            offset,
+            left,
+        })
+    })?;
+    if a.kind == FileKind::Directory {
+        walk(union, ino, path, b, links)?;
     }
     Ok(())
 }

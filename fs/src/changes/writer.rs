@@ -265,52 +265,12 @@ impl ChangeSet {
             if !meta.xattrs.is_empty() {
                 pax(&mut b, &super::lossy(&c.path), &meta.xattrs)?;
             }
-            let a = &meta.attr;
-            let mut h = header(EntryType::Regular);
-            h.set_mode(a.perm);
-            h.set_uid(a.uid.into());
-            h.set_gid(a.gid.into());
-            h.set_mtime(a.mtime.sec.max(0) as u64);
             let path = path_of(&c.path);
-            match a.kind {
-                FileKind::Directory => {
-                    h.set_entry_type(EntryType::Directory);
-                    b.append_data(&mut h, path, std::io::empty())
-                        .map_err(werr)?;
-                    if c.opaque {
-                        marker(&mut b, &c.path.join(OsStr::from_bytes(OPAQUE_MARKER)))
-                            .map_err(werr)?;
-                    }
-                }
-                FileKind::Regular => {
-                    h.set_entry_type(EntryType::Regular);
-                    h.set_size(a.size);
-                    let data = self.data(owner, source, a.size)?;
-                    b.append_data(&mut h, path, data).map_err(werr)?;
-                }
-                FileKind::Symlink => {
-                    h.set_entry_type(EntryType::Symlink);
-                    let target = meta.link.as_deref().unwrap_or_default();
-                    b.append_link(&mut h, path, Path::new(OsStr::from_bytes(target)))
-                        .map_err(werr)?;
-                }
-                FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
-                    h.set_entry_type(match a.kind {
-                        FileKind::CharDevice => EntryType::Char,
-                        FileKind::BlockDevice => EntryType::Block,
-                        _ => EntryType::Fifo,
-                    });
-                    if a.kind != FileKind::Fifo {
-                        h.set_device_major(rustix::fs::major(a.rdev))
-                            .map_err(werr)?;
-                        h.set_device_minor(rustix::fs::minor(a.rdev))
-                            .map_err(werr)?;
-                    }
-                    b.append_data(&mut h, path, std::io::empty())
-                        .map_err(werr)?;
-                }
-                // A socket is no file a layer can carry (docker and umoci skip them too).
-                FileKind::Socket => {}
+            append_entry(&mut b, path, &meta.attr, meta.link.as_deref(), || {
+                self.data(owner, source, meta.attr.size)
+            })?;
+            if meta.attr.kind == FileKind::Directory && c.opaque {
+                marker(&mut b, &c.path.join(OsStr::from_bytes(OPAQUE_MARKER))).map_err(werr)?;
             }
         }
         b.into_inner().map_err(|source| ChangesError::Write {
@@ -318,6 +278,61 @@ impl ChangeSet {
             source,
         })
     }
+}
+
+/// Appends one entry with `a`'s type, mode, owner and mtime: a directory, a regular file
+/// whose bytes `data` opens, a symlink to `link`, a device or a fifo. A socket is no file a
+/// layer can carry (docker and umoci skip them too): nothing is written for one.
+pub(super) fn append_entry<W: Write, R: Read>(
+    b: &mut Builder<W>,
+    path: &Path,
+    a: &Attr,
+    link: Option<&[u8]>,
+    data: impl FnOnce() -> Result<R>,
+) -> Result<()> {
+    let werr = |source| ChangesError::Write {
+        path: path.to_string_lossy().into_owned(),
+        source,
+    };
+    let mut h = header(EntryType::Regular);
+    h.set_mode(a.perm);
+    h.set_uid(a.uid.into());
+    h.set_gid(a.gid.into());
+    h.set_mtime(a.mtime.sec.max(0) as u64);
+    match a.kind {
+        FileKind::Directory => {
+            h.set_entry_type(EntryType::Directory);
+            b.append_data(&mut h, path, std::io::empty())
+                .map_err(werr)?;
+        }
+        FileKind::Regular => {
+            h.set_size(a.size);
+            b.append_data(&mut h, path, data()?).map_err(werr)?;
+        }
+        FileKind::Symlink => {
+            h.set_entry_type(EntryType::Symlink);
+            let target = link.unwrap_or_default();
+            b.append_link(&mut h, path, Path::new(OsStr::from_bytes(target)))
+                .map_err(werr)?;
+        }
+        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
+            h.set_entry_type(match a.kind {
+                FileKind::CharDevice => EntryType::Char,
+                FileKind::BlockDevice => EntryType::Block,
+                _ => EntryType::Fifo,
+            });
+            if a.kind != FileKind::Fifo {
+                h.set_device_major(rustix::fs::major(a.rdev))
+                    .map_err(werr)?;
+                h.set_device_minor(rustix::fs::minor(a.rdev))
+                    .map_err(werr)?;
+            }
+            b.append_data(&mut h, path, std::io::empty())
+                .map_err(werr)?;
+        }
+        FileKind::Socket => {}
+    }
+    Ok(())
 }
 
 /// Which source of a hard-link group to read: the upper's copy, then the index's, then a

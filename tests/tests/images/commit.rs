@@ -127,11 +127,12 @@ fn commit_of_every_kind_of_change_shows_exactly_the_containers_files() {
         "step1",
         "sh",
         "-c",
-        "mv /data /moved && rm -r /home && echo ready > /ready && exec sleep 1000",
+        "mv /data /moved && rm -r /home && echo ready > /ready2 && exec sleep 1000",
     ]);
-    env.exec_until("c2", "cat /ready", "ready");
+    // (step1 has /ready already: c1 wrote it.)
+    env.exec_until("c2", "cat /ready2", "ready");
     let upper = env.containers_dir().join(&c2).join("upper");
-    xattr::set(upper.join("ready"), "user.note", b"kept").unwrap();
+    xattr::set(upper.join("ready2"), "user.note", b"kept").unwrap();
     let id2 = image_id(&env.run(&["commit", "-p=false", "c2", "step2"]).ok());
     assert_ne!(id, id2);
     let out = env
@@ -162,14 +163,14 @@ fn commit_of_every_kind_of_change_shows_exactly_the_containers_files() {
     let mut found = false;
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
-        if e.path().unwrap().to_str() == Some("ready") {
+        if e.path().unwrap().to_str() == Some("ready2") {
             for x in e.pax_extensions().unwrap().unwrap() {
                 let x = x.unwrap();
                 found |= x.key().unwrap() == "SCHILY.xattr.user.note" && x.value_bytes() == b"kept";
             }
         }
     }
-    assert!(found, "user.note missing from the committed /ready");
+    assert!(found, "user.note missing from the committed /ready2");
 }
 
 /// `-a`, `-m`, `-c` reach inspect and history; the printed ID is the image's; the committed
@@ -633,24 +634,10 @@ fn rootless_commit_keeps_owners_and_export_shows_them_child() {
     assert_eq!(seen, 2);
 }
 
-/// podman on a private store under `dir` (runc and cgroupfs, as this host needs; vfs, so
-/// nothing stays mounted when the test's directory goes).
+/// podman on a private store under `dir` (vfs: nothing stays mounted when the test's
+/// directory goes); its stdout.
 fn podman(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args([
-            "--runtime",
-            "runc",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--storage-driver",
-            "vfs",
-            "--events-backend",
-            "none",
-        ])
+    let out = strata_tests::podman::command(dir, "vfs")
         .args(args)
         .output()
         .unwrap();
@@ -709,10 +696,10 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
             "oci:{}:localhost/demo:latest",
             env.strata.root().display()
         ))
-        .arg(format!(
-            "containers-storage:[vfs@{}+{}]localhost/demo:latest",
-            pm.join("root").display(),
-            pm.join("run").display()
+        .arg(strata_tests::podman::storage_ref(
+            &pm,
+            "vfs",
+            "localhost/demo:latest",
         ))
         .output()
         .unwrap();
@@ -730,9 +717,9 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
         &[
             "run",
             "--ulimit",
-            "nofile=20000:20000",
+            strata_tests::podman::ULIMITS[1],
             "--ulimit",
-            "nproc=1000:1000",
+            strata_tests::podman::ULIMITS[3],
             "--network",
             "none",
             "--name",
@@ -765,12 +752,8 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
     assert!(out.status.success());
     let strata_side = tar_listing(&out.stdout);
     assert_eq!(strata_side, podman_side);
-    let _ = Command::new("podman")
-        .arg("--root")
-        .arg(pm.join("root"))
-        .arg("--runroot")
-        .arg(pm.join("run"))
-        .args(["--storage-driver", "vfs", "rm", "-a", "-f"])
+    let _ = strata_tests::podman::command(&pm, "vfs")
+        .args(["rm", "-a", "-f"])
         .output();
 }
 
