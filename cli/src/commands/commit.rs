@@ -32,7 +32,7 @@ pub struct CommitArgs {
           default_missing_value = "true", action = ArgAction::Set)]
     pub pause: bool,
     pub container: String,
-    /// REPOSITORY[:TAG]
+    /// The new image's name: REPOSITORY or REPOSITORY:TAG
     pub repository: Option<String>,
 }
 
@@ -119,7 +119,7 @@ pub struct ImportArgs {
     pub message: Option<String>,
     /// file|URL|-
     pub source: String,
-    /// REPOSITORY[:TAG]
+    /// The new image's name: REPOSITORY or REPOSITORY:TAG
     pub repository: Option<String>,
 }
 
