@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -31,6 +31,8 @@
 //!    image from a loopback registry, and a cold walk of the result; its own table.
 //! 9. **run** (`run.rs`): `strata run --rm demo true` and `exec` against runc on a
 //!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
+//! 10. **commit** (`commit.rs`): `strata commit` against `podman commit` of a container that
+//!     wrote the untar workload's 20k files; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -43,6 +45,7 @@
 //! end, so runs start from the same filesystem state. `--quick` shrinks every size to about
 //! a tenth and runs once: a smoke test, not a measurement.
 
+mod commit;
 mod data;
 mod machine;
 mod ops;
@@ -103,6 +106,8 @@ enum Workload {
     Pull,
     /// strata run --rm / exec vs runc on fuse-overlayfs and podman.
     Run,
+    /// strata commit vs podman commit of a container that wrote 20k small files.
+    Commit,
 }
 
 fn main() -> ExitCode {
@@ -189,6 +194,14 @@ fn run(args: &Args) -> Result<bool> {
         true => Some(run::run_run(&scratch.root().join("run"), runs)),
         false => None,
     };
+    let commit_section = match wanted(Workload::Commit) {
+        true => Some(commit::run_commit(
+            &scratch.root().join("commit"),
+            sizes.untar_files,
+            runs,
+        )),
+        false => None,
+    };
     drop(scratch);
     let after = Conditions::now();
 
@@ -217,6 +230,11 @@ fn run(args: &Args) -> Result<bool> {
     match run_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("run: {e:#}")),
+        None => {}
+    }
+    match commit_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("commit: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {

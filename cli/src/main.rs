@@ -78,6 +78,8 @@ enum Command {
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive (docker archive or OCI archive)
     Load(commands::archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::commit::ImportArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor {
@@ -92,6 +94,9 @@ enum Command {
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
+    /// Write a container's changes or filesystem as a tar to stdout (internal)
+    #[command(name = "__tar", hide = true)]
+    Tar(commands::commit::TarHelperArgs),
     /// Show the version
     Version,
 }
@@ -139,6 +144,10 @@ enum ContainerVerb {
     Port(commands::ps::PortArgs),
     /// Display the running processes of a container
     Top(commands::ps::TopArgs),
+    /// Create a new image from a container's changes
+    Commit(commands::commit::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(commands::commit::ExportArgs),
 }
 
 /// `strata container …`: the shared verbs and those that exist only here.
@@ -179,6 +188,8 @@ fn container_verb(global: &Global, v: ContainerVerb) -> i32 {
         ContainerVerb::Rename(a) => containers::rename(global, a),
         ContainerVerb::Port(a) => ps::port(global, a),
         ContainerVerb::Top(a) => ps::top(global, a),
+        ContainerVerb::Commit(a) => commands::commit::commit(global, a),
+        ContainerVerb::Export(a) => commands::commit::export(global, a),
     }
 }
 
@@ -223,6 +234,8 @@ enum ImageCommand {
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive
     Load(commands::archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::commit::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -266,6 +279,9 @@ fn main() {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
             commands::archive::load(&global, a)
         }
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            std::process::exit(commands::commit::import(&global, a))
+        }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
         Command::Info(a) | Command::System(SystemCommand::Info(a)) => {
             commands::info::info(&global, a)
@@ -284,6 +300,7 @@ fn main() {
             std::process::exit(monitor::monitor_main(&global.root, &id, attached))
         }
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
+        Command::Tar(a) => std::process::exit(commands::commit::tar_helper(&global, a)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -4,6 +4,7 @@
 //! ```text
 //!   create ──> flags (docker's flag grammar), containers, volumes, strata-image (the image,
 //!    │          pulled or made when missing)
+//!   commit (changes tar -> strata-image authoring; export tar; the rootless tar helper)
 //!   lifecycle (stop, kill, remove: signals, grace, SIGKILL, cleanup)
 //!    │
 //!    ▼
@@ -23,6 +24,7 @@
 //! `PullObserver`, which the caller passes.
 
 pub mod attach;
+pub mod commit;
 pub mod containers;
 pub mod create;
 mod error;

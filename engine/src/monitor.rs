@@ -637,20 +637,24 @@ fn serve_client(conn: UnixStream, input: Arc<Mutex<Option<File>>>, pty: Option<A
     });
 }
 
-fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
-    use strata_fs::options::MountOptions;
-    let dir = rootfs.parent().unwrap_or(rootfs);
-    let opts = {
-        let mut o = MountOptions {
-            upperdir: Some(dir.join("upper")),
-            workdir: Some(dir.join("work")),
-            // Container processes run as other users than the server.
-            allow_other: true,
-            ..Default::default()
-        };
-        o.validate_upper()?;
-        o
+/// The union options of a container whose directory is `dir`: its upper and work
+/// directories (the monitor mounts the union; `export` reads it unmounted). The lowers are
+/// [`layers`].
+pub fn union_options(dir: &Path) -> Result<strata_fs::options::MountOptions> {
+    let mut o = strata_fs::options::MountOptions {
+        upperdir: Some(dir.join("upper")),
+        workdir: Some(dir.join("work")),
+        // Container processes run as other users than the server.
+        allow_other: true,
+        ..Default::default()
     };
+    o.validate_upper()?;
+    Ok(o)
+}
+
+fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
+    let dir = rootfs.parent().unwrap_or(rootfs);
+    let opts = union_options(dir)?;
     let union = strata_fs::mount::build_union(layers(store, rec)?, &opts)?;
     let source = format!("strata:{}", &rec.id[..12]);
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;

@@ -12,7 +12,10 @@
 //!    ├─ image     an entry's manifest and config; docker's lookup by tag, digest, ID
 //!    ├─ ingest    one blob streamed in, resumed, verified (trait BlobSource)
 //!    ├─ layers    a blob's layer index, built by strata-fs in the same pass
+//!    ├─ author    new layers from tar streams, new images (commit, import, build)
 //!    ├─ gc, in_use, lock, fsutil, demo
+//!   change      Dockerfile instructions as runtime-config changes (commit -c, build)
+//!   import ──> store::author, registry's HTTP stack (a tar file, URL or stdin as an image)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
@@ -23,8 +26,10 @@
 //! binary).
 
 pub mod archive;
+pub mod change;
 pub mod digest;
 mod error;
+pub mod import;
 pub mod oci;
 pub mod pull;
 pub mod reference;

@@ -5,6 +5,7 @@
 //!   fake_registry.rs a registry that misbehaves on purpose (digests, cut transfers, auth)
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
 //!   oci.rs      ImageBuilder: layers → an OCI image layout (gzip, zstd or plain)
+//!   podman.rs   podman on a private store, as this host needs it
 //!   registry.rs docker-registry on a free loopback port; push with skopeo
 //!   strata.rs   the strata binary with a test store (--root), its exit code and output
 //!   mounts.rs   mount/unmount strata-fs, fuse-overlayfs, kernel overlayfs; MountGuard
@@ -17,6 +18,7 @@ pub mod fake_registry;
 pub mod fixture;
 pub mod mounts;
 pub mod oci;
+pub mod podman;
 pub mod registry;
 pub mod strata;
 pub mod tree;

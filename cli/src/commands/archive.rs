@@ -2,10 +2,9 @@
 //! it; this opens the files (a temp file renamed into place for `save -o`, as docker),
 //! refuses a terminal, and prints docker's lines.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -53,37 +52,13 @@ pub fn save(global: &Global, args: SaveArgs) -> Result<()> {
         }
     }
     match &args.output {
-        Some(p) => {
-            // As docker: a temp file beside the target, renamed over it once complete, so a
-            // failed save leaves no half archive (and an earlier one stays).
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            let stem = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let tmp = crate::store::fsutil::temp_name(dir, &stem);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .with_context(|| format!("creating {}", p.display()))?;
-            let result =
-                archive::write_archive(&store, &images, Box::new(std::io::BufWriter::new(&file)))
-                    .map_err(anyhow::Error::from)
-                    .and_then(|()| {
-                        file.sync_all()
-                            .with_context(|| format!("writing {}", p.display()))?;
-                        fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))
-                    });
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result
-        }
+        Some(p) => super::write_file_atomically(p, |file| {
+            Ok(archive::write_archive(
+                &store,
+                &images,
+                Box::new(std::io::BufWriter::new(file)),
+            )?)
+        }),
         None => {
             if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");

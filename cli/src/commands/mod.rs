@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod commit;
 pub mod container_inspect;
 pub mod containers;
 pub mod exec;
@@ -17,6 +18,7 @@ pub mod system;
 pub mod volume;
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::store::Store;
 use crate::Global;
@@ -70,4 +72,39 @@ pub fn open(global: &Global) -> (Store, Containers) {
     crate::monitor::cleanup_stale(&store);
     let c = Containers::new(&store);
     (store, c)
+}
+
+/// Writes to `path` through a temp file beside it (mode 0600), renamed over it once
+/// complete, as docker's `save -o` and `export -o`: a failed write leaves no half file, and
+/// an earlier file stays.
+pub fn write_file_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = crate::store::fsutil::temp_name(dir, &stem);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let result = write(&mut file).and_then(|()| {
+        file.sync_all()
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

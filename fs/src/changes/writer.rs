@@ -257,54 +257,14 @@ impl ChangeSet {
             let source = owner.source.as_ref().unwrap_or(source);
             let meta = self.meta(owner, source, opts)?;
             if !meta.xattrs.is_empty() {
-                pax(&mut b, c, &meta.xattrs)?;
+                pax(&mut b, &super::lossy(&c.path), &meta.xattrs)?;
             }
-            let a = &meta.attr;
-            let mut h = header(EntryType::Regular);
-            h.set_mode(a.perm);
-            h.set_uid(a.uid.into());
-            h.set_gid(a.gid.into());
-            h.set_mtime(a.mtime.sec.max(0) as u64);
             let path = path_of(&c.path);
-            match a.kind {
-                FileKind::Directory => {
-                    h.set_entry_type(EntryType::Directory);
-                    b.append_data(&mut h, path, std::io::empty())
-                        .map_err(werr)?;
-                    if c.opaque {
-                        marker(&mut b, &c.path.join(OsStr::from_bytes(OPAQUE_MARKER)))
-                            .map_err(werr)?;
-                    }
-                }
-                FileKind::Regular => {
-                    h.set_entry_type(EntryType::Regular);
-                    h.set_size(a.size);
-                    let data = self.data(owner, source, a.size)?;
-                    b.append_data(&mut h, path, data).map_err(werr)?;
-                }
-                FileKind::Symlink => {
-                    h.set_entry_type(EntryType::Symlink);
-                    let target = meta.link.as_deref().unwrap_or_default();
-                    b.append_link(&mut h, path, Path::new(OsStr::from_bytes(target)))
-                        .map_err(werr)?;
-                }
-                FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
-                    h.set_entry_type(match a.kind {
-                        FileKind::CharDevice => EntryType::Char,
-                        FileKind::BlockDevice => EntryType::Block,
-                        _ => EntryType::Fifo,
-                    });
-                    if a.kind != FileKind::Fifo {
-                        h.set_device_major(rustix::fs::major(a.rdev))
-                            .map_err(werr)?;
-                        h.set_device_minor(rustix::fs::minor(a.rdev))
-                            .map_err(werr)?;
-                    }
-                    b.append_data(&mut h, path, std::io::empty())
-                        .map_err(werr)?;
-                }
-                // A socket is no file a layer can carry (docker and umoci skip them too).
-                FileKind::Socket => {}
+            append_entry(&mut b, path, &meta.attr, meta.link.as_deref(), || {
+                self.data(owner, source, meta.attr.size)
+            })?;
+            if meta.attr.kind == FileKind::Directory && c.opaque {
+                marker(&mut b, &c.path.join(OsStr::from_bytes(OPAQUE_MARKER))).map_err(werr)?;
             }
         }
         b.into_inner().map_err(|source| ChangesError::Write {
@@ -312,6 +272,61 @@ impl ChangeSet {
             source,
         })
     }
+}
+
+/// Appends one entry with `a`'s type, mode, owner and mtime: a directory, a regular file
+/// whose bytes `data` opens, a symlink to `link`, a device or a fifo. A socket is no file a
+/// layer can carry (docker and umoci skip them too): nothing is written for one.
+pub(super) fn append_entry<W: Write, R: Read>(
+    b: &mut Builder<W>,
+    path: &Path,
+    a: &Attr,
+    link: Option<&[u8]>,
+    data: impl FnOnce() -> Result<R>,
+) -> Result<()> {
+    let werr = |source| ChangesError::Write {
+        path: path.to_string_lossy().into_owned(),
+        source,
+    };
+    let mut h = header(EntryType::Regular);
+    h.set_mode(a.perm);
+    h.set_uid(a.uid.into());
+    h.set_gid(a.gid.into());
+    h.set_mtime(a.mtime.sec.max(0) as u64);
+    match a.kind {
+        FileKind::Directory => {
+            h.set_entry_type(EntryType::Directory);
+            b.append_data(&mut h, path, std::io::empty())
+                .map_err(werr)?;
+        }
+        FileKind::Regular => {
+            h.set_size(a.size);
+            b.append_data(&mut h, path, data()?).map_err(werr)?;
+        }
+        FileKind::Symlink => {
+            h.set_entry_type(EntryType::Symlink);
+            let target = link.unwrap_or_default();
+            b.append_link(&mut h, path, Path::new(OsStr::from_bytes(target)))
+                .map_err(werr)?;
+        }
+        FileKind::CharDevice | FileKind::BlockDevice | FileKind::Fifo => {
+            h.set_entry_type(match a.kind {
+                FileKind::CharDevice => EntryType::Char,
+                FileKind::BlockDevice => EntryType::Block,
+                _ => EntryType::Fifo,
+            });
+            if a.kind != FileKind::Fifo {
+                h.set_device_major(rustix::fs::major(a.rdev))
+                    .map_err(werr)?;
+                h.set_device_minor(rustix::fs::minor(a.rdev))
+                    .map_err(werr)?;
+            }
+            b.append_data(&mut h, path, std::io::empty())
+                .map_err(werr)?;
+        }
+        FileKind::Socket => {}
+    }
+    Ok(())
 }
 
 /// Which source of a hard-link group to read: the upper's copy, then the index's, then a
@@ -327,7 +342,7 @@ fn rank(s: &Source) -> u8 {
 
 /// A header with every numeric field set (readers refuse empty ones): mode 0644, owner
 /// root, time 0, no size, device 0/0.
-fn header(kind: EntryType) -> Header {
+pub(super) fn header(kind: EntryType) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(0o644);
@@ -348,11 +363,15 @@ fn marker<W: Write>(b: &mut Builder<W>, path: &LayerPath) -> std::io::Result<()>
 }
 
 /// A PAX extended header with the entry's xattrs, for the entry that follows.
-fn pax<W: Write>(b: &mut Builder<W>, c: &Change, xattrs: &[(OsString, Vec<u8>)]) -> Result<()> {
+pub(super) fn pax<W: Write>(
+    b: &mut Builder<W>,
+    path: &str,
+    xattrs: &[(OsString, Vec<u8>)],
+) -> Result<()> {
     let mut records = Vec::new();
     for (k, v) in xattrs {
         let name = std::str::from_utf8(k.as_bytes()).map_err(|_| ChangesError::XattrName {
-            path: super::lossy(&c.path),
+            path: path.to_string(),
             name: k.to_string_lossy().into_owned(),
         })?;
         let body_len = " SCHILY.xattr.".len() + name.len() + 1 + v.len() + 1;
@@ -368,7 +387,7 @@ fn pax<W: Write>(b: &mut Builder<W>, c: &Change, xattrs: &[(OsString, Vec<u8>)])
     let mut h = header(EntryType::XHeader);
     h.set_size(records.len() as u64);
     let werr = |source| ChangesError::Write {
-        path: super::lossy(&c.path),
+        path: path.to_string(),
         source,
     };
     h.set_path("PaxHeaders/xattrs").map_err(werr)?;

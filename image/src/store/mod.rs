@@ -16,6 +16,7 @@
 //! The store hands out an image's layers opened, as a union's lowers (`Vec<Arc<dyn Layer>>`,
 //! [`Store::image_layers`], [`Store::open_layers`]): nothing else opens a layer's index.
 
+pub mod author;
 pub mod demo;
 pub mod fsutil;
 pub mod gc;

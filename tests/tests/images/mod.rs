@@ -4,6 +4,7 @@
 mod archive;
 mod bad_input;
 mod commands;
+mod commit;
 mod hostile;
 mod mount;
 mod prune;
