@@ -375,8 +375,16 @@ fn enter_new(spec: &ContainerSpec, cgroup: Option<&Cgroup>) -> Result<()> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP
         | CloneFlags::CLONE_NEWPID;
-    if spec.network != NetworkMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match (&spec.network, &spec.netns) {
+        (NetworkMode::Host, _) => {}
+        (_, Some(path)) => {
+            let f = File::open(path).map_err(Error::io(path))?;
+            setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(Error::sys(format!(
+                "joining the network namespace {}",
+                path.display()
+            )))?;
+        }
+        (_, None) => flags |= CloneFlags::CLONE_NEWNET,
     }
     unshare(flags).map_err(Error::sys("unshare of the container namespaces"))?;
     mount(
