@@ -299,7 +299,7 @@ pub fn create(
         }
     }
     if !ports.is_empty() && network != NetworkMode::Host {
-        if network == NetworkMode::None || matches!(mode, Mode::Container(_)) {
+        if matches!(mode, Mode::None | Mode::Container(_)) {
             return Err(Error::InvalidRequest(
                 "conflicting options: port publishing and the container type network mode".into(),
             ));

@@ -90,10 +90,10 @@ impl Mode {
         Mode::parse(Some(name).filter(|n| !n.is_empty()), rootless).unwrap_or(Mode::None)
     }
 
-    /// What the runtime makes of it.
+    /// What the runtime makes of it: a namespace of its own with loopback up for all but
+    /// `host` (docker's `none` has `lo` up too).
     pub fn runtime(&self) -> NetworkMode {
         match self {
-            Mode::None => NetworkMode::None,
             Mode::Host => NetworkMode::Host,
             _ => NetworkMode::Private,
         }
@@ -424,7 +424,7 @@ mod tests {
         for m in [Mode::Bridge, Mode::Slirp4netns, Mode::None, Mode::Host] {
             assert_eq!(Mode::from_name(&m.name(), false), m);
         }
-        assert_eq!(Mode::None.runtime(), NetworkMode::None);
+        assert_eq!(Mode::None.runtime(), NetworkMode::Private);
         assert_eq!(Mode::Host.runtime(), NetworkMode::Host);
         assert_eq!(Mode::Bridge.runtime(), NetworkMode::Private);
     }

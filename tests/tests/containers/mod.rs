@@ -8,6 +8,7 @@ mod files;
 mod isolation;
 mod lifecycle;
 mod load;
+mod network;
 mod ports;
 mod rootless;
 
