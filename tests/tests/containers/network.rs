@@ -207,6 +207,34 @@ fn rootless_default_network_reaches_the_host_and_writes_the_files_child() {
         "slirp4netns 10.0.2.100 10.0.2.2"
     );
     env.run(&["rm", "-f", "sl"]).ok();
+    // container:NAME rootless: the monitor joins the other's user namespace to enter its
+    // network namespace.
+    env.detach(&[
+        "--name",
+        "web",
+        "demo",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
+    let mut last = String::new();
+    let r = wait_for(Duration::from_secs(30), "web through its namespace", || {
+        last = env
+            .run(&[
+                "run",
+                "--rm",
+                "--network",
+                "container:web",
+                "demo",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/",
+            ])
+            .stdout;
+        last == "from-web\n"
+    });
+    assert!(r.is_ok(), "{last}");
+    env.run(&["rm", "-f", "web"]).ok();
 }
 
 /// `ip -o link` names and the iptables rules of both tables, for leftovers.
