@@ -95,6 +95,51 @@ fn ip(args: &[&str]) -> Command {
     c
 }
 
+/// Several `ip` commands in one process (`ip -batch`), stopping at the first that fails.
+fn ip_batch(step: &'static str, lines: &[String]) -> Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::StartHelper {
+            path: PathBuf::from("ip"),
+            source,
+        })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let _ = stdin.write_all(lines.join("\n").as_bytes());
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|source| Error::StartHelper {
+            path: PathBuf::from("ip"),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Network {
+        step,
+        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// Whether network interface `name` exists on the host.
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Whether `name` is administratively up (IFF_UP in its flags).
+fn link_up(name: &str) -> bool {
+    let flags = std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("flags"));
+    flags
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & 1 == 1)
+}
+
 fn iptables(args: &[&str]) -> Command {
     let mut c = Command::new("iptables");
     c.arg("-w").args(args);
@@ -132,21 +177,21 @@ fn rules() -> Vec<Vec<String>> {
 
 /// The bridge with its address, forwarding on, the NAT rules: made when missing.
 fn ensure_bridge() -> Result<()> {
-    if !Path::new("/sys/class/net").join(BRIDGE).exists() {
-        run(
+    if !link_exists(BRIDGE) {
+        ip_batch(
             "creating the strata0 bridge",
-            &mut ip(&["link", "add", BRIDGE, "type", "bridge"]),
-        )?;
-        let addr = format!("{GATEWAY}/{PREFIX}");
-        run(
-            "addressing the strata0 bridge",
-            &mut ip(&["addr", "add", &addr, "dev", BRIDGE]),
+            &[
+                format!("link add {BRIDGE} type bridge"),
+                format!("addr add {GATEWAY}/{PREFIX} dev {BRIDGE}"),
+            ],
         )?;
     }
-    run(
-        "bringing the strata0 bridge up",
-        &mut ip(&["link", "set", BRIDGE, "up"]),
-    )?;
+    if !link_up(BRIDGE) {
+        run(
+            "bringing the strata0 bridge up",
+            &mut ip(&["link", "set", BRIDGE, "up"]),
+        )?;
+    }
     let fwd = Path::new("/proc/sys/net/ipv4/ip_forward");
     if std::fs::read_to_string(fwd)
         .map(|s| s.trim() != "1")
@@ -228,13 +273,20 @@ fn with_leases<T>(f: impl FnOnce(&mut Vec<Lease>) -> Result<T>) -> Result<T> {
     leases.retain(|l| {
         let alive = l.alive();
         if !alive {
-            let _ = run("", &mut ip(&["link", "del", &host_veth(&l.id)]));
+            delete_link(&host_veth(&l.id));
         }
         alive
     });
     let out = f(&mut leases)?;
     write_leases(&path, &leases)?;
     Ok(out)
+}
+
+/// Deletes host link `name` when it exists (its veth peer goes with it).
+fn delete_link(name: &str) {
+    if link_exists(name) {
+        let _ = run("deleting a veth", &mut ip(&["link", "del", name]));
+    }
 }
 
 /// A new network namespace, held by the returned descriptor (no process lives in it yet).
@@ -307,30 +359,25 @@ pub fn attach(id: &str, ns: &OwnedFd) -> Result<Attachment> {
         let path = ns_path(ns);
         let path = path.to_string_lossy();
         // A veth left by a crashed monitor of the same container goes first.
-        let _ = run("", &mut ip(&["link", "del", &host]));
-        run(
-            "creating the container's veth pair",
-            &mut ip(&[
-                "link", "add", &host, "type", "veth", "peer", "name", "eth0", "address", &att.mac,
-                "netns", &path,
-            ]),
+        delete_link(&host);
+        ip_batch(
+            "creating the container's veth pair on strata0",
+            &[
+                format!(
+                    "link add {host} type veth peer name eth0 address {} netns {path}",
+                    att.mac
+                ),
+                format!("link set {host} master {BRIDGE} up"),
+            ],
         )?;
-        run(
-            "attaching the veth to strata0",
-            &mut ip(&["link", "set", &host, "master", BRIDGE, "up"]),
-        )?;
-        let cidr = format!("{}/{PREFIX}", att.ip);
+        let lines = [
+            "link set lo up".to_string(),
+            format!("addr add {}/{PREFIX} dev eth0", att.ip),
+            "link set eth0 up".to_string(),
+            format!("route add default via {}", att.gateway),
+        ];
         in_netns(ns, || {
-            run("bringing up lo", &mut ip(&["link", "set", "lo", "up"]))?;
-            run(
-                "addressing eth0",
-                &mut ip(&["addr", "add", &cidr, "dev", "eth0"]),
-            )?;
-            run("bringing up eth0", &mut ip(&["link", "set", "eth0", "up"]))?;
-            run(
-                "adding the default route",
-                &mut ip(&["route", "add", "default", "via", &att.gateway]),
-            )
+            ip_batch("configuring eth0 in the container's namespace", &lines)
         })
     })();
     if let Err(e) = result {
@@ -343,7 +390,7 @@ pub fn attach(id: &str, ns: &OwnedFd) -> Result<Attachment> {
 /// Gives back what container `id` held on the bridge: its veth and its address. Idempotent
 /// (the monitor's end, `rm`, the cleanup after a dead monitor all call it).
 pub fn release(id: &str) {
-    let _ = run("", &mut ip(&["link", "del", &host_veth(id)]));
+    delete_link(&host_veth(id));
     let _ = with_leases(|leases| {
         leases.retain(|l| l.id != id);
         Ok(())

@@ -71,9 +71,12 @@ pub fn start(container_ip: &str, ports: &[PortBinding]) -> Result<Proxy> {
         })?;
         std::thread::spawn(move || {
             for conn in accept.incoming() {
-                let Ok(client) = conn else {
-                    // Shut down (the container ended), or out of descriptors: stop either way.
-                    break;
+                let client = match conn {
+                    Ok(c) => c,
+                    // The listener was shut down: the container ended.
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => break,
+                    // A client gone before its accept, out of descriptors: go on.
+                    Err(_) => continue,
                 };
                 std::thread::spawn(move || {
                     let Ok(server) = TcpStream::connect(target) else {
