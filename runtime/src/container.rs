@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! caller ── fork ─► setup child (single-threaded: keeps only its own descriptors)
-//!    │                joins the cgroup, unshare(NEWNS|NEWUTS|NEWIPC|NEWCGROUP[|NEWNET]
-//!    │                |NEWPID), clone(CLONE_PARENT) ─► pid 1 (the caller's child)
+//!    │                joins the cgroup [and spec.netns], unshare(NEWNS|NEWUTS|NEWIPC
+//!    │                |NEWCGROUP[|NEWNET]|NEWPID), clone(CLONE_PARENT) ─► pid 1
 //!    │  ◄── pid 1's host pid (pipe) ───────────────────┘  setup::container → execve
 //!    │  ◄── pty master (SCM_RIGHTS, Stdio::Pty) ──────────┤
 //!    │  ◄── serialized Error, or EOF at execve ───────────┘  (close-on-exec pipe)
