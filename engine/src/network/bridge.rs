@@ -73,13 +73,20 @@ pub fn host_veth(id: &str) -> String {
 }
 
 fn run(step: &'static str, cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|source| Error::StartHelper {
-            path: PathBuf::from(cmd.get_program()),
-            source,
-        })?;
+    let out = cmd.stdin(std::process::Stdio::null()).output();
+    finished(step, cmd.get_program(), out)
+}
+
+/// The outcome of a finished `ip`/`iptables`: its stderr names what went wrong.
+fn finished(
+    step: &'static str,
+    program: &std::ffi::OsStr,
+    out: std::io::Result<std::process::Output>,
+) -> Result<()> {
+    let out = out.map_err(|source| Error::StartHelper {
+        path: PathBuf::from(program),
+        source,
+    })?;
     if out.status.success() {
         return Ok(());
     }
@@ -111,19 +118,7 @@ fn ip_batch(step: &'static str, lines: &[String]) -> Result<()> {
     let mut stdin = child.stdin.take().expect("piped");
     let _ = stdin.write_all(lines.join("\n").as_bytes());
     drop(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|source| Error::StartHelper {
-            path: PathBuf::from("ip"),
-            source,
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::Network {
-        step,
-        message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
+    finished(step, "ip".as_ref(), child.wait_with_output())
 }
 
 /// Whether network interface `name` exists on the host.

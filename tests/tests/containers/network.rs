@@ -12,6 +12,7 @@ use std::time::Duration;
 use strata_tests::mounts::wait_for;
 use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
+use super::ports::have_port_helper;
 use super::Env;
 
 /// A server on all the host's addresses that greets each connection; its port.
@@ -26,17 +27,16 @@ fn host_server(greeting: &'static str) -> u16 {
     port
 }
 
-/// slirp4netns is what the rootless default network is made of; CI installs it.
-fn have_slirp(test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("slirp4netns").is_file()));
-    if !found {
-        if std::env::var_os("STRATA_PRIVILEGED_TESTS").is_some_and(|v| v == "1") {
-            panic!("{test}: STRATA_PRIVILEGED_TESTS=1 but slirp4netns is not installed");
-        }
-        eprintln!("{test}: skipped, needs slirp4netns");
-    }
-    found
+/// Container `web`, serving `from-web` on port 8080.
+fn serve_web(env: &Env) {
+    env.detach(&[
+        "--name",
+        "web",
+        "demo",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 8080 -h /www",
+    ]);
 }
 
 /// The default network's checks, as root or rootless: the host by `host-gateway`
@@ -177,7 +177,7 @@ fn bridge_network_reaches_the_host_and_writes_the_files() {
 #[test]
 fn rootless_default_network_reaches_the_host_and_writes_the_files() {
     let name = "rootless_default_network_reaches_the_host_and_writes_the_files";
-    if !have_root(name) || !have_slirp(name) {
+    if !have_root(name) || !have_port_helper(name) {
         return;
     }
     run_test_as_user(
@@ -209,14 +209,7 @@ fn rootless_default_network_reaches_the_host_and_writes_the_files_child() {
     env.run(&["rm", "-f", "sl"]).ok();
     // container:NAME rootless: the monitor joins the other's user namespace to enter its
     // network namespace.
-    env.detach(&[
-        "--name",
-        "web",
-        "demo",
-        "sh",
-        "-c",
-        "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 8080 -h /www",
-    ]);
+    serve_web(&env);
     let mut last = String::new();
     let r = wait_for(Duration::from_secs(30), "web through its namespace", || {
         last = env
@@ -262,14 +255,7 @@ fn bridge_containers_reach_each_other_and_share_namespaces() {
         return;
     }
     let env = Env::new();
-    env.detach(&[
-        "--name",
-        "web",
-        "demo",
-        "sh",
-        "-c",
-        "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 8080 -h /www",
-    ]);
+    serve_web(&env);
     let ip = env.inspect("web", "{{.NetworkSettings.IPAddress}}");
     assert!(ip.starts_with("10.215.0."), "{ip}");
     let url = format!("http://{ip}:8080/");

@@ -10,9 +10,9 @@ use strata_tests::users::{have_root, run_test_as_user, Rootless};
 
 use super::{processes_with, Env};
 
-/// Whether slirp4netns is in PATH; when not, the test says it skipped (or fails under
-/// STRATA_PRIVILEGED_TESTS=1, where CI installs slirp4netns).
-fn have_port_helper(test: &str) -> bool {
+/// Whether slirp4netns is in PATH (the rootless network's helper too); when not, the test
+/// says it skipped (or fails under STRATA_PRIVILEGED_TESTS=1, where CI installs slirp4netns).
+pub(super) fn have_port_helper(test: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("slirp4netns").is_file()));
     if !found {
