@@ -389,3 +389,31 @@ fn network_flags_are_checked_before_anything_is_made() {
     };
     assert_eq!(words(&out), words(&host));
 }
+
+#[test]
+fn bridge_lease_and_veth_of_a_killed_monitor_are_given_back() {
+    if !have_root("bridge_lease_and_veth_of_a_killed_monitor_are_given_back") {
+        return;
+    }
+    let env = Env::new();
+    let id = env.detach(&["--name", "orphan", "demo", "sleep", "300"]);
+    let veth = std::path::Path::new("/sys/class/net").join(format!("st{}", &id[..12]));
+    assert!(veth.exists());
+    let leases = || std::fs::read_to_string("/run/strata/strata0.json").unwrap_or_default();
+    assert!(leases().contains(&id), "{}", leases());
+    let monitor = env.state(&id)["monitor_pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The next command finds the dead monitor and gives back what it held.
+    wait_for(Duration::from_secs(30), "the container marked dead", || {
+        env.run(&["ps", "-a", "--format", "{{.State}}"]).stdout == "dead\n"
+    })
+    .unwrap();
+    assert!(!leases().contains(&id), "{}", leases());
+    // The veth went with the namespace (or with the cleanup).
+    wait_for(Duration::from_secs(30), "the veth gone", || !veth.exists()).unwrap();
+    env.run(&["rm", "-f", "orphan"]).ok();
+}
