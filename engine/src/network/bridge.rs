@@ -277,6 +277,25 @@ fn with_leases<T>(f: impl FnOnce(&mut Vec<Lease>) -> Result<T>) -> Result<T> {
     Ok(out)
 }
 
+/// The interface of the host's default route in `/proc/net/route`'s text.
+fn default_route_iface(routes: &str) -> Option<&str> {
+    routes.lines().skip(1).find_map(|l| {
+        let mut f = l.split_whitespace();
+        let iface = f.next()?;
+        (f.next()? == "00000000").then_some(iface)
+    })
+}
+
+/// The MTU for a container's veth: the host's way out's (docker's 1500 would stall TCP
+/// on a host whose uplink is smaller, as this VM's 1400), else 1500.
+fn uplink_mtu() -> u32 {
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    default_route_iface(&routes)
+        .and_then(|i| std::fs::read_to_string(Path::new("/sys/class/net").join(i).join("mtu")).ok())
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
+}
+
 /// Deletes host link `name` when it exists (its veth peer goes with it).
 fn delete_link(name: &str) {
     if link_exists(name) {
@@ -355,11 +374,13 @@ pub fn attach(id: &str, ns: &OwnedFd) -> Result<Attachment> {
         let path = path.to_string_lossy();
         // A veth left by a crashed monitor of the same container goes first.
         delete_link(&host);
+        let mtu = uplink_mtu();
         ip_batch(
             "creating the container's veth pair on strata0",
             &[
                 format!(
-                    "link add {host} type veth peer name eth0 address {} netns {path}",
+                    "link add {host} mtu {mtu} type veth peer name eth0 mtu {mtu} address {} \
+                     netns {path}",
                     att.mac
                 ),
                 format!("link set {host} master {BRIDGE} up"),
@@ -412,6 +433,15 @@ mod tests {
         let full: Vec<Lease> = (2..=254).map(lease).collect();
         assert_eq!(first_free(&full), None);
         assert_eq!(host_veth(&"ab".repeat(32)).len(), 14);
+    }
+
+    #[test]
+    fn the_uplink_is_the_default_route_s_interface() {
+        let routes = "Iface\tDestination\tGateway\tFlags\n\
+                      strata0\t0000D70A\t00000000\t0001\n\
+                      eth0\t00000000\t010200C0\t0003\n";
+        assert_eq!(default_route_iface(routes), Some("eth0"));
+        assert_eq!(default_route_iface("Iface\n"), None);
     }
 
     #[test]

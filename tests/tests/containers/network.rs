@@ -162,6 +162,18 @@ fn bridge_network_reaches_the_host_and_writes_the_files() {
         .run(&["exec", "bb", "cat", "/sys/class/net/eth0/address"])
         .ok();
     assert_eq!(out.trim(), mac);
+    // The veth's MTU is the host uplink's (not docker's 1500 over a smaller uplink).
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap();
+    let uplink = routes
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("00000000"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let host_mtu = std::fs::read_to_string(format!("/sys/class/net/{uplink}/mtu")).unwrap();
+    let mtu = env
+        .run(&["exec", "bb", "cat", "/sys/class/net/eth0/mtu"])
+        .ok();
+    assert_eq!(mtu, host_mtu);
     // No 127.x resolver of the host's: a container in its own namespace cannot reach it.
     let resolv = env.run(&["exec", "bb", "cat", "/etc/resolv.conf"]).ok();
     assert!(resolv.contains("nameserver "), "{resolv}");
