@@ -314,6 +314,9 @@ pub fn create(
                  apt-get install slirp4netns"
             )));
         }
+        if mode == Mode::Bridge {
+            crate::network::proxy::check(&ports)?;
+        }
     }
 
     let id = containers::new_id()?;

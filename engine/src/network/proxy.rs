@@ -40,18 +40,23 @@ fn pump(mut from: TcpStream, mut to: TcpStream) {
     let _ = to.shutdown(Shutdown::Write);
 }
 
+/// Refuses what the proxy cannot forward: it forwards TCP only (slirp4netns does both).
+pub fn check(ports: &[PortBinding]) -> Result<()> {
+    match ports.iter().find(|p| p.proto != "tcp") {
+        Some(p) => Err(Error::InvalidRequest(format!(
+            "publishing {}/{} on the bridge network: only tcp is forwarded there \
+             (use --network slirp4netns for udp)",
+            p.container_port, p.proto
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Listens on each binding's host address and forwards connections to `container_ip`.
-/// UDP is refused: the bridge forwards TCP only (slirp4netns forwards both).
 pub fn start(container_ip: &str, ports: &[PortBinding]) -> Result<Proxy> {
+    check(ports)?;
     let mut listeners = Vec::new();
     for p in ports {
-        if p.proto != "tcp" {
-            return Err(Error::InvalidRequest(format!(
-                "publishing {}/{} on the bridge network: only tcp is forwarded there \
-                 (use --network slirp4netns for udp)",
-                p.container_port, p.proto
-            )));
-        }
         let host = if p.host_ip.is_empty() {
             "0.0.0.0"
         } else {

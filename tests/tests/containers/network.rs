@@ -372,6 +372,7 @@ fn network_flags_are_checked_before_anything_is_made() {
         (&["--add-host", "db:nope"], "invalid IP address in add-host"),
         (&["--dns", "resolver"], "is not an ip address"),
         (&["--network", "none", "-p", "80"], "conflicting options"),
+        (&["-p", "5353:53/udp"], "only tcp is forwarded there"),
     ] {
         let mut a = vec!["run", "--rm"];
         a.extend_from_slice(args);
