@@ -130,7 +130,10 @@ fn slirp4netns(
     let _ = std::fs::remove_file(dir.join("slirp.sock"));
     let child = Command::new(prog)
         // Host loopback stays reachable at 10.0.2.2: it is `host-gateway` here.
+        // Sandboxed (its own mount namespace, capabilities dropped) and seccomp-filtered, as
+        // podman runs it.
         .args(["--configure", "--mtu=65520", "--netns-type=path"])
+        .args(["--enable-sandbox", "--enable-seccomp"])
         .arg(format!("--macaddress={}", super::SLIRP_MAC))
         .arg(format!("--exit-fd={}", exit_r.as_raw_fd()))
         .arg(format!("--ready-fd={}", ready_w.as_raw_fd()))

@@ -79,14 +79,12 @@ fn publish_and_fetch(env: &Env, network: &[&str]) {
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
     let dir = env.containers_dir().join(&id);
     let slirp = env.inspect("web", "{{.HostConfig.NetworkMode}}") == "slirp4netns";
+    // slirp4netns names the namespace by the monitor's descriptor of it.
+    let monitor = env.state(&id)["monitor_pid"].as_i64().unwrap();
+    let helper = format!("/proc/{monitor}/fd/");
     if slirp {
         assert_eq!(
-            processes_with("--api-socket=slirp.sock")
-                .iter()
-                .filter(|p| {
-                    std::fs::read_link(format!("/proc/{p}/cwd")).is_ok_and(|c| c == dir)
-                })
-                .count(),
+            processes_with(&helper).len(),
             1,
             "no slirp4netns for the container"
         );
@@ -95,6 +93,10 @@ fn publish_and_fetch(env: &Env, network: &[&str]) {
     // The monitor may still be ending when rm returns.
     wait_for(Duration::from_secs(30), "the published port freed", || {
         std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+    })
+    .unwrap();
+    wait_for(Duration::from_secs(30), "slirp4netns gone", || {
+        processes_with(&helper).is_empty()
     })
     .unwrap();
     assert!(!dir.exists());
