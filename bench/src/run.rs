@@ -104,8 +104,14 @@ fn strata_rows(dir: &Path, runs: usize) -> (Result<f64>, Result<f64>) {
         let msg = format!("{e:#}");
         return (Err(anyhow::anyhow!("{msg}")), Err(anyhow::anyhow!("{msg}")));
     }
+    // `--network none`, as the peers' rows: runc's bundle and podman get no network, while
+    // strata's default is now the bridge (its cost is measured apart, README).
     let start = med(repeat(runs, |_| {
-        strata(&store, &["run", "--rm", "demo", "true"]).map(drop)
+        strata(
+            &store,
+            &["run", "--rm", "--network", "none", "demo", "true"],
+        )
+        .map(drop)
     }));
     let exec = (|| -> Result<f64> {
         strata(

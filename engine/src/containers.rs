@@ -99,6 +99,8 @@ pub struct Record {
     pub stop_signal: String,
     /// Seconds `stop` waits before SIGKILL (`--stop-timeout`); `None` is 10.
     pub stop_timeout: Option<i64>,
+    /// `--network`, `--dns*`, `--add-host`.
+    pub network: crate::network::NetworkConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -153,6 +155,8 @@ pub struct State {
     pub starts: u32,
     /// The ports published while it runs (random host ports chosen).
     pub published: Vec<PortBinding>,
+    /// Its address while it runs (empty on `none`, `host`, `container:`).
+    pub address: crate::network::Address,
 }
 
 impl State {

@@ -18,6 +18,7 @@ use crate::containers::{self, Containers, PortBinding, Record, VolumeMount};
 use crate::flags::{
     environment, keys, parse_bytes, parse_port, parse_ulimit, parse_volume, strings, VolumeSpec,
 };
+use crate::network::{Mode, NetworkConfig};
 use crate::volumes::Volumes;
 use crate::{Error, Result};
 
@@ -51,8 +52,17 @@ pub struct CreateOptions {
     pub tmpfs: Vec<String>,
     /// Mount the container's root filesystem as read only
     pub read_only: bool,
-    /// Connect a container to a network (none, host; default: a private one with loopback)
+    /// Connect a container to a network (bridge, slirp4netns, none, host, container:NAME;
+    /// default: bridge as root, slirp4netns rootless)
     pub network: Option<String>,
+    /// Set custom DNS servers
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    pub dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip; ip may be host-gateway)
+    pub add_host: Vec<String>,
     /// Publish a container's port(s) to the host (HOST:CTR, IP:HOST:CTR, CTR; /udp after CTR)
     pub publish: Vec<String>,
     /// Publish all exposed ports to random ports
@@ -169,16 +179,33 @@ pub fn create(
             (v > 0.0).then_some(v)
         }
     };
-    let network = match opts.network.as_deref() {
-        None | Some("default") | Some("bridge") | Some("private") => NetworkMode::Private,
-        Some("none") => NetworkMode::None,
-        Some("host") => NetworkMode::Host,
-        Some(other) => {
-            return Err(Error::InvalidRequest(format!(
-                "network {other} not found (strata knows none, host and the default)"
-            )))
+    let rootless = !nix::unistd::geteuid().is_root();
+    let mut mode = Mode::parse(opts.network.as_deref(), rootless)?;
+    if let Mode::Container(name) = &mode {
+        if opts.hostname.is_some() {
+            return Err(Error::InvalidRequest(
+                "conflicting options: hostname and the network mode".into(),
+            ));
         }
-    };
+        mode = Mode::Container(Containers::new(store).find(name)?.id);
+    }
+    // Rootless without slirp4netns: loopback only, unless asked for by name (or -p, below).
+    if mode == Mode::Slirp4netns
+        && opts.network.as_deref() != Some("slirp4netns")
+        && opts.publish.is_empty()
+        && !opts.publish_all
+        && crate::network::find_helper().is_none()
+    {
+        mode = Mode::None;
+    }
+    let network_config = NetworkConfig::new(
+        &mode,
+        &opts.dns,
+        &opts.dns_search,
+        &opts.dns_option,
+        &opts.add_host,
+    )?;
+    let network = mode.runtime();
     let volume_specs = opts
         .volume
         .iter()
@@ -272,12 +299,12 @@ pub fn create(
         }
     }
     if !ports.is_empty() && network != NetworkMode::Host {
-        if network == NetworkMode::None {
+        if matches!(mode, Mode::None | Mode::Container(_)) {
             return Err(Error::InvalidRequest(
                 "conflicting options: port publishing and the container type network mode".into(),
             ));
         }
-        if crate::network::find_helper().is_none() {
+        if mode == Mode::Slirp4netns && crate::network::find_helper().is_none() {
             let pasta = match crate::network::have_pasta() {
                 true => " (pasta is installed, but strata does not drive it yet)",
                 false => "",
@@ -286,6 +313,9 @@ pub fn create(
                 "publishing ports (-p, -P) needs slirp4netns, which is not installed{pasta}: \
                  apt-get install slirp4netns"
             )));
+        }
+        if mode == Mode::Bridge {
+            crate::network::proxy::check(&ports)?;
         }
     }
 
@@ -425,6 +455,7 @@ pub fn create(
             mounts,
             readonly_rootfs: opts.read_only,
             network,
+            netns: None,
             privileged: opts.privileged,
             resources: Resources {
                 memory,
@@ -465,6 +496,7 @@ pub fn create(
             security_opt: opts.security_opt.clone(),
             stop_signal: stop_signal.clone(),
             stop_timeout: opts.stop_timeout,
+            network: network_config.clone(),
         };
         let mut rec = rec;
         Containers::new(store).create(&mut rec)?;

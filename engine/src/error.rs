@@ -176,11 +176,19 @@ pub enum Error {
         source: io::Error,
     },
 
-    // Ports (slirp4netns).
-    #[error("publishing ports")]
+    // The network (bridge, slirp4netns).
+    #[error("setting up slirp4netns")]
     Publish(#[source] Box<Error>),
-    #[error("publishing ports needs slirp4netns, which is not installed")]
+    #[error(
+        "the slirp4netns network (rootless default, -p) needs slirp4netns, which is not \
+         installed: apt-get install slirp4netns"
+    )]
     NoSlirp,
+    #[error("setting up the container's network")]
+    NetworkSetup(#[source] Box<Error>),
+    /// An `ip` or `iptables` command failed at `step`; `message` is its stderr.
+    #[error("{step}: {message}")]
+    Network { step: &'static str, message: String },
     #[error("starting {}", path.display())]
     StartHelper {
         path: PathBuf,

@@ -9,7 +9,7 @@
 //!    │
 //!    ▼
 //!   monitor ──> strata-fs (the union, served in-process), strata-runtime (the container),
-//!    │          network (slirp4netns), attach (its socket protocol), terminal
+//!    │          network (bridge, slirp4netns, the files), attach, terminal
 //!    ▼
 //!   containers (records and state.json, names, locks) ──> strata-image's store (paths, locks)
 //!   volumes (named and anonymous, in-use checks)   info (docker's /info document)

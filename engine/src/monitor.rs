@@ -349,8 +349,8 @@ struct Session {
     fs_thread: Option<std::thread::JoinHandle<()>>,
     cgroup: Option<Cgroup>,
     raw: Option<RawTerminal>,
-    /// The port publisher, stopped when the container ends.
-    network: Option<crate::network::Published>,
+    /// The container's network (helpers, bridge lease), given back when it ends.
+    network: Option<crate::network::Network>,
 }
 
 impl Session {
@@ -402,15 +402,31 @@ fn start(
         .map_err(|e| e125(Error::os("blocking signals")(e)))?;
     let rootless = !nix::unistd::geteuid().is_root();
     if rootless {
-        idmap::enter_user_namespace(&idmap::IdMapping::detect())
-            .map_err(step("entering a user namespace"))?;
+        // A `container:` network is entered from its owner, the other monitor's namespace.
+        match crate::network::user_namespace_to_join(store, rec).map_err(e125)? {
+            Some(pid) => join_user_namespace(pid).map_err(e125)?,
+            None => idmap::enter_user_namespace(&idmap::IdMapping::detect())
+                .map_err(step("entering a user namespace"))?,
+        }
     }
     idmap::enter_mount_namespace().map_err(step("entering a mount namespace"))?;
     let rootfs = dir.join("rootfs");
-    mount_root(store, rec, &rootfs, session).map_err(|e| e125(Error::MountRoot(Box::new(e))))?;
+    let init = crate::network::init_layer(&dir).map_err(e125)?;
+    mount_root(store, rec, &rootfs, Some(&init), session)
+        .map_err(|e| e125(Error::MountRoot(Box::new(e))))?;
 
     let mut spec = rec.spec.clone();
     spec.rootfs = rootfs.clone();
+    let net = crate::network::start(store, rec, &dir)
+        .map_err(|e| e125(Error::NetworkSetup(Box::new(e))))?;
+    spec.netns = net.netns.clone();
+    spec.mounts = net.mounts.iter().chain(&rec.spec.mounts).cloned().collect();
+    if let Some(h) = &net.hostname {
+        spec.hostname = Some(h.clone());
+    }
+    let published = net.published.clone();
+    let address = net.address.clone();
+    session.network = Some(net);
     spec.process.user = strata_runtime::user::resolve(&rootfs, &rec.user)
         .map_err(|e| StartError::new(e.exit_code(), e))?;
     let log = OpenOptions::new()
@@ -478,23 +494,6 @@ fn start(
     let running = Container::start(&spec, stdio).map_err(|e| StartError::new(e.exit_code(), e))?;
     session.cgroup = running.cgroup.clone();
     let pid = running.pid;
-    let mut published = Vec::new();
-    if !rec.ports.is_empty() && rec.spec.network == strata_runtime::NetworkMode::Private {
-        let result = crate::network::find_helper()
-            .ok_or(Error::NoSlirp)
-            .and_then(|h| crate::network::publish(&h, &dir, pid, &rec.ports));
-        match result {
-            Ok(p) => {
-                published = p.ports.clone();
-                session.network = Some(p);
-            }
-            Err(e) => {
-                let _ = strata_runtime::process::signal(pid, Signal::SIGKILL);
-                let _ = strata_runtime::process::wait(pid);
-                return Err(e125(Error::Publish(Box::new(e))));
-            }
-        }
-    }
     let _ = containers.update_state(&rec.id, |st| {
         st.status = Status::Running;
         st.pid = pid;
@@ -506,6 +505,7 @@ fn start(
         st.error.clear();
         st.starts += 1;
         st.published = published;
+        st.address = address;
     });
 
     let mut relays = Vec::new();
@@ -652,10 +652,21 @@ pub fn union_options(dir: &Path) -> Result<strata_fs::options::MountOptions> {
     Ok(o)
 }
 
-fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
+/// Mounts the container's union at `rootfs`: its image's layers, under `init` (the init
+/// layer, for a running container) and its upper.
+fn mount_root(
+    store: &Store,
+    rec: &Record,
+    rootfs: &Path,
+    init: Option<&Path>,
+    session: &mut Session,
+) -> Result<()> {
     let dir = rootfs.parent().unwrap_or(rootfs);
-    let opts = union_options(dir)?;
-    let union = strata_fs::mount::build_union(layers(store, rec)?, &opts)?;
+    let mut opts = union_options(dir)?;
+    opts.lowerdirs = init.map(Path::to_path_buf).into_iter().collect();
+    let mut lowers = strata_fs::mount::open_lowers(&opts)?;
+    lowers.extend(layers(store, rec)?);
+    let union = strata_fs::mount::build_union(lowers, &opts)?;
     let source = format!("strata:{}", &rec.id[..12]);
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;
     session.unmounter = Some(mounted.unmounter());
@@ -695,7 +706,7 @@ pub fn mount_private(store: &Store, rec: &Record) -> Result<PrivateRoot> {
     })?;
     let path = Containers::new(store).dir(&rec.id).join("rootfs");
     let mut session = Session::default();
-    mount_root(store, rec, &path, &mut session)?;
+    mount_root(store, rec, &path, None, &mut session)?;
     Ok(PrivateRoot { path, session })
 }
 
@@ -730,6 +741,7 @@ fn wait_for_exit(
         st.oom_killed = oom;
         st.pid = 0;
         st.published.clear();
+        st.address = Default::default();
         st.finished_at = jiff::Timestamp::now().to_string();
     });
     started.output.send(&ToClient::Exit(code));
@@ -741,6 +753,7 @@ fn wait_for_exit(
 pub fn remove_container(store: &Store, rec: &Record, volumes: bool) -> Result<()> {
     let containers = Containers::new(store);
     Cgroup::of(&rec.id).destroy();
+    crate::network::release(rec);
     containers.remove(&rec.id)?;
     if volumes {
         // One another container also mounts (by its name) stays, as under docker.
@@ -781,6 +794,7 @@ pub fn cleanup_stale(store: &Store) {
             continue;
         }
         kill_leftovers(&rec, &st);
+        crate::network::release(&rec);
         let rootfs = containers.dir(&rec.id).join("rootfs");
         if containers::is_mount_point(&rootfs) {
             let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
@@ -814,6 +828,18 @@ pub fn layers(store: &Store, rec: &Record) -> Result<Vec<Arc<dyn Layer>>> {
         },
         e => e.into(),
     })
+}
+
+/// Joins the user namespace of `pid` (a rootless monitor sharing another container's
+/// network); the process must be single-threaded.
+fn join_user_namespace(pid: i32) -> Result<()> {
+    let path = format!("/proc/{pid}/ns/user");
+    let f = File::open(&path).map_err(|source| Error::Read {
+        path: path.into(),
+        source,
+    })?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(Error::os("joining the other container's user namespace"))
 }
 
 #[cfg(test)]

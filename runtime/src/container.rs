@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! caller ── fork ─► setup child (single-threaded: keeps only its own descriptors)
-//!    │                joins the cgroup, unshare(NEWNS|NEWUTS|NEWIPC|NEWCGROUP[|NEWNET]
-//!    │                |NEWPID), clone(CLONE_PARENT) ─► pid 1 (the caller's child)
+//!    │                joins the cgroup [and spec.netns], unshare(NEWNS|NEWUTS|NEWIPC
+//!    │                |NEWCGROUP[|NEWNET]|NEWPID), clone(CLONE_PARENT) ─► pid 1
 //!    │  ◄── pid 1's host pid (pipe) ───────────────────┘  setup::container → execve
 //!    │  ◄── pty master (SCM_RIGHTS, Stdio::Pty) ──────────┤
 //!    │  ◄── serialized Error, or EOF at execve ───────────┘  (close-on-exec pipe)
@@ -375,8 +375,16 @@ fn enter_new(spec: &ContainerSpec, cgroup: Option<&Cgroup>) -> Result<()> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP
         | CloneFlags::CLONE_NEWPID;
-    if spec.network != NetworkMode::Host {
-        flags |= CloneFlags::CLONE_NEWNET;
+    match (&spec.network, &spec.netns) {
+        (NetworkMode::Host, _) => {}
+        (_, Some(path)) => {
+            let f = File::open(path).map_err(Error::io(path))?;
+            setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(Error::sys(format!(
+                "joining the network namespace {}",
+                path.display()
+            )))?;
+        }
+        (_, None) => flags |= CloneFlags::CLONE_NEWNET,
     }
     unshare(flags).map_err(Error::sys("unshare of the container namespaces"))?;
     mount(

@@ -10,7 +10,8 @@
 //!   │     /etc/subuid range through newuidmap when both exist)
 //!   ├─ idmap::enter_mount_namespace()      mounts made now stay out of the host's view
 //!   ├─ mount the union (strata-fs) at spec.rootfs
-//!   ├─ Container::start(&spec, stdio) ─ fork ─► setup child: joins the cgroup, unshares
+//!   ├─ Container::start(&spec, stdio) ─ fork ─► setup child: joins the cgroup (and
+//!   │     spec.netns, a network namespace the caller prepared), unshares
 //!   │     pid/mnt/uts/ipc/net/cgroup namespaces, clones (CLONE_PARENT) ─► pid 1
 //!   │                                                   │
 //!   │   Running { pid, pty_master, cgroup } ◄── pid ────┘ /proc /sys /dev, volumes, masked

@@ -24,6 +24,11 @@ pub struct ContainerSpec {
     /// Remount the root read-only after every mount is in place (`--read-only`).
     pub readonly_rootfs: bool,
     pub network: NetworkMode,
+    /// A network namespace to join instead of making one (an nsfs path: `/proc/PID/ns/net`,
+    /// `/proc/PID/fd/N`), when `network` is not [`NetworkMode::Host`]: the caller configured
+    /// it before the start (a veth, slirp4netns), so the process never runs without its
+    /// network, or it is another container's (`--network container:NAME`).
+    pub netns: Option<PathBuf>,
     /// All capabilities (within the caller's bounding set), no masked or read-only paths,
     /// /sys read-write.
     pub privileged: bool,

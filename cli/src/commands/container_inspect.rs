@@ -77,11 +77,7 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
     for e in &rec.exposed {
         ports.entry(e.clone()).or_insert(Value::Null);
     }
-    let network = match rec.spec.network {
-        strata_runtime::NetworkMode::Host => "host",
-        strata_runtime::NetworkMode::None => "none",
-        strata_runtime::NetworkMode::Private => "private",
-    };
+    let network = strata_engine::network::mode_name(rec);
     let res = &rec.spec.resources;
     let or_null = |v: &[String]| {
         if v.is_empty() {
@@ -113,6 +109,10 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
     let host_config = json!({
         "Binds": or_null(&binds),
         "NetworkMode": network,
+        "Dns": rec.network.dns,
+        "DnsOptions": rec.network.dns_options,
+        "DnsSearch": rec.network.dns_search,
+        "ExtraHosts": or_null(&rec.network.extra_hosts),
         "PortBindings": port_bindings,
         "AutoRemove": rec.auto_remove,
         "CapAdd": or_null(&rec.spec.process.cap_add),
@@ -174,10 +174,41 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
         "StopTimeout": rec.stop_timeout,
         "Labels": rec.labels,
     });
+    let addr = &st.address;
+    let mut networks = serde_json::Map::new();
+    if !addr.ip.is_empty() || matches!(network.as_str(), "bridge" | "slirp4netns") {
+        networks.insert(
+            network.clone(),
+            json!({
+                "Gateway": addr.gateway,
+                "IPAddress": addr.ip,
+                "IPPrefixLen": addr.prefix_len,
+                "MacAddress": addr.mac,
+            }),
+        );
+    } else if !network.starts_with("container:") {
+        networks.insert(
+            network.clone(),
+            json!({"IPAddress": "", "Gateway": "", "MacAddress": ""}),
+        );
+    }
     let network_settings = json!({
         "Ports": ports,
         "SandboxKey": if st.pid > 0 { format!("/proc/{}/ns/net", st.pid) } else { String::new() },
+        "Gateway": addr.gateway,
+        "IPAddress": addr.ip,
+        "IPPrefixLen": addr.prefix_len,
+        "MacAddress": addr.mac,
+        "Networks": networks,
     });
+    let files = |name: &str| {
+        let p = dir.join(name);
+        if p.exists() {
+            p.display().to_string()
+        } else {
+            String::new()
+        }
+    };
     json!({
         "Id": rec.id,
         "Created": time(&rec.created),
@@ -185,9 +216,9 @@ pub fn container_json(store: &Store, rec: &Record) -> Value {
         "Args": rec.args,
         "State": state,
         "Image": rec.image_id,
-        "ResolvConfPath": "",
-        "HostnamePath": "",
-        "HostsPath": "",
+        "ResolvConfPath": files("resolv.conf"),
+        "HostnamePath": files("hostname"),
+        "HostsPath": files("hosts"),
         "LogPath": dir.join("ctr.log"),
         "Name": format!("/{}", rec.name),
         "RestartCount": 0,

@@ -145,11 +145,7 @@ fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, siz
         "Mounts": rec.volumes.iter().filter(|v| v.kind != "tmpfs")
             .map(|v| if v.kind == "volume" { v.name.clone() } else { v.source.display().to_string() })
             .collect::<Vec<_>>().join(","),
-        "Networks": match rec.spec.network {
-            strata_runtime::NetworkMode::Host => "host",
-            strata_runtime::NetworkMode::None => "none",
-            strata_runtime::NetworkMode::Private => "private",
-        },
+        "Networks": strata_engine::network::mode_name(rec),
         "LocalVolumes": rec.volumes.iter().filter(|v| v.kind == "volume").count().to_string(),
         "Size": "",
     });

@@ -62,9 +62,21 @@ pub struct CreateOpts {
     /// Mount the container's root filesystem as read only
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// Connect a container to a network (none, host; default: a private one with loopback)
+    /// Connect a container to a network (bridge, slirp4netns, none, host, container:NAME)
     #[arg(long, alias = "net", value_name = "MODE")]
     pub network: Option<String>,
+    /// Set custom DNS servers
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip; ip may be host-gateway)
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
     /// Publish a container's port(s) to the host (HOST:CTR, IP:HOST:CTR, CTR; /udp after CTR)
     #[arg(short, long = "publish", value_name = "SPEC")]
     pub publish: Vec<String>,
@@ -154,6 +166,10 @@ impl CreateOpts {
             tmpfs: self.tmpfs.clone(),
             read_only: self.read_only,
             network: self.network.clone(),
+            dns: self.dns.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_option: self.dns_option.clone(),
+            add_host: self.add_host.clone(),
             publish: self.publish.clone(),
             publish_all: self.publish_all,
             expose: self.expose.clone(),

@@ -338,13 +338,15 @@ fn networks_none_private_and_host() {
         a.extend_from_slice(&["demo", "ip", "-o", "link"]);
         env.run(&a).ok()
     };
+    // none: loopback only, up (as docker's).
     let none = links(Some("none"));
     assert_eq!(none.lines().count(), 1, "{none}");
-    assert!(none.contains("lo:") && !none.contains(",UP"), "{none}");
+    assert!(none.contains("lo:") && none.contains(",UP"), "{none}");
+    // The default (the bridge as root): loopback and eth0, both up.
     let private = links(None);
-    assert_eq!(private.lines().count(), 1, "{private}");
+    assert_eq!(private.lines().count(), 2, "{private}");
     assert!(
-        private.contains("lo:") && private.contains("UP"),
+        private.contains("lo:") && private.contains("eth0@") && private.contains("UP"),
         "{private}"
     );
     let host = links(Some("host"));

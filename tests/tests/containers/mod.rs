@@ -10,6 +10,7 @@ mod info;
 mod isolation;
 mod lifecycle;
 mod load;
+mod network;
 mod ports;
 mod rootless;
 mod volume;

@@ -1,5 +1,6 @@
-//! `-p`/`-P`: host ports forwarded into the container's own network namespace through
-//! slirp4netns, as root and rootless; a clear error when it is not installed.
+//! `-p`/`-P`: host ports forwarded into the container's own network namespace: through the
+//! bridge's proxy as root, through slirp4netns rootless (and as root with `--network
+//! slirp4netns`); a clear error when slirp4netns is asked for and not installed.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -9,9 +10,9 @@ use strata_tests::users::{have_root, run_test_as_user, Rootless};
 
 use super::{processes_with, Env};
 
-/// Whether slirp4netns is in PATH; when not, the test says it skipped (or fails under
-/// STRATA_PRIVILEGED_TESTS=1, where CI installs slirp4netns).
-fn have_port_helper(test: &str) -> bool {
+/// Whether slirp4netns is in PATH (the rootless network's helper too); when not, the test
+/// says it skipped (or fails under STRATA_PRIVILEGED_TESTS=1, where CI installs slirp4netns).
+pub(super) fn have_port_helper(test: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("slirp4netns").is_file()));
     if !found {
@@ -51,12 +52,18 @@ fn http_get(port: u16) -> String {
 
 const SERVE: &str = "mkdir -p /www && echo served-from-the-container > /www/index.html && exec httpd -f -p 80 -h /www";
 
-fn publish_and_fetch(env: &Env) {
+/// `-p`/`-P` on `network` (empty: the default, the bridge as root and slirp4netns
+/// rootless): a page served in the container is fetched on the host port; after `rm -f`
+/// the port is free again (the proxy or slirp4netns went with the container).
+fn publish_and_fetch(env: &Env, network: &[&str]) {
     let port = free_port();
     let spec = format!("{port}:80");
-    let id = env.detach(&[
-        "--name", "web", "-p", &spec, "--expose", "8082", "-P", "demo", "sh", "-c", SERVE,
+    let mut args = vec!["--name", "web"];
+    args.extend_from_slice(network);
+    args.extend_from_slice(&[
+        "-p", &spec, "--expose", "8082", "-P", "demo", "sh", "-c", SERVE,
     ]);
+    let id = env.detach(&args);
     assert!(http_get(port).contains("served-from-the-container"));
     let listed = env.run(&["port", "web"]).ok();
     let mut lines: Vec<&str> = listed.lines().collect();
@@ -70,19 +77,29 @@ fn publish_and_fetch(env: &Env) {
     );
     let ps = env.run(&["ps", "--format", "{{.Ports}}"]).ok();
     assert!(ps.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
-    let pid = env.inspect("web", "{{.State.Pid}}");
-    let helper = format!(" {pid} tap0");
-    assert_eq!(
-        processes_with(&helper).len(),
-        1,
-        "no slirp4netns for the container"
-    );
+    let dir = env.containers_dir().join(&id);
+    let slirp = env.inspect("web", "{{.HostConfig.NetworkMode}}") == "slirp4netns";
+    // slirp4netns names the namespace by the monitor's descriptor of it.
+    let monitor = env.state(&id)["monitor_pid"].as_i64().unwrap();
+    let helper = format!("/proc/{monitor}/fd/");
+    if slirp {
+        assert_eq!(
+            processes_with(&helper).len(),
+            1,
+            "no slirp4netns for the container"
+        );
+    }
     env.run(&["rm", "-f", "web"]).ok();
-    assert!(
-        processes_with(&helper).is_empty(),
-        "rm -f left the port helper"
-    );
-    assert!(!env.containers_dir().join(id).exists());
+    // The monitor may still be ending when rm returns.
+    wait_for(Duration::from_secs(30), "the published port freed", || {
+        std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+    })
+    .unwrap();
+    wait_for(Duration::from_secs(30), "slirp4netns gone", || {
+        processes_with(&helper).is_empty()
+    })
+    .unwrap();
+    assert!(!dir.exists());
 }
 
 #[test]
@@ -91,7 +108,8 @@ fn publish_forwards_host_ports_into_the_container() {
     if !have_root(name) || !have_port_helper(name) {
         return;
     }
-    publish_and_fetch(&Env::new());
+    publish_and_fetch(&Env::new(), &[]);
+    publish_and_fetch(&Env::new(), &["--network", "slirp4netns"]);
 }
 
 #[test]
@@ -123,7 +141,7 @@ fn rootless_publish_forwards_host_ports_into_the_container() {
 #[test]
 #[ignore = "run by rootless_publish_forwards_host_ports_into_the_container"]
 fn rootless_publish_forwards_host_ports_into_the_container_child() {
-    publish_and_fetch(&Env::new());
+    publish_and_fetch(&Env::new(), &[]);
 }
 
 #[test]
@@ -135,8 +153,24 @@ fn publish_without_slirp4netns_fails_clearly() {
     let empty = env.tmp.path().join("empty-path");
     std::fs::create_dir(&empty).unwrap();
     for args in [
-        &["run", "-p", "8080:80", "demo", "true"][..],
-        &["create", "-P", "--expose", "80", "demo"],
+        &[
+            "run",
+            "--network",
+            "slirp4netns",
+            "-p",
+            "8080:80",
+            "demo",
+            "true",
+        ][..],
+        &[
+            "create",
+            "--net",
+            "slirp4netns",
+            "-P",
+            "--expose",
+            "80",
+            "demo",
+        ],
     ] {
         let out = env
             .strata

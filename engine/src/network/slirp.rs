@@ -1,9 +1,10 @@
-//! Port publishing (`-p`, `-P`) into a container's own network namespace, as rootless
-//! podman does it: slirp4netns, a user-mode network stack outside the namespace, gives the
-//! container a `tap0` (10.0.2.100/24, default route 10.0.2.2) and forwards host ports to it
-//! (its API socket's `add_hostfwd`). The monitor starts it once the container's pid 1 exists
-//! and keeps it for the container's life; it ends with the monitor (its exit pipe closes)
-//! even when the monitor is killed.
+//! The rootless default network, as rootless podman's: slirp4netns, a user-mode network
+//! stack outside the namespace, gives the container a `tap0` (10.0.2.100/24, default route
+//! 10.0.2.2, which is the host's loopback; DNS forwarder 10.0.2.3) and forwards host ports
+//! to it (`-p`, `-P`: its API socket's `add_hostfwd`). The monitor starts it on the
+//! namespace it made, before the container's process exists, and keeps it for the
+//! container's life; it ends with the monitor (its exit pipe closes) even when the monitor
+//! is killed.
 //!
 //! pasta is not driven yet: Debian 12's (2023-03) cannot open a namespace given by path
 //! here, as root or rootless. Without slirp4netns `run -p` fails before anything is made.
@@ -55,7 +56,7 @@ impl Drop for Published {
 }
 
 /// A free host port for `proto`, when the user asked for any (`-p 80`, `-P`).
-fn free_port(proto: &str, ip: &str) -> Result<u16> {
+pub(crate) fn free_port(proto: &str, ip: &str) -> Result<u16> {
     let addr = format!("{}:0", if ip.is_empty() { "0.0.0.0" } else { ip });
     Ok(match proto {
         "udp" => std::net::UdpSocket::bind(&addr)
@@ -88,16 +89,21 @@ fn wait_ready(mut f: File, limit: Duration) -> bool {
     rx.recv_timeout(limit).unwrap_or(false)
 }
 
-/// Publishes `ports` for the container whose pid 1 is `pid` (a host pid); `dir` is the
-/// container's directory (the helper's log and API socket go there).
-pub fn publish(helper: &Path, dir: &Path, pid: i32, ports: &[PortBinding]) -> Result<Published> {
+/// Connects the network namespace at `netns` (a path) and publishes `ports` into it; `dir`
+/// is the container's directory (the helper's log and API socket go there).
+pub fn publish(
+    helper: &Path,
+    dir: &Path,
+    netns: &Path,
+    ports: &[PortBinding],
+) -> Result<Published> {
     let mut ports = ports.to_vec();
     for p in &mut ports {
         if p.host_port == 0 {
             p.host_port = free_port(&p.proto, &p.host_ip)?;
         }
     }
-    slirp4netns(helper, dir, pid, ports)
+    slirp4netns(helper, dir, netns, ports)
 }
 
 fn log_file(dir: &Path, name: &str) -> Result<File> {
@@ -110,7 +116,12 @@ fn tail_of(dir: &Path, name: &str) -> String {
     text.lines().rev().take(3).collect::<Vec<_>>().join("; ")
 }
 
-fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Result<Published> {
+fn slirp4netns(
+    prog: &Path,
+    dir: &Path,
+    netns: &Path,
+    ports: Vec<PortBinding>,
+) -> Result<Published> {
     let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
     let (exit_r, exit_w) = nix::unistd::pipe2(cloexec).map_err(Error::os("pipe2"))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(cloexec).map_err(Error::os("pipe2"))?;
@@ -118,12 +129,17 @@ fn slirp4netns(prog: &Path, dir: &Path, pid: i32, ports: Vec<PortBinding>) -> Re
     inheritable(&ready_w)?;
     let _ = std::fs::remove_file(dir.join("slirp.sock"));
     let child = Command::new(prog)
-        .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+        // Host loopback stays reachable at 10.0.2.2: it is `host-gateway` here.
+        // Sandboxed (its own mount namespace, capabilities dropped) and seccomp-filtered, as
+        // podman runs it.
+        .args(["--configure", "--mtu=65520", "--netns-type=path"])
+        .args(["--enable-sandbox", "--enable-seccomp"])
+        .arg(format!("--macaddress={}", super::SLIRP_MAC))
         .arg(format!("--exit-fd={}", exit_r.as_raw_fd()))
         .arg(format!("--ready-fd={}", ready_w.as_raw_fd()))
         // Relative: the directory's path may be longer than a socket address holds.
         .arg("--api-socket=slirp.sock")
-        .arg(pid.to_string())
+        .arg(netns)
         .arg("tap0")
         .current_dir(dir)
         .stdin(Stdio::null())
