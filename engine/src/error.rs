@@ -105,6 +105,10 @@ pub enum Error {
     #[error("{0}")]
     VolumeName(String),
 
+    // build: the Dockerfile, its context and its steps.
+    #[error("dockerfile parse error line {line}: {message}")]
+    Dockerfile { line: usize, message: String },
+
     // create: the flags and the request, refused in docker's words.
     #[error("{0}")]
     InvalidFlag(String),

@@ -17,6 +17,7 @@
 //! `PullObserver`, which the caller passes.
 
 pub mod attach;
+pub mod build;
 pub mod containers;
 pub mod create;
 mod error;
