@@ -268,6 +268,16 @@ pub enum Error {
         diff_id: Digest,
         expected: Digest,
     },
+    #[error("writing the new layer's blob {}", path.display())]
+    WriteLayerBlob {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("indexing the new layer")]
+    IndexNewLayer(#[source] Box<Error>),
+    #[error("reading the new layer's tar")]
+    ReadNewLayer(#[source] io::Error),
     #[error("preparing layer {diff_id}")]
     PrepareLayer {
         diff_id: Digest,
@@ -339,6 +349,10 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+
+    // Dockerfile instructions as config changes (`commit -c`, `import -c`, build).
+    #[error("{instruction}: {reason}")]
+    ConfigChange { instruction: String, reason: String },
 
     // The demo image.
     #[error(

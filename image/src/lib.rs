@@ -12,7 +12,9 @@
 //!    ├─ image     an entry's manifest and config; docker's lookup by tag, digest, ID
 //!    ├─ ingest    one blob streamed in, resumed, verified (trait BlobSource)
 //!    ├─ layers    a blob's layer index, built by strata-fs in the same pass
+//!    ├─ author    new layers from tar streams, new images (commit, import, build)
 //!    ├─ gc, in_use, lock, fsutil, demo
+//!   change      Dockerfile instructions as runtime-config changes (commit -c, build)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
@@ -23,6 +25,7 @@
 //! binary).
 
 pub mod archive;
+pub mod change;
 pub mod digest;
 mod error;
 pub mod oci;

@@ -15,6 +15,14 @@ use crate::digest::{Digest, HashingReader};
 use crate::oci::Compression;
 use strata_fs::layer::index::{build_index, IndexLimits};
 
+/// Why [`Store::index_tar`] failed: the indexer refused the tar, reading it failed, or the
+/// store did.
+pub(super) enum IndexTarError {
+    Index(Error),
+    Read(io::Error),
+    Other(Error),
+}
+
 /// strata's own record of a layer, written beside the index in its directory.
 pub const LAYER_META: &str = "strata-layer.json";
 
@@ -40,6 +48,20 @@ impl PreparedLayer {
     /// Moves the index into `layers/<diffid>/` (keeping one built meanwhile by another
     /// process: both describe the same bytes).
     pub fn commit(mut self) -> Result<LayerMeta> {
+        if self.dest.exists() {
+            return Ok(self.meta.clone());
+        }
+        // Written here, not when indexed: a new layer's blob digest is known only once its
+        // compressed copy is complete ([`super::author`]).
+        let meta_path = self.tmp.join(LAYER_META);
+        let meta = serde_json::to_vec(&self.meta).map_err(|source| Error::Serialize {
+            what: LAYER_META,
+            source,
+        })?;
+        fs::write(&meta_path, meta).map_err(|source| Error::Write {
+            path: meta_path,
+            source,
+        })?;
         let tmp = std::mem::take(&mut self.tmp);
         if self.dest.exists() {
             let _ = fs::remove_dir_all(&tmp);
@@ -83,21 +105,6 @@ impl Store {
         blob: &mut dyn Read,
         expected: Option<&Digest>,
     ) -> Result<PreparedLayer> {
-        let tmp = fsutil::temp_name(&self.layers_dir(), blob_digest.hex());
-        fs::create_dir(&tmp).map_err(|source| Error::Create {
-            path: tmp.clone(),
-            source,
-        })?;
-        let mut prepared = PreparedLayer {
-            tmp,
-            dest: PathBuf::new(),
-            meta: LayerMeta {
-                diff_id: blob_digest.clone(),
-                size: 0,
-                entries: 0,
-                blob: blob_digest.clone(),
-            },
-        };
         let mut input = BufReader::with_capacity(256 * 1024, blob);
         let compression = match Compression::from_media_type(media_type) {
             Some(c) => c,
@@ -110,7 +117,7 @@ impl Store {
                 Compression::from_magic(head)
             }
         };
-        let decoded: Box<dyn Read + '_> = match compression {
+        let mut decoded: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(&mut input),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut input)),
             Compression::Zstd => Box::new(
@@ -122,40 +129,67 @@ impl Store {
                 })?,
             ),
         };
-        let mut tar = HashingReader::new(decoded);
-        let entries =
-            build_layer_index(&mut tar, &prepared.tmp).map_err(|e| Error::IndexLayer {
-                digest: blob_digest.clone(),
-                source: Box::new(e),
-            })?;
-        let (diff_id, size) = tar.finish().map_err(|source| Error::Decompress {
-            digest: blob_digest.clone(),
-            source,
-        })?;
+        let mut prepared =
+            self.index_tar(blob_digest.hex(), &mut decoded)
+                .map_err(|e| match e {
+                    IndexTarError::Index(e) => Error::IndexLayer {
+                        digest: blob_digest.clone(),
+                        source: Box::new(e),
+                    },
+                    IndexTarError::Read(source) => Error::Decompress {
+                        digest: blob_digest.clone(),
+                        source,
+                    },
+                    IndexTarError::Other(e) => e,
+                })?;
+        prepared.meta.blob = blob_digest.clone();
         if let Some(expected) = expected {
-            if &diff_id != expected {
+            if &prepared.meta.diff_id != expected {
                 return Err(Error::DiffId {
                     blob: blob_digest.clone(),
-                    diff_id,
+                    diff_id: prepared.meta.diff_id.clone(),
                     expected: expected.clone(),
                 });
             }
         }
+        Ok(prepared)
+    }
+
+    /// Indexes an uncompressed layer tar read to its end from `tar` (the hostile-tar checks
+    /// are the indexer's) into a temp directory under `layers/`, hashing it into the diff-id
+    /// as it goes. `meta.blob` is the diff-id until the caller names the blob.
+    pub(super) fn index_tar(
+        &self,
+        stem: &str,
+        tar: &mut dyn Read,
+    ) -> std::result::Result<PreparedLayer, IndexTarError> {
+        let tmp = fsutil::temp_name(&self.layers_dir(), stem);
+        fs::create_dir(&tmp).map_err(|source| {
+            IndexTarError::Other(Error::Create {
+                path: tmp.clone(),
+                source,
+            })
+        })?;
+        // From here on, dropping `prepared` deletes the temp directory.
+        let mut prepared = PreparedLayer {
+            tmp,
+            dest: PathBuf::new(),
+            meta: LayerMeta {
+                diff_id: Digest::of(b""),
+                size: 0,
+                entries: 0,
+                blob: Digest::of(b""),
+            },
+        };
+        let mut tar = HashingReader::new(tar);
+        let entries = build_layer_index(&mut tar, &prepared.tmp).map_err(IndexTarError::Index)?;
+        let (diff_id, size) = tar.finish().map_err(IndexTarError::Read)?;
         prepared.meta = LayerMeta {
             diff_id: diff_id.clone(),
             size,
             entries,
-            blob: blob_digest.clone(),
+            blob: diff_id.clone(),
         };
-        let meta_path = prepared.tmp.join(LAYER_META);
-        let meta = serde_json::to_vec(&prepared.meta).map_err(|source| Error::Serialize {
-            what: LAYER_META,
-            source,
-        })?;
-        fs::write(&meta_path, meta).map_err(|source| Error::Write {
-            path: meta_path,
-            source,
-        })?;
         prepared.dest = self.layer_dir(&diff_id);
         Ok(prepared)
     }

@@ -14,6 +14,7 @@
 //! only ever change by rename. Images are listed from index.json alone, so an image that
 //! `skopeo copy` writes here shows up too (its layer indexes are built when first needed).
 
+pub mod author;
 pub mod demo;
 pub mod fsutil;
 pub mod gc;
