@@ -201,6 +201,11 @@ fn compile(p: &str) -> Vec<Token> {
     out
 }
 
+/// Whether context path `path` matches a COPY source pattern (the same syntax).
+pub fn glob(pattern: &str, path: &str) -> bool {
+    matches(&compile(pattern), path)
+}
+
 /// Whether the whole of `s` matches `tokens` (backtracking; patterns are short).
 fn matches(tokens: &[Token], s: &str) -> bool {
     let chars: Vec<char> = s.chars().collect();

@@ -5,6 +5,8 @@
 //!   ignore (.dockerignore)
 //! ```
 
+pub mod copy;
 pub mod ignore;
 pub mod lex;
 pub mod parse;
+pub mod tree;
