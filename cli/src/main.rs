@@ -73,6 +73,8 @@ enum Command {
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive (docker archive or OCI archive)
     Load(commands::archive::LoadArgs),
+    /// Build an image from a Dockerfile
+    Build(commands::build::BuildArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
@@ -253,6 +255,7 @@ fn main() {
         }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
         Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
+        Command::Build(a) => std::process::exit(commands::build::build(&global, a)),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),

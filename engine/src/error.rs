@@ -125,6 +125,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("failed to reach build target {0} in Dockerfile")]
+    BuildTarget(String),
+    #[error("No image was generated. Is your Dockerfile empty?")]
+    EmptyBuild,
+    #[error("The command '{command}' returned a non-zero code: {code}")]
+    RunFailed { command: String, code: i32 },
+    #[error("opening layer {}", path.display())]
+    ChangesLayer {
+        path: PathBuf,
+        #[source]
+        source: Box<strata_fs::layer::index::IndexError>,
+    },
+    #[error("writing the layer of the container's changes")]
+    Changes(#[source] Box<strata_fs::changes::ChangesError>),
     #[error("reading {path} of the image")]
     ImageTree {
         path: String,

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod build;
 pub mod container_inspect;
 pub mod containers;
 pub mod exec;

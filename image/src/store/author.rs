@@ -467,7 +467,10 @@ mod tests {
         let t = s.table().unwrap();
         let img = s.find(&t, "base:1").unwrap().image().clone();
         assert_eq!(img.id, base.id);
-        assert_eq!(img.config.rootfs.diff_ids, std::slice::from_ref(&l1.diff_id));
+        assert_eq!(
+            img.config.rootfs.diff_ids,
+            std::slice::from_ref(&l1.diff_id)
+        );
         assert_eq!(img.config.history.len(), 1);
         assert!(img.config.history[0].created.is_some());
         let l2 = a.add_layer(&mut &tar_of(&[("b", b"2")])[..]).unwrap();
