@@ -117,11 +117,13 @@ impl<'a> Builder<'a> {
         // Meta ARGs (before the first FROM), then the stages.
         let mut meta = BTreeMap::new();
         let mut stages: Vec<(Instruction, Vec<Instruction>)> = Vec::new();
+        let mut meta_steps = Vec::new();
         for i in &file.instructions {
             match (i.keyword.as_str(), stages.last_mut()) {
                 ("FROM", _) => stages.push((i.clone(), Vec::new())),
                 (_, Some((_, body))) => body.push(i.clone()),
                 ("ARG", None) => {
+                    meta_steps.push(i);
                     for (name, default) in self.arg_pairs(i, &|n| meta.get(n).cloned())? {
                         let value = match self.build_args.get(&name) {
                             Some(Some(v)) => Some(v.clone()),
@@ -155,7 +157,11 @@ impl<'a> Builder<'a> {
                 .ok_or_else(|| Error::BuildTarget(t.clone()))?,
         };
         stages.truncate(last + 1);
-        self.total = stages.iter().map(|(_, b)| b.len() + 1).sum();
+        // docker's classic builder counts (and shows) the ARGs before the first FROM.
+        self.total = meta_steps.len() + stages.iter().map(|(_, b)| b.len() + 1).sum::<usize>();
+        for i in meta_steps {
+            self.step(i);
+        }
 
         let authoring = self.store.authoring()?;
         let mut done: Vec<Option<Image>> = Vec::new();
