@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,build] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -31,6 +31,8 @@
 //!    image from a loopback registry, and a cold walk of the result; its own table.
 //! 9. **run** (`run.rs`): `strata run --rm demo true` and `exec` against runc on a
 //!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
+//! 10. **build** (`build.rs`): `strata build` of a 10-step Dockerfile, cold and cached,
+//!    against `podman build`; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -43,6 +45,7 @@
 //! end, so runs start from the same filesystem state. `--quick` shrinks every size to about
 //! a tenth and runs once: a smoke test, not a measurement.
 
+mod build;
 mod data;
 mod machine;
 mod ops;
@@ -103,6 +106,8 @@ enum Workload {
     Pull,
     /// strata run --rm / exec vs runc on fuse-overlayfs and podman.
     Run,
+    /// strata build of a 10-step Dockerfile, cold and cached, vs podman build.
+    Build,
 }
 
 fn main() -> ExitCode {
@@ -189,6 +194,10 @@ fn run(args: &Args) -> Result<bool> {
         true => Some(run::run_run(&scratch.root().join("run"), runs)),
         false => None,
     };
+    let build_section = match wanted(Workload::Build) {
+        true => Some(build::run_build(&scratch.root().join("build"), runs)),
+        false => None,
+    };
     drop(scratch);
     let after = Conditions::now();
 
@@ -217,6 +226,11 @@ fn run(args: &Args) -> Result<bool> {
     match run_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("run: {e:#}")),
+        None => {}
+    }
+    match build_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("build: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {
