@@ -32,7 +32,7 @@
 //! 9. **run** (`run.rs`): `strata run --rm demo true` and `exec` against runc on a
 //!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
 //! 10. **build** (`build.rs`): `strata build` of a 10-step Dockerfile, cold and cached,
-//!    against `podman build`; its own table.
+//!     against `podman build`; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
