@@ -75,12 +75,17 @@ enum Command {
     Load(commands::archive::LoadArgs),
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::commit::ImportArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
     Monitor { id: String },
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
+    /// Write a container's changes or filesystem as a tar to stdout (internal)
+    #[command(name = "__tar", hide = true)]
+    Tar(commands::commit::TarHelperArgs),
     /// Show the version
     Version,
 }
@@ -128,6 +133,10 @@ enum ContainerVerb {
     Port(commands::ps::PortArgs),
     /// Display the running processes of a container
     Top(commands::ps::TopArgs),
+    /// Create a new image from a container's changes
+    Commit(commands::commit::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(commands::commit::ExportArgs),
 }
 
 /// `strata container …`: the shared verbs and those that exist only here.
@@ -168,6 +177,8 @@ fn container_verb(global: &Global, v: ContainerVerb) -> i32 {
         ContainerVerb::Rename(a) => containers::rename(global, a),
         ContainerVerb::Port(a) => ps::port(global, a),
         ContainerVerb::Top(a) => ps::top(global, a),
+        ContainerVerb::Commit(a) => commands::commit::commit(global, a),
+        ContainerVerb::Export(a) => commands::commit::export(global, a),
     }
 }
 
@@ -212,6 +223,8 @@ enum ImageCommand {
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive
     Load(commands::archive::LoadArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::commit::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -253,6 +266,9 @@ fn main() {
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => {
             commands::archive::load(&global, a)
         }
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => {
+            std::process::exit(commands::commit::import(&global, a))
+        }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
         Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
         Command::Build(a) => std::process::exit(commands::build::build(&global, a)),
@@ -265,6 +281,7 @@ fn main() {
         Command::Container(c) => std::process::exit(container_command(&global, c)),
         Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
+        Command::Tar(a) => std::process::exit(commands::commit::tar_helper(&global, a)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));
             Ok(())

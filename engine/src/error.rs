@@ -93,6 +93,45 @@ pub enum Error {
     #[error(transparent)]
     Mount(#[from] strata_fs::mount::MountError),
 
+    // commit and export.
+    #[error("the image of the container ({image})")]
+    CommitBase {
+        image: String,
+        #[source]
+        source: strata_image::Error,
+    },
+    #[error("pausing container {id} for the commit")]
+    CommitPause {
+        id: String,
+        #[source]
+        source: strata_runtime::Error,
+    },
+    #[error("opening layer {}", path.display())]
+    OpenLayer {
+        path: PathBuf,
+        #[source]
+        source: strata_fs::layer::index::IndexError,
+    },
+    #[error("reading the filesystem of container {id}")]
+    Changes {
+        id: String,
+        #[source]
+        source: strata_fs::changes::ChangesError,
+    },
+    #[error("writing the {kind} tar of container {id}")]
+    TarStream {
+        kind: &'static str,
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the {kind} tar of container {id}: {message}")]
+    TarWriter {
+        kind: &'static str,
+        id: String,
+        message: String,
+    },
+
     // Volumes.
     #[error("invalid volume name {0:?}")]
     InvalidVolume(String),
@@ -131,14 +170,6 @@ pub enum Error {
     EmptyBuild,
     #[error("The command '{command}' returned a non-zero code: {code}")]
     RunFailed { command: String, code: i32 },
-    #[error("opening layer {}", path.display())]
-    ChangesLayer {
-        path: PathBuf,
-        #[source]
-        source: Box<strata_fs::layer::index::IndexError>,
-    },
-    #[error("writing the layer of the container's changes")]
-    Changes(#[source] Box<strata_fs::changes::ChangesError>),
     #[error("reading {path} of the image")]
     ImageTree {
         path: String,

@@ -4,6 +4,7 @@
 //! ```text
 //!   create ──> flags (docker's flag grammar), containers, volumes, strata-image (the image,
 //!    │          pulled or made when missing)
+//!   commit (changes tar -> strata-image authoring; export tar; the rootless tar helper)
 //!   lifecycle (stop, kill, remove: signals, grace, SIGKILL, cleanup)
 //!    │
 //!    ▼
@@ -18,6 +19,7 @@
 
 pub mod attach;
 pub mod build;
+pub mod commit;
 pub mod containers;
 pub mod create;
 mod error;

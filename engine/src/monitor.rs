@@ -587,21 +587,28 @@ fn serve_attach(
     });
 }
 
-fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
-    use strata_fs::options::MountOptions;
-    let dir = rootfs.parent().unwrap_or(rootfs);
-    let opts = {
-        let mut o = MountOptions {
-            layers: layer_dirs(store, rec)?,
-            upperdir: Some(dir.join("upper")),
-            workdir: Some(dir.join("work")),
-            // Container processes run as other users than the server.
-            allow_other: true,
-            ..Default::default()
-        };
-        o.validate()?;
-        o
+/// The union of a container whose directory is `dir`: its image's layers, its upper and
+/// work directories (the monitor mounts it; `export` reads it unmounted).
+pub fn union_options(
+    store: &Store,
+    rec: &Record,
+    dir: &Path,
+) -> Result<strata_fs::options::MountOptions> {
+    let mut o = strata_fs::options::MountOptions {
+        layers: layer_dirs(store, rec)?,
+        upperdir: Some(dir.join("upper")),
+        workdir: Some(dir.join("work")),
+        // Container processes run as other users than the server.
+        allow_other: true,
+        ..Default::default()
     };
+    o.validate()?;
+    Ok(o)
+}
+
+fn mount_root(store: &Store, rec: &Record, rootfs: &Path, session: &mut Session) -> Result<()> {
+    let dir = rootfs.parent().unwrap_or(rootfs);
+    let opts = union_options(store, rec, dir)?;
     let union = strata_fs::mount::build_union(&opts)?;
     let source = format!("strata:{}", &rec.id[..12]);
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;

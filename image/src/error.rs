@@ -350,6 +350,12 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    // import.
+    #[error("Get \"{url}\": {message}")]
+    ImportUrl { url: String, message: String },
+    #[error("importing the tar")]
+    Import(#[source] Box<Error>),
+
     // Dockerfile instructions as config changes (`commit -c`, `import -c`, build).
     #[error("{instruction}: {reason}")]
     ConfigChange { instruction: String, reason: String },

@@ -15,6 +15,7 @@
 //!    ├─ author    new layers from tar streams, new images (commit, import, build)
 //!    ├─ gc, in_use, lock, fsutil, demo
 //!   change      Dockerfile instructions as runtime-config changes (commit -c, build)
+//!   import ──> store::author, registry's HTTP stack (a tar file, URL or stdin as an image)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
@@ -28,6 +29,7 @@ pub mod archive;
 pub mod change;
 pub mod digest;
 mod error;
+pub mod import;
 pub mod oci;
 pub mod pull;
 pub mod reference;

@@ -191,6 +191,71 @@ fn copy_into(src: &Path, src_contents: bool, dst: &Path, owners: bool) -> Result
     copy_tree(src, &target, owners)
 }
 
+/// `cp CONTAINER:SRC -`: a tar of `src` on stdout, as docker writes it: its entries named
+/// from its base name (a directory's contents with `SRC/.`), owners kept.
+fn tar_out(src: &Path, contents: bool) -> Result<()> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let mut b = tar::Builder::new(std::io::BufWriter::new(std::io::stdout().lock()));
+    b.follow_symlinks(false);
+    let meta = std::fs::symlink_metadata(src)?;
+    let name = match contents {
+        true => PathBuf::from("."),
+        false => PathBuf::from(src.file_name().unwrap_or(std::ffi::OsStr::new("."))),
+    };
+    let r = if meta.is_dir() {
+        b.append_dir_all(&name, src)
+    } else {
+        b.append_path_with_name(src, &name)
+    };
+    match r.and_then(|()| b.into_inner().map(drop)) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r.with_context(|| format!("writing the tar of {}", src.display()))?),
+    }
+}
+
+/// `cp - CONTAINER:DEST`: extracts the tar on stdin into the directory `dest`. Each entry
+/// is resolved inside the container's root as `cp` resolves paths (a symlink of the
+/// container never leads out of it, `..` stops at its root); owners only with `-a`.
+fn tar_in(root: &Path, ctr_dest: &str, dest: &Path, owners: bool) -> Result<()> {
+    if !dest.is_dir() {
+        bail!("extraction point is not a directory: {ctr_dest}");
+    }
+    let mut ar = tar::Archive::new(std::io::stdin().lock());
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(owners);
+    ar.set_unpack_xattrs(true);
+    let inside = |p: &Path| resolve_in(root, &format!("{ctr_dest}/{}", p.display()), false);
+    for entry in ar.entries().context("reading the tar on stdin")? {
+        let mut entry = entry.context("reading the tar on stdin")?;
+        let path = entry.path()?.into_owned();
+        if path.components().all(|c| matches!(c, Component::CurDir)) {
+            continue;
+        }
+        let target = inside(&path)?;
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if entry.header().entry_type().is_hard_link() {
+            let link = entry.link_name()?.context("a hard link without a target")?;
+            let _ = std::fs::remove_file(&target);
+            std::fs::hard_link(inside(&link)?, &target)
+                .with_context(|| format!("linking {}", path.display()))?;
+            continue;
+        }
+        if target.is_dir() && entry.header().entry_type().is_dir() {
+            entry.unpack(&target).map(drop).ok();
+            continue;
+        }
+        let _ = std::fs::remove_file(&target);
+        entry
+            .unpack(&target)
+            .with_context(|| format!("extracting {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// `CONTAINER:PATH` → (container, path).
 fn split_container(arg: &str) -> Option<(&str, &str)> {
     if arg.starts_with('/') || arg.starts_with('.') {
@@ -215,7 +280,7 @@ pub fn copy_with_root(root: &Path, dir: &Direction, follow: bool, owners: bool) 
                 bail!("Could not find the file {ctr_path} in container");
             }
             if host.as_os_str() == "-" {
-                bail!("copying to stdout (a tar stream) is not supported");
+                return tar_out(&src, contents);
             }
             if host.to_string_lossy().ends_with('/') && !host.is_dir() {
                 bail!("no such directory: {}", host.display());
@@ -227,6 +292,9 @@ pub fn copy_with_root(root: &Path, dir: &Direction, follow: bool, owners: bool) 
             let dst = resolve_in(root, ctr_path, true)?;
             if ctr_path.ends_with('/') && !dst.is_dir() {
                 bail!("no such directory: {ctr_path}");
+            }
+            if host.as_os_str() == "-" {
+                return tar_in(root, ctr_path, &dst, owners);
             }
             let src = if follow {
                 std::fs::canonicalize(host).unwrap_or_else(|_| host.clone())
@@ -260,7 +328,7 @@ pub fn cp(global: &Global, args: CpArgs) -> i32 {
             ),
         };
         if let Direction::ToContainer { host, .. } = &direction {
-            if std::fs::symlink_metadata(host).is_err() {
+            if host.as_os_str() != "-" && std::fs::symlink_metadata(host).is_err() {
                 bail!("could not find the file {}", host.display());
             }
         }
@@ -270,13 +338,16 @@ pub fn cp(global: &Global, args: CpArgs) -> i32 {
             let root = PathBuf::from(format!("/proc/{}/root", st.pid));
             return copy_with_root(&root, &direction, args.follow_link, args.archive);
         }
+        // `-` (a tar on stdin or stdout) goes to the helper as it is.
+        let absolute = |h: &PathBuf| match h.as_os_str() == "-" {
+            true => Ok(h.clone()),
+            false => std::path::absolute(h),
+        };
         let (way, a, b) = match &direction {
             Direction::FromContainer { ctr_path, host } => {
-                ("from", ctr_path.clone(), std::path::absolute(host)?)
+                ("from", ctr_path.clone(), absolute(host)?)
             }
-            Direction::ToContainer { host, ctr_path } => {
-                ("to", ctr_path.clone(), std::path::absolute(host)?)
-            }
+            Direction::ToContainer { host, ctr_path } => ("to", ctr_path.clone(), absolute(host)?),
         };
         let exe = std::env::current_exe()?;
         let status = std::process::Command::new(exe)

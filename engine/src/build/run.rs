@@ -1,16 +1,15 @@
 //! RUN: the command runs in a container on the stage's image so far, made and started
 //! through the engine's own create and run path (`strata start -a` in a child process: the
 //! monitor enters its namespaces there, not in the builder), and its upper becomes a layer
-//! through strata-fs's changes writer.
+//! through `commit`'s changes tar.
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
 use strata_image::store::author::{Authoring, NewLayer};
 use strata_image::store::image::Image;
 use strata_image::store::Store;
 
-use crate::containers::{Containers, Record};
+use crate::containers::Record;
 use crate::create::{create, CreateOptions};
 use crate::{Error, Result};
 
@@ -106,58 +105,13 @@ pub fn run(store: &Store, c: &StepContainer<'_>, quiet: bool) -> Result<i32> {
     Ok(status.code().unwrap_or(255))
 }
 
-/// The layer of what the step's container changed: its upper over the image's layers,
-/// through strata-fs's changes walk and layer tar writer.
+/// The layer of what the step's container changed: the container's changes tar as
+/// `commit` writes it (rootless through the same helper), into the store.
 pub fn layer(authoring: &Authoring<'_>, c: &StepContainer<'_>) -> Result<NewLayer> {
-    let store = authoring.store();
-    let dir = Containers::new(store).dir(&c.record.id);
-    let mut lowers: Vec<Arc<dyn strata_fs::layer::Layer>> = Vec::new();
-    for d in crate::monitor::layer_dirs(store, &c.record)? {
-        let l = strata_fs::layer::IndexedLayer::open(&d).map_err(|source| Error::ChangesLayer {
-            path: d.clone(),
-            source: Box::new(source),
-        })?;
-        lowers.push(Arc::new(l));
-    }
-    let set = strata_fs::changes::changes(&dir.join("upper"), Some(&dir.join("work")), &lowers)
-        .map_err(|source| Error::Changes(Box::new(source)))?;
-    let opts = strata_fs::changes::TarOptions {
-        read_override: !strata_fs::mount::privileged(),
-        ids: rootless_ids(),
-    };
-    let mut tmp = tempfile::tempfile_in(store.tmp_dir()).map_err(|source| Error::Create {
-        path: store.tmp_dir(),
-        source,
-    })?;
-    let f = set
-        .write_tar(&opts, &mut tmp)
-        .map_err(|source| Error::Changes(Box::new(source)))?;
-    let _ = f;
-    use std::io::Seek;
-    tmp.rewind()
-        .map_err(|source| Error::WriteLayerTar { source })?;
-    Ok(authoring.add_layer(&mut tmp)?)
-}
-
-/// Rootless, the upper's files belong to the caller's ids, which the container saw as
-/// root (and the subordinate ranges as the ids above): the same mapping read back.
-fn rootless_ids() -> strata_fs::ids::IdMapper {
-    if nix::unistd::geteuid().is_root() {
-        return Default::default();
-    }
-    let m = strata_runtime::idmap::IdMapping::detect();
-    let conv = |r: &[strata_runtime::idmap::IdRange]| {
-        r.iter()
-            .map(|r| strata_fs::ids::IdRange {
-                container: r.inside,
-                host: r.outside,
-                len: r.count,
-            })
-            .collect()
-    };
-    strata_fs::ids::IdMapper {
-        uids: conv(&m.uids),
-        gids: conv(&m.gids),
-        ..Default::default()
-    }
+    crate::commit::with_tar(
+        authoring.store(),
+        &c.record,
+        crate::commit::TarKind::Changes,
+        &mut |tar| Ok(authoring.add_layer(tar)?),
+    )
 }

@@ -22,13 +22,16 @@
 //! [`ChangeSet::write_tar`] (`writer.rs`) turns the list into an OCI layer: `.wh.NAME` for a
 //! deletion (named by [`crate::upper::whiteout_file_name`], the rootless upper's encoder;
 //! [`crate::layer::oci_whiteout_target`] and the index builder decode it), `.wh..wh..opq`
-//! for an opaque directory.
+//! for an opaque directory. [`export_tar`] (`export.rs`) writes a union's whole merged view
+//! with the same entry encoding.
 
+mod export;
 mod writer;
 
 #[cfg(test)]
 mod tests;
 
+pub use export::export_tar;
 pub use writer::TarOptions;
 
 use std::collections::{BTreeMap, HashSet};
@@ -125,6 +128,12 @@ pub enum ChangesError {
     #[error("reading /{path} in lower layer {layer}: {source}")]
     Lower {
         layer: usize,
+        path: String,
+        #[source]
+        source: Errno,
+    },
+    #[error("reading /{path} in the merged view: {source}")]
+    Merged {
         path: String,
         #[source]
         source: Errno,

@@ -590,3 +590,57 @@ fn owners_are_written_as_the_mount_maps_them() {
     let (_, e) = tar.iter().find(|(p, _)| p == "f").unwrap();
     assert_eq!((e.uid, e.gid), (0, 5));
 }
+
+#[test]
+fn export_writes_the_merged_view_with_renames_deletions_hard_links_and_chmods() {
+    let f = fixture(&[
+        &[("etc/hosts", Some("h")), ("etc/sub/x", Some("x"))],
+        &[
+            ("etc/passwd", Some("root")),
+            ("etc/gone", Some("g")),
+            ("bin/tool", Some("#!")),
+            ("keep", Some("k")),
+            ("keep2", Some("hl:keep")),
+        ],
+    ]);
+    f.union.unlink(f.ino("etc"), OsStr::new("gone")).unwrap();
+    f.rename("etc", "etc2");
+    f.write("etc2/hosts", b"H");
+    f.chmod("bin/tool", 0o700);
+    f.create(
+        "new",
+        NewKind::Regular {
+            flags: libc::O_WRONLY,
+        },
+        0o640,
+    );
+    let bytes = export_tar(&f.union, Vec::new()).unwrap();
+    // The same view gives the same bytes.
+    assert_eq!(bytes, export_tar(&f.union, Vec::new()).unwrap());
+    let tar = read_tar(&bytes);
+    let names: Vec<&str> = tar.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bin",
+            "bin/tool",
+            "etc2",
+            "etc2/hosts",
+            "etc2/passwd",
+            "etc2/sub",
+            "etc2/sub/x",
+            "keep",
+            "keep2",
+            "new"
+        ]
+    );
+    let entry = |p: &str| &tar.iter().find(|(n, _)| n == p).unwrap().1;
+    assert_eq!(entry("etc2/hosts").data, b"H");
+    assert_eq!(entry("etc2/passwd").data, b"root");
+    assert_eq!(entry("bin/tool").data, b"#!");
+    assert_eq!(entry("bin/tool").mode, 0o700);
+    assert_eq!(entry("new").mode, 0o640);
+    assert_eq!(entry("keep").data, b"k");
+    assert_eq!(entry("keep2").kind, ::tar::EntryType::Link);
+    assert_eq!(entry("keep2").link.as_deref(), Some(Path::new("keep")));
+}

@@ -44,10 +44,10 @@ struct Meta {
 
 /// Reads exactly `len` bytes of a file from `offset`: a short file is an error, never a
 /// corrupt archive.
-struct Exact {
-    file: File,
-    offset: u64,
-    left: u64,
+pub(super) struct Exact {
+    pub(super) file: File,
+    pub(super) offset: u64,
+    pub(super) left: u64,
 }
 
 impl Read for Exact {
@@ -263,7 +263,7 @@ impl ChangeSet {
             let source = owner.source.as_ref().unwrap_or(source);
             let meta = self.meta(owner, source, opts)?;
             if !meta.xattrs.is_empty() {
-                pax(&mut b, c, &meta.xattrs)?;
+                pax(&mut b, &super::lossy(&c.path), &meta.xattrs)?;
             }
             let a = &meta.attr;
             let mut h = header(EntryType::Regular);
@@ -333,7 +333,7 @@ fn rank(s: &Source) -> u8 {
 
 /// A header with every numeric field set (readers refuse empty ones): mode 0644, owner
 /// root, time 0, no size, device 0/0.
-fn header(kind: EntryType) -> Header {
+pub(super) fn header(kind: EntryType) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(0o644);
@@ -354,11 +354,15 @@ fn marker<W: Write>(b: &mut Builder<W>, path: &LayerPath) -> std::io::Result<()>
 }
 
 /// A PAX extended header with the entry's xattrs, for the entry that follows.
-fn pax<W: Write>(b: &mut Builder<W>, c: &Change, xattrs: &[(OsString, Vec<u8>)]) -> Result<()> {
+pub(super) fn pax<W: Write>(
+    b: &mut Builder<W>,
+    path: &str,
+    xattrs: &[(OsString, Vec<u8>)],
+) -> Result<()> {
     let mut records = Vec::new();
     for (k, v) in xattrs {
         let name = std::str::from_utf8(k.as_bytes()).map_err(|_| ChangesError::XattrName {
-            path: super::lossy(&c.path),
+            path: path.to_string(),
             name: k.to_string_lossy().into_owned(),
         })?;
         let body_len = " SCHILY.xattr.".len() + name.len() + 1 + v.len() + 1;
@@ -374,7 +378,7 @@ fn pax<W: Write>(b: &mut Builder<W>, c: &Change, xattrs: &[(OsString, Vec<u8>)])
     let mut h = header(EntryType::XHeader);
     h.set_size(records.len() as u64);
     let werr = |source| ChangesError::Write {
-        path: super::lossy(&c.path),
+        path: path.to_string(),
         source,
     };
     h.set_path("PaxHeaders/xattrs").map_err(werr)?;

@@ -58,6 +58,17 @@ pub struct FetchedManifest {
     pub digest: Digest,
 }
 
+/// The HTTP stack of strata's registry traffic (timeouts, redirects, user agent, TLS); also
+/// what `import URL` fetches with.
+pub fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(60))
+        .redirects(10)
+        .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl Client {
     /// A client for `reference`'s repository. Picks the scheme: HTTPS, or HTTP for a loopback
     /// or `--insecure` registry that does not speak TLS.
@@ -82,12 +93,7 @@ impl Client {
         insecure: bool,
         creds: Option<Credentials>,
     ) -> Result<Client> {
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(30))
-            .timeout_read(Duration::from_secs(60))
-            .redirects(10)
-            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let agent = http_agent();
         let mut client = Client {
             agent,
             domain: domain.to_string(),

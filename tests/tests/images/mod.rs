@@ -5,6 +5,7 @@ mod archive;
 mod bad_input;
 mod build;
 mod commands;
+mod commit;
 mod hostile;
 mod mount;
 mod prune;
