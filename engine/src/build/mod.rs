@@ -15,6 +15,7 @@
 //! key whose image is gone is a miss. Expansion (`lex`) applies where docker applies it.
 //! Progress goes to a [`BuildObserver`]; the library prints nothing.
 
+pub mod context;
 pub mod copy;
 pub mod ignore;
 pub mod lex;
@@ -32,7 +33,7 @@ use strata_image::store::Store;
 
 use crate::{Error, Result};
 
-pub use copy::Context;
+pub use context::Context;
 
 /// What `build` is asked.
 #[derive(Default)]
