@@ -33,7 +33,7 @@ pub struct CommitArgs {
           default_missing_value = "true", action = ArgAction::Set)]
     pub pause: bool,
     pub container: String,
-    /// REPOSITORY[:TAG]
+    /// The name: REPOSITORY or REPOSITORY:TAG
     pub repository: Option<String>,
 }
 
@@ -149,7 +149,7 @@ pub struct ImportArgs {
     pub message: Option<String>,
     /// file|URL|-
     pub source: String,
-    /// REPOSITORY[:TAG]
+    /// The name: REPOSITORY or REPOSITORY:TAG
     pub repository: Option<String>,
 }
 
