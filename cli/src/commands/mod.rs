@@ -9,12 +9,14 @@ pub mod containers;
 pub mod exec;
 pub mod files;
 pub mod images;
+pub mod info;
 pub mod inspect;
 pub mod mount;
 pub mod ps;
 pub mod pull;
 pub mod run;
 pub mod system;
+pub mod volume;
 
 use std::io::Write;
 
