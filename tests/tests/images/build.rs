@@ -349,6 +349,22 @@ fn build_cache_hits_invalidates_from_the_changed_copy_and_no_cache_rebuilds() {
     if !have_root("build_cache_hits_invalidates_from_the_changed_copy_and_no_cache_rebuilds") {
         return;
     }
+    cache_hits_invalidation_and_no_cache();
+}
+
+#[test]
+fn rootless_build_cache() {
+    as_user("rootless_build_cache");
+}
+
+#[test]
+#[ignore = "run by rootless_build_cache"]
+fn rootless_build_cache_child() {
+    assert!(is_child());
+    cache_hits_invalidation_and_no_cache();
+}
+
+fn cache_hits_invalidation_and_no_cache() {
     let env = Env::new();
     env.file(
         "Dockerfile",
@@ -394,6 +410,22 @@ fn build_bad_input_is_refused_and_tags_nothing() {
     if !have_root("build_bad_input_is_refused_and_tags_nothing") {
         return;
     }
+    bad_input();
+}
+
+#[test]
+fn rootless_build_bad_input() {
+    as_user("rootless_build_bad_input");
+}
+
+#[test]
+#[ignore = "run by rootless_build_bad_input"]
+fn rootless_build_bad_input_child() {
+    assert!(is_child());
+    bad_input();
+}
+
+fn bad_input() {
     let env = Env::new();
     env.file("f", "x");
     let cases: &[(&str, i32, &str)] = &[
