@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -33,6 +33,8 @@
 //!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
 //! 10. **commit** (`commit.rs`): `strata commit` against `podman commit` of a container that
 //!     wrote the untar workload's 20k files; its own table.
+//! 11. **build** (`build.rs`): `strata build` of a 10-step Dockerfile, cold and cached,
+//!     against `podman build`; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -45,6 +47,7 @@
 //! end, so runs start from the same filesystem state. `--quick` shrinks every size to about
 //! a tenth and runs once: a smoke test, not a measurement.
 
+mod build;
 mod commit;
 mod data;
 mod machine;
@@ -108,6 +111,8 @@ enum Workload {
     Run,
     /// strata commit vs podman commit of a container that wrote 20k small files.
     Commit,
+    /// strata build of a 10-step Dockerfile, cold and cached, vs podman build.
+    Build,
 }
 
 fn main() -> ExitCode {
@@ -202,6 +207,10 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let build_section = match wanted(Workload::Build) {
+        true => Some(build::run_build(&scratch.root().join("build"), runs)),
+        false => None,
+    };
     drop(scratch);
     let after = Conditions::now();
 
@@ -235,6 +244,11 @@ fn run(args: &Args) -> Result<bool> {
     match commit_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("commit: {e:#}")),
+        None => {}
+    }
+    match build_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("build: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {

@@ -78,6 +78,8 @@ enum Command {
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive (docker archive or OCI archive)
     Load(commands::archive::LoadArgs),
+    /// Build an image from a Dockerfile
+    Build(commands::build::BuildArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(commands::commit::ImportArgs),
     /// The monitor of a container (internal)
@@ -287,6 +289,7 @@ fn main() {
             commands::info::info(&global, a)
         }
         Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
+        Command::Build(a) => std::process::exit(commands::build::build(&global, a)),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),
         Command::Mount(a) => commands::mount::mount(&global, a),

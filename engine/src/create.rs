@@ -99,7 +99,7 @@ pub struct CreateOptions {
 
 /// The image to run: the demo image is made on first use; another unknown one is pulled
 /// (`on_pull` hears of it first, for docker's `Unable to find image` line).
-fn resolve_image(
+pub(crate) fn resolve_image(
     store: &Store,
     name: &str,
     pull: &dyn PullObserver,

@@ -150,6 +150,39 @@ pub enum Error {
     #[error("error looking up volume plugin {0}: plugin \"{0}\" not found")]
     VolumeDriver(String),
 
+    // build: the Dockerfile, its context and its steps.
+    #[error("dockerfile parse error line {line}: {message}")]
+    Dockerfile { line: usize, message: String },
+    #[error("reading the build context: {}", path.display())]
+    BuildContext {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("forbidden path outside the build context: {0}")]
+    CopyOutside(String),
+    #[error("file not found in build context or excluded by .dockerignore: stat {0}: file does not exist")]
+    CopyMissing(String),
+    #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
+    CopyDestination,
+    #[error("writing the layer tar")]
+    WriteLayerTar {
+        #[source]
+        source: io::Error,
+    },
+    #[error("failed to reach build target {0} in Dockerfile")]
+    BuildTarget(String),
+    #[error("No image was generated. Is your Dockerfile empty?")]
+    EmptyBuild,
+    #[error("The command '{command}' returned a non-zero code: {code}")]
+    RunFailed { command: String, code: i32 },
+    #[error("reading {path} of the image")]
+    ImageTree {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
     // create: the flags and the request, refused in docker's words.
     #[error("{0}")]
     InvalidFlag(String),

@@ -24,6 +24,7 @@
 //! `PullObserver`, which the caller passes.
 
 pub mod attach;
+pub mod build;
 pub mod commit;
 pub mod containers;
 pub mod create;

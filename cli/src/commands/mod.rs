@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod build;
 pub mod commit;
 pub mod container_inspect;
 pub mod containers;

@@ -3,6 +3,7 @@
 
 mod archive;
 mod bad_input;
+mod build;
 mod commands;
 mod commit;
 mod hostile;
