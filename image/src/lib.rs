@@ -13,22 +13,26 @@
 //!    ├─ ingest    one blob streamed in, resumed, verified (trait BlobSource)
 //!    ├─ layers    a blob's layer index, built by strata-fs in the same pass
 //!    ├─ gc, in_use, lock, fsutil, demo
+//!   push ──> registry (upload), store        (HEAD, cross-repository mount, upload, manifest)
+//!   search ──> registry (catalog)            (a registry's catalog, or Docker Hub's search)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
 //! ```
 //!
 //! Traits: [`store::ingest::BlobSource`] (where a blob's bytes come from: the registry, a
-//! test), [`pull::PullObserver`] and [`pull::LayerObserver`] (progress, implemented by the
-//! binary).
+//! test), [`pull::PullObserver`], [`push::PushObserver`] and [`pull::LayerObserver`] (progress,
+//! implemented by the binary).
 
 pub mod archive;
 pub mod digest;
 mod error;
 pub mod oci;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod search;
 pub mod store;
 
 pub use error::{Error, Result};
