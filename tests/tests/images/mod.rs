@@ -7,6 +7,7 @@ mod commands;
 mod hostile;
 mod mount;
 mod prune;
+mod push;
 
 use std::process::Command;
 
