@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,push] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -29,6 +29,8 @@
 //!    `rm -rf` of them: the create/unlink path, as image builds and package managers use it.
 //! 8. **pull** (`pull.rs`): `strata pull` against `skopeo copy` + `umoci unpack` of a 4-layer
 //!    image from a loopback registry, and a cold walk of the result; its own table.
+//! 10. **push** (`push.rs`): `strata push` against `skopeo copy` of the pull image from the
+//!     store to fresh loopback registries; its own table.
 //! 9. **run** (`run.rs`): `strata run --rm demo true` and `exec` against runc on a
 //!    fuse-overlayfs root (mount included) and podman; medians of at least 10.
 //!
@@ -48,6 +50,7 @@ mod machine;
 mod ops;
 mod procfs;
 mod pull;
+mod push;
 mod report;
 mod run;
 mod scratch;
@@ -103,6 +106,8 @@ enum Workload {
     Pull,
     /// strata run --rm / exec vs runc on fuse-overlayfs and podman.
     Run,
+    /// strata push vs skopeo copy of the pull image to a loopback registry.
+    Push,
 }
 
 fn main() -> ExitCode {
@@ -185,6 +190,8 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let push = wanted(Workload::Push)
+        .then(|| push::run_push(&scratch.root().join("push"), runs, args.quick));
     let run_section = match wanted(Workload::Run) {
         true => Some(run::run_run(&scratch.root().join("run"), runs)),
         false => None,
@@ -212,6 +219,11 @@ fn run(args: &Args) -> Result<bool> {
     match pull {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("pull: {e:#}")),
+        None => {}
+    }
+    match push {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("push: {e:#}")),
         None => {}
     }
     match run_section {
