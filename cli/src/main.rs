@@ -73,13 +73,23 @@ enum Command {
     /// Manage strata: disk usage
     #[command(subcommand)]
     System(SystemCommand),
+    /// Display system-wide information
+    Info(commands::info::InfoArgs),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(commands::volume::VolumeCommand),
     /// Save images to a tar archive (docker and OCI layout in one)
     Save(commands::archive::SaveArgs),
     /// Load images from a tar archive (docker archive or OCI archive)
     Load(commands::archive::LoadArgs),
     /// The monitor of a container (internal)
     #[command(name = "__monitor", hide = true)]
-    Monitor { id: String },
+    Monitor {
+        id: String,
+        /// stdin is a client's attach socket
+        #[arg(long)]
+        attached: bool,
+    },
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
@@ -222,6 +232,8 @@ enum ImageCommand {
 enum SystemCommand {
     /// Show strata disk usage
     Df(commands::system::DfArgs),
+    /// Display system-wide information
+    Info(commands::info::InfoArgs),
     /// Remove unused data (stopped containers, dangling or unused images, anonymous volumes)
     Prune(commands::system::SystemPruneArgs),
 }
@@ -262,6 +274,9 @@ fn main() {
             commands::archive::load(&global, a)
         }
         Command::System(SystemCommand::Df(a)) => commands::system::df(&global, a),
+        Command::Info(a) | Command::System(SystemCommand::Info(a)) => {
+            commands::info::info(&global, a)
+        }
         Command::System(SystemCommand::Prune(a)) => commands::system::system_prune(&global, a),
         Command::Login(a) => commands::auth::login(&global, a),
         Command::Logout(a) => commands::auth::logout(&global, a),
@@ -270,7 +285,10 @@ fn main() {
         Command::Ps(a) => std::process::exit(commands::ps::ps(&global, a)),
         Command::Verb(v) => std::process::exit(container_verb(&global, v)),
         Command::Container(c) => std::process::exit(container_command(&global, c)),
-        Command::Monitor { id } => std::process::exit(monitor::monitor_main(&global.root, &id)),
+        Command::Volume(c) => std::process::exit(commands::volume::run(&global, c)),
+        Command::Monitor { id, attached } => {
+            std::process::exit(monitor::monitor_main(&global.root, &id, attached))
+        }
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Version => {
             println!("strata {}", env!("CARGO_PKG_VERSION"));

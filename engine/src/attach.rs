@@ -10,7 +10,12 @@
 //! ```
 //!
 //! On the wire each message is a frame `[kind u8][len u32 BE][payload]`; frames over 1 MiB
-//! are refused.
+//! are refused. A client the monitor is started with (a foreground `run -it`, which must be
+//! able to detach and so cannot be the monitor itself) is connected before the container
+//! starts, and sends its terminal's size first.
+//!
+//! [`DetachKeys`] is the client's side of detaching: docker's `--detach-keys` sequence
+//! (ctrl-p ctrl-q by default) taken out of a terminal's input.
 
 use std::io::{self, Read, Write};
 
@@ -145,9 +150,110 @@ impl ToMonitor {
     }
 }
 
+/// The detach sequence in a terminal's input: a prefix of it is held back until the next
+/// key shows whether the sequence goes on (then it is passed on, as docker does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DetachKeys {
+    keys: Vec<u8>,
+    held: usize,
+}
+
+impl Default for DetachKeys {
+    /// docker's default: ctrl-p ctrl-q.
+    fn default() -> DetachKeys {
+        DetachKeys {
+            keys: vec![0x10, 0x11],
+            held: 0,
+        }
+    }
+}
+
+impl DetachKeys {
+    /// docker's `--detach-keys` syntax: comma-separated keys, each one character or
+    /// `ctrl-X` with X one of `a`-`z`, `@`, `[`, `\`, `]`, `^`, `_`.
+    pub fn parse(spec: &str) -> Result<DetachKeys, crate::Error> {
+        let bad = || crate::Error::InvalidFlag(format!("Invalid detach keys ({spec}) provided"));
+        let mut keys = Vec::new();
+        for key in spec.split(',') {
+            let code = match key.as_bytes() {
+                [c] => *c,
+                _ => match key
+                    .to_ascii_lowercase()
+                    .strip_prefix("ctrl-")
+                    .map(str::as_bytes)
+                {
+                    Some([c @ b'a'..=b'z']) => c - b'a' + 1,
+                    Some([b'@']) => 0,
+                    Some([c @ (b'[' | b'\\' | b']' | b'^' | b'_')]) => c - b'[' + 27,
+                    _ => return Err(bad()),
+                },
+            };
+            keys.push(code);
+        }
+        Ok(DetachKeys { keys, held: 0 })
+    }
+
+    /// The input to pass on, and whether the sequence was typed (input after it is dropped).
+    pub fn filter(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(input.len());
+        for &b in input {
+            // What is held plus this key: its longest end that starts the sequence stays
+            // held, the rest goes on.
+            let mut pending = self.keys[..self.held].to_vec();
+            pending.push(b);
+            let mut k = pending.len().min(self.keys.len());
+            while k > 0 && pending[pending.len() - k..] != self.keys[..k] {
+                k -= 1;
+            }
+            out.extend_from_slice(&pending[..pending.len() - k]);
+            self.held = k;
+            if self.held == self.keys.len() {
+                self.held = 0;
+                return (out, true);
+            }
+        }
+        (out, false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctrl_p_ctrl_q_detaches_and_other_input_passes() {
+        let mut k = DetachKeys::default();
+        assert_eq!(k.filter(b"ls\n"), (b"ls\n".to_vec(), false));
+        assert_eq!(k.filter(b"a\x10"), (b"a".to_vec(), false));
+        assert_eq!(k.filter(b"\x10"), (b"\x10".to_vec(), false));
+        assert_eq!(k.filter(b"b"), (b"\x10b".to_vec(), false));
+        assert_eq!(k.filter(b"x\x10\x11rest"), (b"x".to_vec(), true));
+        let mut k = DetachKeys::default();
+        assert_eq!(k.filter(b"\x10"), (Vec::new(), false));
+        assert_eq!(k.filter(b"\x11"), (Vec::new(), true));
+    }
+
+    #[test]
+    fn detach_keys_parse_as_docker() {
+        let keys = |s: &str| DetachKeys::parse(s).unwrap().keys;
+        assert_eq!(keys("ctrl-p,ctrl-q"), [0x10, 0x11]);
+        assert_eq!(keys("ctrl-a,x"), [1, b'x']);
+        assert_eq!(
+            keys("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_"),
+            [0, 27, 28, 29, 30, 31]
+        );
+        assert_eq!(keys("ctrl-Z"), [26]);
+        for bad in ["", "ctrl-", "ctrl-1", "ab", "ctrl-p,,ctrl-q", "alt-x"] {
+            let err = DetachKeys::parse(bad).unwrap_err().to_string();
+            assert_eq!(err, format!("Invalid detach keys ({bad}) provided"));
+        }
+        // A single key; a three-key sequence whose start repeats.
+        let mut k = DetachKeys::parse("ctrl-e").unwrap();
+        assert_eq!(k.filter(b"ab\x05cd"), (b"ab".to_vec(), true));
+        let mut k = DetachKeys::parse("a,a,b").unwrap();
+        assert_eq!(k.filter(b"xaac"), (b"xaac".to_vec(), false));
+        assert_eq!(k.filter(b"aaab"), (b"a".to_vec(), true));
+    }
 
     #[test]
     fn messages_round_trip() {

@@ -391,8 +391,13 @@ impl Containers {
         }
         // Hide it first (one rename), so a half-removed container is never listed.
         let doomed = self.dir.join(format!(".removing-{id}"));
-        fs::rename(&dir, &doomed).map_err(|source| Error::Remove { path: dir, source })?;
-        remove_tree(&doomed)
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => remove_tree(&doomed),
+            // Gone already: an `--rm` container's monitor removed it (`rm -f` waited for
+            // that monitor to end).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Remove { path: dir, source }),
+        }
     }
 
     /// Directories of containers whose removal was interrupted.

@@ -292,7 +292,12 @@ pub fn create(
     let id = containers::new_id()?;
     // Empty: generated when the container is stored, under the names lock.
     let name = opts.name.clone().unwrap_or_default();
+    // The layers must have their indexes before a monitor mounts them.
+    store.image_layer_dirs(&img)?;
     let volumes_store = Volumes::new(store);
+    // Held until the record naming the volumes is written (or they are removed again):
+    // `volume rm` sees them in use or not at all.
+    let held = volumes_store.lock()?;
     let mut volumes = Vec::new();
     let mut anonymous = Vec::new();
     let mut mounts = Vec::new();
@@ -320,12 +325,12 @@ pub fn create(
                     if !volumes_store.exists(name) {
                         made.push(name.clone());
                     }
-                    let data = volumes_store.ensure(name)?;
+                    let data = volumes_store.ensure(&held, name)?;
                     ("volume", name.clone(), data, ctr.clone(), *ro)
                 }
                 VolumeSpec::Anonymous { ctr } => {
-                    let vname = containers::new_id()?;
-                    let data = volumes_store.ensure(&vname)?;
+                    let vname = volumes_store.make_anonymous(&held)?;
+                    let data = volumes_store.data(&vname);
                     anonymous.push(vname.clone());
                     ("volume", vname, data, ctr.clone(), false)
                 }
@@ -342,8 +347,8 @@ pub fn create(
             if volumes.iter().any(|v| v.destination == dest) {
                 continue;
             }
-            let vname = containers::new_id()?;
-            let data = volumes_store.ensure(&vname)?;
+            let vname = volumes_store.make_anonymous(&held)?;
+            let data = volumes_store.data(&vname);
             anonymous.push(vname.clone());
             volumes.push(VolumeMount {
                 kind: "volume".into(),
@@ -461,8 +466,6 @@ pub fn create(
             stop_signal: stop_signal.clone(),
             stop_timeout: opts.stop_timeout,
         };
-        // The layers must have their indexes before a monitor mounts them.
-        store.image_layer_dirs(&img)?;
         let mut rec = rec;
         Containers::new(store).create(&mut rec)?;
         Ok(rec)
@@ -472,5 +475,6 @@ pub fn create(
             let _ = volumes_store.remove(v);
         }
     }
+    drop(held);
     result
 }

@@ -104,6 +104,12 @@ pub enum Error {
     },
     #[error("{0}")]
     VolumeName(String),
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    #[error("remove {name}: volume is in use - [{}]", ids.join(", "))]
+    VolumeInUse { name: String, ids: Vec<String> },
+    #[error("error looking up volume plugin {0}: plugin \"{0}\" not found")]
+    VolumeDriver(String),
 
     // create: the flags and the request, refused in docker's words.
     #[error("{0}")]

@@ -11,6 +11,7 @@
 //!    │          network (slirp4netns), attach (its socket protocol), terminal
 //!    ▼
 //!   containers (records and state.json, names, locks) ──> strata-image's store (paths, locks)
+//!   volumes (named and anonymous, in-use checks)   info (docker's /info document)
 //! ```
 //!
 //! Traits: none of its own; a pull on `create` reports through strata-image's
@@ -21,6 +22,7 @@ pub mod containers;
 pub mod create;
 mod error;
 pub mod flags;
+pub mod info;
 pub mod lifecycle;
 pub mod monitor;
 pub mod names;

@@ -72,6 +72,22 @@ const FORWARDED: [Signal; 6] = [
 /// Starts container `id` under a detached monitor; returns once its process runs (or with
 /// why it could not start).
 pub fn spawn_detached(root: &Path, id: &str) -> std::result::Result<(), StartError> {
+    spawn(root, id, None)
+}
+
+/// Like [`spawn_detached`], with `client` (the other end is the caller's) attached from
+/// before the container starts: no output is missed, and the caller can detach from the
+/// container and exit while it runs on (a foreground `run -it`). With a terminal
+/// (`-t`), the client's first message must be its window size.
+pub fn spawn_attached(
+    root: &Path,
+    id: &str,
+    client: UnixStream,
+) -> std::result::Result<(), StartError> {
+    spawn(root, id, Some(client))
+}
+
+fn spawn(root: &Path, id: &str, client: Option<UnixStream>) -> std::result::Result<(), StartError> {
     let fail = |e: Error| StartError::new(125, e.chain());
     let store = Store::new(root);
     let dir = Containers::new(&store).dir(id);
@@ -86,12 +102,14 @@ pub fn spawn_detached(root: &Path, id: &str) -> std::result::Result<(), StartErr
             })
         })?;
     let exe = std::env::current_exe().map_err(|e| StartError::new(125, e))?;
-    let mut child = Command::new(exe)
-        .arg("--root")
-        .arg(root)
-        .arg("__monitor")
-        .arg(id)
-        .stdin(ProcStdio::null())
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root").arg(root).arg("__monitor").arg(id);
+    // The client's socket is the monitor's stdin (it moves it off fd 0 at once).
+    match client {
+        Some(c) => cmd.arg("--attached").stdin(OwnedFd::from(c)),
+        None => cmd.stdin(ProcStdio::null()),
+    };
+    let mut child = cmd
         .stdout(ProcStdio::piped())
         .stderr(log)
         .spawn()
@@ -128,17 +146,26 @@ pub fn spawn_detached(root: &Path, id: &str) -> std::result::Result<(), StartErr
     }
 }
 
-/// `strata __monitor ID`: the detached monitor. Reports the start on stdout (`ok`, or
-/// `err CODE MESSAGE`) and then lets go of it.
-pub fn monitor_main(root: &Path, id: &str) -> i32 {
+/// `strata __monitor ID [--attached]`: the detached monitor. Reports the start on stdout
+/// (`ok`, or `err CODE MESSAGE`) and then lets go of it. `attached`: stdin is a client's
+/// attach socket ([`spawn_attached`]).
+pub fn monitor_main(root: &Path, id: &str, attached: bool) -> i32 {
     let _ = nix::unistd::setsid();
+    let client = attached
+        .then(|| std::io::stdin().as_fd().try_clone_to_owned().ok())
+        .flatten()
+        .map(UnixStream::from);
+    // fd 0 must not keep the client's socket open in what the monitor starts.
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
     let mut ready = Some(File::from(
         std::io::stdout()
             .as_fd()
             .try_clone_to_owned()
             .expect("stdout"),
     ));
-    let code = supervise(root, id, Attach::Detached, &mut |r| {
+    let code = supervise(root, id, Attach::Detached, client, &mut |r| {
         if let Some(mut f) = ready.take() {
             let line = match r {
                 Ok(()) => "ok\n".to_string(),
@@ -157,7 +184,7 @@ pub fn monitor_main(root: &Path, id: &str) -> i32 {
 /// A foreground `run` or `start -a`: this process is the monitor, attached to the terminal.
 /// Returns the exit status (docker's).
 pub fn run_foreground(root: &Path, id: &str, stdin: bool) -> i32 {
-    supervise(root, id, Attach::Foreground { stdin }, &mut |r| {
+    supervise(root, id, Attach::Foreground { stdin }, None, &mut |r| {
         if let Err(e) = r {
             eprintln!("Error: {}", e.message);
         }
@@ -252,6 +279,7 @@ fn supervise(
     root: &Path,
     id: &str,
     attach: Attach,
+    client: Option<UnixStream>,
     report: &mut dyn FnMut(std::result::Result<(), &StartError>),
 ) -> i32 {
     let store = Store::new(root);
@@ -285,7 +313,7 @@ fn supervise(
         st.monitor_start = process_start(me).unwrap_or(0);
     });
     let mut session = Session::default();
-    let result = start(&store, &rec, attach, &mut session);
+    let result = start(&store, &rec, attach, client, &mut session);
     let code = match result {
         Err(e) => {
             let _ = containers.update_state(id, |st| {
@@ -352,6 +380,7 @@ fn start(
     store: &Store,
     rec: &Record,
     attach: Attach,
+    mut client: Option<UnixStream>,
     session: &mut Session,
 ) -> std::result::Result<Started, StartError> {
     let e125 = |e: Error| StartError::new(125, e.chain());
@@ -398,6 +427,19 @@ fn start(
         sinks: Arc::new(Mutex::new(Vec::new())),
         foreground: matches!(attach, Attach::Foreground { .. }),
     };
+    // A client started with the monitor: output from the first byte, and with a
+    // terminal, the size it sent first.
+    let mut size = None;
+    if let Some(c) = client.as_mut() {
+        if rec.tty {
+            if let Ok(Some(ToMonitor::Resize { rows, cols })) = ToMonitor::recv(c) {
+                size = (rows > 0 && cols > 0).then_some(strata_runtime::WindowSize { rows, cols });
+            }
+        }
+        if let Ok(w) = c.try_clone() {
+            output.sinks.lock().expect("sinks").push(w);
+        }
+    }
     let foreground_stdin = matches!(attach, Attach::Foreground { stdin: true });
     // The container's stdin: our end, to write to.
     let mut stdin_w: Option<File> = None;
@@ -406,7 +448,7 @@ fn start(
         if foreground_stdin && nix::unistd::isatty(0).unwrap_or(false) {
             session.raw = Some(RawTerminal::enter());
         }
-        Stdio::Pty { size: None }
+        Stdio::Pty { size }
     } else {
         let stdin = if rec.interactive {
             let (r, w) = pipe().map_err(e125)?;
@@ -509,6 +551,9 @@ fn start(
             input.lock().expect("stdin").take();
         });
     }
+    if let Some(c) = client {
+        serve_client(c, input.clone(), pty.clone());
+    }
     serve_attach(&dir, output.clone(), input, pty.clone());
     // Signals: forwarded to pid 1; SIGWINCH resizes the pty from our terminal.
     {
@@ -559,30 +604,34 @@ fn serve_attach(
             if let Ok(w) = conn.try_clone() {
                 output.sinks.lock().expect("sinks").push(w);
             }
-            let input = input.clone();
-            let pty = pty.clone();
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                while let Ok(Some(m)) = ToMonitor::recv(&mut conn) {
-                    match m {
-                        ToMonitor::Input(data) => {
-                            if let Some(f) = input.lock().expect("stdin").as_mut() {
-                                let _ = f.write_all(&data);
-                            }
-                        }
-                        // A pty's input ends with ^D from its user, not with the client.
-                        ToMonitor::CloseInput if pty.is_none() => {
-                            input.lock().expect("stdin").take();
-                        }
-                        ToMonitor::CloseInput => {}
-                        ToMonitor::Resize { rows, cols } => {
-                            if let Some(m) = &pty {
-                                let _ = strata_runtime::pty::resize(m.as_fd(), rows, cols);
-                            }
-                        }
+            serve_client(conn, input.clone(), pty.clone());
+        }
+    });
+}
+
+/// An attached client's messages: its input to the container's, its terminal's size to the
+/// pty. Its output sink is registered by the caller.
+fn serve_client(conn: UnixStream, input: Arc<Mutex<Option<File>>>, pty: Option<Arc<File>>) {
+    std::thread::spawn(move || {
+        let mut conn = conn;
+        while let Ok(Some(m)) = ToMonitor::recv(&mut conn) {
+            match m {
+                ToMonitor::Input(data) => {
+                    if let Some(f) = input.lock().expect("stdin").as_mut() {
+                        let _ = f.write_all(&data);
                     }
                 }
-            });
+                // A pty's input ends with ^D from its user, not with the client.
+                ToMonitor::CloseInput if pty.is_none() => {
+                    input.lock().expect("stdin").take();
+                }
+                ToMonitor::CloseInput => {}
+                ToMonitor::Resize { rows, cols } => {
+                    if let Some(m) = &pty {
+                        let _ = strata_runtime::pty::resize(m.as_fd(), rows, cols);
+                    }
+                }
+            }
         }
     });
 }
@@ -690,9 +739,10 @@ pub fn remove_container(store: &Store, rec: &Record, volumes: bool) -> Result<()
     Cgroup::of(&rec.id).destroy();
     containers.remove(&rec.id)?;
     if volumes {
+        // One another container also mounts (by its name) stays, as under docker.
         let v = Volumes::new(store);
         for name in &rec.anonymous_volumes {
-            let _ = v.remove(name);
+            let _ = v.remove_unused(name, &containers, true);
         }
     }
     Ok(())

@@ -54,6 +54,15 @@ pub fn is_v2() -> bool {
     Path::new(ROOT).join("cgroup.controllers").exists()
 }
 
+/// Whether this process may make containers' cgroups: as root in the initial user
+/// namespace, or on cgroup v2 with a delegated user service.
+pub fn usable() -> bool {
+    match is_v2() {
+        true => v2_base().is_some(),
+        false => !crate::idmap::in_user_namespace() && nix::unistd::geteuid().is_root(),
+    }
+}
+
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
     std::fs::write(&path, value).map_err(Error::io(path))

@@ -240,14 +240,29 @@ pub fn mount(driver: Driver, dirs: &UnionDirs, extra: &[&str]) -> Result<MountGu
     match driver {
         Driver::Kernel => {
             use nix::mount::MsFlags;
-            nix::mount::mount(
-                Some("overlay"),
-                &dirs.merged,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(opts.as_str()),
-            )
-            .with_context(|| format!("mounting kernel overlayfs with {opts}"))?;
+            // A process that unshared its mount namespace while an earlier overlay over the
+            // same upper was mounted (a container started by a test running in parallel) holds
+            // a copy of that mount, and with it the upper's "in use" lock, until it exits or
+            // pivots away: EBUSY then is transient.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let mounted = nix::mount::mount(
+                    Some("overlay"),
+                    &dirs.merged,
+                    Some("overlay"),
+                    MsFlags::empty(),
+                    Some(opts.as_str()),
+                );
+                match mounted {
+                    Err(nix::errno::Errno::EBUSY) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    other => {
+                        other.with_context(|| format!("mounting kernel overlayfs with {opts}"))?;
+                        break;
+                    }
+                }
+            }
         }
         Driver::Strata | Driver::FuseOverlayfs => {
             let program = match driver {

@@ -16,6 +16,7 @@ use strata_runtime::cgroups::Cgroup;
 use super::{open, report, Prefix};
 use crate::monitor;
 use crate::Global;
+use strata_engine::attach::DetachKeys;
 use strata_engine::containers::Status;
 use strata_engine::lifecycle;
 
@@ -27,6 +28,9 @@ pub struct StartArgs {
     /// Attach container's STDIN
     #[arg(short, long)]
     pub interactive: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -115,6 +119,14 @@ fn each(names: &[String], f: impl Fn(&str) -> Result<String> + Sync) -> i32 {
 }
 
 pub fn start(global: &Global, args: StartArgs) -> i32 {
+    let keys = match args.detach_keys.as_deref().map(DetachKeys::parse) {
+        None => DetachKeys::default(),
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
     let (_store, c) = open(global);
     if args.attach || args.interactive {
         if args.containers.len() > 1 {
@@ -129,7 +141,12 @@ pub fn start(global: &Global, args: StartArgs) -> i32 {
             }
         };
         if c.state(&rec.id).is_ok_and(|s| s.status.is_active()) {
-            return super::exec::attach_to(&c, &rec, args.interactive, true);
+            return super::exec::attach_with(&c, &rec, args.interactive, keys);
+        }
+        // With a terminal it can detach from, as `run -it`.
+        if rec.tty && rec.interactive && args.interactive && nix::unistd::isatty(0).unwrap_or(false)
+        {
+            return super::run::run_attached(global, &rec, keys);
         }
         return monitor::run_foreground(&global.root, &rec.id, args.interactive);
     }

@@ -12,7 +12,7 @@ use clap::Args;
 use strata_runtime::{ProcessSpec, Stdio};
 
 use super::open;
-use crate::attach::{Stream, ToClient, ToMonitor};
+use crate::attach::{DetachKeys, Stream, ToClient, ToMonitor};
 use crate::terminal::{self, RawTerminal};
 use strata_engine::containers::{Containers, Record, Status};
 
@@ -50,6 +50,9 @@ pub struct AttachArgs {
     /// Do not attach STDIN
     #[arg(long = "no-stdin")]
     pub no_stdin: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     pub container: String,
 }
 
@@ -189,6 +192,14 @@ fn exec_inner(
 }
 
 pub fn attach(global: &crate::Global, args: AttachArgs) -> i32 {
+    let keys = match args.detach_keys.as_deref().map(DetachKeys::parse) {
+        None => DetachKeys::default(),
+        Some(Ok(k)) => k,
+        Some(Err(e)) => {
+            eprintln!("Error: {e}");
+            return 1;
+        }
+    };
     let (_store, c) = open(global);
     let rec = match c.find(&args.container) {
         Ok(r) => r,
@@ -197,14 +208,21 @@ pub fn attach(global: &crate::Global, args: AttachArgs) -> i32 {
             return 1;
         }
     };
-    attach_to(&c, &rec, !args.no_stdin, false)
+    attach_with(&c, &rec, !args.no_stdin, keys)
 }
 
 /// Attaches to a running container's monitor: its output here, this terminal's input
-/// there (when `stdin`). ctrl-p ctrl-q detaches (under a terminal); the container's end
-/// ends the attach with its status.
-pub fn attach_to(c: &Containers, rec: &Record, stdin: bool, _from_start: bool) -> i32 {
-    match attach_inner(c, rec, stdin) {
+/// there (when `stdin`). `keys` detach (under a terminal); the container's end ends the
+/// attach with its status.
+pub fn attach_with(c: &Containers, rec: &Record, stdin: bool, keys: DetachKeys) -> i32 {
+    let conn = match connect(c, rec) {
+        Ok(conn) => conn,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e:#}");
+            return 1;
+        }
+    };
+    match session(c, rec, conn, stdin, keys, false) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error response from daemon: {e:#}");
@@ -213,7 +231,8 @@ pub fn attach_to(c: &Containers, rec: &Record, stdin: bool, _from_start: bool) -
     }
 }
 
-fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
+/// The running container's attach socket.
+fn connect(c: &Containers, rec: &Record) -> Result<UnixStream> {
     let st = c.state(&rec.id)?;
     if !st.status.is_active() {
         bail!("You cannot attach to a stopped container, start it first");
@@ -226,7 +245,20 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
     if let Some(d) = cwd {
         let _ = std::env::set_current_dir(d);
     }
-    let conn = conn.context("connecting to the container's monitor")?;
+    conn.context("connecting to the container's monitor")
+}
+
+/// An attached session on `conn` until the container ends (its status) or the detach keys
+/// are typed (0). `until_monitor_exits`: after the end, wait (a bounded time) for the
+/// monitor to finish its cleanup (`run --rm` returns once the container is gone).
+pub fn session(
+    c: &Containers,
+    rec: &Record,
+    conn: UnixStream,
+    stdin: bool,
+    keys: DetachKeys,
+    until_monitor_exits: bool,
+) -> Result<i32> {
     let tty = rec.tty && nix::unistd::isatty(0).unwrap_or(false);
     let raw = (stdin && tty).then(RawTerminal::enter);
     if rec.tty {
@@ -248,9 +280,9 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
     if stdin && rec.interactive {
         let mut w = conn.try_clone()?;
         let tx = tx.clone();
+        let mut keys = keys;
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
-            let mut keys = DetachKeys::default();
             let mut stdin = std::io::stdin();
             loop {
                 let n = match stdin.read(&mut buf) {
@@ -302,6 +334,12 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
     }
     let result = rx.recv().unwrap_or(Some(-1));
     drop(raw);
+    if until_monitor_exits && result.is_some() {
+        // The monitor closes the socket when it exits, after unmounting and `--rm`.
+        let mut r = conn;
+        let _ = r.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+        let _ = std::io::copy(&mut r, &mut std::io::sink());
+    }
     match result {
         Some(-1) => {
             let st = c.state(&rec.id)?;
@@ -312,55 +350,5 @@ fn attach_inner(c: &Containers, rec: &Record, stdin: bool) -> Result<i32> {
             eprintln!("\r\nread escape sequence");
             Ok(0)
         }
-    }
-}
-
-/// docker's default detach keys, ctrl-p ctrl-q, in a terminal's input: a lone ctrl-p is
-/// held back until the next key shows it is not the sequence.
-#[derive(Default)]
-struct DetachKeys {
-    held_ctrl_p: bool,
-}
-
-impl DetachKeys {
-    const CTRL_P: u8 = 0x10;
-    const CTRL_Q: u8 = 0x11;
-
-    /// The input to pass on, and whether the sequence was typed (input after it is dropped).
-    fn filter(&mut self, input: &[u8]) -> (Vec<u8>, bool) {
-        let mut out = Vec::with_capacity(input.len());
-        for &b in input {
-            if self.held_ctrl_p {
-                self.held_ctrl_p = false;
-                if b == Self::CTRL_Q {
-                    return (out, true);
-                }
-                out.push(Self::CTRL_P);
-            }
-            if b == Self::CTRL_P {
-                self.held_ctrl_p = true;
-            } else {
-                out.push(b);
-            }
-        }
-        (out, false)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DetachKeys;
-
-    #[test]
-    fn ctrl_p_ctrl_q_detaches_and_other_input_passes() {
-        let mut k = DetachKeys::default();
-        assert_eq!(k.filter(b"ls\n"), (b"ls\n".to_vec(), false));
-        assert_eq!(k.filter(b"a\x10"), (b"a".to_vec(), false));
-        assert_eq!(k.filter(b"\x10"), (b"\x10".to_vec(), false));
-        assert_eq!(k.filter(b"b"), (b"\x10b".to_vec(), false));
-        assert_eq!(k.filter(b"x\x10\x11rest"), (b"x".to_vec(), true));
-        let mut k = DetachKeys::default();
-        assert_eq!(k.filter(b"\x10"), (Vec::new(), false));
-        assert_eq!(k.filter(b"\x11"), (Vec::new(), true));
     }
 }

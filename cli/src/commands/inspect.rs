@@ -98,7 +98,7 @@ pub fn inspect(global: &Global, args: InspectArgs) -> Result<()> {
 }
 
 /// JSON indented by four spaces, as docker prints inspect output.
-fn to_json_indent(v: &Value) -> Result<String> {
+pub fn to_json_indent(v: &Value) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod exec;
 pub mod files;
 pub mod images;
+pub mod info;
 pub mod inspect;
 pub mod mount;
 pub mod ps;
@@ -14,6 +15,7 @@ pub mod pull;
 pub mod push;
 pub mod run;
 pub mod system;
+pub mod volume;
 
 use std::io::Write;
 

@@ -9,8 +9,12 @@
 
 use std::path::PathBuf;
 
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+
 use clap::Args;
-use strata_engine::containers::Record;
+use strata_engine::attach::{DetachKeys, ToMonitor};
+use strata_engine::containers::{Containers, Record};
 use strata_engine::create::CreateOptions;
 
 use crate::store::Store;
@@ -125,6 +129,9 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short, long)]
     pub detach: bool,
+    /// Override the key sequence for detaching a container (default ctrl-p,ctrl-q)
+    #[arg(long = "detach-keys", value_name = "KEYS")]
+    pub detach_keys: Option<String>,
     #[command(flatten)]
     pub opts: CreateOpts,
 }
@@ -195,9 +202,16 @@ pub fn create(global: &Global, opts: CreateOpts) -> i32 {
     }
 }
 
-/// `run`: create, then start (in this process unless `-d`).
+/// `run`: create, then start (in this process unless `-d`, or under a monitor of its own
+/// with `-it` on a terminal, so that it can detach).
 pub fn run(global: &Global, args: RunArgs) -> i32 {
     let opts = args.opts;
+    // Checked before anything is made.
+    let keys = match args.detach_keys.as_deref().map(DetachKeys::parse) {
+        None => DetachKeys::default(),
+        Some(Ok(k)) => k,
+        Some(Err(e)) => return fail(e),
+    };
     let rec = match create_container(global, &opts) {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -214,5 +228,39 @@ pub fn run(global: &Global, args: RunArgs) -> i32 {
             }
         };
     }
+    if opts.tty && opts.interactive && nix::unistd::isatty(0).unwrap_or(false) {
+        return run_attached(global, &rec, keys);
+    }
     crate::monitor::run_foreground(&global.root, &rec.id, opts.interactive)
+}
+
+/// `run -it` (and `start -ai`) on a terminal: this process can give the shell back only by
+/// exiting, so the
+/// container gets a monitor of its own (as `run -d`) and this process is its first attached
+/// client, connected before the start (no output missed). The detach keys leave the
+/// container running; otherwise its status is run's, once the monitor has cleaned up.
+pub fn run_attached(global: &Global, rec: &Record, keys: DetachKeys) -> i32 {
+    let (mut client, monitor_end) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("Error: connecting to the container's monitor: {e}");
+            return 125;
+        }
+    };
+    // The terminal's size first: the monitor sizes the pty with it before the start.
+    let ws = strata_runtime::pty::window_size(std::io::stdin().as_fd());
+    let (rows, cols) = ws.map_or((0, 0), |w| (w.rows, w.cols));
+    let _ = ToMonitor::Resize { rows, cols }.send(&mut client);
+    if let Err(e) = crate::monitor::spawn_attached(&global.root, &rec.id, monitor_end) {
+        eprintln!("Error: {}", e.message);
+        return e.code;
+    }
+    let containers = Containers::new(&Store::new(&global.root));
+    match super::exec::session(&containers, rec, client, true, keys, true) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            125
+        }
+    }
 }

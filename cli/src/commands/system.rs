@@ -82,7 +82,7 @@ fn prune_images(store: &Store, all: bool) -> Result<(Vec<String>, u64)> {
 }
 
 /// `HEADER` and one line each, then a blank line; nothing when there are no lines.
-fn section(header: &str, lines: &[String]) -> String {
+pub fn section(header: &str, lines: &[String]) -> String {
     let mut out = String::new();
     if !lines.is_empty() {
         out.push_str(header);
@@ -152,7 +152,7 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
     }
     let mut out = section("Deleted Containers:", &deleted);
     if args.volumes {
-        let (names, bytes) = prune_anonymous_volumes(&store, &containers)?;
+        let (names, bytes) = Volumes::new(&store).prune(&containers, false)?;
         reclaimed += bytes;
         out.push_str(&section("Deleted Volumes:", &names));
     }
@@ -164,41 +164,6 @@ pub fn system_prune(global: &Global, args: SystemPruneArgs) -> Result<()> {
         human_size(reclaimed)
     ));
     super::print(out.as_bytes())
-}
-
-/// Removes the anonymous volumes (64 hex digits) no container mounts or made.
-fn prune_anonymous_volumes(store: &Store, containers: &Containers) -> Result<(Vec<String>, u64)> {
-    let mut used = BTreeSet::new();
-    for r in containers.records()? {
-        used.extend(r.anonymous_volumes.iter().cloned());
-        used.extend(
-            r.volumes
-                .iter()
-                .filter(|v| v.kind == "volume")
-                .map(|v| v.name.clone()),
-        );
-    }
-    let volumes = Volumes::new(store);
-    let mut names = Vec::new();
-    let mut bytes = 0;
-    let Ok(rd) = std::fs::read_dir(store.root().join("volumes")) else {
-        return Ok((names, bytes));
-    };
-    let mut all: Vec<String> = rd
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    all.sort();
-    for name in all {
-        let anonymous = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-        if !anonymous || used.contains(&name) {
-            continue;
-        }
-        bytes += dir_size(&volumes.data(&name));
-        volumes.remove(&name)?;
-        names.push(name);
-    }
-    Ok((names, bytes))
 }
 
 #[derive(Args)]
@@ -297,7 +262,6 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     let records = containers.records()?;
     let mut active_images = BTreeSet::new();
     let mut image_containers: HashMap<String, usize> = HashMap::new();
-    let mut volume_links: BTreeMap<String, usize> = BTreeMap::new();
     let mut rows_c = Vec::new();
     let (mut c_size, mut c_reclaim, mut c_running) = (0u64, 0u64, 0usize);
     for r in &records {
@@ -305,11 +269,6 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
             active_images.insert(id);
         }
         *image_containers.entry(r.image_id.clone()).or_default() += 1;
-        for v in &r.volumes {
-            if v.kind == "volume" {
-                *volume_links.entry(v.name.clone()).or_default() += 1;
-            }
-        }
         let st = containers.state(&r.id)?;
         let size = dir_size(&containers.dir(&r.id).join("upper"));
         c_size += size;
@@ -320,15 +279,15 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
         }
         rows_c.push((r, st, size));
     }
-    let volumes_dir = store.root().join("volumes");
-    let mut volumes = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(&volumes_dir) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            volumes.push((name, dir_size(&e.path().join("_data"))));
-        }
-    }
-    volumes.sort();
+    let volume_links: BTreeMap<String, usize> = Volumes::users(&records)
+        .into_iter()
+        .map(|(name, ids)| (name, ids.len()))
+        .collect();
+    let volumes: Vec<(String, u64)> = Volumes::new(&store)
+        .list()?
+        .into_iter()
+        .map(|v| (v.name, dir_size(&v.mountpoint)))
+        .collect();
     let v_size: u64 = volumes.iter().map(|(_, s)| s).sum();
     let v_active = volumes
         .iter()

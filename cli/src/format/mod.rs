@@ -13,13 +13,24 @@ pub use template::Template;
 /// docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, `%.3g`.
 pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    custom_size(bytes, 1000.0, &UNITS, 3)
+}
+
+/// docker's `units.BytesSize`: binary units, `%.4g` (`3.832GiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"];
+    custom_size(bytes, 1024.0, &UNITS, 4)
+}
+
+/// docker's `units.CustomSize`: `bytes` in the largest unit of `base` below it, `%.{prec}g`.
+fn custom_size(bytes: u64, base: f64, units: &[&str], prec: usize) -> String {
     let mut size = bytes as f64;
     let mut i = 0;
-    while size >= 1000.0 && i < UNITS.len() - 1 {
-        size /= 1000.0;
+    while size >= base && i < units.len() - 1 {
+        size /= base;
         i += 1;
     }
-    format!("{}{}", go_g(size, 3), UNITS[i])
+    format!("{}{}", go_g(size, prec), units[i])
 }
 
 /// Go's `%.{prec}g`.
@@ -251,6 +262,9 @@ mod tests {
         assert_eq!(human_size(856_000), "856kB");
         assert_eq!(human_size(12_345), "12.3kB");
         assert_eq!(human_size(999_950), "1e+03kB");
+        assert_eq!(bytes_size(1023), "1023B");
+        assert_eq!(bytes_size(4_114_616_320), "3.832GiB");
+        assert_eq!(bytes_size(1 << 20), "1MiB");
         assert_eq!(go_g(0.000012345, 3), "1.23e-05");
     }
 

@@ -190,6 +190,19 @@ impl AuthFile {
         fsutil::commit_file(&tmp, &self.path)
     }
 
+    /// The registries (`host[:port]`) credentials are stored for, sorted.
+    pub fn registries(&self) -> Result<Vec<String>> {
+        let v = self.read()?;
+        let mut hosts: Vec<String> = v
+            .get("auths")
+            .and_then(Value::as_object)
+            .map(|auths| auths.keys().map(|k| key_host(k).to_string()).collect())
+            .unwrap_or_default();
+        hosts.sort();
+        hosts.dedup();
+        Ok(hosts)
+    }
+
     /// The credentials stored for `domain`, if any.
     pub fn get(&self, domain: &str) -> Result<Option<Credentials>> {
         let v = self.read()?;

@@ -122,12 +122,12 @@ fn detached_container_logs_exec_stop_rm() {
         "{ps}"
     );
     assert!(lines[1].contains("\"sh -c echo started;…\""), "{ps}");
+    // The monitor reads stdout and stderr from two pipes: each stream is ordered, not the two.
     wait_for(Duration::from_secs(30), "the log", || {
-        env.run(&["logs", "web"]).stdout == "started\n"
+        let both = env.run(&["logs", "web"]);
+        both.stdout == "started\n" && both.stderr == "oops\n"
     })
     .unwrap();
-    let both = env.run(&["logs", "web"]);
-    assert_eq!(both.stderr, "oops\n");
     // logs -t: RFC 3339 with nanoseconds, then the line.
     let t = env.run(&["logs", "-t", "web"]).ok();
     let (ts, line) = t.trim_end().split_once(' ').unwrap();
@@ -798,40 +798,9 @@ fn attach_detaches_with_ctrl_p_ctrl_q_and_exiting_the_shell_stops_the_container(
     }
     let env = Env::new();
     env.detach(&["-it", "--name", "shell", "demo", "sh"]);
-    let bin = strata_tests::mounts::workspace_bin("strata", "STRATA_BIN").unwrap();
-    let attach = format!(
-        "{} --root {} attach shell",
-        bin.display(),
-        env.strata.root().display()
-    );
-    // script(1) gives attach a terminal; its input is what is typed, `then` once `after`
-    // shows (the detach keys must arrive after attach made the terminal raw).
+    // A terminal for attach; the detach keys must arrive after attach made it raw.
     let session = |first: &[u8], after: &str, then: &[u8]| {
-        use std::io::{Read, Write};
-        let mut child = std::process::Command::new("timeout")
-            .args(["60", "script", "-qec", &attach, "/dev/null"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        stdin.write_all(first).unwrap();
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(after) {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-        stdin.write_all(then).unwrap();
-        let mut rest = Vec::new();
-        let _ = stdout.read_to_end(&mut rest);
-        seen.extend(rest);
-        let status = child.wait().unwrap();
-        drop(stdin);
-        (status.code(), String::from_utf8_lossy(&seen).into_owned())
+        super::terminal_session(&env, "attach shell", first, &[(after, then)])
     };
     let (code, text) = session(b"echo marker-$((6*7))\n", "marker-42", b"\x10\x11");
     assert_eq!(code, Some(0), "{text}");

@@ -4,12 +4,15 @@
 //!
 //! Waits poll a condition against a deadline; no test passes or fails on a timing.
 
+mod detach;
 mod files;
+mod info;
 mod isolation;
 mod lifecycle;
 mod load;
 mod ports;
 mod rootless;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,6 +119,50 @@ pub fn run_input(strata: &Strata, args: &[&str], input: &[u8]) -> Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// `strata ARGS` under a terminal (script(1)) of 33 rows and 101 columns: `first` is typed
+/// at once, then each stage's keys once its text has shown (keys that only a raw terminal
+/// passes must come after strata made it raw). The status and everything shown.
+pub fn terminal_session(
+    env: &Env,
+    args: &str,
+    first: &[u8],
+    stages: &[(&str, &[u8])],
+) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let bin = strata_tests::mounts::workspace_bin("strata", "STRATA_BIN").unwrap();
+    let cmd = format!(
+        "stty rows 33 cols 101; {} --root {} {args}",
+        bin.display(),
+        env.strata.root().display()
+    );
+    let mut child = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    stdin.write_all(first).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    for (after, then) in stages {
+        while !String::from_utf8_lossy(&seen).contains(after) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        stdin.write_all(then).unwrap();
+    }
+    let mut rest = Vec::new();
+    let _ = stdout.read_to_end(&mut rest);
+    seen.extend(rest);
+    let status = child.wait().unwrap();
+    drop(stdin);
+    (status.code(), String::from_utf8_lossy(&seen).into_owned())
 }
 
 impl Drop for Env {
