@@ -29,7 +29,7 @@ pub enum CompressionArg {
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// Image to push: NAME[:TAG]
+    /// Image to push: NAME or NAME:TAG
     pub reference: String,
     /// Print only the pushed reference
     #[arg(short, long)]
@@ -87,7 +87,7 @@ pub fn push(global: &Global, args: PushArgs) -> Result<()> {
 
 #[derive(Args)]
 pub struct SearchArgs {
-    /// [REGISTRY/]TERM: Docker Hub's search, or the catalog of REGISTRY
+    /// TERM (Docker Hub's search) or REGISTRY/TERM (that registry's catalog)
     pub term: String,
     /// Max number of search results
     #[arg(long, default_value_t = 25)]
