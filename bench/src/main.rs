@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -35,6 +35,8 @@
 //!     wrote the untar workload's 20k files; its own table.
 //! 11. **build** (`build.rs`): `strata build` of a 10-step Dockerfile, cold and cached,
 //!     against `podman build`; its own table.
+//! 12. **push** (`push.rs`): `strata push` against `skopeo copy` of the pull image from the
+//!     store to fresh loopback registries; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -54,6 +56,7 @@ mod machine;
 mod ops;
 mod procfs;
 mod pull;
+mod push;
 mod report;
 mod run;
 mod scratch;
@@ -113,6 +116,8 @@ enum Workload {
     Commit,
     /// strata build of a 10-step Dockerfile, cold and cached, vs podman build.
     Build,
+    /// strata push vs skopeo copy of the pull image to a loopback registry.
+    Push,
 }
 
 fn main() -> ExitCode {
@@ -195,6 +200,8 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let push = wanted(Workload::Push)
+        .then(|| push::run_push(&scratch.root().join("push"), runs, args.quick));
     let run_section = match wanted(Workload::Run) {
         true => Some(run::run_run(&scratch.root().join("run"), runs)),
         false => None,
@@ -234,6 +241,11 @@ fn run(args: &Args) -> Result<bool> {
     match pull {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("pull: {e:#}")),
+        None => {}
+    }
+    match push {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("push: {e:#}")),
         None => {}
     }
     match run_section {

@@ -25,10 +25,10 @@ use crate::ops::{timed, walk};
 use crate::report::median;
 use crate::scratch::{drop_caches, output, run};
 
-const LAYERS: usize = 4;
+pub const LAYERS: usize = 4;
 
 /// Files per layer and their mean size.
-fn shape(quick: bool) -> (usize, usize) {
+pub fn shape(quick: bool) -> (usize, usize) {
     match quick {
         false => (7_500, 7_000),
         true => (750, 7_000),
@@ -49,7 +49,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
     out
 }
 
-fn image_layer(layer: usize, files: usize, mean: usize) -> LayerBuilder {
+pub fn image_layer(layer: usize, files: usize, mean: usize) -> LayerBuilder {
     let mut b = LayerBuilder::new();
     let dirs = files.div_ceil(100);
     for d in 0..dirs {

@@ -36,6 +36,10 @@ struct Cli {
 enum Command {
     /// Download an image from a registry
     Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::push::PushArgs),
+    /// Search a registry for images (Docker Hub, or REGISTRY/TERM in a registry's catalog)
+    Search(commands::push::SearchArgs),
     /// List images
     Images(commands::images::ListArgs),
     /// Manage images
@@ -221,6 +225,8 @@ enum ImageCommand {
     Ls(commands::images::ListArgs),
     /// Download an image from a registry
     Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::push::PushArgs),
     /// Remove one or more images
     #[command(visible_alias = "remove")]
     Rm(commands::images::RmiArgs),
@@ -263,6 +269,10 @@ fn main() {
     };
     let result = match cli.command {
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => commands::pull::run(&global, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            commands::push::push(&global, a)
+        }
+        Command::Search(a) => commands::push::search(&global, a),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
             commands::images::list(&global, a)
         }

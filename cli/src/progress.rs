@@ -1,6 +1,6 @@
 //! Pull progress on stderr: a bar per layer on a terminal (indicatif), docker's plain
-//! `ID: Status` lines otherwise, nothing with `-q`. strata-image's pull reports through
-//! [`PullObserver`]; this is the binary's implementation of it.
+//! `ID: Status` lines otherwise, nothing with `-q`. strata-image's pull and push report
+//! through [`PullObserver`] and [`PushObserver`]; this is the binary's implementation.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use strata_image::pull::{LayerObserver, PullObserver};
+use strata_image::push::PushObserver;
 
 pub enum Progress {
     Quiet,
@@ -76,6 +77,12 @@ pub struct LayerProgress<'a> {
 }
 
 impl PullObserver for Progress {
+    fn layer(&self, id: &str, size: u64) -> Box<dyn LayerObserver + '_> {
+        Box::new(self.layer_progress(id, size))
+    }
+}
+
+impl PushObserver for Progress {
     fn layer(&self, id: &str, size: u64) -> Box<dyn LayerObserver + '_> {
         Box::new(self.layer_progress(id, size))
     }

@@ -232,6 +232,87 @@ pub enum Error {
         blob: Box<Error>,
     },
 
+    // Push.
+    #[error("An image does not exist locally with the tag: {0}")]
+    NoLocalTag(String),
+    #[error("blob {digest} of {reference} is missing from the store ({}); nothing pushed", path.display())]
+    PushBlobMissing {
+        digest: Digest,
+        reference: String,
+        path: PathBuf,
+    },
+    #[error("{step} blob {digest}")]
+    PushBlob {
+        digest: Digest,
+        step: &'static str,
+        #[source]
+        source: HttpError,
+    },
+    #[error("reading blob {digest} to push it")]
+    PushRead {
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{domain} stored {said} for the blob {sent} it was sent")]
+    PushDigest {
+        domain: String,
+        sent: Digest,
+        said: String,
+    },
+    #[error("putting the manifest {name}:{reference}")]
+    PushManifest {
+        name: String,
+        reference: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("recompressing layer {diff_id}")]
+    Recompress {
+        diff_id: Digest,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "zstd layers need --format oci: the Docker schema 2 manifest has no zstd media type \
+         (layer {digest})"
+    )]
+    ZstdInDockerFormat { digest: Digest },
+
+    // Search.
+    #[error("listing the catalog of {domain}")]
+    Catalog {
+        domain: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("reading the catalog of {domain}")]
+    CatalogRead {
+        domain: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the catalog of {domain} is not JSON")]
+    CatalogJson {
+        domain: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("searching {url}")]
+    HubSearch {
+        url: String,
+        #[source]
+        source: HttpError,
+    },
+    #[error("the search results of {url} are not valid")]
+    HubSearchJson {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid search term {0:?}")]
+    SearchTerm(String),
+
     // Layers.
     #[error("reading layer {digest}")]
     ReadLayer {

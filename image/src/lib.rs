@@ -16,14 +16,16 @@
 //!    ├─ gc, in_use, lock, fsutil, demo
 //!   change      Dockerfile instructions as runtime-config changes (commit -c, build)
 //!   import ──> store::author, registry's HTTP stack (a tar file, URL or stdin as an image)
+//!   push ──> registry (upload), store        (HEAD, cross-repository mount, upload, manifest)
+//!   search ──> registry (catalog)            (a registry's catalog, or Docker Hub's search)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
 //!    ▼
 //!   strata-fs (the layer indexer)
 //! ```
 //!
 //! Traits: [`store::ingest::BlobSource`] (where a blob's bytes come from: the registry, a
-//! test), [`pull::PullObserver`] and [`pull::LayerObserver`] (progress, implemented by the
-//! binary).
+//! test), [`pull::PullObserver`], [`push::PushObserver`] and [`pull::LayerObserver`] (progress,
+//! implemented by the binary).
 
 pub mod archive;
 pub mod change;
@@ -32,8 +34,10 @@ mod error;
 pub mod import;
 pub mod oci;
 pub mod pull;
+pub mod push;
 pub mod reference;
 pub mod registry;
+pub mod search;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -236,9 +236,15 @@ fn fetch_layers(
                     return;
                 };
                 let (layer, diff_id) = jobs[i];
-                if let Err(e) = fetch_layer(store, client, layer, diff_id, &*bars[i]) {
-                    bars[i].fail(&e);
-                    errors.lock().expect("not poisoned").push(e);
+                match fetch_layer(store, client, layer, diff_id, &*bars[i]) {
+                    // A later push to this registry mounts the blob from here.
+                    Ok(()) => {
+                        store.note_blob_repository(diff_id, &layer.digest, &client.repository())
+                    }
+                    Err(e) => {
+                        bars[i].fail(&e);
+                        errors.lock().expect("not poisoned").push(e);
+                    }
                 }
             });
         }

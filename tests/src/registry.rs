@@ -37,22 +37,43 @@ pub fn http_status(host: &str, path: &str) -> Result<u16> {
         .with_context(|| format!("bad HTTP status line {text:?}"))
 }
 
+/// The one user of [`Registry::start_with_auth`] and its password.
+pub const AUTH_USER: &str = "alice";
+pub const AUTH_PASSWORD: &str = "s3cret";
+/// bcrypt of [`AUTH_PASSWORD`] at cost 4 (the registry checks it on every request).
+const AUTH_HTPASSWD: &str = "alice:$2b$04$050.pb5nIA4qoiNv.XrBKuRSaaJkJ9tlzBldmkprTUn4x9CSwR7JS";
+
 impl Registry {
     pub fn start() -> Result<Registry> {
+        Registry::start_with(false)
+    }
+
+    /// A registry that asks for Basic auth ([`AUTH_USER`], [`AUTH_PASSWORD`]; htpasswd).
+    pub fn start_with_auth() -> Result<Registry> {
+        Registry::start_with(true)
+    }
+
+    fn start_with(auth: bool) -> Result<Registry> {
         let storage = tempfile::Builder::new()
             .prefix("strata-registry")
             .tempdir()?;
         let port = free_port()?;
         let host = format!("127.0.0.1:{port}");
         let config = storage.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
-                 rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-                storage.path().join("data").display()
-            ),
-        )?;
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    \
+             rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            storage.path().join("data").display()
+        );
+        if auth {
+            let htpasswd = storage.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{AUTH_HTPASSWD}\n"))?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
@@ -68,8 +89,10 @@ impl Registry {
         };
         let host = registry.host.clone();
         let child = &mut registry.child;
+        let ready = if auth { 401 } else { 200 };
         wait_for(Duration::from_secs(30), "the registry", || {
-            matches!(child.try_wait(), Ok(Some(_))) || http_status(&host, "/v2/").ok() == Some(200)
+            matches!(child.try_wait(), Ok(Some(_)))
+                || http_status(&host, "/v2/").ok() == Some(ready)
         })?;
         if let Ok(Some(status)) = registry.child.try_wait() {
             bail!("docker-registry exited at start: {status}");

@@ -14,6 +14,7 @@ pub mod inspect;
 pub mod mount;
 pub mod ps;
 pub mod pull;
+pub mod push;
 pub mod run;
 pub mod system;
 pub mod volume;

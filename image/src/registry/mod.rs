@@ -4,6 +4,8 @@
 //! registries and with `--insecure` (after HTTPS failed, as docker does).
 
 pub mod auth;
+pub mod catalog;
+pub mod upload;
 
 use std::io::{self, Read};
 use std::sync::Mutex;
@@ -32,6 +34,8 @@ pub struct Client {
     /// The repository path (`library/busybox`).
     repo: String,
     creds: Option<Credentials>,
+    /// What tokens are asked for on the repository: `pull`, or `pull,push` for a push.
+    actions: &'static str,
     /// The Authorization header that worked last.
     authorization: Mutex<Option<String>>,
 }
@@ -100,6 +104,7 @@ impl Client {
             base: format!("https://{host}"),
             repo: repo.to_string(),
             creds,
+            actions: "pull",
             authorization: Mutex::new(None),
         };
         let plain_ok = insecure || is_loopback_domain(domain);
@@ -132,6 +137,26 @@ impl Client {
         Ok(client)
     }
 
+    /// A client that asks for push access too (tokens with `repository:NAME:pull,push`).
+    pub fn for_push(mut self) -> Client {
+        self.actions = "pull,push";
+        self
+    }
+
+    /// `domain/repo`: where a blob was seen, for cross-repository mounts.
+    pub fn repository(&self) -> String {
+        format!("{}/{}", self.domain, self.repo)
+    }
+
+    /// The repository path (`test/busybox`).
+    pub fn repo(&self) -> &str {
+        &self.repo
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v2/{}/{path}", self.base, self.repo)
     }
@@ -143,14 +168,28 @@ impl Client {
         accept: Option<&str>,
         range_from: u64,
     ) -> Result<ureq::Response, HttpError> {
+        let mut headers = Vec::new();
+        if let Some(a) = accept {
+            headers.push(("Accept", a.to_string()));
+        }
+        if range_from > 0 {
+            headers.push(("Range", format!("bytes={range_from}-")));
+        }
+        self.call("GET", url, &headers)
+    }
+
+    /// Sends a request without a body, answering one authentication challenge.
+    fn call(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+    ) -> Result<ureq::Response, HttpError> {
         let mut answered = false;
         loop {
-            let mut req = self.agent.get(url);
-            if let Some(a) = accept {
-                req = req.set("Accept", a);
-            }
-            if range_from > 0 {
-                req = req.set("Range", &format!("bytes={range_from}-"));
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
             }
             let authz = self.authorization.lock().expect("not poisoned").clone();
             if let Some(a) = &authz {
@@ -188,9 +227,15 @@ impl Client {
                     .unwrap_or_default()
             ),
             401 | 403 => format!(
-                "pull access denied for {}/{}, repository does not exist or may require \
+                "{} access denied for {}/{}, repository does not exist or may require \
                  'strata login': {body}",
-                self.domain, self.repo
+                if self.actions == "pull" {
+                    "pull"
+                } else {
+                    "push"
+                },
+                self.domain,
+                self.repo
             ),
             404 => body,
             _ => format!("{} answered {code}: {body}", self.domain),
@@ -217,13 +262,16 @@ impl Client {
             if let Some(s) = bearer.params.get("service") {
                 query.push(format!("service={}", urlencode(s)));
             }
-            let scope = bearer
-                .params
-                .get("scope")
-                .cloned()
-                .unwrap_or_else(|| format!("repository:{}:pull", self.repo));
-            if !self.repo.is_empty() {
-                query.push(format!("scope={}", urlencode(&scope)));
+            // The challenge's scope (another repository for a mount, the catalog), and this
+            // repository's with the client's actions (a push asks for push from the start).
+            let mut scopes: Vec<String> = bearer.params.get("scope").cloned().into_iter().collect();
+            let own = format!("repository:{}:{}", self.repo, self.actions);
+            if !self.repo.is_empty() && !scopes.contains(&own) {
+                scopes.retain(|s| !s.starts_with(&format!("repository:{}:", self.repo)));
+                scopes.push(own);
+            }
+            for scope in &scopes {
+                query.push(format!("scope={}", urlencode(scope)));
             }
             let sep = if realm.contains('?') { '&' } else { '?' };
             let url = if query.is_empty() {
@@ -427,7 +475,7 @@ impl BlobSource for RegistryBlob<'_> {
     }
 }
 
-fn read_limited(resp: ureq::Response, max: u64) -> io::Result<Vec<u8>> {
+pub(crate) fn read_limited(resp: ureq::Response, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     resp.into_reader().take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
@@ -491,7 +539,7 @@ fn ellipsis(s: &str, max: usize) -> String {
     out
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {

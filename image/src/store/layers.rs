@@ -3,6 +3,7 @@
 //! that downloads the blob. The index is built in a temp directory and renamed to
 //! `layers/<diffid>/` only once the blob's digest and the diff-id both checked out.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -37,6 +38,10 @@ pub struct LayerMeta {
     pub entries: u64,
     /// The blob it was built from.
     pub blob: Digest,
+    /// Repositories (`domain/path`) known to hold a blob of this layer, by blob digest:
+    /// where it was pulled from or pushed to. A push mounts the blob from one of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen_in: BTreeMap<Digest, BTreeSet<String>>,
 }
 
 /// An index built in a temp directory, not yet in place. Dropped uncommitted, it is deleted.
@@ -96,6 +101,38 @@ impl Store {
     pub fn layer_meta(&self, diff_id: &Digest) -> Option<LayerMeta> {
         let bytes = fs::read(self.layer_dir(diff_id).join(LAYER_META)).ok()?;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Records that `repository` (`domain/path`) holds `blob`, a blob of layer `diff_id`.
+    /// Best effort: a layer without an index has no record (a push then uploads instead of
+    /// mounting), and two processes noting at once may keep only one note.
+    pub fn note_blob_repository(&self, diff_id: &Digest, blob: &Digest, repository: &str) {
+        let Some(mut meta) = self.layer_meta(diff_id) else {
+            return;
+        };
+        if !meta
+            .seen_in
+            .entry(blob.clone())
+            .or_default()
+            .insert(repository.to_string())
+        {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(&meta) {
+            let _ = fsutil::atomic_write(
+                &self.tmp_dir(),
+                &self.layer_dir(diff_id).join(LAYER_META),
+                &bytes,
+            );
+        }
+    }
+
+    /// Repositories known to hold `blob` of layer `diff_id` (see [`LayerMeta::seen_in`]).
+    pub fn blob_repositories(&self, diff_id: &Digest, blob: &Digest) -> Vec<String> {
+        self.layer_meta(diff_id)
+            .and_then(|mut m| m.seen_in.remove(blob))
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Reads a (compressed) layer blob from `blob`, builds its index. `expected` is the
@@ -181,6 +218,7 @@ impl Store {
                 size: 0,
                 entries: 0,
                 blob: Digest::of(b""),
+                seen_in: BTreeMap::new(),
             },
         };
         let mut tar = HashingReader::new(tar);
@@ -191,6 +229,7 @@ impl Store {
             size,
             entries,
             blob: diff_id.clone(),
+            seen_in: BTreeMap::new(),
         };
         prepared.dest = self.layer_dir(&diff_id);
         Ok(prepared)

@@ -9,6 +9,7 @@ mod commit;
 mod hostile;
 mod mount;
 mod prune;
+mod push;
 
 use std::process::Command;
 
