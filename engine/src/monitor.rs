@@ -287,7 +287,18 @@ fn supervise(
     let containers = Containers::new(&store);
     let dir = containers.dir(id);
     // One monitor per container: held for the monitor's life.
-    let _running = match strata_image::store::lock::Lock::try_exclusive(&dir.join("monitor.lock")) {
+    let lock_path = dir.join("monitor.lock");
+    let mut held = strata_image::store::lock::Lock::try_exclusive(&lock_path);
+    if let (Ok(None), Ok(st)) = (&held, containers.raw_state(id)) {
+        // A container that just ended still has its monitor tearing down (unmount, network
+        // helpers): `stop` then `start` waits for it rather than calling it running.
+        if !st.status.is_active()
+            && crate::lifecycle::wait_monitor_gone(&st, Duration::from_secs(10))
+        {
+            held = strata_image::store::lock::Lock::try_exclusive(&lock_path);
+        }
+    }
+    let _running = match held {
         Ok(Some(l)) => l,
         Ok(None) => {
             let e = StartError::new(125, format!("container {id} is already running"));
