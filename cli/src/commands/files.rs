@@ -3,6 +3,7 @@
 //! (`/proc/PID/root`); a stopped one's through a short-lived helper (`strata __rootfs`) that
 //! mounts its union in a mount namespace of its own, as the monitor does.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -192,20 +193,51 @@ fn tar_out(src: &Path, contents: bool) -> Result<()> {
     }
     let mut b = tar::Builder::new(std::io::BufWriter::new(std::io::stdout().lock()));
     b.follow_symlinks(false);
-    let meta = std::fs::symlink_metadata(src)?;
     let name = match contents {
         true => PathBuf::from("."),
         false => PathBuf::from(src.file_name().unwrap_or(std::ffi::OsStr::new("."))),
     };
-    let r = if meta.is_dir() {
-        b.append_dir_all(&name, src)
-    } else {
-        b.append_path_with_name(src, &name)
-    };
+    let r = append_tree(&mut b, src, &name, &mut HashMap::new());
     match r.and_then(|()| b.into_inner().map(drop)) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r.with_context(|| format!("writing the tar of {}", src.display()))?),
     }
+}
+
+/// Appends `path` as `name` and, for a directory, what is under it (sorted by name). A file
+/// with several names goes in once; its other names become hard link entries naming the
+/// first, as tar writes them (`seen`: the first name of each (device, inode) met so far).
+fn append_tree<W: std::io::Write>(
+    b: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        b.append_dir(name, path)?;
+        let mut entries = std::fs::read_dir(path)?.collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            append_tree(b, &e.path(), &name.join(e.file_name()), seen)?;
+        }
+        return Ok(());
+    }
+    if meta.nlink() > 1 {
+        match seen.entry((meta.dev(), meta.ino())) {
+            Entry::Occupied(first) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata(&meta);
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                return b.append_link(&mut h, name, first.get());
+            }
+            Entry::Vacant(v) => {
+                v.insert(name.to_path_buf());
+            }
+        }
+    }
+    b.append_path_with_name(path, name)
 }
 
 /// `cp - CONTAINER:DEST`: extracts the tar on stdin into the directory `dest`. Each entry

@@ -500,6 +500,57 @@ fn bad_input() {
     r.fails(3);
 }
 
+/// A full disk during a build (the store on a small tmpfs), in a COPY step and in a RUN
+/// step: the error names the step and the disk, no image is tagged, no build container is
+/// left, and nothing of the half-written layer stays in the store.
+#[test]
+fn build_on_a_full_disk_leaves_the_store_as_it_was() {
+    if !have_root("build_on_a_full_disk_leaves_the_store_as_it_was") {
+        return;
+    }
+    let env = Env::new();
+    let root = env.strata.root().to_path_buf();
+    std::fs::create_dir(&root).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=12m"),
+    )
+    .unwrap();
+    let _mounted = super::commit::TmpfsMount(root.clone());
+    env.file("Dockerfile", "FROM demo\n");
+    env.build(&[]).ok();
+    // 4 MiB of incompressible data: its blob and layer data (8 MiB) do not fit beside the
+    // demo image (and, for RUN, the upper that holds it).
+    let mut big = vec![0u8; 4 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut big))
+        .unwrap();
+    std::fs::write(env.ctx().join("big"), &big).unwrap();
+    let before = super::commit::store_state(&root);
+    for (dockerfile, step) in [
+        ("FROM demo\nCOPY big /big\n", "Step 2/2 : COPY big /big"),
+        (
+            "FROM demo\nRUN head -c 4194304 /dev/urandom > /big\n",
+            "Step 2/2 : RUN head",
+        ),
+    ] {
+        env.file("Dockerfile", dockerfile);
+        let r = env.build(&["-t", "full"]);
+        assert!(r.stdout.contains(step), "{dockerfile}: {r:?}");
+        let err = r.fails(1);
+        assert!(
+            err.contains("No space left on device"),
+            "{dockerfile}: {err}"
+        );
+        assert_eq!(env.run(&["images", "-q", "full"]).ok(), "", "{dockerfile}");
+        assert_eq!(env.container_dirs(), 0, "{dockerfile}: a container is left");
+        assert_eq!(super::commit::store_state(&root), before, "{dockerfile}");
+    }
+}
+
 /// Files of a root as a sorted map, buildah's RUN mount points left out (it leaves the empty
 /// /etc/hosts, /etc/hostname, /etc/resolv.conf and /run it bind-mounted; docker's classic
 /// builder and strata keep them out of the image).

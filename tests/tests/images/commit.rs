@@ -48,7 +48,7 @@ fn listing(out: &str) -> Vec<String> {
 }
 
 /// Everything under the store's blobs/, layers/ and tmp/ (lock files aside) and index.json.
-fn store_state(root: &Path) -> (BTreeSet<PathBuf>, Vec<u8>) {
+pub(super) fn store_state(root: &Path) -> (BTreeSet<PathBuf>, Vec<u8>) {
     let mut files = BTreeSet::new();
     for d in ["blobs/sha256", "layers", "tmp"] {
         for e in std::fs::read_dir(root.join(d))
@@ -548,6 +548,12 @@ fn cp_streams_tars_from_and_to_stdin_and_stdout() {
         h.set_mode(0o640);
         b.append_data(&mut h, name, data.as_bytes()).unwrap();
     }
+    // A second name of in/top: the stream out marks it as a hard link, as tar does.
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_mode(0o640);
+    h.set_size(0);
+    b.append_link(&mut h, "in/hl", "in/top").unwrap();
     let input = b.into_inner().unwrap();
     run_input(&env.strata, &["cp", "-", "st:/"], &input).ok();
     assert_eq!(env.run(&["start", "-a", "st"]).ok(), "deep\ntop\n");
@@ -557,8 +563,14 @@ fn cp_streams_tars_from_and_to_stdin_and_stdout() {
     let mut ar = tar::Archive::new(&out.stdout[..]);
     for e in ar.entries().unwrap() {
         let e = e.unwrap();
+        let link = match e.header().entry_type() {
+            tar::EntryType::Link => {
+                format!(" link to {}", e.link_name().unwrap().unwrap().display())
+            }
+            _ => String::new(),
+        };
         names.push(format!(
-            "{} {:o}",
+            "{} {:o}{link}",
             e.path().unwrap().to_string_lossy().trim_end_matches('/'),
             e.header().mode().unwrap() & 0o7777
         ));
@@ -566,7 +578,13 @@ fn cp_streams_tars_from_and_to_stdin_and_stdout() {
     names.sort();
     assert_eq!(
         names,
-        ["in 755", "in/sub 755", "in/sub/f 640", "in/top 640"]
+        [
+            "in 755",
+            "in/hl 640",
+            "in/sub 755",
+            "in/sub/f 640",
+            "in/top 640 link to in/hl"
+        ]
     );
     // Into a running container; a file as the target is refused.
     env.detach(&["--name", "run1", "demo", "sleep", "1000"]);
@@ -769,7 +787,7 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
 }
 
 /// Unmounts a test's tmpfs when dropped.
-struct TmpfsMount(PathBuf);
+pub(super) struct TmpfsMount(pub(super) PathBuf);
 
 impl Drop for TmpfsMount {
     fn drop(&mut self) {
