@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
+use crate::machine::podman;
 use crate::ops::timed;
 use crate::report::median;
 use crate::scratch::run;
@@ -45,12 +46,6 @@ fn context(dir: &Path) -> Result<()> {
 fn strata(store: &Path, args: &[&str]) -> Result<()> {
     let bin = strata_tests::mounts::workspace_bin("strata", "STRATA_BIN")?;
     run(Command::new(bin).arg("--root").arg(store).args(args))
-}
-
-fn podman() -> Command {
-    let mut c = Command::new("podman");
-    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
-    c
 }
 
 fn med(samples: Result<Vec<f64>>) -> Result<f64> {

@@ -11,6 +11,7 @@
 //!                        L1 has and L3 whites out
 //!     big/seq.bin        (L0) the sequential and random read file
 //!     big/copyup.bin     (L0) the copy-up and chmod file
+//!     small/dDD/fFFF     (L0) the `chmod -R` files: 100 a directory, 1 KiB each
 //!   native/              the merged trees copied flat (cp -a from a kernel overlay mount),
 //!                        and a plain copy of copyup.bin
 //!   untar.tar            the small-file archive (tar, one directory `untar/`)
@@ -18,6 +19,7 @@
 
 use std::fs;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,6 +35,7 @@ pub const READDIR_DIR: &str = "readdir/big";
 pub const SEQ_FILE: &str = "big/seq.bin";
 pub const COPYUP_FILE: &str = "big/copyup.bin";
 pub const UNTAR_DIR: &str = "untar";
+pub const CHMODR_DIR: &str = "small";
 
 /// How much data each workload uses.
 #[derive(Clone, Debug)]
@@ -44,6 +47,7 @@ pub struct Sizes {
     pub seq_bytes: u64,
     pub fio_runtime_secs: u32,
     pub copyup_bytes: u64,
+    pub chmodr_files: usize,
     pub untar_files: usize,
     pub image_bytes: u64,
 }
@@ -58,6 +62,7 @@ impl Sizes {
             seq_bytes: 1 << 30,
             fio_runtime_secs: 10,
             copyup_bytes: 512 << 20,
+            chmodr_files: 2_000,
             untar_files: 20_000,
             image_bytes: 12 << 30,
         }
@@ -73,6 +78,7 @@ impl Sizes {
             seq_bytes: 128 << 20,
             fio_runtime_secs: 3,
             copyup_bytes: 64 << 20,
+            chmodr_files: 500,
             untar_files: 2_000,
             image_bytes: 3 << 30,
         }
@@ -245,6 +251,23 @@ pub fn write_big_file(path: &Path, bytes: u64, seed: u64) -> Result<()> {
         .map_err(|e| e.into_error())?
         .sync_all()
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The `chmod -R` tree: `dir/dDD/fFFF`, 100 files a directory, 1 KiB each, mode 0644.
+pub fn write_small_files(dir: &Path, files: usize) -> Result<()> {
+    for i in 0..files {
+        let sub = dir.join(format!("d{:02}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&sub).with_context(|| format!("creating {}", sub.display()))?;
+        }
+        let path = sub.join(format!("f{:03}", i % 100));
+        let bytes: Vec<u8> = (0..128u64)
+            .flat_map(|w| mix(i as u64 * 128 + w).to_le_bytes())
+            .collect();
+        fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
 }
 
 /// The small-file archive: `untar/dDDD/fFFFF`, 100 files a directory, 0-4 KiB each.

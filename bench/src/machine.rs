@@ -166,6 +166,14 @@ pub fn environment(
     out
 }
 
+/// `podman` with the runtime and cgroup manager that work on this host: its default crun
+/// fails on the hybrid cgroups here.
+pub fn podman() -> std::process::Command {
+    let mut c = std::process::Command::new("podman");
+    c.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs"]);
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,6 +53,7 @@ mod build;
 mod commit;
 mod data;
 mod machine;
+mod memcg;
 mod ops;
 mod procfs;
 mod pull;
@@ -104,7 +105,8 @@ enum Workload {
     Seqread,
     /// fio 4k random reads, 4 jobs, cold.
     Randread,
-    /// Copy-up of the 512 MiB lower file by an append, and chmod of it.
+    /// Copy-up of the 512 MiB lower file by an append, chmod of it, and chmod -R of 2,000
+    /// small lower files.
     Copyup,
     /// tar -xf of 20k small files into the upper, and rm -rf of them.
     Untar,
@@ -308,6 +310,8 @@ fn generate(
         let file = layout.bottom().join(data::COPYUP_FILE);
         data::write_big_file(&file, sizes.copyup_bytes, 2)?;
         native.push(data::COPYUP_FILE);
+        data::write_small_files(&layout.bottom().join(data::CHMODR_DIR), sizes.chmodr_files)?;
+        native.push(data::CHMODR_DIR);
     }
     if wanted(Workload::Untar) {
         data::write_tar(&layout.tar, sizes.untar_files)?;

@@ -82,8 +82,13 @@ pub fn read_all(path: &Path) -> Result<u64> {
 
 /// fio's 4k random reads with 4 jobs over `size` bytes of `path` for `runtime` seconds;
 /// returns the IOPS of the group.
-pub fn fio_randread(path: &Path, size: u64, runtime: u32) -> Result<f64> {
-    let out = scratch::output(
+pub fn fio_randread(
+    path: &Path,
+    size: u64,
+    runtime: u32,
+    wrap: impl FnOnce(&Command) -> Command,
+) -> Result<f64> {
+    let out = scratch::output(&mut wrap(
         Command::new("fio")
             .args([
                 "--name=randread",
@@ -100,7 +105,7 @@ pub fn fio_randread(path: &Path, size: u64, runtime: u32) -> Result<f64> {
             .arg(format!("--size={size}"))
             .arg(format!("--runtime={runtime}"))
             .arg(format!("--filename={}", path.display())),
-    )?;
+    ))?;
     parse_fio_iops(&out)
 }
 
@@ -132,6 +137,11 @@ pub fn append_byte(path: &Path) -> Result<()> {
 /// `tar -xf TAR -C DIR`.
 pub fn untar(tar: &Path, dir: &Path) -> Result<()> {
     scratch::run(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(dir))
+}
+
+/// `chmod -R MODE PATH`.
+pub fn chmod_r(mode: &str, path: &Path) -> Result<()> {
+    scratch::run(Command::new("chmod").arg("-R").arg(mode).arg(path))
 }
 
 /// `rm -rf PATH`.

@@ -65,9 +65,34 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Bytes read from block device `dev` (`loop3`) so far: `/proc/diskstats`' sectors read.
+pub fn device_bytes_read(dev: &str) -> Result<u64> {
+    let stats = fs::read_to_string("/proc/diskstats").context("reading /proc/diskstats")?;
+    parse_sectors_read(&stats, dev)
+        .map(|sectors| sectors * 512)
+        .with_context(|| format!("no {dev} line in /proc/diskstats"))
+}
+
+fn parse_sectors_read(stats: &str, dev: &str) -> Option<u64> {
+    // major minor name reads merged sectors …
+    let line = stats
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some(dev))?;
+    line.split_whitespace().nth(5)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sectors_read_are_the_sixth_field() {
+        let stats =
+            "   7       0 loop0 3417 10707 132766 641 15491\n   7       1 loop10 5 0 8 0 0\n";
+        assert_eq!(parse_sectors_read(stats, "loop0"), Some(132766));
+        assert_eq!(parse_sectors_read(stats, "loop10"), Some(8));
+        assert_eq!(parse_sectors_read(stats, "loop1"), None);
+    }
 
     #[test]
     fn vm_rss_is_read_in_bytes() {

@@ -4,7 +4,7 @@
 //! - runc: mount fuse-overlayfs over the same busybox tree, `runc run` of a bundle whose
 //!   root is that mount (runc's default spec, process `true`), unmount: what a runc user
 //!   pays for a FUSE root;
-//! - `podman run --rm --network none` of the same tree imported as an image (podman's own
+//! - `podman run --rm --network none` of the same tree (`--runtime runc`) imported as an image (podman's own
 //!   storage; `--ulimit` as DESIGN.md says podman needs on this host).
 //!
 //! And `exec true` into a running container of each. Medians of `runs` (at least 10).
@@ -15,6 +15,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use crate::machine::podman;
 use crate::ops::timed;
 use crate::report::median;
 use crate::scratch::run;
@@ -181,9 +182,9 @@ fn podman_rows(dir: &Path, lower: &Path, runs: usize) -> (Result<f64>, Result<f6
             .arg("-C")
             .arg(lower)
             .arg("."))?;
-        run(Command::new("podman").arg("import").arg(&tar).arg(image))?;
+        run(podman().arg("import").arg(&tar).arg(image))?;
         // Warm-up: podman's first run sets up its storage.
-        run(Command::new("podman")
+        run(podman()
             .args(["run", "--rm", "--network", "none"])
             .args(PODMAN_ULIMITS)
             .args([image, "true"]))
@@ -193,14 +194,14 @@ fn podman_rows(dir: &Path, lower: &Path, runs: usize) -> (Result<f64>, Result<f6
         return (Err(anyhow::anyhow!("{msg}")), Err(anyhow::anyhow!("{msg}")));
     }
     let start = med(repeat(runs, |_| {
-        run(Command::new("podman")
+        run(podman()
             .args(["run", "--rm", "--network", "none"])
             .args(PODMAN_ULIMITS)
             .args([image, "true"]))
     }));
     let exec = (|| -> Result<f64> {
-        let _ = run(Command::new("podman").args(["rm", "-f", "-t", "0", "strata-bench-exec"]));
-        run(Command::new("podman")
+        let _ = run(podman().args(["rm", "-f", "-t", "0", "strata-bench-exec"]));
+        run(podman()
             .args([
                 "run",
                 "-d",
@@ -212,12 +213,12 @@ fn podman_rows(dir: &Path, lower: &Path, runs: usize) -> (Result<f64>, Result<f6
             .args(PODMAN_ULIMITS)
             .args([image, "sleep", "1000"]))?;
         let r = med(repeat(runs, |_| {
-            run(Command::new("podman").args(["exec", "strata-bench-exec", "true"]))
+            run(podman().args(["exec", "strata-bench-exec", "true"]))
         }));
-        let _ = run(Command::new("podman").args(["rm", "-f", "-t", "0", "strata-bench-exec"]));
+        let _ = run(podman().args(["rm", "-f", "-t", "0", "strata-bench-exec"]));
         r
     })();
-    let _ = run(Command::new("podman").args(["rmi", image]));
+    let _ = run(podman().args(["rmi", image]));
     (start, exec)
 }
 

@@ -64,6 +64,13 @@ impl Scratch {
         Ok(scratch)
     }
 
+    /// The loop device's name (`loop3`), as `/proc/diskstats` names it.
+    pub fn device(&self) -> Option<&str> {
+        self.loopdev
+            .as_deref()
+            .map(|d| d.trim_start_matches("/dev/"))
+    }
+
     /// The mounted filesystem.
     pub fn root(&self) -> &Path {
         &self.root
@@ -84,8 +91,14 @@ impl Scratch {
             merged: self.mnt.clone(),
         };
         let guard = mounts::mount(driver, &dirs, &[])?;
+        // The FUSE daemons go to the background: their pid, to wait for their exit.
+        let daemon = match driver {
+            Driver::Kernel => None,
+            _ => Some(crate::procfs::daemon_pid(driver.name(), &self.mnt)?),
+        };
         Ok(UnionMount {
             guard: Some(guard),
+            daemon,
             run,
         })
     }
@@ -133,12 +146,19 @@ impl Drop for Scratch {
 /// A union mounted for one measurement; unmounted, and its upper directory removed, on drop.
 pub struct UnionMount {
     guard: Option<MountGuard>,
+    /// The background FUSE daemon serving it.
+    daemon: Option<u32>,
     run: PathBuf,
 }
 
 impl UnionMount {
     pub fn path(&self) -> &Path {
         self.guard.as_ref().expect("mounted until dropped").path()
+    }
+
+    /// The FUSE daemon serving it; `None` for kernel overlayfs.
+    pub fn daemon(&self) -> Option<u32> {
+        self.daemon
     }
 }
 
@@ -148,6 +168,18 @@ impl Drop for UnionMount {
             if let Err(err) = guard.unmount() {
                 eprintln!("strata-bench: {err:#}");
                 return;
+            }
+        }
+        // A daemon still flushing after its unmount would overlap the next round (and name
+        // the same mount point as the next daemon).
+        if let Some(pid) = self.daemon {
+            let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+            if let Err(err) =
+                mounts::wait_for(Duration::from_secs(30), "the FUSE daemon's exit", || {
+                    !proc_dir.exists()
+                })
+            {
+                eprintln!("strata-bench: daemon {pid}: {err:#}");
             }
         }
         if let Err(err) = fs::remove_dir_all(&self.run) {

@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use strata_tests::mounts::Driver;
 
-use crate::data::{Layout, Sizes, COPYUP_FILE, READDIR_DIR, SEQ_FILE, UNTAR_DIR, WALK_DIR};
+use crate::data::{
+    Layout, Sizes, CHMODR_DIR, COPYUP_FILE, READDIR_DIR, SEQ_FILE, UNTAR_DIR, WALK_DIR,
+};
+use crate::memcg::MemCgroup;
 use crate::ops::{self, timed, Counts};
 use crate::procfs;
 use crate::report::{Metric, Results, Target};
@@ -178,20 +181,51 @@ impl Bench<'_> {
 
     /// Workload 4: fio's 4-job 4k random reads of the same file, cold.
     pub fn rand_read(&mut self) {
-        self.rounds("randread", &[Metric::RandRead], |bench, target| {
+        // fio and the FUSE daemon get a quarter of the file's size in memory, page cache
+        // included: most reads then reach the device, for every target alike.
+        let cgroup = match MemCgroup::create(self.sizes.seq_bytes / 4) {
+            Ok(cg) => cg,
+            Err(err) => {
+                for target in Target::ALL {
+                    for metric in [Metric::RandRead, Metric::RandReadDevice] {
+                        self.results.fail(metric, target, format!("{err:#}"));
+                    }
+                }
+                return;
+            }
+        };
+        let metrics = [Metric::RandRead, Metric::RandReadDevice];
+        self.rounds("randread", &metrics, |bench, target| {
             let place = bench.place(target, bench.layout.bottom())?;
             let file = place.base.join(SEQ_FILE);
+            if let Some(pid) = place.mount.as_ref().and_then(UnionMount::daemon) {
+                cgroup.add(pid)?;
+            }
+            let dev = bench
+                .scratch
+                .device()
+                .context("the scratch disk has no device")?;
             drop_caches()?;
-            let iops =
-                ops::fio_randread(&file, bench.sizes.seq_bytes, bench.sizes.fio_runtime_secs)?;
-            Ok(vec![(Metric::RandRead, iops)])
+            let before = procfs::device_bytes_read(dev)?;
+            let iops = ops::fio_randread(
+                &file,
+                bench.sizes.seq_bytes,
+                bench.sizes.fio_runtime_secs,
+                |cmd| cgroup.wrap(cmd),
+            )?;
+            let read = procfs::device_bytes_read(dev)? - before;
+            Ok(vec![
+                (Metric::RandRead, iops),
+                (Metric::RandReadDevice, read as f64),
+            ])
         });
     }
 
-    /// Workload 5: the copy-up of a big lower file by an append, and a chmod of it (each on
-    /// its own fresh mount, cold). Natively the same calls on a plain copy, in place.
+    /// Workload 5: the copy-up of a big lower file by an append, a chmod of it, and
+    /// `chmod -R g+w` of the small lower files (each on its own fresh mount, cold). Natively
+    /// the same calls on a plain copy, in place.
     pub fn copy_up(&mut self) {
-        let metrics = [Metric::CopyUp, Metric::Chmod];
+        let metrics = [Metric::CopyUp, Metric::Chmod, Metric::ChmodR];
         self.rounds("copyup", &metrics, |bench, target| {
             let len = bench.sizes.copyup_bytes;
             let copy_up = {
@@ -237,7 +271,32 @@ impl Bench<'_> {
                 }
                 secs
             };
-            Ok(vec![(Metric::CopyUp, copy_up), (Metric::Chmod, chmod)])
+            let chmod_r = {
+                let place = bench.place(target, &bench.layout.native)?;
+                let dir = place.base.join(CHMODR_DIR);
+                drop_caches()?;
+                let ((), secs) = timed(|| ops::chmod_r("g+w", &dir))?;
+                let probe = dir.join("d00/f000");
+                let mode = fs::symlink_metadata(&probe)?.permissions().mode() & 0o7777;
+                ensure!(
+                    mode == 0o664,
+                    "{} is mode {mode:o} after chmod -R g+w, expected 664",
+                    probe.display()
+                );
+                same_head(
+                    &probe,
+                    &bench.layout.bottom().join(CHMODR_DIR).join("d00/f000"),
+                )?;
+                if place.mount.is_none() {
+                    ops::chmod_r("g-w", &dir)?;
+                }
+                secs
+            };
+            Ok(vec![
+                (Metric::CopyUp, copy_up),
+                (Metric::Chmod, chmod),
+                (Metric::ChmodR, chmod_r),
+            ])
         });
     }
 

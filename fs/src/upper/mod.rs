@@ -529,14 +529,16 @@ impl Upper {
                     OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
                     0o600,
                 )?;
-                let copied = match &src.content {
-                    Content::Data(f) => f.copy_to(dst.as_fd()),
+                // Only written data needs a sync before the rename: the size, xattrs and the
+                // rename itself are journalled in order, so a crash that keeps the name keeps
+                // them too. A metadata-only copy (a chmod, a chown) writes no data: no sync.
+                let synced = match &src.content {
+                    Content::Data(f) => f.copy_to(dst.as_fd()).and_then(|()| match self.fsync {
+                        true => rustix::fs::fdatasync(&dst).map_err(Errno::from),
+                        false => Ok(()),
+                    }),
                     _ => rustix::fs::ftruncate(&dst, attr.size).map_err(Errno::from),
                 };
-                let synced = copied.and_then(|()| match self.fsync {
-                    true => rustix::fs::fsync(&dst).map_err(Errno::from),
-                    false => Ok(()),
-                });
                 if let Err(e) = synced {
                     let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
                     return Err(e);
@@ -610,7 +612,7 @@ impl Upper {
         let dst = e.open(OFlags::WRONLY)?;
         src.copy_to(dst.as_fd())?;
         if self.fsync {
-            dst.sync_all()?;
+            dst.sync_data()?;
         }
         e.remove_xattr(&self.xattr(METACOPY_XATTR))
     }
