@@ -78,6 +78,7 @@ pub mod container;
 pub mod idmap;
 pub mod process;
 pub mod pty;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -169,6 +170,9 @@ pub enum Error {
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,
+    /// The seccomp profile is malformed, or its filter could not be loaded.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// A container process died during setup without saying why.
     #[error("{0}")]
     Other(String),
