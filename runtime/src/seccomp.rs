@@ -156,6 +156,18 @@ impl Profile {
         Ok(p)
     }
 
+    /// A bundle's `linux.seccomp` (config.json, through oci-spec) as a profile: the runtime
+    /// spec's seccomp object has docker's shape, so the conversion is a re-read of its
+    /// JSON, checked as a file profile is. Notify listeners and filter flags are not
+    /// supported (`SCMP_ACT_NOTIFY` is refused as an unknown action).
+    pub fn from_oci(s: &oci_spec::runtime::LinuxSeccomp) -> Result<Profile, SeccompError> {
+        let value = serde_json::to_value(s).map_err(|e| SeccompError::Decode(e.to_string()))?;
+        let p: Profile =
+            serde_json::from_value(value).map_err(|e| SeccompError::Decode(e.to_string()))?;
+        p.validate()?;
+        Ok(p)
+    }
+
     fn validate(&self) -> Result<(), SeccompError> {
         action(&self.default_action, self.default_errno_ret)?;
         for a in &self.architectures {
@@ -297,5 +309,21 @@ mod tests {
             Err(SeccompError::ArgIndex(9))
         ));
         assert!(matches!(Profile::parse(b"{"), Err(SeccompError::Decode(_))));
+    }
+
+    #[test]
+    fn oci_seccomp_converts() {
+        let oci: oci_spec::runtime::LinuxSeccomp = serde_json::from_str(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,
+                "architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X32"],
+                "syscalls":[{"names":["clone"],"action":"SCMP_ACT_ALLOW",
+                "args":[{"index":0,"value":2114060288,"valueTwo":0,"op":"SCMP_CMP_MASKED_EQ"}]}]}"#,
+        )
+        .unwrap();
+        let p = Profile::from_oci(&oci).unwrap();
+        assert_eq!(p.default_errno_ret, Some(38));
+        assert_eq!(p.architectures, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"]);
+        assert_eq!(p.syscalls[0].args[0].op, "SCMP_CMP_MASKED_EQ");
+        assert_eq!(p.syscalls[0].args[0].value, 0x7E02_0000);
     }
 }
