@@ -66,6 +66,8 @@
 //! - [`process`]: wait, signals, signal names, the `--init` reaper.
 //! - [`pty`]: window sizes.
 //! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
+//! - [`seccomp`]: docker's default profile, docker JSON profiles, the filter loaded before
+//!   exec ([`ContainerSpec::seccomp`]).
 //! - [`user`]: `name[:group]` to numeric ids through the container's /etc/passwd.
 //!
 //! The in-container setup lives in the private `setup` (mounts, pivot_root) and
