@@ -128,6 +128,24 @@ fn strata_rows(dir: &Path, runs: usize) -> (Result<f64>, Result<f64>) {
     (start, exec)
 }
 
+/// `run --rm demo true` under docker's default seccomp filter and unconfined, the two
+/// alternating so drift in the machine's load falls on both: (filtered, unconfined).
+fn seccomp_rows(dir: &Path, runs: usize) -> Result<(f64, f64)> {
+    let store = dir.join("strata-store");
+    let run = |extra: &[&str]| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&["demo", "true"]);
+        strata(&store, &a).map(drop)
+    };
+    let (mut filtered, mut unconfined) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        filtered.push(timed(|| run(&[]))?.1);
+        unconfined.push(timed(|| run(&["--security-opt", "seccomp=unconfined"]))?.1);
+    }
+    Ok((med(Ok(filtered))?, med(Ok(unconfined))?))
+}
+
 fn runc_rows(dir: &Path, lower: &Path, runs: usize) -> (Result<f64>, Result<f64>) {
     let start = (|| -> Result<f64> {
         let bundle = dir.join("runc-true");
@@ -302,6 +320,17 @@ pub fn run_run(dir: &Path, runs: usize) -> Result<String> {
         for f in failures {
             writeln!(out, "- failed: {f}")?;
         }
+    }
+    match seccomp_rows(dir, runs) {
+        Ok((on, off)) => writeln!(
+            out,
+            "\nseccomp (strata `run --rm demo true`, alternating, median of {runs}): docker's \
+             default filter {:.1} ms, unconfined {:.1} ms, cost {:+.1} ms",
+            on * 1e3,
+            off * 1e3,
+            (on - off) * 1e3
+        )?,
+        Err(e) => writeln!(out, "\n- failed: seccomp rows: {e:#}")?,
     }
     if rows.iter().all(|r| r.runc.is_err()) {
         bail!("runc could not run here:\n{out}");

@@ -12,11 +12,13 @@ use serde_json::Value;
 use strata_image::pull::PullObserver;
 use strata_image::reference::Reference;
 use strata_image::store::{demo, image::Image, Store};
+use strata_runtime::seccomp::Profile;
 use strata_runtime::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources};
 
 use crate::containers::{self, Containers, PortBinding, Record, VolumeMount};
 use crate::flags::{
-    environment, keys, parse_bytes, parse_port, parse_ulimit, parse_volume, strings, VolumeSpec,
+    environment, keys, parse_bytes, parse_port, parse_ulimit, parse_volume, seccomp_option,
+    strings, Seccomp, VolumeSpec,
 };
 use crate::network::{Mode, NetworkConfig};
 use crate::volumes::Volumes;
@@ -222,20 +224,43 @@ pub fn create(
         .map(|u| parse_ulimit(u))
         .collect::<Result<Vec<_>>>()?;
     let mut no_new_privileges = false;
+    let mut seccomp = Seccomp::Default;
+    // docker stores a file profile's content, not its path, in HostConfig.SecurityOpt.
+    let mut security_opt = Vec::new();
     for s in &opts.security_opt {
+        if let Some(v) = s
+            .strip_prefix("seccomp=")
+            .or_else(|| s.strip_prefix("seccomp:"))
+        {
+            seccomp = seccomp_option(v)?;
+            security_opt.push(match &seccomp {
+                Seccomp::File(text, _) => format!("seccomp={text}"),
+                _ => s.clone(),
+            });
+            continue;
+        }
+        security_opt.push(s.clone());
         match s.as_str() {
             "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
                 no_new_privileges = true
             }
             "no-new-privileges=false" | "no-new-privileges:false" => no_new_privileges = false,
-            s if s.starts_with("seccomp=")
-                || s.starts_with("seccomp:")
-                || s.starts_with("apparmor=")
-                || s.starts_with("label=") => {}
+            s if s.starts_with("apparmor=") || s.starts_with("label=") => {}
             _ => return Err(Error::InvalidFlag(format!("invalid --security-opt: {s:?}"))),
         }
     }
-    strata_runtime::caps::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)?;
+    let caps: Vec<String> =
+        strata_runtime::caps::resolve(opts.privileged, &opts.cap_add, &opts.cap_drop)?
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+    // docker: --privileged runs unconfined whatever the profile.
+    let seccomp = match seccomp {
+        _ if opts.privileged => None,
+        Seccomp::Unconfined => None,
+        Seccomp::Default => Some(Profile::docker_default(&caps)),
+        Seccomp::File(_, p) => Some(p.for_caps(&caps)),
+    };
     let mut labels = BTreeMap::new();
     for l in &opts.label {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -463,6 +488,7 @@ pub fn create(
                 cpus,
             },
             init: opts.init,
+            seccomp,
         };
         let mut image_labels: BTreeMap<String, String> = img.config.labels();
         image_labels.extend(labels.clone());
@@ -493,7 +519,7 @@ pub fn create(
             anonymous_volumes: anonymous.clone(),
             ports: ports.clone(),
             exposed: exposed.clone(),
-            security_opt: opts.security_opt.clone(),
+            security_opt: security_opt.clone(),
             stop_signal: stop_signal.clone(),
             stop_timeout: opts.stop_timeout,
             network: network_config.clone(),

@@ -194,6 +194,20 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidRequest(String),
+    /// `--security-opt seccomp=FILE`: the file cannot be read.
+    #[error("opening seccomp profile ({}) failed", path.display())]
+    SeccompRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `--security-opt seccomp=FILE`: the file is not a usable profile.
+    #[error("seccomp profile {}", path.display())]
+    SeccompProfile {
+        path: PathBuf,
+        #[source]
+        source: strata_runtime::seccomp::SeccompError,
+    },
     #[error("making the demo image")]
     Demo(#[source] strata_image::Error),
     #[error("bind source {}", path.display())]

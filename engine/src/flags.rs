@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use crate::{Error, Result};
 use serde_json::Value;
+use strata_runtime::seccomp::Profile;
 use strata_runtime::Rlimit;
 
 use crate::containers::PortBinding;
@@ -213,6 +214,44 @@ pub fn parse_ulimit(s: &str) -> Result<Rlimit> {
         soft: soft.parse().map_err(|_| bad())?,
         hard: hard.parse().map_err(|_| bad())?,
     })
+}
+
+/// `--security-opt seccomp=VALUE`.
+pub enum Seccomp {
+    /// No option: docker's default profile.
+    Default,
+    /// `seccomp=unconfined`.
+    Unconfined,
+    /// `seccomp=FILE`: the file's text (compacted, for inspect) and the profile read from it.
+    File(String, Profile),
+}
+
+/// Reads `--security-opt seccomp=VALUE`: `unconfined`, `builtin` (the default) or a docker
+/// JSON profile file, checked here so a bad file fails before anything is created.
+pub fn seccomp_option(value: &str) -> Result<Seccomp> {
+    match value {
+        "unconfined" => return Ok(Seccomp::Unconfined),
+        "builtin" => return Ok(Seccomp::Default),
+        "" => {
+            return Err(Error::InvalidFlag(
+                "invalid --security-opt: seccomp needs a profile file or 'unconfined'".into(),
+            ))
+        }
+        _ => {}
+    }
+    let path = PathBuf::from(value);
+    let text = std::fs::read(&path).map_err(|source| Error::SeccompRead {
+        path: path.clone(),
+        source,
+    })?;
+    let profile = Profile::parse(&text).map_err(|source| Error::SeccompProfile {
+        path: path.clone(),
+        source,
+    })?;
+    let compact = serde_json::from_slice::<Value>(&text)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    Ok(Seccomp::File(compact, profile))
 }
 
 #[cfg(test)]

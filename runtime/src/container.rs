@@ -504,7 +504,11 @@ fn process_main(
         install_pty(sock, ends.size, spec.is_some())?;
     }
     let privileged = spec.is_some_and(|s| s.privileged);
-    let exec = credentials::prepare(process, privileged)?;
+    let seccomp = match spec {
+        Some(s) => s.seccomp.as_ref(),
+        None => process.seccomp.as_ref(),
+    };
+    let exec = credentials::prepare(process, privileged, seccomp)?;
     if !spec.is_some_and(|s| s.init) {
         return Err(credentials::exec(&exec));
     }

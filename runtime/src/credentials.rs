@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{chdir, setgid, setgroups, setuid, Gid, Uid};
 
+use crate::seccomp::Profile;
 use crate::spec::{ProcessSpec, Rlimit};
 use crate::{caps, idmap, sys, Error, Result};
 
@@ -88,8 +89,15 @@ fn environment(p: &ProcessSpec) -> Vec<String> {
 }
 
 /// In the container's root: rlimits, working directory, capabilities (bounding set, then
-/// the user with PR_SET_KEEPCAPS, then effective/permitted/inheritable), no_new_privs.
-pub(crate) fn prepare(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
+/// the user with PR_SET_KEEPCAPS, then effective/permitted/inheritable), no_new_privs, and
+/// the seccomp filter: last with no_new_privs, else while CAP_SYS_ADMIN is still held (the
+/// kernel needs one of the two; runc's order), so the filter must allow the credential
+/// calls that follow.
+pub(crate) fn prepare(
+    p: &ProcessSpec,
+    privileged: bool,
+    seccomp: Option<&Profile>,
+) -> Result<Exec> {
     let argv0 = p.args.first().ok_or(Error::NoCommand)?.clone();
     let env = environment(p);
     let path = env
@@ -115,6 +123,9 @@ pub(crate) fn prepare(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
     // As root first (the user may not search every parent), as runc.
     chdir(cwd).map_err(Error::sys(format!("chdir to the working directory {cwd}")))?;
     let set = caps::resolve(privileged, &p.cap_add, &p.cap_drop)?;
+    if let (Some(f), false) = (seccomp, p.no_new_privileges) {
+        f.install()?;
+    }
     caps::limit_bounding(&set)?;
     nix::sys::prctl::set_keepcaps(true).map_err(Error::sys("PR_SET_KEEPCAPS"))?;
     let u = &p.user;
@@ -149,6 +160,9 @@ pub(crate) fn prepare(p: &ProcessSpec, privileged: bool) -> Result<Exec> {
     nix::sys::prctl::set_keepcaps(false).map_err(Error::sys("PR_SET_KEEPCAPS"))?;
     if p.no_new_privileges {
         nix::sys::prctl::set_no_new_privs().map_err(Error::sys("PR_SET_NO_NEW_PRIVS"))?;
+        if let Some(f) = seccomp {
+            f.install()?;
+        }
     }
     Ok(exec)
 }

@@ -66,6 +66,8 @@
 //! - [`process`]: wait, signals, signal names, the `--init` reaper.
 //! - [`pty`]: window sizes.
 //! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
+//! - [`seccomp`]: docker's default profile, docker JSON profiles, the filter loaded before
+//!   exec ([`ContainerSpec::seccomp`]).
 //! - [`user`]: `name[:group]` to numeric ids through the container's /etc/passwd.
 //!
 //! The in-container setup lives in the private `setup` (mounts, pivot_root) and
@@ -78,6 +80,7 @@ pub mod container;
 pub mod idmap;
 pub mod process;
 pub mod pty;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -169,6 +172,9 @@ pub enum Error {
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,
+    /// The seccomp profile is malformed, or its filter could not be loaded.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// A container process died during setup without saying why.
     #[error("{0}")]
     Other(String),

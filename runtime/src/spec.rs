@@ -37,6 +37,10 @@ pub struct ContainerSpec {
     /// `--init`: pid 1 is a small reaper that forwards signals to the process, its child,
     /// and exits with the process's status. Without it the process itself is pid 1.
     pub init: bool,
+    /// The seccomp filter pid 1 loads right before exec; `None` is unconfined (exec'd
+    /// processes take [`ProcessSpec::seccomp`]). Capability conditions are already
+    /// decided ([`crate::seccomp::Profile::for_caps`]).
+    pub seccomp: Option<crate::seccomp::Profile>,
 }
 
 /// The process to run: the container's, or one `exec`'d into it.
@@ -66,6 +70,9 @@ pub struct ProcessSpec {
     pub cap_drop: Vec<String>,
     /// Resource limits set before exec (`--ulimit`).
     pub rlimits: Vec<Rlimit>,
+    /// The seccomp filter of a process exec'd into a running container (the container's
+    /// own; [`crate::exec`] has no [`ContainerSpec`]). Pid 1 takes [`ContainerSpec::seccomp`].
+    pub seccomp: Option<crate::seccomp::Profile>,
 }
 
 /// The user the process runs as.

@@ -56,6 +56,7 @@ enum Wire {
     },
     InvalidId(String),
     NoCommand,
+    Seccomp(crate::seccomp::SeccompError),
     Other(String),
 }
 
@@ -105,6 +106,7 @@ fn to_wire(e: &Error) -> Wire {
         },
         Error::InvalidId(s) => Wire::InvalidId(s.clone()),
         Error::NoCommand => Wire::NoCommand,
+        Error::Seccomp(e) => Wire::Seccomp(e.clone()),
         Error::Other(s) => Wire::Other(s.clone()),
     }
 }
@@ -155,6 +157,7 @@ fn from_wire(w: Wire) -> Error {
         },
         Wire::InvalidId(s) => Error::InvalidId(s),
         Wire::NoCommand => Error::NoCommand,
+        Wire::Seccomp(e) => Error::Seccomp(e),
         Wire::Other(s) => Error::Other(s),
     }
 }

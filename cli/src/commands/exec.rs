@@ -123,6 +123,8 @@ fn exec_inner(
         cap_add,
         cap_drop: rec.spec.process.cap_drop.clone(),
         rlimits: rec.spec.process.rlimits.clone(),
+        // docker: an exec'd process runs under the container's seccomp profile.
+        seccomp: rec.spec.seccomp.clone(),
     };
     let null = || -> Result<std::os::fd::OwnedFd> {
         Ok(std::fs::File::options()

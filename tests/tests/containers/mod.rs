@@ -13,6 +13,7 @@ mod load;
 mod network;
 mod ports;
 mod rootless;
+mod seccomp;
 mod volume;
 
 use std::path::{Path, PathBuf};
