@@ -463,6 +463,8 @@ pub fn create(
                 cpus,
             },
             init: opts.init,
+            // strata's monitor starts the process at once: no created state.
+            start_gate: None,
         };
         let mut image_labels: BTreeMap<String, String> = img.config.labels();
         image_labels.extend(labels.clone());

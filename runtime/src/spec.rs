@@ -37,6 +37,11 @@ pub struct ContainerSpec {
     /// `--init`: pid 1 is a small reaper that forwards signals to the process, its child,
     /// and exits with the process's status. Without it the process itself is pid 1.
     pub init: bool,
+    /// The OCI lifecycle's created state (`strata-runtime create`): a FIFO pid 1 opens for
+    /// writing once set up, just before exec, and blocks on until `start` opens it for
+    /// reading ([`crate::container::start_created`]). Pid 1 then outlives its caller (no
+    /// parent-death signal), as the caller of `create` exits.
+    pub start_gate: Option<PathBuf>,
 }
 
 /// The process to run: the container's, or one `exec`'d into it.
