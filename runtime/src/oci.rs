@@ -112,7 +112,24 @@ pub fn load_bundle(id: &str, bundle: &Path) -> Result<(ContainerSpec, Spec)> {
     Ok((spec, oci))
 }
 
-fn process_spec(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
+/// Reads an `exec --process FILE` JSON object (`-` for stdin).
+pub fn load_process(path: &Path) -> Result<ProcessSpec> {
+    let text = match path == Path::new("-") {
+        true => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(Error::io(path))?;
+            s
+        }
+        false => std::fs::read_to_string(path).map_err(Error::io(path))?,
+    };
+    let p: oci_spec::runtime::Process =
+        serde_json::from_str(&text).map_err(|e| bundle_error(path, e.to_string()))?;
+    process_spec(&p)
+}
+
+/// The process of an OCI `process` object (config.json's, or `exec --process FILE`).
+pub fn process_spec(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
     let user = p.user();
     let caps = p
         .capabilities()

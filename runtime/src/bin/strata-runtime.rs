@@ -95,6 +95,32 @@ enum Command {
     },
     /// Print what this runtime supports, as JSON.
     Features,
+    /// Run a process in a running container.
+    Exec {
+        /// An OCI process JSON (`-` for stdin); replaces CMD and the flags below.
+        #[arg(long, short)]
+        process: Option<PathBuf>,
+        /// Return once the process started (it outlives this command).
+        #[arg(long, short)]
+        detach: bool,
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        #[arg(long, short)]
+        tty: bool,
+        #[arg(long)]
+        cwd: Option<String>,
+        /// KEY=VALUE, repeatable.
+        #[arg(long, short)]
+        env: Vec<String>,
+        /// UID[:GID].
+        #[arg(long, short)]
+        user: Option<String>,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Where errors go: stderr, and the `--log` file in its format.
@@ -224,7 +250,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
             };
             let status = root.status(&saved);
             if status != Status::Stopped {
-                if !force {
+                if !force && status != Status::Created {
                     return Err(Error::WrongState(format!(
                         "cannot delete container {id} that is not stopped: {status}"
                     )));
@@ -297,8 +323,95 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
                 "cgroup": {"v1": true, "v2": true, "systemd": false},
             },
         })),
+        Command::Exec { .. } => return exec(&root, &cli.command),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn exec(root: &Root, command: &Command) -> Result<ExitCode, Error> {
+    let Command::Exec {
+        process,
+        detach,
+        pid_file,
+        console_socket,
+        tty,
+        cwd,
+        env,
+        user,
+        id,
+        command,
+    } = command
+    else {
+        unreachable!("exec called for another command")
+    };
+    let saved = root.load(id)?;
+    if root.status(&saved) != Status::Running {
+        return Err(Error::WrongState("container not running".into()));
+    }
+    let spec = match process {
+        Some(path) => oci::load_process(path)?,
+        None => {
+            // The container's own process gives the defaults (capabilities, env).
+            let (base, _) = oci::load_bundle(id, &saved.bundle)?;
+            let mut p = base.process;
+            p.args = command.clone();
+            p.env.extend(env.iter().cloned());
+            p.terminal = *tty;
+            if let Some(cwd) = cwd {
+                p.cwd = cwd.clone();
+            }
+            if let Some(user) = user {
+                let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
+                let num = |s: &str| {
+                    s.parse::<u32>()
+                        .map_err(|_| Error::Other(format!("invalid --user {user:?}: UID[:GID]")))
+                };
+                p.user.uid = num(uid)?;
+                p.user.gid = num(gid)?;
+            }
+            p
+        }
+    };
+    let stdio = match (spec.terminal, console_socket) {
+        (true, Some(_)) => Stdio::Pty { size: None },
+        (true, None) => {
+            return Err(Error::Other(
+                "the process asks for a terminal: --console-socket is required".into(),
+            ))
+        }
+        _ => Stdio::Inherit,
+    };
+    let running = strata_runtime::exec(saved.pid, &spec, stdio)?;
+    if let (Some(master), Some(path)) = (&running.pty_master, console_socket) {
+        send_console(path, master)?;
+    }
+    if let Some(path) = pid_file {
+        write_pid_file(path, running.pid)?;
+    }
+    if *detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status = running.wait()?;
+    Ok(ExitCode::from(status.code() as u8))
+}
+
+fn send_console(path: &Path, master: &std::os::fd::OwnedFd) -> Result<(), Error> {
+    let sock = UnixStream::connect(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    strata_runtime::pty::send_fd(&sock, master)
+}
+
+/// Written whole then renamed, so a reader never sees a partial pid.
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp-strata");
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })
 }
 
 fn create(
@@ -325,11 +438,7 @@ fn create(
     };
     let running = Container::start(&spec, stdio)?;
     if let (Some(master), Some(path)) = (&running.pty_master, console_socket) {
-        let sock = UnixStream::connect(path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e,
-        })?;
-        strata_runtime::pty::send_fd(&sock, master)?;
+        send_console(path, master)?;
     }
     let saved = Saved {
         id: id.to_string(),
@@ -343,10 +452,7 @@ fn create(
     };
     root.save(&saved)?;
     if let Some(path) = pid_file {
-        std::fs::write(path, running.pid.to_string()).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        write_pid_file(path, running.pid)?;
     }
     Ok(())
 }
