@@ -1,0 +1,137 @@
+//! Peers driving `strata-runtime` as their OCI runtime: podman 4.3 (`--runtime`,
+//! `--cgroup-manager cgroupfs`) on a private vfs store with the demo busybox imported.
+
+use std::path::Path;
+use std::process::Command;
+
+use strata_tests::users::have_root;
+
+use super::{run_to_files, runtime_bin, Out};
+
+/// podman on a private store under `dir`, with strata-runtime as its runtime.
+fn podman(dir: &Path, args: &[&str]) -> Out {
+    let mut c = strata_tests::podman::command(dir, "vfs");
+    // The last --runtime wins over the helper's runc.
+    c.arg("--runtime").arg(runtime_bin()).args(args);
+    run_to_files(c, dir)
+}
+
+fn podman_ok(dir: &Path, args: &[&str]) -> String {
+    let out = podman(dir, args);
+    assert_eq!(out.code, 0, "podman {args:?}: {}", out.stderr);
+    out.stdout
+}
+
+/// The demo busybox image in podman's store as `localhost/bb` (`podman import`, offline).
+fn import_busybox(dir: &Path) {
+    let tar = dir.join("bb.tar");
+    let layer = strata_tests::oci::busybox_layer().unwrap();
+    std::fs::write(&tar, layer.tar_bytes(0).unwrap()).unwrap();
+    podman_ok(dir, &["import", tar.to_str().unwrap(), "localhost/bb"]);
+}
+
+/// `podman run` arguments with the limits this host needs before the image.
+fn run_args<'a>(head: &[&'a str], tail: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["run"];
+    v.extend_from_slice(head);
+    v.extend_from_slice(&strata_tests::podman::ULIMITS);
+    v.push("localhost/bb");
+    v.extend_from_slice(tail);
+    v
+}
+
+#[test]
+fn podman_runs_containers_through_strata_runtime() {
+    if !have_root("podman_runs_containers_through_strata_runtime") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-rt-podman")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    let _cleanup = RemoveAll(dir);
+    import_busybox(dir);
+    let out = podman(dir, &run_args(&["--rm"], &["echo", "hello"]));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "hello\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        podman(dir, &run_args(&["--rm"], &["sh", "-c", "exit 7"])).code,
+        7
+    );
+    let out = podman(dir, &run_args(&["--rm"], &["no-such-command"]));
+    assert_eq!(out.code, 127, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("executable file not found in $PATH"),
+        "{}",
+        out.stderr
+    );
+
+    // Detached, exec into it, stop (sleep as pid 1 ignores SIGTERM: podman escalates), rm.
+    podman_ok(dir, &run_args(&["-d", "--name", "d1"], &["sleep", "1000"]));
+    let out = podman(dir, &["exec", "d1", "sh", "-c", "echo in-exec; exit 4"]);
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (4, "in-exec\n"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(podman(dir, &["exec", "d1", "no-such-command"]).code, 127);
+    let state = podman_ok(dir, &["inspect", "-f", "{{.State.Status}}", "d1"]);
+    assert_eq!(state.trim(), "running");
+    let id = podman_ok(dir, &["inspect", "-f", "{{.Id}}", "d1"]);
+    let id = id.trim();
+    let rt_state = runtime_state(id);
+    assert_eq!(rt_state["status"], "running", "{rt_state}");
+    podman_ok(dir, &["stop", "-t", "1", "d1"]);
+    let state = podman_ok(
+        dir,
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "d1",
+        ],
+    );
+    assert_eq!(state.trim(), "exited 137");
+    podman_ok(dir, &["rm", "d1"]);
+    assert_eq!(podman_ok(dir, &["ps", "-aq"]).trim(), "");
+    // podman deleted it through the runtime: nothing left under its default root.
+    let out = run_to_files(
+        {
+            let mut c = Command::new(runtime_bin());
+            c.args(["state", id]);
+            c
+        },
+        dir,
+    );
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+}
+
+/// `strata-runtime state ID` under the default root, where podman keeps its containers.
+fn runtime_state(id: &str) -> serde_json::Value {
+    let out = Command::new(runtime_bin())
+        .args(["state", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Removes the test's podman containers even when the test failed half-way, so no
+/// container outlives it.
+struct RemoveAll<'a>(&'a Path);
+
+impl Drop for RemoveAll<'_> {
+    fn drop(&mut self) {
+        let _ = podman(self.0, &["rm", "-af", "-t", "0"]);
+    }
+}
