@@ -17,21 +17,20 @@ use crate::scratch::run;
 /// `runtime --root ROOT ARGS`, its stdio away from ours: the container created inherits
 /// it, and a pipe held by it would keep a reader waiting.
 fn oci(runtime: &Path, root: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(runtime)
+    std::fs::create_dir_all(root)?;
+    let err_path = root.join("stderr");
+    let status = Command::new(runtime)
         .arg("--root")
         .arg(root)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
+        .stderr(std::fs::File::create(&err_path)?)
+        .status()
         .with_context(|| format!("starting {}", runtime.display()))?;
-    if !out.status.success() {
-        bail!(
-            "{} {args:?}: {}",
-            runtime.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    if !status.success() {
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        bail!("{} {args:?}: {}", runtime.display(), err.trim());
     }
     Ok(())
 }
