@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push,runtime] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -37,6 +37,8 @@
 //!     against `podman build`; its own table.
 //! 12. **push** (`push.rs`): `strata push` against `skopeo copy` of the pull image from the
 //!     store to fresh loopback registries; its own table.
+//! 13. **runtime** (`runtime.rs`): `strata-runtime` create+start+delete of a busybox bundle
+//!     against runc and crun; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -60,6 +62,7 @@ mod pull;
 mod push;
 mod report;
 mod run;
+mod runtime;
 mod scratch;
 mod workloads;
 
@@ -120,6 +123,8 @@ enum Workload {
     Build,
     /// strata push vs skopeo copy of the pull image to a loopback registry.
     Push,
+    /// strata-runtime vs runc and crun: create+start+delete of a busybox bundle.
+    Runtime,
 }
 
 fn main() -> ExitCode {
@@ -216,6 +221,8 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let runtime_section = wanted(Workload::Runtime)
+        .then(|| runtime::run_runtime(&scratch.root().join("runtime"), runs));
     let build_section = match wanted(Workload::Build) {
         true => Some(build::run_build(&scratch.root().join("build"), runs)),
         false => None,
@@ -253,6 +260,11 @@ fn run(args: &Args) -> Result<bool> {
     match run_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("run: {e:#}")),
+        None => {}
+    }
+    match runtime_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("runtime: {e:#}")),
         None => {}
     }
     match commit_section {

@@ -489,6 +489,8 @@ pub fn create(
             },
             init: opts.init,
             seccomp,
+            // strata's monitor starts the process at once: no created state.
+            start_gate: None,
         };
         let mut image_labels: BTreeMap<String, String> = img.config.labels();
         image_labels.extend(labels.clone());

@@ -23,6 +23,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::stat::Mode;
 use nix::unistd::{dup2, getpid, setpgid, setsid, ForkResult, Pid};
 
 use crate::cgroups::Cgroup;
@@ -269,6 +270,34 @@ fn launch(
     Ok((pid, master))
 }
 
+/// Created: the command is checked, the caller is told (EOF on the error pipe), then pid 1
+/// blocks opening the FIFO for writing until `start` opens it for reading.
+fn wait_at_gate(exec: &credentials::Exec, gate: OwnedFd, ends: &mut Ends) -> Result<()> {
+    credentials::check_command(exec)?;
+    drop(ends.err.take());
+    let path = format!("/proc/self/fd/{}", gate.as_raw_fd());
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    let _ = nix::unistd::write(&fifo, &[0]);
+    Ok(())
+}
+
+/// Lets the created container whose start gate is `gate` exec its process: opens the FIFO
+/// for reading (pid 1 is blocked opening it for writing) and waits for its byte.
+pub fn start_created(gate: &std::path::Path) -> Result<()> {
+    let mut f = File::open(gate).map_err(Error::io(gate))?;
+    let mut byte = [0u8; 1];
+    let n = f.read(&mut byte).map_err(Error::io(gate))?;
+    if n == 0 {
+        return Err(Error::Other(
+            "the container's process exited before start".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn read_pid(r: OwnedFd) -> Option<i32> {
     let mut buf = [0u8; 4];
     File::from(r).read_exact(&mut buf).ok()?;
@@ -341,7 +370,7 @@ fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Re
     };
     match sys::clone_fork(CloneFlags::CLONE_PARENT).map_err(Error::sys("clone"))? {
         ForkResult::Child => {
-            if spec.is_some() {
+            if spec.is_some_and(|s| s.start_gate.is_none()) {
                 // The caller (the monitor) is this process's parent: if it is killed, the
                 // container goes with it rather than running unsupervised on a root whose
                 // FUSE server is gone. Not for exec: `exec -d` outlives its caller.
@@ -496,6 +525,16 @@ fn process_main(
     if let Some(fds) = ends.stdio.take() {
         install_stdio(fds)?;
     }
+    // Opened before pivot_root hides the host path; reopened for writing through
+    // /proc/self/fd at the gate.
+    let gate = match spec.and_then(|s| s.start_gate.as_ref()) {
+        Some(path) => Some(
+            nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map(sys::own_fd)
+                .map_err(Error::sys(format!("opening {}", path.display())))?,
+        ),
+        None => None,
+    };
     if let Some(spec) = spec {
         setup::container(&setup::Kernel, spec)?;
     }
@@ -509,6 +548,9 @@ fn process_main(
         None => process.seccomp.as_ref(),
     };
     let exec = credentials::prepare(process, privileged, seccomp)?;
+    if let Some(gate) = gate {
+        wait_at_gate(&exec, gate, ends)?;
+    }
     if !spec.is_some_and(|s| s.init) {
         return Err(credentials::exec(&exec));
     }

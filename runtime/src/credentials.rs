@@ -174,6 +174,30 @@ fn not_executable(path: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// The error `exec` would meet for a missing command, found without exec'ing: lets a
+/// created container refuse at `create`, as runc does, rather than at `start`.
+pub(crate) fn check_command(e: &Exec) -> Result<()> {
+    let runnable =
+        |p: &Path| nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok() && !p.is_dir();
+    let found = if e.argv0.contains('/') {
+        Path::new(&e.argv0).exists()
+    } else {
+        e.path.split(':').any(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            Path::new(dir).join(&e.argv0).exists()
+        })
+    };
+    if !found {
+        return Err(Error::NotFound {
+            path: e.argv0.clone(),
+        });
+    }
+    if e.argv0.contains('/') && !runnable(Path::new(&e.argv0)) {
+        return Err(not_executable(&e.argv0, "permission denied"));
+    }
+    Ok(())
+}
+
 /// execve with the PATH lookup of execvp, done in the container; returns only the error.
 pub(crate) fn exec(e: &Exec) -> Error {
     if let Err(err) = sys::reset_signals() {

@@ -60,6 +60,7 @@
 //!
 //! # Modules
 //! - [`spec`]: the container description (serde; the CLI stores it).
+//! - [`oci`]: bundles (config.json) and the `--root` state of `strata-runtime`.
 //! - [`idmap`]: user and mount namespaces for the caller (rootless).
 //! - [`container`]: [`Container::start`], [`exec`], [`Stdio`], [`Running`].
 //! - [`cgroups`]: v1 hierarchies or v2; limits, freezer, OOM flag, kill, destroy.
@@ -78,6 +79,7 @@ pub mod caps;
 pub mod cgroups;
 pub mod container;
 pub mod idmap;
+pub mod oci;
 pub mod process;
 pub mod pty;
 pub mod seccomp;
@@ -169,6 +171,18 @@ pub enum Error {
     /// The container id cannot name a directory.
     #[error("invalid container id {0:?}")]
     InvalidId(String),
+    /// A bundle's config.json is missing, unreadable or lacks something required.
+    #[error("bundle {path}: {reason}")]
+    Bundle { path: PathBuf, reason: String },
+    /// No container of this id under the runtime's root.
+    #[error("container {0:?} does not exist")]
+    NoSuchContainer(String),
+    /// A container of this id exists already.
+    #[error("container with id {0:?} already exists")]
+    Exists(String),
+    /// The action needs a state the container is not in.
+    #[error("{0}")]
+    WrongState(String),
     /// The process list is empty.
     #[error("no command given")]
     NoCommand,

@@ -42,8 +42,9 @@ pub(crate) fn open_in_container() -> Result<(OwnedFd, String)> {
     Ok((sys::own_fd(master.into_raw_fd()), name))
 }
 
-/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS).
-pub(crate) fn send_fd(sock: impl AsFd, fd: impl AsFd) -> Result<()> {
+/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS): also how `strata-runtime` hands a
+/// container's pty master to an OCI `--console-socket`.
+pub fn send_fd(sock: impl AsFd, fd: impl AsFd) -> Result<()> {
     let fds = [fd.as_fd().as_raw_fd()];
     sendmsg::<()>(
         sock.as_fd().as_raw_fd(),

@@ -41,6 +41,11 @@ pub struct ContainerSpec {
     /// processes take [`ProcessSpec::seccomp`]). Capability conditions are already
     /// decided ([`crate::seccomp::Profile::for_caps`]).
     pub seccomp: Option<crate::seccomp::Profile>,
+    /// The OCI lifecycle's created state (`strata-runtime create`): a FIFO pid 1 opens for
+    /// writing once set up, just before exec, and blocks on until `start` opens it for
+    /// reading ([`crate::container::start_created`]). Pid 1 then outlives its caller (no
+    /// parent-death signal), as the caller of `create` exits.
+    pub start_gate: Option<PathBuf>,
 }
 
 /// The process to run: the container's, or one `exec`'d into it.

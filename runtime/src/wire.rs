@@ -108,6 +108,11 @@ fn to_wire(e: &Error) -> Wire {
         Error::NoCommand => Wire::NoCommand,
         Error::Seccomp(e) => Wire::Seccomp(e.clone()),
         Error::Other(s) => Wire::Other(s.clone()),
+        // The caller's own errors (strata-runtime's state): never met in a child.
+        Error::Bundle { .. }
+        | Error::NoSuchContainer(_)
+        | Error::Exists(_)
+        | Error::WrongState(_) => Wire::Other(e.to_string()),
     }
 }
 

@@ -4,4 +4,5 @@
 mod containers;
 mod differential;
 mod images;
+mod runtime_cli;
 mod union;

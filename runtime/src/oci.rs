@@ -1,0 +1,364 @@
+//! The OCI side of the runtime, for the `strata-runtime` binary: a bundle's `config.json`
+//! (the `oci-spec` crate's types) turned into a [`ContainerSpec`], and the state directory
+//! under `--root` that lets separate `create`, `start`, `state`, `kill` and `delete` calls
+//! find a container, as runc's.
+//!
+//! ```text
+//! <root>/<id>/state.json   id, pid, pid start time, bundle, rootfs, created, owner
+//! <root>/<id>/exec.fifo    the start gate while the container is created
+//! ```
+//! The status is derived, never stored: pid gone (or reused: the start time differs) →
+//! stopped; the FIFO still there → created; cgroup frozen → paused; else running.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::Cgroup;
+use crate::spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Rlimit, UserSpec};
+use crate::{Error, Result};
+
+/// runc's default root for root.
+pub const DEFAULT_ROOT: &str = "/run/strata-runtime";
+
+/// The OCI runtime spec version this runtime speaks.
+pub const OCI_VERSION: &str = "1.0.2";
+
+/// Mount types the runtime's own setup makes (/proc, /sys, /dev and its pts, shm, mqueue):
+/// the bundle's entries for them are covered.
+const BUILT_IN: [&str; 5] = ["/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue"];
+
+fn bundle_error(bundle: &Path, reason: impl Into<String>) -> Error {
+    Error::Bundle {
+        path: bundle.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads `bundle/config.json` and makes the container spec for `id` (its rootfs resolved
+/// against the bundle).
+pub fn load_bundle(id: &str, bundle: &Path) -> Result<(ContainerSpec, Spec)> {
+    let config = bundle.join("config.json");
+    let oci = Spec::load(&config).map_err(|e| bundle_error(&config, e.to_string()))?;
+    let root = oci
+        .root()
+        .as_ref()
+        .ok_or_else(|| bundle_error(&config, "no root"))?;
+    let rootfs = bundle.join(root.path());
+    let process = oci
+        .process()
+        .as_ref()
+        .ok_or_else(|| bundle_error(&config, "no process"))?;
+    let mut spec = ContainerSpec {
+        id: id.to_string(),
+        rootfs,
+        process: process_spec(process)?,
+        hostname: oci.hostname().clone(),
+        readonly_rootfs: root.readonly().unwrap_or(false),
+        ..Default::default()
+    };
+    for m in oci.mounts().iter().flatten() {
+        let dest = m.destination().to_string_lossy().into_owned();
+        let typ = m.typ().as_deref().unwrap_or("");
+        let options = m.options().clone().unwrap_or_default();
+        if BUILT_IN.contains(&dest.as_str()) || matches!(typ, "proc" | "sysfs" | "cgroup") {
+            continue;
+        }
+        if typ == "bind" || options.iter().any(|o| o == "bind" || o == "rbind") {
+            let source = m
+                .source()
+                .clone()
+                .ok_or_else(|| bundle_error(&config, format!("mount {dest}: no source")))?;
+            spec.mounts.push(MountSpec::Bind {
+                source,
+                destination: dest,
+                readonly: options.iter().any(|o| o == "ro"),
+            });
+        } else if typ == "tmpfs" {
+            let data: Vec<&str> = options
+                .iter()
+                .map(String::as_str)
+                .filter(|o| o.starts_with("size=") || o.starts_with("mode="))
+                .collect();
+            spec.mounts.push(MountSpec::Tmpfs {
+                destination: dest,
+                options: data.join(","),
+            });
+        }
+    }
+    let mut network = NetworkMode::Host;
+    if let Some(linux) = oci.linux() {
+        for ns in linux.namespaces().iter().flatten() {
+            if ns.typ() == LinuxNamespaceType::Network {
+                network = NetworkMode::Private;
+                spec.netns = ns.path().clone();
+            }
+        }
+        spec.resources.memory = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok());
+        spec.resources.pids_limit = linux
+            .resources()
+            .as_ref()
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit());
+        // The bundle's filter as written: its capability conditions are the caller's
+        // (podman and containerd resolve them), so no for_caps pass here.
+        spec.seccomp = linux
+            .seccomp()
+            .as_ref()
+            .map(crate::seccomp::Profile::from_oci)
+            .transpose()?;
+    }
+    spec.network = network;
+    Ok((spec, oci))
+}
+
+/// Reads an `exec --process FILE` JSON object (`-` for stdin).
+pub fn load_process(path: &Path) -> Result<ProcessSpec> {
+    let text = match path == Path::new("-") {
+        true => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(Error::io(path))?;
+            s
+        }
+        false => std::fs::read_to_string(path).map_err(Error::io(path))?,
+    };
+    let p: oci_spec::runtime::Process =
+        serde_json::from_str(&text).map_err(|e| bundle_error(path, e.to_string()))?;
+    process_spec(&p)
+}
+
+/// The process of an OCI `process` object (config.json's, or `exec --process FILE`).
+pub fn process_spec(p: &oci_spec::runtime::Process) -> Result<ProcessSpec> {
+    let user = p.user();
+    let caps = p
+        .capabilities()
+        .as_ref()
+        .and_then(|c| c.bounding().clone())
+        .unwrap_or_default();
+    let cap_add = caps
+        .iter()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .collect();
+    let rlimits = p
+        .rlimits()
+        .iter()
+        .flatten()
+        .map(|r| Rlimit {
+            kind: serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            soft: r.soft(),
+            hard: r.hard(),
+        })
+        .collect();
+    Ok(ProcessSpec {
+        args: p.args().clone().unwrap_or_default(),
+        env: p.env().clone().unwrap_or_default(),
+        cwd: p.cwd().to_string_lossy().into_owned(),
+        user: UserSpec {
+            uid: user.uid(),
+            gid: user.gid(),
+            additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        },
+        terminal: p.terminal().unwrap_or(false),
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        // The bundle lists the whole set: start from none.
+        cap_drop: vec!["ALL".into()],
+        cap_add,
+        rlimits,
+        // The container's filter, set by the caller that knows the container.
+        seccomp: None,
+    })
+}
+
+/// A container's lifecycle status (runtime-spec `status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        };
+        f.write_str(s)
+    }
+}
+
+/// What `state.json` holds about a container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Saved {
+    pub id: String,
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat at create: tells a reused pid from ours.
+    pub start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// RFC 3339.
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// The runtime-spec state plus runc's `rootfs`, `created` and `owner`, as `state` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    pub pid: i32,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(skip_serializing_if = "HashMap::is_empty", default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// The start time of `pid` (clock ticks since boot), `None` when it is gone or a zombie.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which may hold spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// The containers under one `--root`.
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    pub fn new(dir: impl Into<PathBuf>) -> Root {
+        Root { dir: dir.into() }
+    }
+
+    /// The directory of container `id`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// The start gate of container `id`.
+    pub fn fifo(&self, id: &str) -> PathBuf {
+        self.dir(id).join("exec.fifo")
+    }
+
+    /// Makes the directory and start gate of a new container `id`; fails when it exists.
+    pub fn prepare(&self, id: &str) -> Result<PathBuf> {
+        if id.is_empty() || id == "." || id == ".." || id.contains('/') {
+            return Err(Error::InvalidId(id.to_string()));
+        }
+        std::fs::create_dir_all(&self.dir).map_err(Error::io(&self.dir))?;
+        let dir = self.dir(id);
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(id.to_string()))
+            }
+            r => r.map_err(Error::io(&dir))?,
+        }
+        let fifo = self.fifo(id);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(Error::sys(format!("mkfifo {}", fifo.display())))?;
+        Ok(fifo)
+    }
+
+    pub fn save(&self, saved: &Saved) -> Result<()> {
+        let path = self.dir(&saved.id).join("state.json");
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(saved).map_err(|e| Error::Other(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(Error::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Error::io(&path))
+    }
+
+    /// The saved record of `id`; [`Error::NoSuchContainer`] when there is none.
+    pub fn load(&self, id: &str) -> Result<Saved> {
+        let path = self.dir(id).join("state.json");
+        let text = match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchContainer(id.to_string()))
+            }
+            r => r.map_err(Error::io(&path))?,
+        };
+        serde_json::from_slice(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+    }
+
+    /// The status of a saved container, derived from its pid, gate and cgroup.
+    pub fn status(&self, saved: &Saved) -> Status {
+        if saved.pid <= 0 || start_time(saved.pid) != Some(saved.start_time) {
+            return Status::Stopped;
+        }
+        if self.fifo(&saved.id).exists() {
+            return Status::Created;
+        }
+        if Cgroup::of(&saved.id).exists() && Cgroup::of(&saved.id).is_frozen() {
+            return Status::Paused;
+        }
+        Status::Running
+    }
+
+    pub fn state(&self, saved: &Saved) -> State {
+        let status = self.status(saved);
+        State {
+            oci_version: OCI_VERSION.to_string(),
+            id: saved.id.clone(),
+            status,
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                saved.pid
+            },
+            bundle: saved.bundle.clone(),
+            rootfs: saved.rootfs.clone(),
+            created: saved.created.clone(),
+            owner: saved.owner.clone(),
+            annotations: saved.annotations.clone(),
+        }
+    }
+
+    /// Ids of every container under the root, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|id| self.dir(id).join("state.json").exists())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Removes what is left of `id`: its cgroup and its directory.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        Cgroup::of(id).destroy();
+        let dir = self.dir(id);
+        std::fs::remove_dir_all(&dir).map_err(Error::io(&dir))
+    }
+}
