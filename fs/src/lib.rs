@@ -41,6 +41,7 @@ pub mod mount;
 pub mod options;
 pub mod union;
 pub mod upper;
+pub mod wire;
 
 pub use errno::Errno;
 pub use union::{Union, UnionConfig};

@@ -11,7 +11,7 @@ use nix::sys::signal::SigSet;
 
 use crate::fuse::StrataFs;
 use crate::layer::{DirLayer, IndexedLayer, Layer};
-use crate::options::MountOptions;
+use crate::options::{MountOptions, ServerKind};
 use crate::union::{Union, UnionConfig};
 use crate::upper::Upper;
 
@@ -192,9 +192,43 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
     config
 }
 
+/// The request loop of a mount, ready to run.
+pub enum Session {
+    Fuser(Box<fuser::Session<StrataFs>>),
+    Strata {
+        server: crate::wire::Server,
+        dev: crate::wire::DevFuse,
+        threads: usize,
+    },
+}
+
+impl Session {
+    /// Serves requests until the connection ends.
+    pub fn run(self) -> std::io::Result<()> {
+        match self {
+            Session::Fuser(s) => s.run(),
+            Session::Strata {
+                server,
+                dev,
+                threads,
+            } => server.run(&dev, threads),
+        }
+    }
+}
+
+/// The loop `opts` asks for: its `server=`, else `STRATA_FS_SERVER` (`fuser` or `strata`),
+/// else fuser.
+pub fn server_kind(opts: &MountOptions) -> ServerKind {
+    opts.server
+        .unwrap_or_else(|| match std::env::var("STRATA_FS_SERVER").as_deref() {
+            Ok("strata") => ServerKind::Strata,
+            _ => ServerKind::Fuser,
+        })
+}
+
 /// A mounted union: the session that serves it, and how to end it.
 pub struct Mounted {
-    pub session: fuser::Session<StrataFs>,
+    pub session: Session,
     mountpoint: PathBuf,
     /// The mount point resolved before mounting (resolving the mount's root would ask the
     /// server itself), to find the mount in mountinfo.
@@ -420,8 +454,9 @@ pub fn mount(
     source: Option<&str>,
     mountpoint: &Path,
 ) -> Result<Mounted, MountError> {
+    let union = Arc::new(union);
     let fs = StrataFs::new(
-        Arc::new(union),
+        union.clone(),
         opts.timeout,
         opts.passthrough && privileged(),
     );
@@ -443,8 +478,25 @@ pub fn mount(
             true,
         ),
     };
+    let session = match server_kind(opts) {
+        ServerKind::Fuser => Session::Fuser(Box::new(
+            fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
+        )),
+        ServerKind::Strata => {
+            let acl = match config.acl {
+                fuser::SessionACL::All => crate::wire::Acl::All,
+                fuser::SessionACL::RootAndOwner => crate::wire::Acl::RootAndOwner,
+                fuser::SessionACL::Owner => crate::wire::Acl::Owner,
+            };
+            Session::Strata {
+                server: crate::wire::Server::new(union, opts.timeout, acl),
+                dev: crate::wire::DevFuse(fd),
+                threads: config.n_threads.unwrap_or(1),
+            }
+        }
+    };
     let mounted = Mounted {
-        session: fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
+        session,
         mountpoint: mountpoint.to_path_buf(),
         canonical,
         by_fusermount,
