@@ -186,8 +186,7 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
     } else {
         fuser::SessionACL::Owner
     };
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    config.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(2, 4)));
+    config.n_threads = Some(server_threads(opts));
     config.clone_fd = true;
     config
 }
@@ -455,12 +454,78 @@ pub fn mount(
     mountpoint: &Path,
 ) -> Result<Mounted, MountError> {
     let union = Arc::new(union);
-    let fs = StrataFs::new(
-        union.clone(),
-        opts.timeout,
-        opts.passthrough && privileged(),
-    );
     let config = fuser_config(opts, source);
+    let err = |source| MountError::Mountpoint {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let device = mount_device(opts, source, mountpoint)?;
+    let session = match server_kind(opts) {
+        ServerKind::Fuser => {
+            let fs = StrataFs::new(union, opts.timeout, opts.passthrough && privileged());
+            Session::Fuser(Box::new(
+                fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?,
+            ))
+        }
+        ServerKind::Strata => Session::Strata {
+            server: wire_server(union, opts),
+            dev: crate::wire::DevFuse(device.fd),
+            threads: config.n_threads.unwrap_or(1),
+        },
+    };
+    Ok(Mounted {
+        session,
+        mountpoint: device.mountpoint,
+        canonical: device.canonical,
+        by_fusermount: device.by_fusermount,
+    })
+}
+
+/// strata's own request loop over `union`, with the options' cache time and access rule.
+pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Server {
+    use crate::wire::Acl;
+    let acl = if admits_others(opts) {
+        Acl::All
+    } else if opts.allow_root {
+        Acl::RootAndOwner
+    } else {
+        Acl::Owner
+    };
+    crate::wire::Server::new(union, opts.timeout, acl)
+}
+
+/// The request-serving threads a mount runs (the options' `threads=`, else 2 to 4).
+pub fn server_threads(opts: &MountOptions) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    opts.threads.unwrap_or(cpus.clamp(2, 4))
+}
+
+/// A mount made but not served: its `/dev/fuse` descriptor, which whoever holds it keeps
+/// the connection alive with (a supervisor that runs servers in other processes, each
+/// taking the connection over from the last: [`crate::wire::Server::take_over`]).
+pub struct Device {
+    pub fd: std::os::fd::OwnedFd,
+    mountpoint: PathBuf,
+    canonical: Option<PathBuf>,
+    by_fusermount: bool,
+}
+
+impl Device {
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter {
+            mountpoint: self.mountpoint.clone(),
+            by_fusermount: self.by_fusermount,
+        }
+    }
+}
+
+/// Mounts a FUSE file system of type `fuse.strata-fs` at `mountpoint` and returns its
+/// device, unserved: requests wait until a server reads them.
+pub fn mount_device(
+    opts: &MountOptions,
+    source: Option<&str>,
+    mountpoint: &Path,
+) -> Result<Device, MountError> {
     let err = |source| MountError::Mountpoint {
         path: mountpoint.to_path_buf(),
         source,
@@ -478,30 +543,12 @@ pub fn mount(
             true,
         ),
     };
-    let session = match server_kind(opts) {
-        ServerKind::Fuser => Session::Fuser(Box::new(
-            fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
-        )),
-        ServerKind::Strata => {
-            let acl = match config.acl {
-                fuser::SessionACL::All => crate::wire::Acl::All,
-                fuser::SessionACL::RootAndOwner => crate::wire::Acl::RootAndOwner,
-                fuser::SessionACL::Owner => crate::wire::Acl::Owner,
-            };
-            Session::Strata {
-                server: crate::wire::Server::new(union, opts.timeout, acl),
-                dev: crate::wire::DevFuse(fd),
-                threads: config.n_threads.unwrap_or(1),
-            }
-        }
-    };
-    let mounted = Mounted {
-        session,
+    Ok(Device {
+        fd,
         mountpoint: mountpoint.to_path_buf(),
         canonical,
         by_fusermount,
-    };
-    Ok(mounted)
+    })
 }
 
 /// Whether other users may use the mount: when asked, and always when run as root (also

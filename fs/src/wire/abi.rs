@@ -134,6 +134,10 @@ pub mod fopen {
     pub const CACHE_DIR: u32 = 1 << 3;
 }
 
+/// `FUSE_NOTIFY_RESEND` (kernel 6.9): the `error` of an unsolicited message (unique 0)
+/// asking the kernel to queue again every request read but not answered.
+pub const NOTIFY_RESEND: i32 = 7;
+
 /// `FUSE_GETATTR_FH`: `fuse_getattr_in.fh` is set.
 pub const GETATTR_FH: u32 = 1;
 /// `FUSE_FSYNC_FDATASYNC`.

@@ -16,6 +16,7 @@
 //! Not served here (yet): FUSE passthrough (files are read and written through the loop).
 
 pub mod abi;
+pub mod journal;
 
 use std::ffi::OsStr;
 use std::io::IoSlice;
@@ -27,6 +28,7 @@ use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::Errno;
 use crate::union::{Caller, NewKind, SetAttr, SetTime, Union};
 use abi::{fattr, fopen, op, Args, InHeader, Out};
+use journal::{Journal, Open};
 
 /// Moves requests and replies between the kernel and the server.
 pub trait Transport: Send + Sync {
@@ -81,6 +83,9 @@ pub struct Server {
     ttl: Duration,
     acl: Acl,
     owner: u32,
+    /// Where the nodes and handles handed to the kernel are written down, when a server
+    /// may take this connection over later.
+    journal: Option<Journal>,
 }
 
 impl Server {
@@ -90,6 +95,108 @@ impl Server {
             ttl,
             acl,
             owner: rustix::process::geteuid().as_raw(),
+            journal: None,
+        }
+    }
+
+    /// Writes the nodes and handles handed out to `journal` (and serves those a previous
+    /// server wrote there, see [`Server::take_over`]).
+    pub fn with_journal(mut self, journal: Journal) -> Server {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// Takes over a connection whose server died: re-opens the handles the journal holds
+    /// under their numbers, keeps new handles clear of them, and asks the kernel to send
+    /// again the requests the dead server had read but not answered (`FUSE_NOTIFY_RESEND`).
+    /// A handle that cannot be opened again is left out (the kernel's next use of it gets
+    /// EBADF).
+    pub fn take_over(&self, transport: &dyn Transport) -> std::io::Result<()> {
+        let state = self
+            .journal
+            .as_ref()
+            .map(Journal::state)
+            .unwrap_or_default();
+        let next = state.handles.keys().max().map_or(1, |m| m + 1);
+        self.union.skip_handles(next);
+        for (fh, open) in &state.handles {
+            let (ino, flags) = match *open {
+                Open::File { ino, flags } => (ino, Some(flags)),
+                Open::Dir { ino } => (ino, None),
+            };
+            self.ensure(ino, &state);
+            if let Err(e) = self.union.reopen_handle(*fh, ino, flags) {
+                log::warn!("FUSE take-over: handle {fh} of node {ino} not reopened: {e:?}");
+            }
+        }
+        let header = abi::out_header(0, abi::NOTIFY_RESEND, 0);
+        transport.send(&[IoSlice::new(&header)])
+    }
+
+    /// Makes node `ino` known again if a previous server handed it out (its parents first).
+    fn ensure(&self, ino: u64, state: &journal::State) {
+        let mut chain = Vec::new();
+        let mut at = ino;
+        // Bounded: a corrupt journal must not loop.
+        while at != crate::inode::ROOT && !self.union.knows(at) && chain.len() < 4096 {
+            let Some((parent, name)) = state.nodes.get(&at) else {
+                return;
+            };
+            chain.push((at, *parent, name));
+            at = *parent;
+        }
+        for (ino, parent, name) in chain.into_iter().rev() {
+            if let Err(e) = self.union.revive(parent, name, ino) {
+                log::warn!("FUSE take-over: node {ino} ({name:?} in {parent}): {e:?}");
+                return;
+            }
+        }
+    }
+
+    /// Writes down a node handed out (a failure to write costs only a later take-over).
+    fn note_node(&self, ino: u64, parent: u64, name: &OsStr) {
+        if let Some(j) = &self.journal {
+            if let Err(e) = j.node(ino, parent, name) {
+                log::warn!("FUSE journal: {e}");
+            }
+        }
+    }
+
+    fn note_open(&self, fh: u64, open: Option<Open>) {
+        if let Some(j) = &self.journal {
+            let r = match open {
+                Some(o) => j.opened(fh, o),
+                None => j.closed(fh),
+            };
+            if let Err(e) = r {
+                log::warn!("FUSE journal: {e}");
+            }
+        }
+    }
+
+    /// Before a request on nodes a previous server handed out: makes them known again.
+    fn revive_for(&self, h: &InHeader, args: &[u8]) {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        if matches!(
+            h.opcode,
+            op::INIT | op::FORGET | op::BATCH_FORGET | op::INTERRUPT | op::DESTROY
+        ) {
+            return;
+        }
+        // LINK's node and RENAME's new directory come first in the arguments.
+        let other = matches!(h.opcode, op::LINK | op::RENAME | op::RENAME2)
+            .then(|| Args::new(args).u64())
+            .flatten();
+        let unknown = |ino: u64| ino != 0 && !self.union.knows(ino);
+        if !unknown(h.nodeid) && !other.is_some_and(unknown) {
+            return;
+        }
+        let state = j.state();
+        self.ensure(h.nodeid, &state);
+        if let Some(other) = other {
+            self.ensure(other, &state);
         }
     }
 
@@ -175,6 +282,7 @@ impl Server {
         if !self.allowed(h) {
             return Reply::Err(Errno::EACCES);
         }
+        self.revive_for(h, args);
         match self.answer(h, Args::new(args), body) {
             Ok(r) => r,
             Err(e) => Reply::Err(e),
@@ -212,6 +320,7 @@ impl Server {
                 let name = a.name().ok_or_else(bad)?;
                 match u.lookup(ino, name) {
                     Ok(e) => {
+                        self.note_node(e.attr.ino, ino, name);
                         Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
                     }
                     // A negative entry the kernel may cache: our own creations go through it.
@@ -250,6 +359,7 @@ impl Server {
                     },
                 };
                 let (e, _) = u.create(ino, name, new, mode & !umask, caller)?;
+                self.note_node(e.attr.ino, ino, name);
                 Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
             }
             op::MKDIR => {
@@ -257,6 +367,7 @@ impl Server {
                 let umask = a.u32().ok_or_else(bad)?;
                 let name = a.name().ok_or_else(bad)?;
                 let (e, _) = u.create(ino, name, NewKind::Directory, mode & !umask, caller)?;
+                self.note_node(e.attr.ino, ino, name);
                 Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
             }
             op::SYMLINK => {
@@ -264,6 +375,7 @@ impl Server {
                 let target = a.name().ok_or_else(bad)?;
                 let new = NewKind::Symlink(std::os::unix::ffi::OsStrExt::as_bytes(target));
                 let (e, _) = u.create(ino, name, new, 0o777, caller)?;
+                self.note_node(e.attr.ino, ino, name);
                 Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
             }
             op::UNLINK => u.unlink(ino, a.name().ok_or_else(bad)?)?,
@@ -280,16 +392,29 @@ impl Server {
                 let name = a.name().ok_or_else(bad)?;
                 let newname = a.name().ok_or_else(bad)?;
                 u.rename(ino, name, newdir, newname, flags)?;
+                if self.journal.is_some() {
+                    // The moved node's new name, for a later take-over (the exchanged one
+                    // of RENAME_EXCHANGE too).
+                    for (dir, n) in [(newdir, newname), (ino, name)] {
+                        if let Ok(e) = u.lookup(dir, n) {
+                            self.note_node(e.attr.ino, dir, n);
+                            u.forget(e.attr.ino, 1);
+                        }
+                    }
+                }
             }
             op::LINK => {
                 let old = a.u64().ok_or_else(bad)?;
                 let name = a.name().ok_or_else(bad)?;
                 let e = u.link(old, ino, name)?;
+                self.note_node(e.attr.ino, ino, name);
                 Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
             }
             op::OPEN => {
                 let flags = a.u32().ok_or_else(bad)?;
                 let (fh, of) = u.open(ino, flags as i32)?;
+                let flags = flags as i32;
+                self.note_open(fh, Some(Open::File { ino, flags }));
                 Out(body).open(fh, open_flags(of.upper));
             }
             op::READ => {
@@ -321,7 +446,11 @@ impl Server {
                     .u32(s.f_frsize as u32)
                     .zeros(4 + 6 * 4);
             }
-            op::RELEASE | op::RELEASEDIR => u.release(a.u64().ok_or_else(bad)?),
+            op::RELEASE | op::RELEASEDIR => {
+                let fh = a.u64().ok_or_else(bad)?;
+                u.release(fh);
+                self.note_open(fh, None);
+            }
             op::FSYNC => {
                 let fh = a.u64().ok_or_else(bad)?;
                 let flags = a.u32().ok_or_else(bad)?;
@@ -360,6 +489,7 @@ impl Server {
                 // The kernel may cache listings: every change to a directory goes through
                 // us, and the kernel drops its cache on each one.
                 let fh = u.opendir(ino)?;
+                self.note_open(fh, Some(Open::Dir { ino }));
                 Out(body).open(fh, fopen::CACHE_DIR | fopen::KEEP_CACHE);
             }
             op::READDIR | op::READDIRPLUS => {
@@ -379,6 +509,15 @@ impl Server {
                 };
                 let (e, opened) = u.create(ino, name, new, mode & !umask, caller)?;
                 let (fh, of) = opened.ok_or(Errno::EIO)?;
+                self.note_node(e.attr.ino, ino, name);
+                let node = e.attr.ino;
+                self.note_open(
+                    fh,
+                    Some(Open::File {
+                        ino: node,
+                        flags: flags as i32,
+                    }),
+                );
                 Out(body)
                     .entry(e.attr.ino, e.generation, self.ttl, &e.attr)
                     .open(fh, open_flags(of.upper));
@@ -483,6 +622,7 @@ impl Server {
                 continue;
             };
             let a = &entry.attr;
+            self.note_node(a.ino, ino, OsStr::new(&e.name));
             Out(body).entry(a.ino, entry.generation, self.ttl, a);
             abi::dirent(body, a.ino, next, a.kind.mode_bits(), name);
         }
