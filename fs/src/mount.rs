@@ -192,8 +192,9 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
 }
 
 /// The request loop of a mount, ready to run.
+#[allow(clippy::large_enum_variant)] // One per mount, never moved in a loop.
 pub enum Session {
-    Fuser(Box<fuser::Session<StrataFs>>),
+    Fuser(fuser::Session<StrataFs>),
     Strata {
         server: crate::wire::Server,
         dev: crate::wire::DevFuse,
@@ -375,9 +376,11 @@ pub const MALLOC_TUNING: [(&str, &str); 2] = [
 
 /// Starts `cmd`, a server that mounts, calls [`report_ready`] and serves (with
 /// [`MALLOC_TUNING`] unless the caller's environment sets it), and waits until its mount is
-/// ready. The server shares the caller's stderr, where it says why it failed; a server that
-/// exits before it is ready is [`MountError::Server`] with its exit status.
-pub fn start_server(cmd: &mut std::process::Command) -> Result<(), MountError> {
+/// ready. Its stdin is the caller's to set (see [`Command::stdin`](std::process::Command::stdin)).
+/// The server shares the caller's stderr, where it says why it failed; a server that
+/// exits before it is ready is [`MountError::Server`] with its exit status. Returns the
+/// running server.
+pub fn start_server(cmd: &mut std::process::Command) -> Result<std::process::Child, MountError> {
     use std::io::BufRead;
     use std::process::Stdio;
     let program = PathBuf::from(cmd.get_program());
@@ -386,19 +389,18 @@ pub fn start_server(cmd: &mut std::process::Command) -> Result<(), MountError> {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|source| MountError::StartServer {
-            program: program.clone(),
-            source,
-        })?;
+    let mut child =
+        cmd.stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| MountError::StartServer {
+                program: program.clone(),
+                source,
+            })?;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped");
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     if line.trim() == READY {
-        return Ok(());
+        return Ok(child);
     }
     let status = child.wait().map_err(|source| MountError::StartServer {
         program: program.clone(),
@@ -463,9 +465,7 @@ pub fn mount(
     let session = match server_kind(opts) {
         ServerKind::Fuser => {
             let fs = StrataFs::new(union, opts.timeout, opts.passthrough && privileged());
-            Session::Fuser(Box::new(
-                fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?,
-            ))
+            Session::Fuser(fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?)
         }
         ServerKind::Strata => Session::Strata {
             server: wire_server(union, opts),
@@ -498,6 +498,25 @@ pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Serve
 pub fn server_threads(opts: &MountOptions) -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     opts.threads.unwrap_or(cpus.clamp(2, 4))
+}
+
+/// Serves a connection a supervisor handed over ([`crate::wire::handoff`]) with strata's
+/// own loop, writing its journal; takes the connection over first if an earlier server
+/// answered its INIT. `ready` runs once requests are about to be served.
+pub fn serve_handed(
+    union: Union,
+    opts: &MountOptions,
+    handoff: crate::wire::handoff::Handoff,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    let journal = crate::wire::journal::Journal::open(std::fs::File::from(handoff.journal))?;
+    let server = wire_server(Arc::new(union), opts).with_journal(journal);
+    let dev = crate::wire::DevFuse(handoff.device);
+    if handoff.take_over {
+        server.take_over(&dev)?;
+    }
+    ready();
+    server.run(&dev, server_threads(opts))
 }
 
 /// A mount made but not served: its `/dev/fuse` descriptor, which whoever holds it keeps

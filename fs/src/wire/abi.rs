@@ -138,6 +138,9 @@ pub mod fopen {
 /// asking the kernel to queue again every request read but not answered.
 pub const NOTIFY_RESEND: i32 = 7;
 
+/// `FUSE_UNIQUE_RESEND`: set in the unique id of a request the kernel sends again.
+pub const UNIQUE_RESEND: u64 = 1 << 63;
+
 /// `FUSE_GETATTR_FH`: `fuse_getattr_in.fh` is set.
 pub const GETATTR_FH: u32 = 1;
 /// `FUSE_FSYNC_FDATASYNC`.

@@ -11,7 +11,7 @@
 //! Not done yet: compaction (forgotten nodes and closed handles stay until the supervisor
 //! starts over).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -22,6 +22,7 @@ const NODE: u8 = 1;
 const OPEN_FILE: u8 = 2;
 const OPEN_DIR: u8 = 3;
 const CLOSE: u8 = 4;
+const DONE: u8 = 5;
 
 /// An open handle the kernel holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct State {
     pub nodes: HashMap<u64, (u64, OsString)>,
     /// Handle number → what it opened.
     pub handles: HashMap<u64, Open>,
+    /// The requests (by unique id) that changed the namespace and were answered, or were
+    /// about to be: one the kernel sends again must not be done twice.
+    pub done: HashSet<u64>,
 }
 
 struct Inner {
@@ -107,6 +111,24 @@ impl Journal {
         Ok(())
     }
 
+    /// Request `unique` changed the namespace; its answer is about to be sent.
+    pub fn done(&self, unique: u64) -> std::io::Result<()> {
+        let mut inner = self.inner.lock().expect("journal");
+        self.append(&mut inner, DONE, &unique.to_ne_bytes())?;
+        inner.state.done.insert(unique);
+        Ok(())
+    }
+
+    /// Whether request `unique` was done (by this server or one before).
+    pub fn was_done(&self, unique: u64) -> bool {
+        self.inner
+            .lock()
+            .expect("journal")
+            .state
+            .done
+            .contains(&unique)
+    }
+
     /// Handle `fh` was released.
     pub fn closed(&self, fh: u64) -> std::io::Result<()> {
         let mut inner = self.inner.lock().expect("journal");
@@ -154,6 +176,9 @@ fn replay(bytes: &[u8], state: &mut State) -> usize {
             (CLOSE, Some(fh), _) => {
                 state.handles.remove(&fh);
             }
+            (DONE, Some(unique), _) => {
+                state.done.insert(unique);
+            }
             // A record this code does not know: a torn one or garbage. Stop here.
             _ => break,
         }
@@ -180,13 +205,15 @@ mod tests {
         j.opened(3, Open::File { ino: 11, flags: 2 }).unwrap();
         j.opened(4, Open::Dir { ino: 10 }).unwrap();
         j.closed(4).unwrap();
+        j.done(77).unwrap();
         // A rename: the node's latest name wins.
         j.node(11, 1, OsStr::new("moved")).unwrap();
-        let again = Journal::open(f).unwrap().state();
+        let again = Journal::open(f.try_clone().unwrap()).unwrap().state();
         assert_eq!(again, j.state());
         assert_eq!(again.nodes[&11], (1, OsString::from("moved")));
         assert_eq!(again.handles.len(), 1);
         assert_eq!(again.handles[&3], Open::File { ino: 11, flags: 2 });
+        assert!(Journal::open(f.try_clone().unwrap()).unwrap().was_done(77));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! Not served here (yet): FUSE passthrough (files are read and written through the loop).
 
 pub mod abi;
+pub mod handoff;
 pub mod journal;
 
 use std::ffi::OsStr;
@@ -283,10 +284,89 @@ impl Server {
             return Reply::Err(Errno::EACCES);
         }
         self.revive_for(h, args);
-        match self.answer(h, Args::new(args), body) {
-            Ok(r) => r,
+        let original = h.unique & !abi::UNIQUE_RESEND;
+        let changes = matches!(
+            h.opcode,
+            op::MKNOD
+                | op::MKDIR
+                | op::SYMLINK
+                | op::UNLINK
+                | op::RMDIR
+                | op::RENAME
+                | op::RENAME2
+                | op::LINK
+                | op::CREATE
+                | op::SETXATTR
+                | op::REMOVEXATTR
+        );
+        let again = changes
+            && h.unique & abi::UNIQUE_RESEND != 0
+            && self.journal.as_ref().is_some_and(|j| j.was_done(original));
+        let resent = h.unique & abi::UNIQUE_RESEND != 0;
+        let r = if again {
+            self.answer_again(h, args, body)
+        } else {
+            match self.answer(h, Args::new(args), body) {
+                // Sent again, and the dead server had done it but not yet written so: what
+                // it made is there, what it removed is gone.
+                Err(Errno::EEXIST) if resent && changes => {
+                    body.clear();
+                    self.answer_again(h, args, body)
+                }
+                Err(Errno::ENOENT | Errno::ENODATA)
+                    if resent
+                        && matches!(
+                            h.opcode,
+                            op::UNLINK | op::RMDIR | op::RENAME | op::RENAME2 | op::REMOVEXATTR
+                        ) =>
+                {
+                    Ok(Reply::Ok)
+                }
+                r => r,
+            }
+        };
+        match r {
+            Ok(r) => {
+                if changes && !again {
+                    if let Some(Err(e)) = self.journal.as_ref().map(|j| j.done(original)) {
+                        log::warn!("FUSE journal: {e}");
+                    }
+                }
+                r
+            }
             Err(e) => Reply::Err(e),
         }
+    }
+
+    /// Answers a request the kernel sent again which a server that died had done (but not
+    /// answered): with what it did, found again, rather than doing it twice.
+    fn answer_again(&self, h: &InHeader, args: &[u8], body: &mut Vec<u8>) -> Result<Reply, Errno> {
+        let u = &*self.union;
+        let bad = || Errno::EINVAL;
+        let mut a = Args::new(args);
+        let name = match h.opcode {
+            op::MKNOD | op::CREATE => a.skip(16).and_then(|_| a.name()),
+            op::MKDIR => a.skip(8).and_then(|_| a.name()),
+            op::SYMLINK => a.name(),
+            op::LINK => a.skip(8).and_then(|_| a.name()),
+            // Nothing to send back but success.
+            _ => return Ok(Reply::Ok),
+        }
+        .ok_or_else(bad)?;
+        let e = u.lookup(h.nodeid, name)?;
+        self.note_node(e.attr.ino, h.nodeid, name);
+        Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
+        if h.opcode == op::CREATE {
+            // The dead server's open never reached the kernel: open it anew, as it asked
+            // less what creates or truncates (done the first time).
+            let flags = Args::new(args).u32().ok_or_else(bad)? as i32;
+            let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            let (fh, of) = u.open(e.attr.ino, flags)?;
+            let ino = e.attr.ino;
+            self.note_open(fh, Some(Open::File { ino, flags }));
+            Out(body).open(fh, open_flags(of.upper));
+        }
+        Ok(Reply::Ok)
     }
 
     fn answer(&self, h: &InHeader, mut a: Args<'_>, body: &mut Vec<u8>) -> Result<Reply, Errno> {
