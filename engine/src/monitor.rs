@@ -6,7 +6,8 @@
 //! monitor ── [rootless] user namespace (idmap), then a private mount namespace
 //!   ├─ serves the union (strata-fs, in-process: layers + containers/<id>/upper) at
 //!   │  containers/<id>/rootfs: nobody outside the namespace sees it, and it goes away
-//!   │  with the monitor, even one killed by SIGKILL
+//!   │  with the monitor, even one killed by SIGKILL (with strata's own request loop, a
+//!   │  server process the monitor restarts instead: `crate::fs_server`)
 //!   ├─ strata_runtime::Container::start ─► pid 1 (its child), cgroup strata/<id>
 //!   ├─ relays: the container's stdout/stderr (or pty) ─► ctr.log (docker json-file lines)
 //!   │                                                  ─► the terminal (foreground)
@@ -696,6 +697,9 @@ fn mount_root(
     if init.is_some() {
         let opts = union_options(dir)?;
         if strata_fs::mount::server_kind(&opts) == ServerKind::Strata {
+            // Opened here first so a missing layer is named in this process's error; the
+            // server opens them again.
+            layers(store, rec)?;
             let (unmounter, thread) = crate::fs_server::start(store, rec, rootfs, &opts, &source)?;
             session.unmounter = Some(unmounter);
             session.fs_thread = Some(thread);
