@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use strata_tests::mounts::wait_for;
-use strata_tests::users::have_root;
+use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
 use super::{processes_with, Env};
 
@@ -36,7 +36,29 @@ fn the_root_file_systems_server_killed_twenty_times_loses_nothing() {
     if !have_root("the_root_file_systems_server_killed_twenty_times_loses_nothing") {
         return;
     }
-    let env = Env::new();
+    kill_the_server_under_a_write_loop(&Env::new());
+}
+
+#[test]
+fn rootless_server_killed_twenty_times_loses_nothing() {
+    if !have_root("rootless_server_killed_twenty_times_loses_nothing") {
+        return;
+    }
+    run_test_as_user(
+        "containers::fsrestart::rootless_server_killed_twenty_times_loses_nothing_child",
+        Rootless::Host,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by rootless_server_killed_twenty_times_loses_nothing"]
+fn rootless_server_killed_twenty_times_loses_nothing_child() {
+    assert!(is_child());
+    kill_the_server_under_a_write_loop(&Env::new());
+}
+
+fn kill_the_server_under_a_write_loop(env: &Env) {
     let out = env
         .strata
         .command(&["run", "-d", "--name", "writer", "demo", "sh", "-c", SCRIPT])
