@@ -97,6 +97,9 @@ enum Command {
     /// Serve an image's mount (internal)
     #[command(name = "__mount", hide = true)]
     MountServer(commands::mount::ServeArgs),
+    /// Serve a running container's root file system (internal)
+    #[command(name = "__fs-server", hide = true)]
+    FsServer { id: String },
     /// Copy with a stopped container's root mounted (internal)
     #[command(name = "__rootfs", hide = true)]
     Rootfs(commands::files::RootfsArgs),
@@ -311,6 +314,9 @@ fn main() {
         Command::Volume(c) => std::process::exit(commands::volume::run(&global, c)),
         Command::Monitor { id, attached } => {
             std::process::exit(monitor::monitor_main(&global.root, &id, attached))
+        }
+        Command::FsServer { id } => {
+            strata_engine::fs_server::serve_main(&global.root, &id).map_err(Into::into)
         }
         Command::Rootfs(a) => std::process::exit(commands::files::rootfs_helper(&global, a)),
         Command::Tar(a) => std::process::exit(commands::commit::tar_helper(&global, a)),

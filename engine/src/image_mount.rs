@@ -53,7 +53,7 @@ pub fn start(store: &Store, img: &Image, dir: &Path, upper: Option<&Path>) -> Re
     if let Some(upper) = upper {
         cmd.arg("--upper").arg(upper);
     }
-    mount::start_server(&mut cmd)?;
+    mount::start_server(cmd.stdin(std::process::Stdio::null()))?;
     Ok(())
 }
 

@@ -30,6 +30,7 @@ pub mod containers;
 pub mod create;
 mod error;
 pub mod flags;
+pub mod fs_server;
 pub mod image_mount;
 pub mod info;
 pub mod lifecycle;

@@ -6,7 +6,8 @@
 //! monitor ── [rootless] user namespace (idmap), then a private mount namespace
 //!   ├─ serves the union (strata-fs, in-process: layers + containers/<id>/upper) at
 //!   │  containers/<id>/rootfs: nobody outside the namespace sees it, and it goes away
-//!   │  with the monitor, even one killed by SIGKILL
+//!   │  with the monitor, even one killed by SIGKILL (with strata's own request loop, a
+//!   │  server process the monitor restarts instead: `crate::fs_server`)
 //!   ├─ strata_runtime::Container::start ─► pid 1 (its child), cgroup strata/<id>
 //!   ├─ relays: the container's stdout/stderr (or pty) ─► ctr.log (docker json-file lines)
 //!   │                                                  ─► the terminal (foreground)
@@ -661,8 +662,26 @@ pub fn union_options(dir: &Path) -> Result<strata_fs::options::MountOptions> {
     Ok(o)
 }
 
+/// The union of a container whose directory is `dir`: its image's layers under `init` (the
+/// init layer, for a running container) and its upper; and the options it was built with.
+pub(crate) fn container_union(
+    store: &Store,
+    rec: &Record,
+    dir: &Path,
+    init: Option<&Path>,
+) -> Result<(strata_fs::Union, strata_fs::options::MountOptions)> {
+    let mut opts = union_options(dir)?;
+    opts.lowerdirs = init.map(Path::to_path_buf).into_iter().collect();
+    let mut lowers = strata_fs::mount::open_lowers(&opts)?;
+    lowers.extend(layers(store, rec)?);
+    let union = strata_fs::mount::build_union(lowers, &opts)?;
+    Ok((union, opts))
+}
+
 /// Mounts the container's union at `rootfs`: its image's layers, under `init` (the init
-/// layer, for a running container) and its upper.
+/// layer, for a running container) and its upper. A running container's union is served by
+/// a process of its own that strata restarts if it dies ([`crate::fs_server`]) when the
+/// options choose strata's request loop; otherwise by a thread of this process.
 fn mount_root(
     store: &Store,
     rec: &Record,
@@ -670,13 +689,22 @@ fn mount_root(
     init: Option<&Path>,
     session: &mut Session,
 ) -> Result<()> {
+    use strata_fs::options::ServerKind;
     let dir = rootfs.parent().unwrap_or(rootfs);
-    let mut opts = union_options(dir)?;
-    opts.lowerdirs = init.map(Path::to_path_buf).into_iter().collect();
-    let mut lowers = strata_fs::mount::open_lowers(&opts)?;
-    lowers.extend(layers(store, rec)?);
-    let union = strata_fs::mount::build_union(lowers, &opts)?;
     let source = format!("strata:{}", &rec.id[..12]);
+    if init.is_some() {
+        let opts = union_options(dir)?;
+        if strata_fs::mount::server_kind(&opts) == ServerKind::Strata {
+            // Opened here first so a missing layer is named in this process's error; the
+            // server opens them again.
+            layers(store, rec)?;
+            let (unmounter, thread) = crate::fs_server::start(store, rec, rootfs, &opts, &source)?;
+            session.unmounter = Some(unmounter);
+            session.fs_thread = Some(thread);
+            return Ok(());
+        }
+    }
+    let (union, opts) = container_union(store, rec, dir, init)?;
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;
     session.unmounter = Some(mounted.unmounter());
     let s = mounted.session;

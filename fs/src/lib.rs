@@ -1,7 +1,9 @@
 //! strata-fs: a userspace union filesystem for container root filesystems.
 //!
 //! ```text
-//!   kernel ──FUSE──▶ fuse.rs (StrataFs: requests → union calls → replies)
+//!   kernel ──FUSE──▶ fuse.rs (StrataFs: requests → union calls → replies), or
+//!                    wire/ (strata's own loop: fuse.h parsed here, over a Transport; a
+//!                      │    journal lets a restarted server take the connection over)
 //!                      │
 //!                    union/ (the merge: lookup, readdir, copy-up, namespace ops, attrs)
 //!                      │                      │      changes/ (upper vs lowers, the OCI
@@ -41,6 +43,7 @@ pub mod mount;
 pub mod options;
 pub mod union;
 pub mod upper;
+pub mod wire;
 
 pub use errno::Errno;
 pub use union::{Union, UnionConfig};

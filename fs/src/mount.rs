@@ -11,7 +11,7 @@ use nix::sys::signal::SigSet;
 
 use crate::fuse::StrataFs;
 use crate::layer::{DirLayer, IndexedLayer, Layer};
-use crate::options::MountOptions;
+use crate::options::{MountOptions, ServerKind};
 use crate::union::{Union, UnionConfig};
 use crate::upper::Upper;
 
@@ -186,15 +186,49 @@ pub fn fuser_config(opts: &MountOptions, source: Option<&str>) -> fuser::Config 
     } else {
         fuser::SessionACL::Owner
     };
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    config.n_threads = Some(opts.threads.unwrap_or(cpus.clamp(2, 4)));
+    config.n_threads = Some(server_threads(opts));
     config.clone_fd = true;
     config
 }
 
+/// The request loop of a mount, ready to run.
+#[allow(clippy::large_enum_variant)] // One per mount, never moved in a loop.
+pub enum Session {
+    Fuser(fuser::Session<StrataFs>),
+    Strata {
+        server: crate::wire::Server,
+        dev: crate::wire::DevFuse,
+        threads: usize,
+    },
+}
+
+impl Session {
+    /// Serves requests until the connection ends.
+    pub fn run(self) -> std::io::Result<()> {
+        match self {
+            Session::Fuser(s) => s.run(),
+            Session::Strata {
+                server,
+                dev,
+                threads,
+            } => server.run(&dev, threads),
+        }
+    }
+}
+
+/// The loop `opts` asks for: its `server=`, else `STRATA_FS_SERVER` (`fuser` or `strata`),
+/// else fuser.
+pub fn server_kind(opts: &MountOptions) -> ServerKind {
+    opts.server
+        .unwrap_or_else(|| match std::env::var("STRATA_FS_SERVER").as_deref() {
+            Ok("strata") => ServerKind::Strata,
+            _ => ServerKind::Fuser,
+        })
+}
+
 /// A mounted union: the session that serves it, and how to end it.
 pub struct Mounted {
-    pub session: fuser::Session<StrataFs>,
+    pub session: Session,
     mountpoint: PathBuf,
     /// The mount point resolved before mounting (resolving the mount's root would ask the
     /// server itself), to find the mount in mountinfo.
@@ -342,9 +376,11 @@ pub const MALLOC_TUNING: [(&str, &str); 2] = [
 
 /// Starts `cmd`, a server that mounts, calls [`report_ready`] and serves (with
 /// [`MALLOC_TUNING`] unless the caller's environment sets it), and waits until its mount is
-/// ready. The server shares the caller's stderr, where it says why it failed; a server that
-/// exits before it is ready is [`MountError::Server`] with its exit status.
-pub fn start_server(cmd: &mut std::process::Command) -> Result<(), MountError> {
+/// ready. Its stdin is the caller's to set (see [`Command::stdin`](std::process::Command::stdin)).
+/// The server shares the caller's stderr, where it says why it failed; a server that
+/// exits before it is ready is [`MountError::Server`] with its exit status. Returns the
+/// running server.
+pub fn start_server(cmd: &mut std::process::Command) -> Result<std::process::Child, MountError> {
     use std::io::BufRead;
     use std::process::Stdio;
     let program = PathBuf::from(cmd.get_program());
@@ -353,19 +389,18 @@ pub fn start_server(cmd: &mut std::process::Command) -> Result<(), MountError> {
             cmd.env(k, v);
         }
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|source| MountError::StartServer {
-            program: program.clone(),
-            source,
-        })?;
+    let mut child =
+        cmd.stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| MountError::StartServer {
+                program: program.clone(),
+                source,
+            })?;
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped");
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
     if line.trim() == READY {
-        return Ok(());
+        return Ok(child);
     }
     let status = child.wait().map_err(|source| MountError::StartServer {
         program: program.clone(),
@@ -420,12 +455,96 @@ pub fn mount(
     source: Option<&str>,
     mountpoint: &Path,
 ) -> Result<Mounted, MountError> {
-    let fs = StrataFs::new(
-        Arc::new(union),
-        opts.timeout,
-        opts.passthrough && privileged(),
-    );
+    let union = Arc::new(union);
     let config = fuser_config(opts, source);
+    let err = |source| MountError::Mountpoint {
+        path: mountpoint.to_path_buf(),
+        source,
+    };
+    let device = mount_device(opts, source, mountpoint)?;
+    let session = match server_kind(opts) {
+        ServerKind::Fuser => {
+            let fs = StrataFs::new(union, opts.timeout, opts.passthrough && privileged());
+            Session::Fuser(fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?)
+        }
+        ServerKind::Strata => Session::Strata {
+            server: wire_server(union, opts),
+            dev: crate::wire::DevFuse(device.fd),
+            threads: config.n_threads.unwrap_or(1),
+        },
+    };
+    Ok(Mounted {
+        session,
+        mountpoint: device.mountpoint,
+        canonical: device.canonical,
+        by_fusermount: device.by_fusermount,
+    })
+}
+
+/// strata's own request loop over `union`, with the options' cache time and access rule.
+pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Server {
+    use crate::wire::Acl;
+    let acl = if admits_others(opts) {
+        Acl::All
+    } else if opts.allow_root {
+        Acl::RootAndOwner
+    } else {
+        Acl::Owner
+    };
+    crate::wire::Server::new(union, opts.timeout, acl)
+}
+
+/// The request-serving threads a mount runs (the options' `threads=`, else 2 to 4).
+pub fn server_threads(opts: &MountOptions) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    opts.threads.unwrap_or(cpus.clamp(2, 4))
+}
+
+/// Serves a connection a supervisor handed over ([`crate::wire::handoff`]) with strata's
+/// own loop, writing its journal; takes the connection over first if an earlier server
+/// answered its INIT. `ready` runs once requests are about to be served.
+pub fn serve_handed(
+    union: Union,
+    opts: &MountOptions,
+    handoff: crate::wire::handoff::Handoff,
+    ready: impl FnOnce(),
+) -> std::io::Result<()> {
+    let journal = crate::wire::journal::Journal::open(std::fs::File::from(handoff.journal))?;
+    let server = wire_server(Arc::new(union), opts).with_journal(journal);
+    let dev = crate::wire::DevFuse(handoff.device);
+    if handoff.take_over {
+        server.take_over(&dev)?;
+    }
+    ready();
+    server.run(&dev, server_threads(opts))
+}
+
+/// A mount made but not served: its `/dev/fuse` descriptor, which whoever holds it keeps
+/// the connection alive with (a supervisor that runs servers in other processes, each
+/// taking the connection over from the last: [`crate::wire::Server::take_over`]).
+pub struct Device {
+    pub fd: std::os::fd::OwnedFd,
+    mountpoint: PathBuf,
+    canonical: Option<PathBuf>,
+    by_fusermount: bool,
+}
+
+impl Device {
+    pub fn unmounter(&self) -> Unmounter {
+        Unmounter {
+            mountpoint: self.mountpoint.clone(),
+            by_fusermount: self.by_fusermount,
+        }
+    }
+}
+
+/// Mounts a FUSE file system of type `fuse.strata-fs` at `mountpoint` and returns its
+/// device, unserved: requests wait until a server reads them.
+pub fn mount_device(
+    opts: &MountOptions,
+    source: Option<&str>,
+    mountpoint: &Path,
+) -> Result<Device, MountError> {
     let err = |source| MountError::Mountpoint {
         path: mountpoint.to_path_buf(),
         source,
@@ -443,13 +562,12 @@ pub fn mount(
             true,
         ),
     };
-    let mounted = Mounted {
-        session: fuser::Session::from_fd(fs, fd, config.acl, config).map_err(err)?,
+    Ok(Device {
+        fd,
         mountpoint: mountpoint.to_path_buf(),
         canonical,
         by_fusermount,
-    };
-    Ok(mounted)
+    })
 }
 
 /// Whether other users may use the mount: when asked, and always when run as root (also

@@ -49,6 +49,18 @@ pub struct MountOptions {
     /// FUSE passthrough of file I/O where the kernel allows it.
     pub passthrough: bool,
     pub threads: Option<usize>,
+    /// Which request loop serves the mount (`server=fuser|strata`); unset: fuser, unless
+    /// `STRATA_FS_SERVER` names one.
+    pub server: Option<ServerKind>,
+}
+
+/// The request loop serving a mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerKind {
+    /// fuser's session (`fuse.rs`).
+    Fuser,
+    /// strata's own loop (`wire/`), which a restarted server can take over.
+    Strata,
 }
 
 impl Default for MountOptions {
@@ -71,6 +83,7 @@ impl Default for MountOptions {
             noatime: false,
             passthrough: true,
             threads: None,
+            server: None,
         }
     }
 }
@@ -172,6 +185,13 @@ impl MountOptions {
                 self.threads = Some(n);
             }
             "fsname" => self.fsname = Some(need(key, value)?.to_string()),
+            "server" => {
+                self.server = Some(match need(key, value)? {
+                    "fuser" => ServerKind::Fuser,
+                    "strata" => ServerKind::Strata,
+                    v => return Err(bad(key, format!("{v:?} is not fuser or strata"))),
+                })
+            }
             "passthrough" => self.passthrough = true,
             "nopassthrough" => self.passthrough = false,
             "ro" => self.read_only = true,

@@ -88,8 +88,13 @@ fn daemonize(raw: &[OsString]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match mount::start_server(Command::new(exe).args(raw).env(DAEMON_ENV, "1")) {
-        Ok(()) => ExitCode::SUCCESS,
+    match mount::start_server(
+        Command::new(exe)
+            .args(raw)
+            .env(DAEMON_ENV, "1")
+            .stdin(std::process::Stdio::null()),
+    ) {
+        Ok(_) => ExitCode::SUCCESS,
         // It said why on the stderr it shares with us.
         Err(mount::MountError::Server { status, .. }) => {
             ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)

@@ -59,6 +59,33 @@ impl Union {
         fh
     }
 
+    /// Re-creates handle `fh`, which a previous server of this connection handed the kernel:
+    /// a file open of node `ino` with `flags` (what creates or truncates left out: that was
+    /// done when it was first opened), or a directory handle when `flags` is `None`.
+    pub fn reopen_handle(&self, fh: u64, ino: Ino, flags: Option<i32>) -> Result<()> {
+        let h = match flags {
+            Some(f) => {
+                let (tmp, _) =
+                    self.open(ino, f & !(libc::O_TRUNC | libc::O_CREAT | libc::O_EXCL))?;
+                let mut handles = self.handles.lock().expect("handles");
+                handles.remove(&tmp).ok_or(Errno::EIO)?
+            }
+            None => {
+                self.opendir(ino).map(|tmp| self.release(tmp))?;
+                Handle::Dir(None)
+            }
+        };
+        self.handles.lock().expect("handles").insert(fh, h);
+        self.skip_handles(fh + 1);
+        Ok(())
+    }
+
+    /// Hands out no handle number below `next` from now on (numbers a previous server of
+    /// this connection gave the kernel stay its).
+    pub fn skip_handles(&self, next: u64) {
+        self.next_handle.fetch_max(next, Ordering::Relaxed);
+    }
+
     pub fn file_handle(&self, fh: u64) -> Result<Arc<OpenFile>> {
         match self.handles.lock().expect("handles").get(&fh) {
             Some(Handle::File(f)) => Ok(f.clone()),

@@ -188,6 +188,24 @@ impl Union {
     }
 
     /// FUSE FORGET.
+    /// Whether node `ino` is in the table (a server that took over a connection starts
+    /// with none of the nodes the kernel holds).
+    pub fn knows(&self, ino: Ino) -> bool {
+        self.table.lock().expect("table").get(ino).is_some()
+    }
+
+    /// Re-enters node `ino`, which a previous server of this connection handed the kernel
+    /// as `name` in `parent`; `ESTALE` when that name leads to another file now. Inode
+    /// numbers derive from where a file lives, so the same file gets the same number.
+    pub fn revive(&self, parent: Ino, name: &OsStr, ino: Ino) -> Result<()> {
+        let e = self.lookup(parent, name)?;
+        if e.attr.ino != ino {
+            self.forget(e.attr.ino, 1);
+            return Err(Errno(libc::ESTALE));
+        }
+        Ok(())
+    }
+
     pub fn forget(&self, ino: Ino, n: u64) {
         let dropped = {
             let mut t = self.table.lock().expect("table");

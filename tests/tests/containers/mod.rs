@@ -6,6 +6,7 @@
 
 mod detach;
 mod files;
+mod fsrestart;
 mod info;
 mod isolation;
 mod lifecycle;
