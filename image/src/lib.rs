@@ -32,6 +32,7 @@ pub mod change;
 pub mod digest;
 mod error;
 pub mod import;
+pub mod lazy;
 pub mod oci;
 pub mod pull;
 pub mod push;

@@ -1,0 +1,136 @@
+//! Lazy pulling: a layer whose blob stays in the registry and whose files' bytes are
+//! fetched chunk by chunk on first read (issue 11).
+//!
+//! ```text
+//!   estargz   footer → TOC → (entries for strata-fs's index builder, chunk table); writer
+//!   LazyData  strata-fs's DataSource over the chunk table: a read becomes Range fetches
+//!             (adjacent members merged into one) through a ChunkFetcher, each chunk
+//!             checked against its digest before a byte of it is served
+//! ```
+//!
+//! strata-fs knows nothing of registries: it reads a layer through its `DataSource` trait,
+//! which [`LazyData`] implements here with the registry client behind a [`ChunkFetcher`].
+//! A chunk that fails its digest or cannot be fetched is `EIO`, never wrong bytes.
+
+pub mod estargz;
+
+use std::fmt;
+use std::io;
+
+use strata_fs::layer::{DataSource, LocalData, StatVfs};
+use strata_fs::Errno;
+
+use estargz::Chunk;
+
+/// Byte ranges of one blob. One call is one attempt; the caller owns any retry policy.
+pub trait ChunkFetcher: Send + Sync + fmt::Debug + 'static {
+    /// Exactly `len` bytes of the blob at `offset` (fewer is an error).
+    fn fetch(&self, offset: u64, len: u64) -> io::Result<Vec<u8>>;
+}
+
+/// A blob held in memory (tests, and a blob already read whole).
+impl ChunkFetcher for Vec<u8> {
+    fn fetch(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let end = offset.checked_add(len).filter(|e| *e <= self.len() as u64);
+        match end {
+            Some(end) => Ok(self[offset as usize..end as usize].to_vec()),
+            None => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "range past the end of the blob",
+            )),
+        }
+    }
+}
+
+/// A lazily pulled layer's data: the virtual uncompressed bytes the index points into,
+/// served from the blob's chunks.
+pub struct LazyData<F> {
+    chunks: Vec<Chunk>,
+    len: u64,
+    fetcher: F,
+    /// Answers `statfs` for the filesystem the layer's directory is on.
+    local: LocalData,
+}
+
+impl<F> fmt::Debug for LazyData<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LazyData")
+            .field("chunks", &self.chunks.len())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<F: ChunkFetcher> LazyData<F> {
+    /// Serves `len` virtual bytes cut into `chunks` (sorted, as
+    /// [`estargz::LazyIndex::from_toc`] makes them) from `fetcher`; `local` is any file on
+    /// the layer directory's filesystem, for `statfs`.
+    pub fn new(chunks: Vec<Chunk>, len: u64, fetcher: F, local: std::fs::File) -> io::Result<Self> {
+        Ok(LazyData {
+            chunks,
+            len,
+            fetcher,
+            local: LocalData::new(local)?,
+        })
+    }
+}
+
+/// Consecutive chunks whose gzip members lie end to end (or are shared): one Range request.
+fn runs(chunks: &[Chunk]) -> Vec<&[Chunk]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=chunks.len() {
+        let joined = i < chunks.len() && {
+            let (a, b) = (&chunks[i - 1], &chunks[i]);
+            b.blob_offset == a.blob_offset || b.blob_offset == a.blob_offset + a.blob_len
+        };
+        if !joined {
+            out.push(&chunks[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+impl<F: ChunkFetcher> DataSource for LazyData<F> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
+        let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
+        let mut done = 0u64;
+        for run in runs(estargz::chunks_in(&self.chunks, offset, want)) {
+            let from = run[0].blob_offset;
+            let to = run
+                .iter()
+                .map(|c| c.blob_offset + c.blob_len)
+                .max()
+                .unwrap_or(from);
+            let bytes = self.fetcher.fetch(from, to - from).map_err(|e| {
+                log::warn!("fetching bytes {from}..{to} of a lazy layer: {e}");
+                Errno::EIO
+            })?;
+            for c in run {
+                let at = (c.blob_offset - from) as usize;
+                let member = &bytes[at..at + c.blob_len as usize];
+                let data = estargz::decode_chunk(c, member).map_err(|why| {
+                    log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
+                    Errno::EIO
+                })?;
+                // The part of this chunk inside [offset, offset + want).
+                let lo = offset.max(c.offset);
+                let hi = (offset + want).min(c.offset + c.len);
+                let src = &data[(lo - c.offset) as usize..(hi - c.offset) as usize];
+                let dst = (lo - offset) as usize;
+                buf[dst..dst + src.len()].copy_from_slice(src);
+                done = done.max(hi - offset);
+            }
+        }
+        Ok(done as usize)
+    }
+
+    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
+        self.local.statfs()
+    }
+}
