@@ -9,7 +9,7 @@
 //! uncompressed address space, and the chunk table that maps that space back to gzip
 //! members of the blob. The TOC itself and the landmark files never become entries.
 //!
-//! Writing: [`write`] turns a layer tar into such a blob (the format of the Go `estargz`
+//! Writing: [`write()`] turns a layer tar into such a blob (the format of the Go `estargz`
 //! package: per-chunk members, `chunkDigest`s, the footer with its `SG` extra field).
 
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.diges
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// Marker files an image producer adds to delimit the prefetch region; never content.
 pub const LANDMARKS: [&str; 2] = [".prefetch.landmark", ".no.prefetch.landmark"];
-/// Size of the chunks [`write`] splits large files into (the Go package's default).
+/// Size of the chunks [`write()`] splits large files into (the Go package's default).
 pub const CHUNK_SIZE: u64 = 4 << 20;
 
 /// Where the TOC starts, from the blob's last [`FOOTER_LEN`] bytes; `Err` says why the bytes
@@ -58,7 +58,7 @@ pub fn parse_footer(footer: &[u8]) -> Result<u64, &'static str> {
     u64::from_str_radix(hex, 16).map_err(|_| "the TOC offset is not hex")
 }
 
-/// The footer [`write`] ends a blob with: an empty gzip member whose extra field names
+/// The footer [`write()`] ends a blob with: an empty gzip member whose extra field names
 /// `toc_offset`, 51 bytes as the Go package writes them.
 fn footer(toc_offset: u64) -> Vec<u8> {
     let mut f = vec![
@@ -357,7 +357,7 @@ pub fn decode_chunk(chunk: &Chunk, member: &[u8]) -> Result<Vec<u8>, &'static st
     Ok(out)
 }
 
-/// What [`write`] made.
+/// What [`write()`] made.
 #[derive(Debug)]
 pub struct Written {
     /// sha256 of the TOC JSON: the [`TOC_DIGEST_ANNOTATION`].
