@@ -24,6 +24,8 @@ use strata_fs::attr::Timestamp;
 use strata_fs::layer::index::{TarEntry, TarKind};
 
 use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::lazy::ChunkFetcher;
 
 /// Bytes of the footer at the end of an eStargz blob.
 pub const FOOTER_LEN: u64 = 51;
@@ -56,6 +58,75 @@ pub fn parse_footer(footer: &[u8]) -> Result<u64, &'static str> {
     }
     let hex = std::str::from_utf8(&footer[16..32]).map_err(|_| "the TOC offset is not hex")?;
     u64::from_str_radix(hex, 16).map_err(|_| "the TOC offset is not hex")
+}
+
+/// A seekable layer read from its blob: the TOC's JSON (to keep beside the index) and what
+/// it turns into.
+#[derive(Debug)]
+pub struct Opened {
+    pub toc_json: Vec<u8>,
+    pub toc_offset: u64,
+    pub index: LazyIndex,
+}
+
+/// Reads the footer and the TOC of blob `digest` (`size` bytes) through `fetcher` — two
+/// Range requests — checks the TOC against `toc_digest` (the layer's
+/// [`TOC_DIGEST_ANNOTATION`]) and builds the index entries and chunk table.
+pub fn open(
+    fetcher: &dyn ChunkFetcher,
+    digest: &Digest,
+    size: u64,
+    toc_digest: &str,
+) -> Result<Opened> {
+    let fetch = |offset: u64, len: u64| {
+        fetcher
+            .fetch(offset, len)
+            .map_err(|source| Error::FetchRange {
+                digest: digest.clone(),
+                offset,
+                end: offset + len,
+                source,
+            })
+    };
+    let footer_err = |reason| Error::EstargzFooter {
+        digest: digest.clone(),
+        reason,
+    };
+    if size < FOOTER_LEN {
+        return Err(footer_err("the blob is shorter than a footer"));
+    }
+    let toc_offset = parse_footer(&fetch(size - FOOTER_LEN, FOOTER_LEN)?).map_err(footer_err)?;
+    if toc_offset >= size - FOOTER_LEN {
+        return Err(footer_err("the TOC offset is past the footer"));
+    }
+    let member = fetch(toc_offset, size - FOOTER_LEN - toc_offset)?;
+    let toc_json = extract_toc(&member).map_err(|source| Error::ReadToc {
+        digest: digest.clone(),
+        source,
+    })?;
+    let got = Digest::of(&toc_json);
+    if got.as_str() != toc_digest {
+        return Err(Error::TocVerify {
+            digest: digest.clone(),
+            expected: toc_digest.to_string(),
+            got,
+        });
+    }
+    let toc = decode_toc(&toc_json).map_err(|source| Error::ParseToc {
+        digest: digest.clone(),
+        source,
+    })?;
+    let index =
+        LazyIndex::from_toc(&toc, toc_offset).map_err(|(entry, reason)| Error::TocEntry {
+            digest: digest.clone(),
+            entry,
+            reason,
+        })?;
+    Ok(Opened {
+        toc_json,
+        toc_offset,
+        index,
+    })
 }
 
 /// The footer [`write()`] ends a blob with: an empty gzip member whose extra field names

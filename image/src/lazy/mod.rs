@@ -42,6 +42,51 @@ impl ChunkFetcher for Vec<u8> {
     }
 }
 
+/// The chunks of one registry blob, fetched with Range requests.
+pub struct RegistryChunks {
+    client: crate::registry::Client,
+    digest: crate::digest::Digest,
+}
+
+impl fmt::Debug for RegistryChunks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RegistryChunks({}@{})",
+            self.client.repository(),
+            self.digest
+        )
+    }
+}
+
+impl RegistryChunks {
+    /// Fetches blob `digest` of `client`'s repository, each request bounded by
+    /// [`lazy_timeout`].
+    pub fn new(client: crate::registry::Client, digest: crate::digest::Digest) -> Self {
+        RegistryChunks {
+            client: client.with_timeout(lazy_timeout()),
+            digest,
+        }
+    }
+}
+
+impl ChunkFetcher for RegistryChunks {
+    fn fetch(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        self.client.blob_range(&self.digest, offset, len)
+    }
+}
+
+/// How long a lazy read may wait for the registry: `STRATA_LAZY_TIMEOUT` seconds, 30 when
+/// unset or not a number.
+pub fn lazy_timeout() -> std::time::Duration {
+    let secs = std::env::var("STRATA_LAZY_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(30.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
 /// A lazily pulled layer's data: the virtual uncompressed bytes the index points into,
 /// served from the blob's chunks.
 pub struct LazyData<F> {

@@ -286,3 +286,29 @@ fn decode_chunk_checks_the_digest() {
     );
     assert!(decode_chunk(&c, &member[..member.len() - 4]).is_err());
 }
+
+#[test]
+fn open_checks_the_toc_digest_and_the_footer() {
+    let (tar, _) = layer_tar();
+    let mut blob = Vec::new();
+    let w = write(&tar[..], &mut blob, 4096).unwrap();
+    let digest = Digest::of(&blob);
+    let size = blob.len() as u64;
+    let opened = super::open(&blob, &digest, size, w.toc_digest.as_str()).unwrap();
+    assert_eq!(Digest::of(&opened.toc_json), w.toc_digest);
+    let other = Digest::of(b"other").to_string();
+    assert!(matches!(
+        super::open(&blob, &digest, size, &other),
+        Err(Error::TocVerify { .. })
+    ));
+    // A plain gzip layer has no footer.
+    let mut plain = Vec::new();
+    let mut gz = GzEncoder::new(&mut plain, Compression::default());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap();
+    let n = plain.len() as u64;
+    assert!(matches!(
+        super::open(&plain, &Digest::of(&plain), n, &other),
+        Err(Error::EstargzFooter { .. })
+    ));
+}
