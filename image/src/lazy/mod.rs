@@ -12,8 +12,10 @@
 //! which [`LazyData`] implements here with the registry client behind a [`ChunkFetcher`].
 //! A chunk that fails its digest or cannot be fetched is `EIO`, never wrong bytes.
 
+pub mod cache;
 pub mod estargz;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 
@@ -93,6 +95,10 @@ pub struct LazyData<F> {
     chunks: Vec<Chunk>,
     len: u64,
     fetcher: F,
+    /// Where fetched chunks are kept; `None` fetches on every read.
+    cache: Option<cache::BlobCache>,
+    /// How long a read waits for a chunk another reader fetches.
+    timeout: std::time::Duration,
     /// Answers `statfs` for the filesystem the layer's directory is on.
     local: LocalData,
 }
@@ -115,26 +121,81 @@ impl<F: ChunkFetcher> LazyData<F> {
             chunks,
             len,
             fetcher,
+            cache: None,
+            timeout: lazy_timeout(),
             local: LocalData::new(local)?,
         })
     }
+
+    /// Keeps fetched chunks in `cache` (the store's chunk cache, this blob's files).
+    pub fn with_cache(mut self, cache: cache::BlobCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
 }
 
-/// Consecutive chunks whose gzip members lie end to end (or are shared): one Range request.
-fn runs(chunks: &[Chunk]) -> Vec<&[Chunk]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=chunks.len() {
-        let joined = i < chunks.len() && {
-            let (a, b) = (&chunks[i - 1], &chunks[i]);
-            b.blob_offset == a.blob_offset || b.blob_offset == a.blob_offset + a.blob_len
-        };
-        if !joined {
-            out.push(&chunks[start..i]);
-            start = i;
+/// Runs of chunk numbers (ascending) whose gzip members lie end to end (or are shared):
+/// one Range request each.
+fn runs(chunks: &[Chunk], ns: &[u32]) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = Vec::new();
+    for &n in ns {
+        let c = &chunks[n as usize];
+        match out.last_mut() {
+            Some(run)
+                if {
+                    let p = *run.last().expect("runs are not empty");
+                    let a = &chunks[p as usize];
+                    p + 1 == n
+                        && (c.blob_offset == a.blob_offset
+                            || c.blob_offset == a.blob_offset + a.blob_len)
+                } =>
+            {
+                run.push(n)
+            }
+            _ => out.push(vec![n]),
         }
     }
     out
+}
+
+impl<F: ChunkFetcher> LazyData<F> {
+    /// Fetches the chunks `ns` (merged into Range requests), checks each against its
+    /// digest, keeps them in the cache (pinned: they join `pinned`) and returns their bytes.
+    fn fetch(&self, ns: &[u32], pinned: &mut Vec<u32>) -> Result<HashMap<u32, Vec<u8>>, Errno> {
+        let mut out = HashMap::new();
+        for run in runs(&self.chunks, ns) {
+            let first = &self.chunks[run[0] as usize];
+            let from = first.blob_offset;
+            let to = run
+                .iter()
+                .map(|n| &self.chunks[*n as usize])
+                .map(|c| c.blob_offset + c.blob_len)
+                .max()
+                .unwrap_or(from);
+            let bytes = self.fetcher.fetch(from, to - from).map_err(|e| {
+                log::warn!("fetching bytes {from}..{to} of a lazy layer: {e}");
+                Errno::EIO
+            })?;
+            for n in run {
+                let c = &self.chunks[n as usize];
+                let at = (c.blob_offset - from) as usize;
+                let member = &bytes[at..at + c.blob_len as usize];
+                let data = estargz::decode_chunk(c, member).map_err(|why| {
+                    log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
+                    Errno::EIO
+                })?;
+                if let Some(cache) = &self.cache {
+                    cache.store(n, c, &data).map_err(|e| {
+                        log::warn!("keeping chunk {n} in the cache: {e}");
+                        Errno::EIO
+                    })?;
+                    pinned.push(n);
+                }
+                out.insert(n, data);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl<F: ChunkFetcher> DataSource for LazyData<F> {
@@ -144,35 +205,65 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
-        let mut done = 0u64;
-        for run in runs(estargz::chunks_in(&self.chunks, offset, want)) {
-            let from = run[0].blob_offset;
-            let to = run
-                .iter()
-                .map(|c| c.blob_offset + c.blob_len)
-                .max()
-                .unwrap_or(from);
-            let bytes = self.fetcher.fetch(from, to - from).map_err(|e| {
-                log::warn!("fetching bytes {from}..{to} of a lazy layer: {e}");
-                Errno::EIO
-            })?;
-            for c in run {
-                let at = (c.blob_offset - from) as usize;
-                let member = &bytes[at..at + c.blob_len as usize];
-                let data = estargz::decode_chunk(c, member).map_err(|why| {
-                    log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
-                    Errno::EIO
-                })?;
+        let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
+        let count = estargz::chunks_in(&self.chunks, offset, want).len() as u32;
+        let all: Vec<u32> = (first..first + count).collect();
+        // Which chunks are here (pinned) and which this reader fetches.
+        let mut pinned = Vec::new();
+        let mut missing = Vec::new();
+        let mut failed = false;
+        match &self.cache {
+            None => missing = all.clone(),
+            Some(cache) => {
+                for &n in &all {
+                    match cache.cache().acquire(&cache.key(n), self.timeout) {
+                        Some(cache::Slot::Ready) => pinned.push(n),
+                        Some(cache::Slot::Fetch) => missing.push(n),
+                        None => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let fetched = if failed {
+            Err(Errno::EIO)
+        } else {
+            self.fetch(&missing, &mut pinned)
+        };
+        let result = fetched.and_then(|fetched| {
+            let mut done = 0u64;
+            for &n in &all {
+                let c = &self.chunks[n as usize];
                 // The part of this chunk inside [offset, offset + want).
                 let lo = offset.max(c.offset);
                 let hi = (offset + want).min(c.offset + c.len);
-                let src = &data[(lo - c.offset) as usize..(hi - c.offset) as usize];
-                let dst = (lo - offset) as usize;
-                buf[dst..dst + src.len()].copy_from_slice(src);
+                let dst = &mut buf[(lo - offset) as usize..(hi - offset) as usize];
+                match (fetched.get(&n), &self.cache) {
+                    (Some(data), _) => dst
+                        .copy_from_slice(&data[(lo - c.offset) as usize..(hi - c.offset) as usize]),
+                    (None, Some(cache)) => cache.read(dst, lo).map_err(|e| {
+                        log::warn!("reading chunk {n} from the cache: {e}");
+                        Errno::EIO
+                    })?,
+                    (None, None) => return Err(Errno::EIO),
+                }
                 done = done.max(hi - offset);
             }
+            Ok(done as usize)
+        });
+        if let Some(cache) = &self.cache {
+            for n in &missing {
+                if !pinned.contains(n) {
+                    cache.cache().abandon(&cache.key(*n));
+                }
+            }
+            for n in pinned {
+                cache.cache().release(&cache.key(n));
+            }
         }
-        Ok(done as usize)
+        result
     }
 
     fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {

@@ -1,5 +1,6 @@
 use std::ffi::OsStr;
 use std::io::Read;
+use std::sync::Arc;
 
 use flate2::read::MultiGzDecoder;
 use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits, IndexedLayer};
@@ -311,4 +312,93 @@ fn open_checks_the_toc_digest_and_the_footer() {
         super::open(&plain, &Digest::of(&plain), n, &other),
         Err(Error::EstargzFooter { .. })
     ));
+}
+
+/// A fetcher that counts its requests and can be switched off.
+#[derive(Debug)]
+struct Counting {
+    blob: Vec<u8>,
+    calls: std::sync::atomic::AtomicU32,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl crate::lazy::ChunkFetcher for Arc<Counting> {
+    fn fetch(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        use std::sync::atomic::Ordering;
+        if self.down.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("registry down"));
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.blob.fetch(offset, len)
+    }
+}
+
+#[test]
+fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening() {
+    use crate::lazy::cache::{BlobCache, ChunkCache};
+    use std::sync::atomic::Ordering;
+    let (tar, big) = layer_tar();
+    let mut blob = Vec::new();
+    let w = write(&tar[..], &mut blob, 1024).unwrap();
+    let n = blob.len() as u64;
+    let toc_offset = parse_footer(&blob[(n - FOOTER_LEN) as usize..]).unwrap();
+    let json = extract_toc(&blob[toc_offset as usize..(n - FOOTER_LEN) as usize]).unwrap();
+    let lazy = LazyIndex::from_toc(&decode_toc(&json).unwrap(), toc_offset).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build_index_from_entries(
+        lazy.entries,
+        lazy.data_len,
+        dir.path(),
+        &IndexLimits::default(),
+    )
+    .unwrap();
+    let index = dir.path().join("index");
+    let fetcher = Arc::new(Counting {
+        blob,
+        calls: Default::default(),
+        down: Default::default(),
+    });
+    let hex = w.toc_digest.hex().to_string();
+    let open = |limit: u64| {
+        let cache = ChunkCache::open(&dir.path().join("chunks"), limit).unwrap();
+        let blob_cache = BlobCache::open(&cache, &hex, &lazy.chunks).unwrap();
+        let data = LazyData::new(
+            lazy.chunks.clone(),
+            lazy.data_len,
+            fetcher.clone(),
+            std::fs::File::open(&index).unwrap(),
+        )
+        .unwrap()
+        .with_cache(blob_cache);
+        (cache, IndexedLayer::with_source(&index, data).unwrap())
+    };
+    // 3 KiB of cache for a 10 KB file in 1 KiB chunks.
+    let (cache, layer) = open(3 << 10);
+    for _ in 0..2 {
+        assert_eq!(read_all(&layer, "usr/bin/big").unwrap(), big);
+        assert!(cache.used() <= 3 << 10, "used {}", cache.used());
+    }
+    // A chunk read a second time comes from the cache: no request.
+    let f = layer.open(&p("usr/bin/big")).unwrap();
+    let mut buf = vec![0; 100];
+    f.read_at(&mut buf, 0).unwrap();
+    let before = fetcher.calls.load(Ordering::SeqCst);
+    f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, big[..100]);
+    assert_eq!(fetcher.calls.load(Ordering::SeqCst), before);
+    drop((f, layer, cache));
+
+    // Reopened (a new process): the present chunks are still served, the registry down.
+    fetcher.down.store(true, Ordering::SeqCst);
+    let (cache, layer) = open(3 << 10);
+    assert!(cache.used() > 0 && cache.used() <= 3 << 10);
+    let f = layer.open(&p("usr/bin/big")).unwrap();
+    f.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, big[..100]);
+    // An evicted chunk (the file's last, least recently used) is EIO while the registry
+    // is down, and is read again once it is back.
+    assert_eq!(f.read_at(&mut buf, 9_900), Err(strata_fs::Errno::EIO));
+    fetcher.down.store(false, Ordering::SeqCst);
+    f.read_at(&mut buf, 9_900).unwrap();
+    assert_eq!(buf, big[9_900..10_000]);
 }
