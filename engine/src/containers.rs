@@ -100,7 +100,7 @@ pub struct Record {
     /// Seconds `stop` waits before SIGKILL (`--stop-timeout`); `None` is 10.
     pub stop_timeout: Option<i64>,
     /// `--network`, `--dns*`, `--add-host`.
-    pub network: crate::network::NetworkConfig,
+    pub network: crate::network::config::NetworkConfig,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -156,7 +156,7 @@ pub struct State {
     /// The ports published while it runs (random host ports chosen).
     pub published: Vec<PortBinding>,
     /// Its address while it runs (empty on `none`, `host`, `container:`).
-    pub address: crate::network::Address,
+    pub address: crate::network::config::Address,
 }
 
 impl State {
@@ -172,6 +172,18 @@ impl State {
     /// Whether the recorded monitor is still alive.
     pub fn monitor_alive(&self) -> bool {
         self.monitor_pid > 0 && process_start(self.monitor_pid) == Some(self.monitor_start)
+    }
+
+    /// Waits until the recorded monitor is gone, at most `timeout`.
+    pub fn wait_monitor_gone(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.monitor_alive() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
     }
 }
 

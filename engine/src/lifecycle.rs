@@ -27,18 +27,6 @@ pub fn wait_stopped(c: &Containers, id: &str, timeout: Duration) -> bool {
     }
 }
 
-/// Waits until the monitor process recorded in `st` is gone, at most `timeout`.
-pub fn wait_monitor_gone(st: &State, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while st.monitor_alive() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
-}
-
 /// Sends `sig` to the container's pid 1.
 pub fn signal_pid1(st: &State, sig: Signal) -> Result<()> {
     if st.pid <= 0 {
@@ -128,9 +116,9 @@ pub fn remove(
     // The monitor unmounts and cleans up once its pid 1 is gone; give it the time, then
     // take over.
     let st = c.raw_state(&rec.id).unwrap_or_default();
-    if !wait_monitor_gone(&st, Duration::from_secs(10)) {
+    if !st.wait_monitor_gone(Duration::from_secs(10)) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.monitor_pid), Signal::SIGKILL);
-        wait_monitor_gone(&st, Duration::from_secs(5));
+        st.wait_monitor_gone(Duration::from_secs(5));
     }
     monitor::kill_leftovers(rec, &st);
     monitor::remove_container(store, rec, volumes)

@@ -292,9 +292,7 @@ fn supervise(
     if let (Ok(None), Ok(st)) = (&held, containers.raw_state(id)) {
         // A container that just ended still has its monitor tearing down (unmount, network
         // helpers): `stop` then `start` waits for it rather than calling it running.
-        if !st.status.is_active()
-            && crate::lifecycle::wait_monitor_gone(&st, Duration::from_secs(10))
-        {
+        if !st.status.is_active() && st.wait_monitor_gone(Duration::from_secs(10)) {
             held = strata_image::store::lock::Lock::try_exclusive(&lock_path);
         }
     }

@@ -190,7 +190,7 @@ pub fn restart(global: &Global, args: StopArgs) -> i32 {
         let rec = c.find(name)?;
         lifecycle::stop(&c, &rec, args.time, args.signal.as_deref())?;
         let st = c.state(&rec.id)?;
-        lifecycle::wait_monitor_gone(&st, Duration::from_secs(10));
+        st.wait_monitor_gone(Duration::from_secs(10));
         monitor::spawn_detached(&global.root, &rec.id).map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(name.to_string())
     })

@@ -19,6 +19,7 @@
 //! `commit` and `export` never see them.
 
 pub mod bridge;
+pub mod config;
 pub mod files;
 pub mod proxy;
 pub mod slirp;
@@ -26,10 +27,10 @@ pub mod slirp;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use strata_image::store::Store;
 use strata_runtime::{MountSpec, NetworkMode};
 
+pub use config::{Address, Mode, NetworkConfig};
 pub use slirp::{find_helper, have_pasta, Published};
 
 use crate::containers::{Containers, PortBinding, Record};
@@ -40,128 +41,6 @@ pub const SLIRP_IP: &str = "10.0.2.100";
 pub const SLIRP_GATEWAY: &str = "10.0.2.2";
 pub const SLIRP_DNS: &str = "10.0.2.3";
 pub const SLIRP_MAC: &str = "02:42:0a:00:02:64";
-
-/// The network a container is on (`--network`), resolved at create.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Bridge,
-    Slirp4netns,
-    None,
-    Host,
-    /// Another container's network namespace: its full id.
-    Container(String),
-}
-
-impl Mode {
-    /// docker's names; `default` (and no flag) is the bridge as root and slirp4netns
-    /// rootless, where a bridge cannot be made. `container:NAME` comes back unresolved.
-    pub fn parse(flag: Option<&str>, rootless: bool) -> Result<Mode> {
-        Ok(match flag {
-            None | Some("default") | Some("bridge") if rootless => Mode::Slirp4netns,
-            None | Some("default") | Some("bridge") => Mode::Bridge,
-            Some("slirp4netns") => Mode::Slirp4netns,
-            Some("none") => Mode::None,
-            Some("host") => Mode::Host,
-            Some(other) => match other.strip_prefix("container:") {
-                Some(name) if !name.is_empty() => Mode::Container(name.to_string()),
-                _ => {
-                    return Err(Error::InvalidRequest(format!(
-                        "network {other} not found (strata knows bridge, slirp4netns, none, \
-                         host and container:NAME)"
-                    )))
-                }
-            },
-        })
-    }
-
-    /// As stored and shown (`HostConfig.NetworkMode`): `bridge`, `container:ID`, …
-    pub fn name(&self) -> String {
-        match self {
-            Mode::Bridge => "bridge".into(),
-            Mode::Slirp4netns => "slirp4netns".into(),
-            Mode::None => "none".into(),
-            Mode::Host => "host".into(),
-            Mode::Container(id) => format!("container:{id}"),
-        }
-    }
-
-    /// A stored name back (an empty one, from a strata before networks, is the default).
-    pub fn from_name(name: &str, rootless: bool) -> Mode {
-        Mode::parse(Some(name).filter(|n| !n.is_empty()), rootless).unwrap_or(Mode::None)
-    }
-
-    /// What the runtime makes of it: a namespace of its own with loopback up for all but
-    /// `host` (docker's `none` has `lo` up too).
-    pub fn runtime(&self) -> NetworkMode {
-        match self {
-            Mode::Host => NetworkMode::Host,
-            _ => NetworkMode::Private,
-        }
-    }
-}
-
-/// The network flags of a container, as `inspect` shows them in `HostConfig`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct NetworkConfig {
-    /// [`Mode::name`].
-    pub mode: String,
-    /// `--dns`, `--dns-search`, `--dns-option`.
-    pub dns: Vec<String>,
-    pub dns_search: Vec<String>,
-    pub dns_options: Vec<String>,
-    /// `--add-host`, as `NAME:IP` (`host-gateway` kept as a word).
-    pub extra_hosts: Vec<String>,
-}
-
-impl NetworkConfig {
-    /// Checks the flags; `mode` is already resolved.
-    pub fn new(
-        mode: &Mode,
-        dns: &[String],
-        dns_search: &[String],
-        dns_options: &[String],
-        add_host: &[String],
-    ) -> Result<NetworkConfig> {
-        for d in dns {
-            files::parse_dns(d)?;
-        }
-        let mut extra_hosts = Vec::new();
-        for h in add_host {
-            let (name, ip) = files::parse_add_host(h)?;
-            extra_hosts.push(format!("{name}:{ip}"));
-        }
-        if let Mode::Container(_) = mode {
-            if !dns.is_empty() || !dns_search.is_empty() || !dns_options.is_empty() {
-                return Err(Error::InvalidRequest(
-                    "conflicting options: dns and the network mode".into(),
-                ));
-            }
-            if !extra_hosts.is_empty() {
-                return Err(Error::InvalidRequest(
-                    "conflicting options: custom host-to-IP mapping and the network mode".into(),
-                ));
-            }
-        }
-        Ok(NetworkConfig {
-            mode: mode.name(),
-            dns: dns.to_vec(),
-            dns_search: dns_search.to_vec(),
-            dns_options: dns_options.to_vec(),
-            extra_hosts,
-        })
-    }
-}
-
-/// What `inspect` shows of a running container's address (`NetworkSettings`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Address {
-    pub ip: String,
-    pub gateway: String,
-    pub prefix_len: u8,
-    pub mac: String,
-}
 
 /// The container's network while it runs; dropping it stops the helpers and gives the
 /// bridge address and veth back.
