@@ -69,8 +69,9 @@ fn errno(e: Errno) -> anyhow::Error {
 }
 
 #[test]
-fn estargz_layer_reads_from_the_registry_like_the_whole_tar() -> Result<()> {
-    let registry = Registry::start()?;
+fn estargz_layer_reads_from_the_registry_like_the_whole_tar_and_survives_a_registry_restart(
+) -> Result<()> {
+    let mut registry = Registry::start()?;
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
     let tar = super::nasty_layer()
         .file("big/one", &big)
@@ -130,7 +131,7 @@ fn estargz_layer_reads_from_the_registry_like_the_whole_tar() -> Result<()> {
     let mut buf = [0u8; 8];
     assert_eq!(two.read_at(&mut buf, 0).map_err(errno)?, 3);
 
-    drop(registry);
+    registry.kill()?;
     // What is local keeps working; what is not is EIO, at once (not after a hang).
     let mut buf = [0u8; 8];
     assert_eq!(two.read_at(&mut buf, 0).map_err(errno)?, 3);
@@ -140,5 +141,9 @@ fn estargz_layer_reads_from_the_registry_like_the_whole_tar() -> Result<()> {
         .map_err(errno)?;
     let mut buf = vec![0u8; 1000];
     assert_eq!(one.read_at(&mut buf, 1000), Err(Errno::EIO));
+    // The registry back: the same read works, with the right bytes.
+    registry.restart()?;
+    assert_eq!(one.read_at(&mut buf, 1000).map_err(errno)?, 1000);
+    assert_eq!(buf, big[1000..2000]);
     Ok(())
 }
