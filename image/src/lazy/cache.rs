@@ -231,7 +231,10 @@ impl BlobCache {
             table.extend_from_slice(&c.offset.to_le_bytes());
             table.extend_from_slice(&c.len.to_le_bytes());
         }
-        std::fs::write(dir.join("chunks"), table)?;
+        // Atomic (temp, sync, rename): eviction punches where this table says, so a torn
+        // table must never be read.
+        crate::store::fsutil::atomic_write(&dir, &dir.join("chunks"), &table)
+            .map_err(std::io::Error::other)?;
         ready.set_len(chunks.len() as u64)?;
         let mut bits = vec![0u8; chunks.len()];
         ready.read_exact_at(&mut bits, 0)?;
