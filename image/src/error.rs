@@ -175,6 +175,47 @@ pub enum Error {
     #[error("blob {digest} failed verification: its content hashes to {got}; nothing stored")]
     BlobVerify { digest: Digest, got: Digest },
 
+    // Lazy pulling (eStargz).
+    #[error("fetching bytes {offset}..{end} of layer {digest}")]
+    FetchRange {
+        digest: Digest,
+        offset: u64,
+        end: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("layer {digest} is not eStargz: {reason}")]
+    EstargzFooter {
+        digest: Digest,
+        reason: &'static str,
+    },
+    #[error("reading the table of contents of layer {digest}")]
+    ReadToc {
+        digest: Digest,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the table of contents of layer {digest} hashes to {got}, its annotation says {expected}"
+    )]
+    TocVerify {
+        digest: Digest,
+        expected: String,
+        got: Digest,
+    },
+    #[error("parsing the table of contents of layer {digest}")]
+    ParseToc {
+        digest: Digest,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the table of contents of layer {digest}, entry {entry:?}: {reason}")]
+    TocEntry {
+        digest: Digest,
+        entry: String,
+        reason: &'static str,
+    },
+
     // Pull.
     #[error("manifest for {reference}")]
     Manifest {

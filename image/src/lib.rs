@@ -19,6 +19,7 @@
 //!   push ──> registry (upload), store        (HEAD, cross-repository mount, upload, manifest)
 //!   search ──> registry (catalog)            (a registry's catalog, or Docker Hub's search)
 //!   archive ──> store                         (save: docker + OCI layout in one tar; load)
+//!   lazy ──> registry                         (eStargz TOC, chunks by Range, the chunk cache)
 //!    ▼
 //!   strata-fs (the layer indexer)
 //! ```
@@ -32,6 +33,7 @@ pub mod change;
 pub mod digest;
 mod error;
 pub mod import;
+pub mod lazy;
 pub mod oci;
 pub mod pull;
 pub mod push;

@@ -17,6 +17,19 @@ pub struct Registry {
     /// `127.0.0.1:PORT`
     pub host: String,
     storage: TempDir,
+    auth: bool,
+}
+
+/// Starts `docker-registry serve CONFIG`.
+fn spawn(config: &Path) -> Result<Child> {
+    Command::new("docker-registry")
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting docker-registry (apt-get install docker-registry)")
 }
 
 /// A port nobody listens on right now.
@@ -74,30 +87,43 @@ impl Registry {
             ));
         }
         std::fs::write(&config, yaml)?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry (apt-get install docker-registry)")?;
+        let child = spawn(&config)?;
         let mut registry = Registry {
             child,
             host,
             storage,
+            auth,
         };
-        let host = registry.host.clone();
-        let child = &mut registry.child;
-        let ready = if auth { 401 } else { 200 };
+        registry.wait_ready()?;
+        Ok(registry)
+    }
+
+    /// Waits until the registry answers `/v2/`; an exit is an error.
+    fn wait_ready(&mut self) -> Result<()> {
+        let host = self.host.clone();
+        let child = &mut self.child;
+        let ready = if self.auth { 401 } else { 200 };
         wait_for(Duration::from_secs(30), "the registry", || {
             matches!(child.try_wait(), Ok(Some(_)))
                 || http_status(&host, "/v2/").ok() == Some(ready)
         })?;
-        if let Ok(Some(status)) = registry.child.try_wait() {
+        if let Ok(Some(status)) = self.child.try_wait() {
             bail!("docker-registry exited at start: {status}");
         }
-        Ok(registry)
+        Ok(())
+    }
+
+    /// Kills the registry (`SIGKILL`) and waits for it to be gone: requests fail from now on.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts the registry again on the same address and storage, after [`Registry::kill`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.child = spawn(&self.storage.path().join("config.yml"))?;
+        self.wait_ready()
     }
 
     /// Pushes tag `tag` of the OCI layout `layout` as `REGISTRY/repo`; returns that reference.

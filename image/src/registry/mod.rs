@@ -65,12 +65,16 @@ pub struct FetchedManifest {
 /// The HTTP stack of strata's registry traffic (timeouts, redirects, user agent, TLS); also
 /// what `import URL` fetches with.
 pub fn http_agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
+    agent_builder()
         .timeout_connect(Duration::from_secs(30))
         .timeout_read(Duration::from_secs(60))
+        .build()
+}
+
+fn agent_builder() -> ureq::AgentBuilder {
+    ureq::AgentBuilder::new()
         .redirects(10)
         .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
-        .build()
 }
 
 impl Client {
@@ -434,6 +438,45 @@ impl Client {
             });
         }
         Ok(bytes)
+    }
+
+    /// Bytes `offset..offset + len` of blob `digest`: one Range request, answered
+    /// `206 Partial Content` with exactly those bytes. A registry that sends the whole blob
+    /// (`200`) is an error of kind `Unsupported`: the caller pulls that layer whole.
+    pub fn blob_range(&self, digest: &Digest, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let range = format!("bytes={offset}-{}", offset + len.max(1) - 1);
+        let resp = self
+            .call("GET", &url, &[("Range", range)])
+            .map_err(|e| io::Error::other(format!("blob {digest}: {}", e.message)))?;
+        if resp.status() != 206 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "blob {digest}: the registry answered a Range request with status {}",
+                    resp.status()
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        resp.into_reader().take(len).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("blob {digest}: {} of {len} bytes at {offset}", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// This client with every request bounded by `timeout` as a whole (lazy reads: a read
+    /// that cannot be served in time fails rather than hangs).
+    pub fn with_timeout(mut self, timeout: Duration) -> Client {
+        self.agent = agent_builder()
+            .timeout_connect(timeout)
+            .timeout(timeout)
+            .build();
+        self
     }
 
     /// A [`BlobSource`] for one blob of this repository.

@@ -7,6 +7,7 @@ mod build;
 mod commands;
 mod commit;
 mod hostile;
+mod lazy;
 mod mount;
 mod prune;
 mod push;

@@ -406,21 +406,59 @@ pub fn build_index(
     let data_file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     data_file.sync_all().map_err(write_err)?;
     drop(data_file);
+    let data_path = dir.join(DATA_FILE);
+    std::fs::rename(&data_tmp, &data_path).map_err(io_err(&data_path))?;
+    write_index(&tree, tar_bytes, dir)
+}
 
-    let index = tree.encode(tar_bytes)?;
+/// Writes `dir/index` for entries that come from elsewhere than a tar stream (an eStargz
+/// table of contents): each regular file's `offset` is where its bytes are in the data
+/// source the layer will be opened with, `data_len` that source's length. The same rules
+/// apply as to a tar; no `data` file is written.
+pub fn build_index_from_entries(
+    entries: impl IntoIterator<Item = TarEntry>,
+    data_len: u64,
+    dir: &Path,
+    limits: &IndexLimits,
+) -> Result<IndexSummary, IndexError> {
+    let mut tree = Tree::new();
+    let mut count = 0u64;
+    for e in entries {
+        count += 1;
+        if count > limits.max_entries {
+            return Err(IndexError::TooManyEntries {
+                max_entries: limits.max_entries,
+            });
+        }
+        if e.offset.saturating_add(e.size) > limits.max_bytes {
+            return Err(IndexError::TooLarge {
+                entry: lossy(&e.path),
+                max_bytes: limits.max_bytes,
+            });
+        }
+        tree.add(e)?;
+    }
+    write_index(&tree, data_len, dir)
+}
+
+/// Encodes `tree` and writes it to `dir/index` (temporary name, sync, rename).
+fn write_index(tree: &Tree, data_len: u64, dir: &Path) -> Result<IndexSummary, IndexError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| IndexError::Io { path, source }
+    };
+    let index = tree.encode(data_len)?;
     let index_tmp = dir.join(format!("{INDEX_FILE}.tmp"));
     let mut f = File::create(&index_tmp).map_err(io_err(&index_tmp))?;
     f.write_all(&index)
         .and_then(|_| f.sync_all())
         .map_err(io_err(&index_tmp))?;
-    let data_path = dir.join(DATA_FILE);
-    std::fs::rename(&data_tmp, &data_path).map_err(io_err(&data_path))?;
     let index_path = dir.join(INDEX_FILE);
     std::fs::rename(&index_tmp, &index_path).map_err(io_err(&index_path))?;
     Ok(IndexSummary {
         entries: tree.live_names(),
         inodes: index_inodes(&index),
-        tar_bytes,
+        tar_bytes: data_len,
         index_bytes: index.len() as u64,
     })
 }

@@ -33,9 +33,11 @@ mod tar;
 
 use std::path::PathBuf;
 
-pub use build::build_index;
+pub use build::{build_index, build_index_from_entries};
+pub use format::Xattr;
 pub use layer::IndexedLayer;
 pub use source::{DataSource, LocalData};
+pub use tar::{TarEntry, TarKind};
 
 /// Name of the tar's bytes inside a layer directory.
 pub const DATA_FILE: &str = "data";

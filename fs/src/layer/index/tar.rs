@@ -138,7 +138,7 @@ impl<'a> Source<'a> {
 
 /// The type of a tar entry, as the index keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum TarKind {
+pub enum TarKind {
     Regular,
     HardLink,
     Symlink,
@@ -148,9 +148,10 @@ pub(super) enum TarKind {
     Fifo,
 }
 
-/// One entry of the archive, long names and pax records applied.
+/// One entry of the archive, long names and pax records applied. Other layer formats
+/// (an eStargz table of contents) describe their entries in the same shape.
 #[derive(Debug)]
-pub(super) struct TarEntry {
+pub struct TarEntry {
     /// The name as the archive spells it (not cleaned).
     pub path: Vec<u8>,
     /// The link target of a symlink or hard link.
