@@ -309,7 +309,7 @@ pub fn write_tar_here(
     };
     match kind {
         TarKind::Changes => {
-            let lowers = crate::monitor::layers(store, rec)?;
+            let lowers = crate::rootfs::layers(store, rec)?;
             let set =
                 strata_fs::changes::changes(&dir.join("upper"), Some(&dir.join("work")), &lowers)
                     .map_err(|source| Error::Changes {
@@ -329,8 +329,8 @@ pub fn write_tar_here(
             out.flush().map_err(stream_err)?;
         }
         TarKind::Export => {
-            let opts = crate::monitor::union_options(&dir)?;
-            let union = strata_fs::mount::build_union(crate::monitor::layers(store, rec)?, &opts)?;
+            let opts = crate::rootfs::union_options(&dir)?;
+            let union = strata_fs::mount::build_union(crate::rootfs::layers(store, rec)?, &opts)?;
             let out = std::io::BufWriter::with_capacity(256 * 1024, out);
             let mut out =
                 strata_fs::changes::export_tar(&union, out).map_err(|source| Error::Changes {

@@ -37,6 +37,7 @@ pub mod lifecycle;
 pub mod monitor;
 pub mod names;
 pub mod network;
+pub mod rootfs;
 pub mod terminal;
 pub mod volumes;
 

@@ -35,12 +35,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
-use strata_fs::layer::Layer;
 use strata_image::store::Store;
 use strata_runtime::{cgroups::Cgroup, idmap, Container, Stdio};
 
 use crate::attach::{Stream, ToClient, ToMonitor};
 use crate::containers::{self, process_start, Containers, Record, State, Status};
+use crate::rootfs::{container_union, layers, union_options};
 use crate::terminal::RawTerminal;
 use crate::volumes::Volumes;
 use crate::{Error, Result};
@@ -647,37 +647,6 @@ fn serve_client(conn: UnixStream, input: Arc<Mutex<Option<File>>>, pty: Option<A
     });
 }
 
-/// The union options of a container whose directory is `dir`: its upper and work
-/// directories (the monitor mounts the union; `export` reads it unmounted). The lowers are
-/// [`layers`].
-pub fn union_options(dir: &Path) -> Result<strata_fs::options::MountOptions> {
-    let mut o = strata_fs::options::MountOptions {
-        upperdir: Some(dir.join("upper")),
-        workdir: Some(dir.join("work")),
-        // Container processes run as other users than the server.
-        allow_other: true,
-        ..Default::default()
-    };
-    o.validate_upper()?;
-    Ok(o)
-}
-
-/// The union of a container whose directory is `dir`: its image's layers under `init` (the
-/// init layer, for a running container) and its upper; and the options it was built with.
-pub(crate) fn container_union(
-    store: &Store,
-    rec: &Record,
-    dir: &Path,
-    init: Option<&Path>,
-) -> Result<(strata_fs::Union, strata_fs::options::MountOptions)> {
-    let mut opts = union_options(dir)?;
-    opts.lowerdirs = init.map(Path::to_path_buf).into_iter().collect();
-    let mut lowers = strata_fs::mount::open_lowers(&opts)?;
-    lowers.extend(layers(store, rec)?);
-    let union = strata_fs::mount::build_union(lowers, &opts)?;
-    Ok((union, opts))
-}
-
 /// Mounts the container's union at `rootfs`: its image's layers, under `init` (the init
 /// layer, for a running container) and its upper. A running container's union is served by
 /// a process of its own that strata restarts if it dies ([`crate::fs_server`]) when the
@@ -848,23 +817,6 @@ pub fn cleanup_stale(store: &Store) {
             let _ = remove_container(store, &rec, true);
         }
     }
-}
-
-/// The layers of a container's image as its union's lowers, top first, from the store
-/// ([`Store::open_layers`], the one opener of an image's layers).
-pub fn layers(store: &Store, rec: &Record) -> Result<Vec<Arc<dyn Layer>>> {
-    let diff_ids = rec
-        .diff_ids
-        .iter()
-        .map(|d| strata_image::digest::Digest::parse(d))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    store.open_layers(&diff_ids).map_err(|e| match e {
-        strata_image::Error::MissingLayer { diff_id } => Error::MissingLayer {
-            diff_id: diff_id.to_string(),
-            image: rec.image.clone(),
-        },
-        e => e.into(),
-    })
 }
 
 /// Joins the user namespace of `pid` (a rootless monitor sharing another container's

@@ -41,7 +41,7 @@ pub struct CpArgs {
 /// [`strata_fs::changes`], the one that a commit's layer tar comes from.
 pub fn diff_lines(store: &Store, rec: &Record) -> Result<Vec<u8>> {
     let dir = Containers::new(store).dir(&rec.id);
-    let lowers = strata_engine::monitor::layers(store, rec)?;
+    let lowers = strata_engine::rootfs::layers(store, rec)?;
     let set = strata_fs::changes::changes(&dir.join("upper"), Some(&dir.join("work")), &lowers)?;
     let mut out = Vec::new();
     for c in &set.changes {
