@@ -7,6 +7,7 @@
 //! ROOT/containers/<id>/upper/ work/   the copy-on-write layer and its scratch dir
 //! ROOT/containers/<id>/rootfs/        the union's mount point (in the monitor's namespace)
 //! ROOT/containers/<id>/ctr.log        stdout/stderr, docker json-file lines
+//! ROOT/containers/<id>/space.reserve  disk held back for the exit's state.json write
 //! ```
 //!
 //! Both JSON files are written atomically (fsutil). A container exists once its
@@ -26,6 +27,13 @@ use strata_image::store::{fsutil, lock::Lock, Store};
 use strata_runtime::ContainerSpec;
 
 use crate::{names, Error, Result};
+
+/// The file in a container's directory that holds disk back for the state written when the
+/// container ends ([`Containers::reserve_space`]).
+const RESERVE: &str = "space.reserve";
+
+/// The reserve's size: a state.json and its temp file many times over, in any block size.
+const RESERVE_BYTES: usize = 64 * 1024;
 
 /// A volume mounted into the container.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -345,8 +353,33 @@ impl Containers {
         let _lock = Lock::exclusive(&dir.join("state.lock"))?;
         let mut st = self.raw_state(id).unwrap_or_default();
         f(&mut st);
-        self.save_state(id, &st)?;
+        if let Err(e) = self.save_state(id, &st) {
+            // A full disk (the container filled it): the reserve gives the room for the
+            // write, so an exit is still recorded. Any other failure fails again.
+            if fs::remove_file(dir.join(RESERVE)).is_err() {
+                return Err(e);
+            }
+            self.save_state(id, &st)?;
+        }
         Ok(st)
+    }
+
+    /// Takes [`RESERVE_BYTES`] of disk in the container's directory (when not taken yet),
+    /// which [`Containers::update_state`] gives back when the disk is full. Best effort: on
+    /// a disk already full there is nothing to take.
+    pub fn reserve_space(&self, id: &str) {
+        let path = self.dir(id).join(RESERVE);
+        if path.exists() {
+            return;
+        }
+        let taken = fs::File::create_new(&path).and_then(|mut f| {
+            // Written, not sized: a sparse file would hold no blocks.
+            std::io::Write::write_all(&mut f, &[0u8; RESERVE_BYTES])?;
+            f.sync_all()
+        });
+        if taken.is_err() {
+            let _ = fs::remove_file(&path);
+        }
     }
 
     /// Every container, oldest first.

@@ -174,8 +174,13 @@ pub enum Error {
     BuildTarget(String),
     #[error("No image was generated. Is your Dockerfile empty?")]
     EmptyBuild,
-    #[error("The command '{command}' returned a non-zero code: {code}")]
-    RunFailed { command: String, code: i32 },
+    /// `note`: empty, or why it failed when the builder can tell (a full disk).
+    #[error("The command '{command}' returned a non-zero code: {code}{note}")]
+    RunFailed {
+        command: String,
+        code: i32,
+        note: String,
+    },
     #[error("reading {path} of the image")]
     ImageTree {
         path: String,

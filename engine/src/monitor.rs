@@ -323,6 +323,8 @@ fn supervise(
         st.monitor_pid = me;
         st.monitor_start = process_start(me).unwrap_or(0);
     });
+    // Room for the last state.json write, should the container fill the disk.
+    containers.reserve_space(id);
     let mut session = Session::default();
     let result = start(&store, &rec, attach, client, &mut session);
     let code = match result {
@@ -363,15 +365,64 @@ struct Session {
     network: Option<crate::network::Network>,
 }
 
+/// How long the monitor waits, once it unmounted the container's root file system, for its
+/// server to end. A lazy unmount ends the FUSE connection only when the last reference to
+/// the mount goes; a file still open in it (through `/proc/PID/root`, or left by a disk
+/// that filled up under a write) keeps it, and would keep the monitor, for ever.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the server may take to end once its connection was aborted.
+const ABORT_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether `t` ended within `limit` (polled: a join cannot time out).
+fn ended_within(t: &std::thread::JoinHandle<()>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while !t.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
 impl Session {
+    /// Undoes the session, bounded in time: a root file system whose server does not end
+    /// after the unmount has its FUSE connection aborted, and the monitor says so (on its
+    /// stderr: the terminal, or `monitor.log`) rather than hang.
     fn teardown(&mut self) {
         self.raw.take();
         self.network.take();
-        if let Some(mut u) = self.unmounter.take() {
-            let _ = u.unmount();
+        let mut unmounter = self.unmounter.take();
+        if let Some(u) = unmounter.as_mut() {
+            if let Err(e) = u.unmount() {
+                eprintln!("strata: unmounting the container's root file system: {e}");
+            }
         }
         if let Some(t) = self.fs_thread.take() {
-            let _ = t.join();
+            if !ended_within(&t, UNMOUNT_WAIT) {
+                let aborted = unmounter.as_ref().map(|u| u.abort());
+                let how = match &aborted {
+                    Some(Ok(())) => "aborted its FUSE connection".to_string(),
+                    // This process's exit closes the last /dev/fuse descriptor, which
+                    // ends the connection as an abort does.
+                    Some(Err(e)) => {
+                        format!("its FUSE connection ends with this process (aborting it: {e})")
+                    }
+                    None => "its FUSE connection ends with this process".to_string(),
+                };
+                eprintln!(
+                    "strata: the container's root file system was still in use {}s after \
+                     it was unmounted: {how}",
+                    UNMOUNT_WAIT.as_secs()
+                );
+                if matches!(aborted, Some(Ok(()))) && !ended_within(&t, ABORT_WAIT) {
+                    eprintln!("strata: its server did not end; it ends with this process");
+                }
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
         if let Some(cg) = self.cgroup.take() {
             cg.destroy();

@@ -234,12 +234,15 @@ pub struct Mounted {
     /// server itself), to find the mount in mountinfo.
     canonical: Option<PathBuf>,
     by_fusermount: bool,
+    connection: Option<u64>,
 }
 
 /// Ends a mount from another thread (the signal thread).
 pub struct Unmounter {
     mountpoint: PathBuf,
     by_fusermount: bool,
+    /// The FUSE connection's number (its device), read from mountinfo after mounting.
+    connection: Option<u64>,
 }
 
 impl Unmounter {
@@ -258,6 +261,47 @@ impl Unmounter {
         rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
             .map_err(Into::into)
     }
+
+    /// Aborts the FUSE connection through fusectl's `abort` file: every request pending or
+    /// to come fails with ENOTCONN and the session ends. For a connection that a lazy
+    /// unmount left alive (a file still open in it, a copy of the mount in another
+    /// namespace) when its server must go anyway. fusectl is mounted first when the host
+    /// has not (as root; a monitor does it in its private mount namespace); a user
+    /// namespace may not mount it, so rootless this fails unless the host mounted it.
+    pub fn abort(&self) -> std::io::Result<()> {
+        let n = self.connection.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no FUSE connection known for {}", self.mountpoint.display()),
+            )
+        })?;
+        let dir = Path::new("/sys/fs/fuse/connections");
+        let abort = dir.join(n.to_string()).join("abort");
+        if !abort.exists() {
+            rustix::mount::mount(
+                "fusectl",
+                dir,
+                "fusectl",
+                rustix::mount::MountFlags::empty(),
+                None,
+            )
+            .map_err(|e| std::io::Error::other(format!("mounting fusectl: {e}")))?;
+        }
+        std::fs::write(&abort, b"1")
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", abort.display())))
+    }
+}
+
+/// The FUSE connection number of the mount at `mountpoint` (as [`mount_id`] finds it): the kernel's
+/// `dev_t` of its superblock, which names its directory under `/sys/fs/fuse/connections`.
+fn connection_of(mountpoint: &Path) -> Option<u64> {
+    let id = mount_id(mountpoint)?.to_string();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let line = info.lines().find(|l| l.split(' ').next() == Some(&id))?;
+    let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+    let (major, minor): (u64, u64) = (major.parse().ok()?, minor.parse().ok()?);
+    // The kernel's internal dev_t: major in the top 12 bits, minor in the low 20.
+    Some((major << 20) | minor)
 }
 
 /// How long a daemon whose mount left its mount namespace keeps serving before it exits.
@@ -330,6 +374,7 @@ impl Mounted {
         Unmounter {
             mountpoint: self.mountpoint.clone(),
             by_fusermount: self.by_fusermount,
+            connection: self.connection,
         }
     }
 
@@ -478,6 +523,7 @@ pub fn mount(
         mountpoint: device.mountpoint,
         canonical: device.canonical,
         by_fusermount: device.by_fusermount,
+        connection: device.connection,
     })
 }
 
@@ -527,6 +573,7 @@ pub struct Device {
     mountpoint: PathBuf,
     canonical: Option<PathBuf>,
     by_fusermount: bool,
+    connection: Option<u64>,
 }
 
 impl Device {
@@ -534,6 +581,7 @@ impl Device {
         Unmounter {
             mountpoint: self.mountpoint.clone(),
             by_fusermount: self.by_fusermount,
+            connection: self.connection,
         }
     }
 }
@@ -562,11 +610,13 @@ pub fn mount_device(
             true,
         ),
     };
+    let connection = canonical.as_deref().and_then(connection_of);
     Ok(Device {
         fd,
         mountpoint: mountpoint.to_path_buf(),
         canonical,
         by_fusermount,
+        connection,
     })
 }
 

@@ -1,5 +1,5 @@
 //! `import`: a one-layer image from a filesystem tar (as `export` writes one), plain or
-//! gzip, zstd or xz compressed (told by its magic bytes), from a file, an http(s) URL or
+//! gzip, zstd, xz or bzip2 compressed (told by its magic bytes), from a file, an http(s) URL or
 //! stdin. The tar is untrusted: it goes through [`crate::store::author`], so through the
 //! indexer's checks as a pulled layer does, and nothing is kept when it fails. History as
 //! docker writes it: one row whose comment is `-m`, else `Imported from SOURCE`.
@@ -53,7 +53,8 @@ pub fn check_changes(changes: &[String]) -> Result<ConfigChanger> {
     Ok(changer)
 }
 
-/// The uncompressed tar of `input`, whatever of gzip, zstd, xz or nothing compresses it.
+/// The uncompressed tar of `input`, whatever of gzip, zstd, xz, bzip2 or nothing compresses
+/// it.
 pub fn decompressed<'a>(input: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let head = input.fill_buf().map_err(Error::ReadNewLayer)?;
@@ -63,9 +64,21 @@ pub fn decompressed<'a>(input: &'a mut dyn Read) -> Result<Box<dyn Read + 'a>> {
         Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(Error::ReadNewLayer)?)
     } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         Box::new(xz2::read::XzDecoder::new_multi_decoder(input))
+    } else if is_bzip2(head) {
+        Box::new(bzip2::read::MultiBzDecoder::new(input))
     } else {
         Box::new(input)
     })
+}
+
+/// bzip2's stream header: `BZh` and the block size, `1` to `9` (hundreds of kB). A tar
+/// starts with a file name, which may be `BZh…`, but a tar's 512-byte header never passes
+/// as the bzip2 block magic that follows (`1AY&SY`), so both are checked.
+fn is_bzip2(head: &[u8]) -> bool {
+    head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && (head[4..10] == *b"1AY&SY" || head[4..10] == *b"\x17rE8P\x90")
 }
 
 /// Imports the tar read from `input`; `source` is what the user named (`-`, a path, a URL)
@@ -129,13 +142,16 @@ mod tests {
         let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
         xz.write_all(&raw).unwrap();
         let xz = xz.finish().unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&raw).unwrap();
+        let bz = bz.finish().unwrap();
         let opts = ImportOptions {
             changes: vec!["CMD [\"/bin/x\"]".into()],
             message: None,
             tag: Some(Reference::parse("imp:1").unwrap()),
         };
         let mut diff_ids = Vec::new();
-        for bytes in [&raw, &gz, &zst, &xz] {
+        for bytes in [&raw, &gz, &zst, &xz, &bz] {
             let w = import(&store, &mut &bytes[..], "-", &opts).unwrap();
             let t = store.table().unwrap();
             let img = store.find(&t, "imp:1").unwrap().image().clone();

@@ -323,6 +323,31 @@ pub fn mount_strata_foreground(dirs: &UnionDirs, extra: &[&str]) -> Result<Mount
     })
 }
 
+/// A tmpfs the test mounted (a small disk to fill); detached on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs with `options` (`size=12m`, `uid=…`) at `path`, made if missing.
+    pub fn mount(path: &Path, options: &str) -> Result<Tmpfs> {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some(options),
+        )
+        .with_context(|| format!("mounting a tmpfs at {}", path.display()))?;
+        Ok(Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

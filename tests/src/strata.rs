@@ -1,7 +1,10 @@
 //! Driving the `strata` binary as a user does, against a store of the test's own.
 
+use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -84,4 +87,77 @@ impl Strata {
                 .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display())),
         )
     }
+
+    /// [`Strata::run`] for a command that must end: one still running after `limit` (make
+    /// it generous: this catches a hang, it does not time anything) is killed and fails the
+    /// test.
+    #[track_caller]
+    pub fn run_bounded(&self, args: &[&str], limit: Duration) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {}: {e}", self.bin.display()));
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|r| Box::new(r) as Box<dyn Read + Send>),
+        );
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waiting for strata") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("strata {args:?} still ran after {limit:?}: it hangs");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run::from(Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+}
+
+/// Everything under a store's blobs/, layers/ and tmp/ (lock files aside) and index.json:
+/// equal before and after a command that failed means it left nothing behind.
+pub fn store_state(root: &Path) -> (BTreeSet<PathBuf>, Vec<u8>) {
+    let mut files = BTreeSet::new();
+    for d in ["blobs/sha256", "layers", "tmp"] {
+        for e in std::fs::read_dir(root.join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if !e.file_name().to_string_lossy().ends_with(".lock") {
+                files.insert(e.path());
+            }
+        }
+    }
+    (
+        files,
+        std::fs::read(root.join("index.json")).unwrap_or_default(),
+    )
 }

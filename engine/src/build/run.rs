@@ -111,3 +111,10 @@ pub fn layer(authoring: &Authoring<'_>, c: &StepContainer<'_>) -> Result<NewLaye
         &mut |tar| Ok(authoring.add_layer(tar)?),
     )
 }
+
+/// Whether the file system at `path` is full (under 1 MiB left for unprivileged writers):
+/// the likely reason a RUN that wrote to it failed, said with its status.
+pub fn disk_full(path: &std::path::Path) -> bool {
+    nix::sys::statvfs::statvfs(path)
+        .is_ok_and(|st| st.blocks_available().saturating_mul(st.fragment_size()) < 1 << 20)
+}

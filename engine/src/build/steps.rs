@@ -523,10 +523,19 @@ impl<'a> Builder<'a> {
         self.obs.running_in(&short);
         let code = run::run(self.store, &c, self.opts.quiet)?;
         if code != 0 {
+            // Asked before the container (and its upper) is removed, which frees the disk.
+            let note = match run::disk_full(self.store.root()) {
+                true => format!(
+                    ": the store's disk ({}) is full: No space left on device",
+                    self.store.root().display()
+                ),
+                false => String::new(),
+            };
             drop(c);
             return Err(Error::RunFailed {
                 command: shown,
                 code,
+                note,
             });
         }
         let layer = run::layer(authoring, &c)?;

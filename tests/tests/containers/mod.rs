@@ -5,6 +5,7 @@
 //! Waits poll a condition against a deadline; no test passes or fails on a timing.
 
 mod detach;
+mod ending;
 mod files;
 mod fsrestart;
 mod info;

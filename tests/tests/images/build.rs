@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use strata_tests::strata::{Run, Strata};
+use strata_tests::strata::{store_state, Run, Strata};
 use strata_tests::tree::{diff, snapshot};
 use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 use tempfile::TempDir;
@@ -510,16 +510,7 @@ fn build_on_a_full_disk_leaves_the_store_as_it_was() {
     }
     let env = Env::new();
     let root = env.strata.root().to_path_buf();
-    std::fs::create_dir(&root).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &root,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=12m"),
-    )
-    .unwrap();
-    let _mounted = super::commit::TmpfsMount(root.clone());
+    let _mounted = strata_tests::mounts::Tmpfs::mount(&root, "size=12m").unwrap();
     env.file("Dockerfile", "FROM demo\n");
     env.build(&[]).ok();
     // 4 MiB of incompressible data: its blob and layer data (8 MiB) do not fit beside the
@@ -529,7 +520,7 @@ fn build_on_a_full_disk_leaves_the_store_as_it_was() {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut big))
         .unwrap();
     std::fs::write(env.ctx().join("big"), &big).unwrap();
-    let before = super::commit::store_state(&root);
+    let before = store_state(&root);
     for (dockerfile, step) in [
         ("FROM demo\nCOPY big /big\n", "Step 2/2 : COPY big /big"),
         (
@@ -547,7 +538,7 @@ fn build_on_a_full_disk_leaves_the_store_as_it_was() {
         );
         assert_eq!(env.run(&["images", "-q", "full"]).ok(), "", "{dockerfile}");
         assert_eq!(env.container_dirs(), 0, "{dockerfile}: a container is left");
-        assert_eq!(super::commit::store_state(&root), before, "{dockerfile}");
+        assert_eq!(store_state(&root), before, "{dockerfile}");
     }
 }
 

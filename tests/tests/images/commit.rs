@@ -1,14 +1,16 @@
 //! Authoring images from containers and tars: `commit` (every kind of change, `-c`, history,
-//! pause), `export` (the merged view), `import` (plain, gzip, zstd, xz; a file, stdin, an
+//! pause), `export` (the merged view), `import` (plain, gzip, zstd, xz, bzip2; a file, stdin, an
 //! http URL), `cp` with `-`, bad input leaving the store as it was, rootless owners, and the
 //! same container changes committed by podman giving the same export listing.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use strata_tests::mounts::Tmpfs;
+use strata_tests::strata::store_state;
 use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
 use crate::containers::{run_input, Env};
@@ -45,26 +47,6 @@ fn listing(out: &str) -> Vec<String> {
             false => l.to_string(),
         })
         .collect()
-}
-
-/// Everything under the store's blobs/, layers/ and tmp/ (lock files aside) and index.json.
-pub(super) fn store_state(root: &Path) -> (BTreeSet<PathBuf>, Vec<u8>) {
-    let mut files = BTreeSet::new();
-    for d in ["blobs/sha256", "layers", "tmp"] {
-        for e in std::fs::read_dir(root.join(d))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if !e.file_name().to_string_lossy().ends_with(".lock") {
-                files.insert(e.path());
-            }
-        }
-    }
-    (
-        files,
-        std::fs::read(root.join("index.json")).unwrap_or_default(),
-    )
 }
 
 fn image_id(out: &str) -> String {
@@ -372,8 +354,8 @@ fn serve(body: Vec<u8>) -> String {
 /// `import` of the exported tar, plain and compressed, from a file, stdin and a URL: the
 /// same layer each time, docker's history row, `-c` and `-m`.
 #[test]
-fn import_plain_gzip_zstd_xz_stdin_and_url() {
-    if !have_root("import_plain_gzip_zstd_xz_stdin_and_url") {
+fn import_plain_gzip_zstd_xz_bzip2_stdin_and_url() {
+    if !have_root("import_plain_gzip_zstd_xz_bzip2_stdin_and_url") {
         return;
     }
     let env = Env::new();
@@ -401,8 +383,19 @@ fn import_plain_gzip_zstd_xz_stdin_and_url() {
         .output()
         .unwrap();
     assert!(xz_out.status.success());
+    let bz_out = Command::new("bzip2")
+        .args(["-1", "-c"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(bz_out.status.success());
     let mut diff_ids = BTreeSet::new();
-    for (name, bytes) in [("gz", &gz), ("zst", &zst), ("xz", &xz_out.stdout)] {
+    for (name, bytes) in [
+        ("gz", &gz),
+        ("zst", &zst),
+        ("xz", &xz_out.stdout),
+        ("bz2", &bz_out.stdout),
+    ] {
         let p = env.tmp.path().join(format!("rootfs.tar.{name}"));
         std::fs::write(&p, bytes).unwrap();
         let tag = format!("imp:{name}");
@@ -786,15 +779,6 @@ fn podman_commit_of_the_same_changes_exports_the_same_files() {
         .output();
 }
 
-/// Unmounts a test's tmpfs when dropped.
-pub(super) struct TmpfsMount(pub(super) PathBuf);
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// A full disk during a commit (the store on a small tmpfs): a clear error, the container
 /// thawed and untouched, and nothing of the half-written layer left in the store.
 #[test]
@@ -807,16 +791,7 @@ fn commit_on_a_full_disk_leaves_the_store_as_it_was() {
         .tempdir()
         .unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &root,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=12m"),
-    )
-    .unwrap();
-    let _mounted = TmpfsMount(root.clone());
+    let _mounted = Tmpfs::mount(&root, "size=12m").unwrap();
     let strata = strata_tests::strata::Strata::new(&root).unwrap();
     // 4 MiB of incompressible data: the upper holds it; its blob and layer data (8 MiB
     // more) do not fit beside the demo image.
