@@ -149,6 +149,17 @@ pub enum Error {
     VolumeInUse { name: String, ids: Vec<String> },
     #[error("error looking up volume plugin {0}: plugin \"{0}\" not found")]
     VolumeDriver(String),
+    /// A `-o` option of a volume that cannot be mounted as given.
+    #[error("volume {name}: {message}")]
+    VolumeOption { name: String, message: String },
+    #[error("mounting volume {name} ({options})")]
+    MountVolume {
+        name: String,
+        /// The volume's options, as `volume create` took them.
+        options: String,
+        #[source]
+        source: io::Error,
+    },
 
     // build: the Dockerfile, its context and its steps.
     #[error("dockerfile parse error line {line}: {message}")]

@@ -39,6 +39,7 @@ pub mod names;
 pub mod network;
 pub mod rootfs;
 pub mod terminal;
+pub mod volume_mount;
 pub mod volumes;
 
 pub use error::{Error, Result};

@@ -329,6 +329,7 @@ fn supervise(
     let result = start(&store, &rec, attach, client, &mut session);
     let code = match result {
         Err(e) => {
+            crate::volume_mount::release(&store, &rec);
             let _ = containers.update_state(id, |st| {
                 st.status = if st.starts == 0 {
                     Status::Created
@@ -344,7 +345,7 @@ fn supervise(
         }
         Ok(running) => {
             report(Ok(()));
-            wait_for_exit(&containers, &rec, running, &mut session)
+            wait_for_exit(&store, &rec, running, &mut session)
         }
     };
     session.teardown();
@@ -462,15 +463,36 @@ fn start(
         .thread_block()
         .map_err(|e| e125(Error::os("blocking signals")(e)))?;
     let rootless = !nix::unistd::geteuid().is_root();
+    // Volumes with options: the volumes lock from here until they are mounted.
+    let volumes = crate::volume_mount::plan(store, rec).map_err(e125)?;
+    let holder = volumes.as_ref().and_then(|p| p.holder);
     if rootless {
-        // A `container:` network is entered from its owner, the other monitor's namespace.
-        match crate::network::user_namespace_to_join(store, rec).map_err(e125)? {
+        // A `container:` network is entered from its owner, the other monitor's namespace;
+        // mounts of volumes another monitor holds, from that one's.
+        let owner = crate::network::user_namespace_to_join(store, rec).map_err(e125)?;
+        if let (Some(a), Some(b)) = (owner, holder) {
+            let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+            if ns(a) != ns(b) {
+                return Err(StartError::new(
+                    125,
+                    "the container whose network this one shares and the one holding its \
+                     volumes with options are in different user namespaces",
+                ));
+            }
+        }
+        match owner.or(holder) {
             Some(pid) => join_user_namespace(pid).map_err(e125)?,
             None => idmap::enter_user_namespace(&idmap::IdMapping::detect())
                 .map_err(step("entering a user namespace"))?,
         }
     }
+    if let Some(p) = &volumes {
+        p.enter_holder_mount_namespace().map_err(e125)?;
+    }
     idmap::enter_mount_namespace().map_err(step("entering a mount namespace"))?;
+    if let Some(p) = volumes {
+        p.finish().map_err(e125)?;
+    }
     let rootfs = dir.join("rootfs");
     let init = crate::network::init_layer(&dir).map_err(e125)?;
     mount_root(store, rec, &rootfs, Some(&init), session)
@@ -768,12 +790,7 @@ pub fn mount_private(store: &Store, rec: &Record) -> Result<PrivateRoot> {
 }
 
 /// Waits for pid 1, records how it ended, and returns its status.
-fn wait_for_exit(
-    containers: &Containers,
-    rec: &Record,
-    started: Started,
-    session: &mut Session,
-) -> i32 {
+fn wait_for_exit(store: &Store, rec: &Record, started: Started, session: &mut Session) -> i32 {
     let status = strata_runtime::process::wait(started.pid);
     let code = match status {
         Ok(s) => s.code(),
@@ -791,6 +808,8 @@ fn wait_for_exit(
         }
     }
     drop(started.pty);
+    crate::volume_mount::release(store, rec);
+    let containers = Containers::new(store);
     let oom = session.cgroup.as_ref().is_some_and(|c| c.oom_killed());
     let _ = containers.update_state(&rec.id, |st| {
         st.status = Status::Exited;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use strata_image::store::{fsutil, lock::Lock, Store};
 
 use crate::containers::{dir_size, Containers, Record};
+use crate::volume_mount::LocalMount;
 use crate::{Error, Result};
 
 /// docker's label on anonymous volumes (docker 23+): `volume prune` without `-a` takes
@@ -133,13 +134,12 @@ impl Volumes {
         if !self.exists(name) {
             self.make(name, &Meta::default())?;
         }
+        // Options the monitor could not mount are refused now, naming the option.
         let v = self.get(name)?;
-        if !v.options.is_empty() {
-            return Err(Error::InvalidRequest(format!(
-                "volume {name} has driver options ({}): strata's local driver keeps them but \
-                 does not mount them",
-                pairs(&v.options)
-            )));
+        if let Some(m) = LocalMount::of(name, &v.options)? {
+            if !nix::unistd::geteuid().is_root() {
+                m.check_rootless(name)?;
+            }
         }
         Ok(self.data(name))
     }
@@ -218,6 +218,7 @@ impl Volumes {
                 crate::containers::new_id()?
             }
         };
+        LocalMount::of(&name, &meta.options)?;
         if !self.exists(&name) {
             self.make(&name, &meta)?;
         }
@@ -488,9 +489,9 @@ mod tests {
             })
             .unwrap();
         assert_eq!(again, made);
-        // Options are kept, not mounted: a container may not use the volume.
+        // A container may use it: the monitor mounts it.
         let held = v.lock().unwrap();
-        assert!(v.ensure(&held, "vol1").is_err());
+        assert_eq!(v.ensure(&held, "vol1").unwrap(), v.data("vol1"));
         drop(held);
         let anon = v.create(&CreateOptions::default()).unwrap();
         assert!(anon.anonymous() && anon.name.len() == 64);
@@ -505,6 +506,11 @@ mod tests {
             },
             CreateOptions {
                 options: vec!["novalue".into()],
+                ..Default::default()
+            },
+            CreateOptions {
+                name: Some("nodevice".into()),
+                options: vec!["type=ext4".into()],
                 ..Default::default()
             },
             CreateOptions {

@@ -17,6 +17,7 @@ mod ports;
 mod rootless;
 mod seccomp;
 mod volume;
+mod volume_options;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
