@@ -221,6 +221,26 @@ fn instructions_on_the_demo_image() {
         !env_list.iter().any(|e| e.starts_with("WHO=")),
         "ARG is not ENV"
     );
+    // --label: one more LABEL step at the end (docker's classic builder), over the
+    // Dockerfile's; every step before it from the cache.
+    let out = env
+        .build(&[
+            "-t",
+            "all:labels",
+            "--build-arg",
+            "WHO=you",
+            "--label",
+            "other=flag",
+            "--label",
+            "by.flag=yes",
+        ])
+        .ok();
+    assert!(out.contains("Step 24/24 : LABEL "), "{out}");
+    assert_eq!(out.matches(" ---> Using cache").count(), 23 - 2, "{out}");
+    let labels = &env.inspect("all:labels")["Config"]["Labels"];
+    assert_eq!(labels["other"], "flag", "{labels}");
+    assert_eq!(labels["by.flag"], "yes", "{labels}");
+    assert_eq!(labels["org.example.who"], "you", "{labels}");
 
     // A history row per instruction of the stage (ARG BASE and FROM add none), buildah's
     // created_by, metadata rows marked empty_layer.

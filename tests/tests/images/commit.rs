@@ -313,6 +313,14 @@ fn export_lists_the_merged_view() {
     let out = env.strata.command(&["export", "ex"]).output().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, bytes);
+    // A terminal as stdout is refused (docker's words and status), nothing written to it.
+    let (code, shown) = crate::containers::terminal_session(&env, "export ex", b"", &[]);
+    assert_eq!(code, Some(1), "{shown}");
+    assert!(
+        shown.contains("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+            && !shown.contains("ustar"),
+        "{shown}"
+    );
     // A reader that stops early is no error.
     let mut child = env
         .strata
