@@ -364,7 +364,7 @@ impl Containers {
         Ok(st)
     }
 
-    /// Takes [`RESERVE_BYTES`] of disk in the container's directory (when not taken yet),
+    /// Takes 64 KiB of disk in the container's directory (when not taken yet),
     /// which [`Containers::update_state`] gives back when the disk is full. Best effort: on
     /// a disk already full there is nothing to take.
     pub fn reserve_space(&self, id: &str) {
