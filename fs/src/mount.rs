@@ -468,7 +468,7 @@ pub fn mount(
             Session::Fuser(fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?)
         }
         ServerKind::Strata => Session::Strata {
-            server: wire_server(union, opts),
+            server: wire_server(union, opts, opts.passthrough && privileged()),
             dev: crate::wire::DevFuse(device.fd),
             threads: config.n_threads.unwrap_or(1),
         },
@@ -481,8 +481,13 @@ pub fn mount(
     })
 }
 
-/// strata's own request loop over `union`, with the options' cache time and access rule.
-pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Server {
+/// strata's own request loop over `union`, with the options' cache time and access rule,
+/// asking for passthrough if `passthrough`.
+pub fn wire_server(
+    union: Arc<Union>,
+    opts: &MountOptions,
+    passthrough: bool,
+) -> crate::wire::Server {
     use crate::wire::Acl;
     let acl = if admits_others(opts) {
         Acl::All
@@ -491,7 +496,7 @@ pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Serve
     } else {
         Acl::Owner
     };
-    crate::wire::Server::new(union, opts.timeout, acl)
+    crate::wire::Server::new(union, opts.timeout, acl, passthrough)
 }
 
 /// The request-serving threads a mount runs (the options' `threads=`, else 2 to 4).
@@ -510,7 +515,9 @@ pub fn serve_handed(
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
     let journal = crate::wire::journal::Journal::open(std::fs::File::from(handoff.journal))?;
-    let server = wire_server(Arc::new(union), opts).with_journal(journal);
+    // No passthrough: a server that takes over would register a second backing file for an
+    // inode the kernel still holds open on the first, which the kernel refuses (EBUSY).
+    let server = wire_server(Arc::new(union), opts, false).with_journal(journal);
     let dev = crate::wire::DevFuse(handoff.device);
     if handoff.take_over {
         server.take_over(&dev)?;

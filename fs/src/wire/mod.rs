@@ -13,21 +13,24 @@
 //!   abi::parse ──► Server::dispatch ──► Union (lookup, open, read, ...)
 //! ```
 //!
-//! Not served here (yet): FUSE passthrough (files are read and written through the loop).
+//! File I/O goes through FUSE passthrough where the kernel allows it (as root): the open
+//! reply names a backing file registered on the device, as the fuser loop does.
 
 pub mod abi;
 pub mod handoff;
 pub mod journal;
+mod sys;
 
 use std::ffi::OsStr;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::Errno;
-use crate::union::{Caller, NewKind, SetAttr, SetTime, Union};
+use crate::passthrough::Backings;
+use crate::union::{Caller, NewKind, OpenFile, SetAttr, SetTime, Union};
 use abi::{fattr, fopen, op, Args, InHeader, Out};
 use journal::{Journal, Open};
 
@@ -37,6 +40,8 @@ pub trait Transport: Send + Sync {
     fn receive(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
     /// Writes one reply (header and body slices) in one go.
     fn send(&self, parts: &[IoSlice<'_>]) -> std::io::Result<()>;
+    /// The connection's `/dev/fuse` descriptor (passthrough registrations are made on it).
+    fn device(&self) -> BorrowedFd<'_>;
 }
 
 /// The `/dev/fuse` descriptor of a mount, read and written with plain syscalls.
@@ -64,6 +69,25 @@ impl Transport for DevFuse {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn device(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A passthrough backing registration, closed with the kernel when dropped (at the last
+/// release of its inode).
+pub struct WireBacking {
+    id: u32,
+    dev: Arc<OwnedFd>,
+}
+
+impl Drop for WireBacking {
+    fn drop(&mut self) {
+        if let Err(e) = sys::backing_close(self.dev.as_fd(), self.id) {
+            log::debug!("FUSE passthrough: closing backing {}: {e}", self.id);
+        }
+    }
 }
 
 /// Who besides the mount's owner may make requests (fuser's `SessionACL`).
@@ -87,17 +111,53 @@ pub struct Server {
     /// Where the nodes and handles handed to the kernel are written down, when a server
     /// may take this connection over later.
     journal: Option<Journal>,
+    backing: Backings<WireBacking>,
+    /// The connection's device, for passthrough registrations (set when serving starts).
+    device: OnceLock<Arc<OwnedFd>>,
 }
 
 impl Server {
-    pub fn new(union: Arc<Union>, ttl: Duration, acl: Acl) -> Server {
+    /// A server of `union`; `passthrough` asks for FUSE passthrough at INIT (the kernel
+    /// grants it to root only).
+    pub fn new(union: Arc<Union>, ttl: Duration, acl: Acl, passthrough: bool) -> Server {
         Server {
             union,
             ttl,
             acl,
             owner: rustix::process::geteuid().as_raw(),
             journal: None,
+            backing: Backings::new(passthrough),
+            device: OnceLock::new(),
         }
+    }
+
+    /// Keeps a descriptor of the connection's device for passthrough registrations.
+    fn attach(&self, transport: &dyn Transport) -> std::io::Result<()> {
+        if self.device.get().is_none() {
+            let dup = rustix::io::fcntl_dupfd_cloexec(transport.device(), 3)?;
+            let _ = self.device.set(Arc::new(dup));
+        }
+        Ok(())
+    }
+
+    /// The open reply's flags and backing id for open file `of` (handle `fh`): passed
+    /// through when the kernel takes its backing file.
+    fn open_reply(&self, body: &mut Vec<u8>, fh: u64, of: &OpenFile) {
+        let dev = self.device.get();
+        let backing = dev.and_then(|dev| {
+            self.backing.open(fh, of, |file| {
+                let id = sys::backing_open(dev.as_fd(), file)?;
+                Ok(WireBacking {
+                    id,
+                    dev: dev.clone(),
+                })
+            })
+        });
+        match backing {
+            // The page cache belongs to the backing file under passthrough.
+            Some(b) => Out(body).open_backing(fh, fopen::PASSTHROUGH, b.id),
+            None => Out(body).open(fh, open_flags(of.upper)),
+        };
     }
 
     /// Writes the nodes and handles handed out to `journal` (and serves those a previous
@@ -203,6 +263,7 @@ impl Server {
 
     /// Serves until the connection ends, with `threads` threads reading requests.
     pub fn run(&self, transport: &dyn Transport, threads: usize) -> std::io::Result<()> {
+        self.attach(transport)?;
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads.max(1))
                 .map(|_| s.spawn(|| self.worker(transport)))
@@ -364,7 +425,7 @@ impl Server {
             let (fh, of) = u.open(e.attr.ino, flags)?;
             let ino = e.attr.ino;
             self.note_open(fh, Some(Open::File { ino, flags }));
-            Out(body).open(fh, open_flags(of.upper));
+            self.open_reply(body, fh, &of);
         }
         Ok(Reply::Ok)
     }
@@ -495,7 +556,7 @@ impl Server {
                 let (fh, of) = u.open(ino, flags as i32)?;
                 let flags = flags as i32;
                 self.note_open(fh, Some(Open::File { ino, flags }));
-                Out(body).open(fh, open_flags(of.upper));
+                self.open_reply(body, fh, &of);
             }
             op::READ => {
                 let fh = a.u64().ok_or_else(bad)?;
@@ -528,6 +589,7 @@ impl Server {
             }
             op::RELEASE | op::RELEASEDIR => {
                 let fh = a.u64().ok_or_else(bad)?;
+                self.backing.release(fh);
                 u.release(fh);
                 self.note_open(fh, None);
             }
@@ -598,9 +660,17 @@ impl Server {
                         flags: flags as i32,
                     }),
                 );
-                Out(body)
-                    .entry(e.attr.ino, e.generation, self.ttl, &e.attr)
-                    .open(fh, open_flags(of.upper));
+                Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
+                self.open_reply(body, fh, &of);
+            }
+            op::TMPFILE => {
+                let flags = a.u32().ok_or_else(bad)?;
+                let mode = a.u32().ok_or_else(bad)?;
+                let umask = a.u32().ok_or_else(bad)?;
+                // The name (the kernel's "/") names nothing: the file has none.
+                let (e, (fh, of)) = u.tmpfile(ino, flags as i32, mode & !umask, caller)?;
+                Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
+                self.open_reply(body, fh, &of);
             }
             op::FALLOCATE => {
                 let fh = a.u64().ok_or_else(bad)?;
@@ -622,6 +692,7 @@ impl Server {
     }
 
     /// Answers INIT: the kernel's ABI must be 7.31 or later; asks for what `fuse.rs` asks.
+    /// Passthrough is granted to root only: the kernel refuses the registrations otherwise.
     fn init(&self, mut a: Args<'_>, body: &mut Vec<u8>) -> Result<Reply, Errno> {
         let bad = || Errno::EINVAL;
         let major = a.u32().ok_or_else(bad)?;
@@ -646,8 +717,16 @@ impl Server {
             | PARALLEL_DIROPS
             | MAX_PAGES
             | CACHE_SYMLINKS
-            | INIT_EXT;
+            | INIT_EXT
+            | if self.backing.enabled() {
+                PASSTHROUGH
+            } else {
+                0
+            };
         let granted = offered & wanted;
+        if granted & PASSTHROUGH == 0 {
+            self.backing.disable();
+        }
         Out(body)
             .u32(abi::MAJOR)
             .u32(abi::MINOR)
@@ -660,7 +739,8 @@ impl Server {
             .u16((MAX_WRITE / 4096) as u16)
             .u16(0) // map_alignment
             .u32((granted >> 32) as u32)
-            .u32(0) // max_stack_depth: no passthrough
+            // max_stack_depth: a backing file's filesystem is no stack of its own.
+            .u32(u32::from(granted & PASSTHROUGH != 0))
             .u16(0) // request_timeout
             .zeros(22);
         Ok(Reply::Ok)
