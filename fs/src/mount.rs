@@ -11,7 +11,7 @@ use nix::sys::signal::SigSet;
 
 use crate::fuse::StrataFs;
 use crate::layer::{DirLayer, IndexedLayer, Layer};
-use crate::options::{MountOptions, ServerKind};
+use crate::options::{MountOptions, ServerKind, TransportKind};
 use crate::union::{Union, UnionConfig};
 use crate::upper::Upper;
 
@@ -45,6 +45,10 @@ pub enum MountError {
         program: PathBuf,
         source: std::io::Error,
     },
+    #[error("transport=uring: {0}")]
+    Uring(#[source] crate::wire::uring::UringError),
+    #[error("transport=uring needs strata's own FUSE loop, and server=fuser was asked")]
+    UringWithFuser,
     #[error("the filesystem server {program} failed ({status})")]
     Server {
         program: PathBuf,
@@ -199,6 +203,7 @@ pub enum Session {
         server: crate::wire::Server,
         dev: crate::wire::DevFuse,
         threads: usize,
+        transport: TransportKind,
     },
 }
 
@@ -211,19 +216,47 @@ impl Session {
                 server,
                 dev,
                 threads,
-            } => server.run(&dev, threads),
+                transport,
+            } => crate::wire::serve(&server, &dev, threads, transport),
         }
     }
 }
 
 /// The loop `opts` asks for: its `server=`, else `STRATA_FS_SERVER` (`fuser` or `strata`),
-/// else fuser.
+/// else strata's own when io_uring is asked for (fuser has no such transport), else fuser.
 pub fn server_kind(opts: &MountOptions) -> ServerKind {
     opts.server
         .unwrap_or_else(|| match std::env::var("STRATA_FS_SERVER").as_deref() {
             Ok("strata") => ServerKind::Strata,
+            Ok("fuser") => ServerKind::Fuser,
+            _ if transport_kind(opts) == TransportKind::Uring => ServerKind::Strata,
             _ => ServerKind::Fuser,
         })
+}
+
+/// The transport `opts` asks for: its `transport=`, else `STRATA_FS_TRANSPORT` (`auto`,
+/// `uring` or `dev`), else auto.
+pub fn transport_kind(opts: &MountOptions) -> TransportKind {
+    opts.transport.unwrap_or_else(|| {
+        std::env::var("STRATA_FS_TRANSPORT")
+            .ok()
+            .and_then(|v| TransportKind::parse(&v))
+            .unwrap_or(TransportKind::Auto)
+    })
+}
+
+/// How a mount with `opts` would be served, in words (`strata info`): the loop and the
+/// transport, and why not io_uring where it is not.
+pub fn transport_summary(opts: &MountOptions) -> String {
+    let kind = transport_kind(opts);
+    match server_kind(opts) {
+        ServerKind::Fuser => "/dev/fuse (fuser's loop; STRATA_FS_SERVER=strata serves over io_uring where the kernel allows)".into(),
+        ServerKind::Strata if kind == TransportKind::Dev => "/dev/fuse (strata's loop, transport=dev)".into(),
+        ServerKind::Strata => match crate::wire::uring::enabled() {
+            Ok(()) => "io_uring, one queue per CPU (strata's loop)".into(),
+            Err(e) => format!("/dev/fuse (strata's loop: {e})"),
+        },
+    }
 }
 
 /// A mounted union: the session that serves it, and how to end it.
@@ -461,6 +494,14 @@ pub fn mount(
         path: mountpoint.to_path_buf(),
         source,
     };
+    let transport = transport_kind(opts);
+    if transport == TransportKind::Uring {
+        // Refused before mounting: a daemon that fails after the mount leaves it dead.
+        if server_kind(opts) == ServerKind::Fuser {
+            return Err(MountError::UringWithFuser);
+        }
+        crate::wire::uring::enabled().map_err(MountError::Uring)?;
+    }
     let device = mount_device(opts, source, mountpoint)?;
     let session = match server_kind(opts) {
         ServerKind::Fuser => {
@@ -471,6 +512,7 @@ pub fn mount(
             server: wire_server(union, opts, opts.passthrough && privileged()),
             dev: crate::wire::DevFuse(device.fd),
             threads: config.n_threads.unwrap_or(1),
+            transport,
         },
     };
     Ok(Mounted {

@@ -20,6 +20,7 @@ pub mod abi;
 pub mod handoff;
 pub mod journal;
 mod sys;
+pub mod uring;
 
 use std::ffi::OsStr;
 use std::io::IoSlice;
@@ -75,6 +76,39 @@ impl Transport for DevFuse {
     }
 }
 
+/// Serves `server` on the connection `dev` over the transport `kind` asks for: io_uring
+/// queues where the kernel has them on (`Auto`, `Uring`), else `threads` readers of
+/// `/dev/fuse`. The choice is logged (`-d` shows it).
+pub fn serve(
+    server: &Server,
+    dev: &DevFuse,
+    threads: usize,
+    kind: crate::options::TransportKind,
+) -> std::io::Result<()> {
+    use crate::options::TransportKind;
+    let rings = match kind {
+        TransportKind::Dev => None,
+        TransportKind::Auto | TransportKind::Uring => match uring::Rings::new(MAX_WRITE as usize) {
+            Ok(r) => Some(r),
+            Err(e) if kind == TransportKind::Auto => {
+                log::info!("FUSE transport: /dev/fuse ({e})");
+                None
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        },
+    };
+    match rings {
+        Some(rings) => {
+            server.attach(dev)?;
+            uring::serve(server, dev, rings)
+        }
+        None => {
+            log::info!("FUSE transport: /dev/fuse, {threads} reading threads");
+            server.run(dev, threads)
+        }
+    }
+}
+
 /// A passthrough backing registration, closed with the kernel when dropped (at the last
 /// release of its inode).
 pub struct WireBacking {
@@ -114,6 +148,8 @@ pub struct Server {
     backing: Backings<WireBacking>,
     /// The connection's device, for passthrough registrations (set when serving starts).
     device: OnceLock<Arc<OwnedFd>>,
+    /// Whether INIT asks for FUSE over io_uring, and what it got.
+    uring: uring::Gate,
 }
 
 impl Server {
@@ -128,6 +164,7 @@ impl Server {
             journal: None,
             backing: Backings::new(passthrough),
             device: OnceLock::new(),
+            uring: uring::Gate::default(),
         }
     }
 
@@ -284,34 +321,66 @@ impl Server {
     fn worker(&self, transport: &dyn Transport) -> std::io::Result<()> {
         let mut buf = vec![0u8; BUF_SIZE];
         let mut body = Vec::new();
-        while let Some(n) = transport.receive(&mut buf)? {
-            let Some((h, args)) = abi::parse(&buf[..n]) else {
-                log::warn!("FUSE: a malformed request of {n} bytes; ignored");
+        let result = self.read_loop(transport, &mut buf, &mut body);
+        // The connection ended (or failed) before INIT: no ring is to be registered.
+        self.uring.settle(false);
+        result
+    }
+
+    fn read_loop(
+        &self,
+        transport: &dyn Transport,
+        buf: &mut [u8],
+        body: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        while let Some(n) = transport.receive(buf)? {
+            let Some(replied) = self.respond(&buf[..n], body, Via::Dev) else {
                 continue;
             };
-            log::debug!(
-                "FUSE({}) {} ino {} ({} bytes of arguments)",
-                h.unique,
-                abi::op_name(h.opcode),
-                h.nodeid,
-                args.len()
-            );
-            body.clear();
-            let error = match self.dispatch(&h, args, &mut body) {
-                Reply::None => continue,
-                Reply::Ok => 0,
-                Reply::Err(e) => {
-                    body.clear();
-                    -e.code()
-                }
-            };
-            let header = abi::out_header(h.unique, error, body.len());
-            transport.send(&[IoSlice::new(&header), IoSlice::new(&body)])?;
-            if h.opcode == op::DESTROY {
-                return Ok(());
+            let header = abi::out_header(replied.unique, replied.error, body.len());
+            transport.send(&[IoSlice::new(&header), IoSlice::new(body)])?;
+            match replied.opcode {
+                // INIT is answered: the kernel takes ring registrations from now on.
+                op::INIT => self.uring.settle(self.uring.granted()),
+                op::DESTROY => return Ok(()),
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Answers one request as the kernel sent it (`struct fuse_in_header` and arguments):
+    /// the reply's body is left in `body`; `None` when the request takes no reply (FORGET,
+    /// INTERRUPT, or one too malformed to answer).
+    fn respond(&self, request: &[u8], body: &mut Vec<u8>, via: Via) -> Option<Replied> {
+        let Some((h, args)) = abi::parse(request) else {
+            log::warn!(
+                "FUSE: a malformed request of {} bytes; ignored",
+                request.len()
+            );
+            return None;
+        };
+        log::debug!(
+            "FUSE({}) {} ino {} ({} bytes of arguments, {via})",
+            h.unique,
+            abi::op_name(h.opcode),
+            h.nodeid,
+            args.len()
+        );
+        body.clear();
+        let error = match self.dispatch(&h, args, body) {
+            Reply::None => return None,
+            Reply::Ok => 0,
+            Reply::Err(e) => {
+                body.clear();
+                -e.code()
+            }
+        };
+        Some(Replied {
+            unique: h.unique,
+            error,
+            opcode: h.opcode,
+        })
     }
 
     /// Whether the caller may make this request (as fuser's ACL check: the kernel itself
@@ -722,10 +791,20 @@ impl Server {
                 PASSTHROUGH
             } else {
                 0
+            }
+            | if self.uring.wanted() {
+                OVER_IO_URING
+            } else {
+                0
             };
         let granted = offered & wanted;
         if granted & PASSTHROUGH == 0 {
             self.backing.disable();
+        }
+        if granted & OVER_IO_URING != 0 {
+            self.uring.grant();
+        } else if self.uring.wanted() {
+            log::info!("FUSE transport: /dev/fuse (the kernel offered no io_uring at INIT)");
         }
         Out(body)
             .u32(abi::MAJOR)
@@ -788,6 +867,29 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Where a request came from, for the debug log.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Dev,
+    Ring(usize),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Dev => write!(f, "/dev/fuse"),
+            Via::Ring(q) => write!(f, "io_uring queue {q}"),
+        }
+    }
+}
+
+/// A request answered: the reply's header fields (its body is the caller's buffer).
+struct Replied {
+    unique: u64,
+    error: i32,
+    opcode: u32,
 }
 
 /// What to send back for one request.

@@ -39,3 +39,30 @@ pub fn backing_close(dev: BorrowedFd<'_>, id: u32) -> std::io::Result<()> {
     unsafe { backing_close_ioctl(dev.as_raw_fd(), &id) }?;
     Ok(())
 }
+
+/// Sets `len` of a 128-byte SQE: FUSE's ring commands name their two buffers through an
+/// iovec array at `addr` whose length the kernel reads from `len`, which io-uring's
+/// `UringCmd80` builder leaves 0.
+#[allow(unsafe_code)]
+pub fn sqe_with_len(sqe: io_uring::squeue::Entry128, len: u32) -> io_uring::squeue::Entry128 {
+    // SAFETY: `Entry128` is `#[repr(C)]` over the kernel's 128-byte `struct io_uring_sqe`
+    // (transmute checks the size), made of integers only, so any bytes are a valid value;
+    // `len` is the u32 at offset 24 of that struct.
+    let mut raw: [u8; 128] = unsafe { std::mem::transmute(sqe) };
+    raw[24..28].copy_from_slice(&len.to_ne_bytes());
+    // SAFETY: as above.
+    unsafe { std::mem::transmute::<[u8; 128], io_uring::squeue::Entry128>(raw) }
+}
+
+/// Queues `sqe` on `ring`'s submission queue (full: the caller submits first).
+#[allow(unsafe_code)]
+pub fn push(
+    ring: &mut io_uring::IoUring<io_uring::squeue::Entry128>,
+    sqe: &io_uring::squeue::Entry128,
+) -> std::io::Result<()> {
+    // SAFETY: the buffers the SQE names (a ring entry's header and payload, and the iovec
+    // array pointing at them) are boxed in the queue that owns this ring, which drops the
+    // ring before them, so they outlive every use the kernel makes of them.
+    unsafe { ring.submission().push(sqe) }
+        .map_err(|_| std::io::Error::other("io_uring submission queue full"))
+}
