@@ -245,20 +245,6 @@ pub fn transport_kind(opts: &MountOptions) -> TransportKind {
     })
 }
 
-/// How a mount with `opts` would be served, in words (`strata info`): the loop and the
-/// transport, and why not io_uring where it is not.
-pub fn transport_summary(opts: &MountOptions) -> String {
-    let kind = transport_kind(opts);
-    match server_kind(opts) {
-        ServerKind::Fuser => "/dev/fuse (fuser's loop; STRATA_FS_SERVER=strata serves over io_uring where the kernel allows)".into(),
-        ServerKind::Strata if kind == TransportKind::Dev => "/dev/fuse (strata's loop, transport=dev)".into(),
-        ServerKind::Strata => match crate::wire::uring::enabled() {
-            Ok(()) => "io_uring, one queue per CPU (strata's loop)".into(),
-            Err(e) => format!("/dev/fuse (strata's loop: {e})"),
-        },
-    }
-}
-
 /// A mounted union: the session that serves it, and how to end it.
 pub struct Mounted {
     pub session: Session,
