@@ -25,6 +25,7 @@ pub mod uring;
 use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ pub fn serve(
             Err(e) => return Err(std::io::Error::other(e)),
         },
     };
-    match rings {
+    let served = match rings {
         Some(rings) => {
             server.attach(dev)?;
             uring::serve(server, dev, rings)
@@ -106,7 +107,9 @@ pub fn serve(
             log::info!("FUSE transport: /dev/fuse, {threads} reading threads");
             server.run(dev, threads)
         }
-    }
+    };
+    server.report_counts();
+    served
 }
 
 /// A passthrough backing registration, closed with the kernel when dropped (at the last
@@ -150,7 +153,16 @@ pub struct Server {
     device: OnceLock<Arc<OwnedFd>>,
     /// Whether INIT asks for FUSE over io_uring, and what it got.
     uring: uring::Gate,
+    /// Requests served, by opcode (the last slot counts opcodes past it).
+    counts: [AtomicU64; COUNTED_OPS],
 }
+
+/// Opcodes counted one by one (every opcode served is below it).
+const COUNTED_OPS: usize = 64;
+
+/// Where a server writes its request counts when it ends (`OPCODE count` lines), for the
+/// bench's requests per file.
+pub const REQUEST_COUNTS_ENV: &str = "STRATA_FS_REQUEST_COUNTS";
 
 impl Server {
     /// A server of `union`; `passthrough` asks for FUSE passthrough at INIT (the kernel
@@ -165,6 +177,37 @@ impl Server {
             backing: Backings::new(passthrough),
             device: OnceLock::new(),
             uring: uring::Gate::default(),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The requests served so far, by opcode name, most frequent first.
+    pub fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts: Vec<(&'static str, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(op, n)| (abi::op_name(op as u32), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+
+    /// Tells the request counts: in the log (`-d` shows it), and in the file
+    /// [`REQUEST_COUNTS_ENV`] names, if set.
+    fn report_counts(&self) {
+        let counts = self.request_counts();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let list: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        log::info!("FUSE requests served: {total} ({})", list.join(", "));
+        if let Some(path) = std::env::var_os(REQUEST_COUNTS_ENV) {
+            let text: String = counts.iter().map(|(op, n)| format!("{op} {n}\n")).collect();
+            let path = std::path::PathBuf::from(path);
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+                log::warn!("writing the request counts to {}: {e}", path.display());
+            }
         }
     }
 
@@ -360,6 +403,7 @@ impl Server {
             );
             return None;
         };
+        self.counts[(h.opcode as usize).min(COUNTED_OPS - 1)].fetch_add(1, Ordering::Relaxed);
         log::debug!(
             "FUSE({}) {} ino {} ({} bytes of arguments, {via})",
             h.unique,
