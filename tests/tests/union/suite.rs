@@ -716,6 +716,20 @@ fn tmpfile(fx: &Fixture, v: &Variant) -> Result<()> {
             f.write_all(b"tmp")?;
             ensure!(f.metadata()?.nlink() == 0);
             ensure!(names(&m.path().join("d")) == ["x", "z"]);
+            // linkat of /proc/self/fd/N names it (O_TMPFILE without O_EXCL is linkable).
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+            let named = m.path().join("d/named");
+            nix::unistd::linkat(
+                None,
+                std::path::Path::new(&proc_path),
+                None,
+                named.as_path(),
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )?;
+            ensure!(names(&m.path().join("d")) == ["named", "x", "z"]);
+            ensure!(read(&m.path().join("d/named"))? == "tmp");
+            ensure!(fs::metadata(m.path().join("d/named"))?.ino() == f.metadata()?.ino());
         }
         // fuser 0.18 has no FUSE_TMPFILE: the kernel turns ENOSYS into EOPNOTSUPP, which
         // programs (glibc's tmpfile, systemd) answer with a named temporary file. strata's
