@@ -160,6 +160,12 @@ fn run(args: &Args) -> Result<bool> {
     let before = Conditions::now();
     before.warn();
     let scratch = Scratch::create(&args.image_dir, sizes.image_bytes)?;
+    // strata-fs's own loop writes the requests it served here when it ends (the workloads
+    // read it for requests per file); set before any thread starts.
+    std::env::set_var(
+        strata_fs::wire::REQUEST_COUNTS_ENV,
+        scratch.root().join("fuse-requests"),
+    );
     let layout = Layout::new(scratch.root());
     eprintln!(
         "strata-bench: generating data in {}",

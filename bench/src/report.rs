@@ -16,7 +16,12 @@ pub enum Target {
     Native,
     Kernel,
     FuseOverlayfs,
+    /// strata-fs as it serves by default: fuser's loop over `/dev/fuse`.
     Strata,
+    /// strata-fs on its own loop (`server=strata`) over FUSE io_uring queues.
+    StrataUring,
+    /// strata-fs on its own loop over `/dev/fuse`.
+    StrataDev,
 }
 
 impl Target {
@@ -27,12 +32,32 @@ impl Target {
         Target::Strata,
     ];
 
+    /// [`Target::ALL`] and strata's own loop on each transport: for the workloads of many
+    /// small requests (untar, rm -rf, walk, readdir), where the transport shows.
+    pub const WITH_OWN_LOOP: [Target; 6] = [
+        Target::Native,
+        Target::Kernel,
+        Target::FuseOverlayfs,
+        Target::Strata,
+        Target::StrataUring,
+        Target::StrataDev,
+    ];
+
+    /// The strata-fs mount options that pick the loop and transport.
+    pub fn options(self) -> &'static [&'static str] {
+        match self {
+            Target::StrataUring => &["server=strata", "transport=uring"],
+            Target::StrataDev => &["server=strata", "transport=dev"],
+            _ => &[],
+        }
+    }
+
     pub fn driver(self) -> Option<Driver> {
         match self {
             Target::Native => None,
             Target::Kernel => Some(Driver::Kernel),
             Target::FuseOverlayfs => Some(Driver::FuseOverlayfs),
-            Target::Strata => Some(Driver::Strata),
+            Target::Strata | Target::StrataUring | Target::StrataDev => Some(Driver::Strata),
         }
     }
 
@@ -42,14 +67,19 @@ impl Target {
             Target::Kernel => "kernel overlayfs",
             Target::FuseOverlayfs => "fuse-overlayfs",
             Target::Strata => "strata-fs",
+            Target::StrataUring => "strata-fs own loop, io_uring",
+            Target::StrataDev => "strata-fs own loop, /dev/fuse",
         }
     }
 
-    /// How the FUSE targets' requests travel: both daemons read `/dev/fuse` (strata-fs has
-    /// no io_uring transport yet; when it does, it must say which one a mount uses).
+    /// How the FUSE targets' requests travel (a `transport=uring` mount fails rather than
+    /// fall back, so its figures are io_uring's).
     pub fn transport(self) -> Option<&'static str> {
         match self {
-            Target::FuseOverlayfs | Target::Strata => Some("/dev/fuse read loop"),
+            Target::FuseOverlayfs => Some("/dev/fuse read loop"),
+            Target::Strata => Some("fuser, /dev/fuse read loop"),
+            Target::StrataUring => Some("per-CPU queues"),
+            Target::StrataDev => Some("read loop"),
             Target::Native | Target::Kernel => None,
         }
     }
@@ -63,6 +93,8 @@ pub enum Unit {
     MegabytesPerSecond,
     Iops,
     Bytes,
+    /// FUSE requests per file.
+    PerFile,
 }
 
 impl Unit {
@@ -74,6 +106,7 @@ impl Unit {
             Unit::MegabytesPerSecond => format!("{value:.0} MB/s"),
             Unit::Iops => format!("{value:.0} IOPS"),
             Unit::Bytes => format!("{:.1} MiB", value / (1024.0 * 1024.0)),
+            Unit::PerFile => format!("{value:.1} req/file"),
         }
     }
 }
@@ -130,6 +163,10 @@ pub enum Metric {
     ChmodR,
     Untar,
     RmRf,
+    /// FUSE requests per file over a mount's life (strata-fs's own loop counts them).
+    WalkRequests,
+    ReaddirRequests,
+    UntarRequests,
 }
 
 impl Metric {
@@ -138,6 +175,7 @@ impl Metric {
             Metric::SeqRead => Unit::MegabytesPerSecond,
             Metric::RandRead => Unit::Iops,
             Metric::DaemonRss | Metric::RandReadDevice => Unit::Bytes,
+            Metric::WalkRequests | Metric::ReaddirRequests | Metric::UntarRequests => Unit::PerFile,
             _ => Unit::Seconds,
         }
     }
@@ -172,6 +210,15 @@ impl Metric {
             ),
             Metric::Untar => format!("untar {small} small files into the upper"),
             Metric::RmRf => format!("rm -rf of those {small} files"),
+            Metric::WalkRequests => {
+                format!("FUSE requests per file: the cold and the warm walk of {files}")
+            }
+            Metric::ReaddirRequests => {
+                format!("FUSE requests per entry: the cold and the warm readdir of {entries}")
+            }
+            Metric::UntarRequests => {
+                format!("FUSE requests per file: untar of {small}, a check walk, rm -rf")
+            }
         }
     }
 
@@ -189,7 +236,10 @@ impl Metric {
             Metric::Chmod => Bar::SecondsAtMost(0.1),
             Metric::ChmodR => Bar::FuseAtMost(1.0),
             // What the row above measured, not a speed.
-            Metric::RandReadDevice => return None,
+            Metric::RandReadDevice
+            | Metric::WalkRequests
+            | Metric::ReaddirRequests
+            | Metric::UntarRequests => return None,
             Metric::Untar | Metric::RmRf => Bar::KernelAtMost(2.0),
         })
     }
@@ -278,10 +328,11 @@ impl Results {
     }
 
     fn ratio(&self, metric: Metric, peer: Target) -> String {
-        match (
-            self.median(metric, Target::Strata),
-            self.median(metric, peer),
-        ) {
+        self.ratio_of(metric, Target::Strata, peer)
+    }
+
+    fn ratio_of(&self, metric: Metric, of: Target, peer: Target) -> String {
+        match (self.median(metric, of), self.median(metric, peer)) {
             (Some(s), Some(p)) if p > 0.0 => format!("{:.2}×", s / p),
             _ => "—".to_string(),
         }
@@ -291,7 +342,7 @@ impl Results {
     pub fn table(&self, sizes: &Sizes) -> String {
         let mut out = String::new();
         out.push_str("| workload |");
-        for t in Target::ALL {
+        for t in Target::WITH_OWN_LOOP {
             match t.transport() {
                 Some(transport) => {
                     let _ = write!(out, " {} ({transport}) |", t.name());
@@ -301,11 +352,11 @@ impl Results {
                 }
             }
         }
-        out.push_str(" strata / kernel | strata / fuse-overlayfs | bar (DESIGN.md) |\n");
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+        out.push_str(" strata / kernel | strata / fuse-overlayfs | own loop io_uring / kernel | own loop /dev/fuse / kernel | bar (DESIGN.md) |\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
         for metric in self.metrics() {
             let _ = write!(out, "| {} |", metric.label(sizes));
-            for t in Target::ALL {
+            for t in Target::WITH_OWN_LOOP {
                 let _ = write!(out, " {} |", self.cell(metric, t));
             }
             let verdict = match metric.bar() {
@@ -326,9 +377,11 @@ impl Results {
             };
             let _ = writeln!(
                 out,
-                " {} | {} | {verdict} |",
+                " {} | {} | {} | {} | {verdict} |",
                 self.ratio(metric, Target::Kernel),
-                self.ratio(metric, Target::FuseOverlayfs)
+                self.ratio(metric, Target::FuseOverlayfs),
+                self.ratio_of(metric, Target::StrataUring, Target::Kernel),
+                self.ratio_of(metric, Target::StrataDev, Target::Kernel)
             );
         }
         out
@@ -402,6 +455,7 @@ mod tests {
             (Target::Kernel, 2.0),
             (Target::FuseOverlayfs, 8.0),
             (Target::Strata, 3.0),
+            (Target::StrataUring, 2.5),
         ] {
             results.add(Metric::WalkCold, t, v);
         }
@@ -410,7 +464,7 @@ mod tests {
         let rows: Vec<&str> = table.lines().collect();
         assert_eq!(rows.len(), 4, "{table}");
         assert!(
-            rows[2].contains("| 1.50× | 0.38× | ≤ 1.5× kernel: met |"),
+            rows[2].contains("| 1.50× | 0.38× | 1.25× | — | ≤ 1.5× kernel: met |"),
             "{table}"
         );
         assert!(rows[3].contains("| error |"), "{table}");

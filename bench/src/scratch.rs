@@ -76,8 +76,14 @@ impl Scratch {
         &self.root
     }
 
-    /// Mounts `driver` over `lowers` (top first) with a fresh, empty upper directory.
-    pub fn mount_union(&self, driver: Driver, lowers: &[PathBuf]) -> Result<UnionMount> {
+    /// Mounts `driver` over `lowers` (top first) with a fresh, empty upper directory and
+    /// `extra` options.
+    pub fn mount_union(
+        &self,
+        driver: Driver,
+        extra: &[&str],
+        lowers: &[PathBuf],
+    ) -> Result<UnionMount> {
         let run = self.root.join("run");
         if run.exists() {
             fs::remove_dir_all(&run).with_context(|| format!("removing {}", run.display()))?;
@@ -90,7 +96,7 @@ impl Scratch {
             upper: Some((upper, work)),
             merged: self.mnt.clone(),
         };
-        let guard = mounts::mount(driver, &dirs, &[])?;
+        let guard = mounts::mount(driver, &dirs, extra)?;
         // The FUSE daemons go to the background: their pid, to wait for their exit.
         let daemon = match driver {
             Driver::Kernel => None,

@@ -50,7 +50,9 @@ impl Bench<'_> {
                 base: native_base.to_path_buf(),
             }),
             Some(driver) => {
-                let mount = self.scratch.mount_union(driver, &self.layout.lowers())?;
+                let mount =
+                    self.scratch
+                        .mount_union(driver, target.options(), &self.layout.lowers())?;
                 Ok(Place {
                     base: mount.path().to_path_buf(),
                     mount: Some(mount),
@@ -67,12 +69,23 @@ impl Bench<'_> {
         metrics: &[Metric],
         once: impl Fn(&Self, Target) -> Result<Figures>,
     ) {
+        self.rounds_on(&Target::ALL, name, metrics, once)
+    }
+
+    /// [`Bench::rounds`] on `targets`.
+    fn rounds_on(
+        &mut self,
+        targets: &[Target],
+        name: &str,
+        metrics: &[Metric],
+        once: impl Fn(&Self, Target) -> Result<Figures>,
+    ) {
         let mut failed = BTreeSet::new();
         for run in 1..=self.runs {
             // Each round starts with the next target: whoever goes first also pays for what
             // the host (below this VM's disk) has not cached yet.
-            for i in 0..Target::ALL.len() {
-                let target = Target::ALL[(run - 1 + i) % Target::ALL.len()];
+            for i in 0..targets.len() {
+                let target = targets[(run - 1 + i) % targets.len()];
                 if failed.contains(&target) {
                     continue;
                 }
@@ -114,7 +127,7 @@ impl Bench<'_> {
     /// daemon's RSS after the warm walk.
     pub fn walk(&mut self) {
         let metrics = [Metric::WalkCold, Metric::WalkWarm, Metric::DaemonRss];
-        self.rounds("walk", &metrics, |bench, target| {
+        self.rounds_on(&Target::WITH_OWN_LOOP, "walk", &metrics, |bench, target| {
             let place = bench.place(target, &bench.layout.native)?;
             let root = place.base.join(WALK_DIR);
             drop_caches()?;
@@ -135,6 +148,10 @@ impl Bench<'_> {
                     figures.push((Metric::DaemonRss, procfs::vm_rss(pid)? as f64));
                 }
             }
+            let files = bench.walk_expected.files + bench.walk_expected.dirs;
+            if let Some(n) = requests_served(place)? {
+                figures.push((Metric::WalkRequests, n / files as f64));
+            }
             Ok(figures)
         });
     }
@@ -142,23 +159,29 @@ impl Bench<'_> {
     /// Workload 2: the names of one big merged directory, cold then warm.
     pub fn readdir(&mut self) {
         let metrics = [Metric::ReaddirCold, Metric::ReaddirWarm];
-        self.rounds("readdir", &metrics, |bench, target| {
-            let place = bench.place(target, &bench.layout.native)?;
-            let dir = place.base.join(READDIR_DIR);
-            drop_caches()?;
-            let (cold_n, cold) = timed(|| ops::list_dir(&dir))?;
-            let (warm_n, warm) = timed(|| ops::list_dir(&dir))?;
-            let expected = bench.sizes.readdir_entries;
-            ensure!(
-                cold_n == expected && warm_n == expected,
-                "readdir of {} listed {cold_n} then {warm_n} entries, expected {expected}",
-                dir.display()
-            );
-            Ok(vec![
-                (Metric::ReaddirCold, cold),
-                (Metric::ReaddirWarm, warm),
-            ])
-        });
+        self.rounds_on(
+            &Target::WITH_OWN_LOOP,
+            "readdir",
+            &metrics,
+            |bench, target| {
+                let place = bench.place(target, &bench.layout.native)?;
+                let dir = place.base.join(READDIR_DIR);
+                drop_caches()?;
+                let (cold_n, cold) = timed(|| ops::list_dir(&dir))?;
+                let (warm_n, warm) = timed(|| ops::list_dir(&dir))?;
+                let expected = bench.sizes.readdir_entries;
+                ensure!(
+                    cold_n == expected && warm_n == expected,
+                    "readdir of {} listed {cold_n} then {warm_n} entries, expected {expected}",
+                    dir.display()
+                );
+                let mut figures = vec![(Metric::ReaddirCold, cold), (Metric::ReaddirWarm, warm)];
+                if let Some(n) = requests_served(place)? {
+                    figures.push((Metric::ReaddirRequests, n / expected as f64));
+                }
+                Ok(figures)
+            },
+        );
     }
 
     /// Workload 3: one cold sequential read of the big lower file (natively: the bottom
@@ -305,38 +328,71 @@ impl Bench<'_> {
     pub fn untar(&mut self) {
         let metrics = [Metric::Untar, Metric::RmRf];
         let native = self.layout.native.join("untar-run");
-        self.rounds("untar", &metrics, |bench, target| {
-            if target == Target::Native {
-                if native.exists() {
-                    fs::remove_dir_all(&native)?;
+        self.rounds_on(
+            &Target::WITH_OWN_LOOP,
+            "untar",
+            &metrics,
+            |bench, target| {
+                if target == Target::Native {
+                    if native.exists() {
+                        fs::remove_dir_all(&native)?;
+                    }
+                    fs::create_dir_all(&native)?;
                 }
-                fs::create_dir_all(&native)?;
-            }
-            let place = bench.place(target, &native)?;
-            let dir = place.base.join(UNTAR_DIR);
-            drop_caches()?;
-            let ((), untar) = timed(|| ops::untar(&bench.layout.tar, &place.base))?;
-            let counts = ops::walk(&dir)?;
-            let files = bench.sizes.untar_files;
-            let expected = Counts {
-                dirs: files.div_ceil(100),
-                files,
-                ..Counts::default()
-            };
-            ensure!(
-                counts == expected,
-                "after untar {} holds {counts:?}, expected {expected:?}",
-                dir.display()
-            );
-            let ((), rm) = timed(|| ops::rm_rf(&dir))?;
-            match fs::symlink_metadata(&dir) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                other => bail!("{} is still there after rm -rf: {other:?}", dir.display()),
-            }
-            Ok(vec![(Metric::Untar, untar), (Metric::RmRf, rm)])
-        });
+                let place = bench.place(target, &native)?;
+                let dir = place.base.join(UNTAR_DIR);
+                drop_caches()?;
+                let ((), untar) = timed(|| ops::untar(&bench.layout.tar, &place.base))?;
+                let counts = ops::walk(&dir)?;
+                let files = bench.sizes.untar_files;
+                let expected = Counts {
+                    dirs: files.div_ceil(100),
+                    files,
+                    ..Counts::default()
+                };
+                ensure!(
+                    counts == expected,
+                    "after untar {} holds {counts:?}, expected {expected:?}",
+                    dir.display()
+                );
+                let ((), rm) = timed(|| ops::rm_rf(&dir))?;
+                match fs::symlink_metadata(&dir) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => bail!("{} is still there after rm -rf: {other:?}", dir.display()),
+                }
+                let mut figures = vec![(Metric::Untar, untar), (Metric::RmRf, rm)];
+                if let Some(n) = requests_served(place)? {
+                    figures.push((Metric::UntarRequests, n / files as f64));
+                }
+                Ok(figures)
+            },
+        );
         let _ = fs::remove_dir_all(&native);
     }
+}
+
+/// The FUSE requests a mount's daemon served, once it is unmounted and the daemon has
+/// exited: strata-fs's own loop writes them at its end to the file
+/// [`strata_fs::wire::REQUEST_COUNTS_ENV`] names. `None` for a target that does not count.
+fn requests_served(place: Place) -> Result<Option<f64>> {
+    let Some(path) = std::env::var_os(strata_fs::wire::REQUEST_COUNTS_ENV) else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(path);
+    // Written by this mount's daemon only: an earlier one's is gone.
+    let _ = fs::remove_file(&path);
+    drop(place);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut total = 0u64;
+    for line in text.lines() {
+        let n = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok());
+        total += n.with_context(|| format!("{}: bad line {line:?}", path.display()))?;
+    }
+    Ok(Some(total as f64))
 }
 
 /// Whether `target` is served by a FUSE daemon whose memory is measured.

@@ -135,6 +135,7 @@ pub fn gather(store: &Store) -> Result<Info> {
         ("Backing Filesystem", backing_filesystem(store.root())),
         ("Layers", layers.to_string()),
         ("Served by", "FUSE, in each container's monitor".into()),
+        ("FUSE Transport", fuse_transport()),
         ("Upper whiteouts", whiteouts.into()),
     ]
     .into_iter()
@@ -288,6 +289,19 @@ fn engine_id(store: &Store) -> Result<String> {
     Ok(std::fs::read_to_string(&path)
         .map(|s| s.trim().to_string())
         .unwrap_or(id))
+}
+
+/// How a running container's union is served: fuser's loop reads `/dev/fuse`; and a server that takes the connection over
+/// after a crash (`STRATA_FS_SERVER=strata`) reads `/dev/fuse`, as a dead server's io_uring
+/// entries die with it and queued requests would wait for a fetch that never comes.
+fn fuse_transport() -> String {
+    let opts = strata_fs::options::MountOptions::default();
+    match strata_fs::mount::server_kind(&opts) {
+        strata_fs::options::ServerKind::Strata => {
+            "/dev/fuse (strata's restartable server: io_uring queues die with a server)".into()
+        }
+        strata_fs::options::ServerKind::Fuser => "/dev/fuse (fuser's loop)".into(),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
 //! The FUSE adapter: turns kernel requests into union calls and results into replies.
 //! No policy lives here; this is the only file that names `fuser`.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -18,6 +16,7 @@ use fuser::{
 
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::Errno;
+use crate::passthrough::Backings;
 use crate::union::{Caller, Entry, NewKind, OpenFile, SetAttr, SetTime, Union};
 
 fn kind(k: FileKind) -> FileType {
@@ -63,20 +62,11 @@ fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     })
 }
 
-/// One backing file registered with the kernel for passthrough, shared by every open of
-/// one inode (the kernel refuses two different backing files for one inode).
-struct Backing {
-    id: Arc<BackingId>,
-    upper: bool,
-    opens: usize,
-}
-
 /// The FUSE filesystem serving a [`Union`].
 pub struct StrataFs {
     union: Arc<Union>,
     ttl: Duration,
-    passthrough: AtomicBool,
-    backing: Mutex<(HashMap<u64, Backing>, HashMap<u64, u64>)>,
+    backing: Backings<BackingId>,
 }
 
 impl StrataFs {
@@ -84,8 +74,7 @@ impl StrataFs {
         StrataFs {
             union,
             ttl,
-            passthrough: AtomicBool::new(passthrough),
-            backing: Mutex::new((HashMap::new(), HashMap::new())),
+            backing: Backings::new(passthrough),
         }
     }
 
@@ -93,63 +82,6 @@ impl StrataFs {
         match r {
             Ok(e) => reply.entry(&self.ttl, &file_attr(&e.attr), Generation(e.generation)),
             Err(e) => reply.error(err(e)),
-        }
-    }
-
-    /// Tries to register `of` for passthrough; `None` means serve reads and writes here.
-    fn passthrough_for(
-        &self,
-        fh: u64,
-        of: &OpenFile,
-        register: impl FnOnce(std::os::fd::BorrowedFd<'_>) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
-        // Only a whole host file can be passed through (not a byte range of a layer tar).
-        let fd = of.host_fd()?;
-        if !self.passthrough.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut guard = self.backing.lock().expect("backing");
-        let (by_ino, by_fh) = &mut *guard;
-        if let Some(b) = by_ino.get_mut(&of.ino) {
-            if b.upper != of.upper {
-                return None;
-            }
-            b.opens += 1;
-            by_fh.insert(fh, of.ino);
-            return Some(b.id.clone());
-        }
-        match register(fd) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                by_ino.insert(
-                    of.ino,
-                    Backing {
-                        id: id.clone(),
-                        upper: of.upper,
-                        opens: 1,
-                    },
-                );
-                by_fh.insert(fh, of.ino);
-                Some(id)
-            }
-            Err(e) => {
-                log::info!("FUSE passthrough unavailable ({e}); serving file I/O in the daemon");
-                self.passthrough.store(false, Ordering::Relaxed);
-                None
-            }
-        }
-    }
-
-    fn release_backing(&self, fh: u64) {
-        let mut guard = self.backing.lock().expect("backing");
-        let (by_ino, by_fh) = &mut *guard;
-        if let Some(ino) = by_fh.remove(&fh) {
-            if let Some(b) = by_ino.get_mut(&ino) {
-                b.opens -= 1;
-                if b.opens == 0 {
-                    by_ino.remove(&ino);
-                }
-            }
         }
     }
 
@@ -173,11 +105,11 @@ impl Filesystem for StrataFs {
         // when the caller reads the whole directory before stat-ing (find, fts), and our
         // lookups of listed names cost no syscall on the lower layers.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
-        if self.passthrough.load(Ordering::Relaxed) {
+        if self.backing.enabled() {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
                 let _ = config.set_max_stack_depth(1);
             } else {
-                self.passthrough.store(false, Ordering::Relaxed);
+                self.backing.disable();
             }
         }
         Ok(())
@@ -374,7 +306,7 @@ impl Filesystem for StrataFs {
         match self.union.open(ino.0, flags.0) {
             Ok((fh, of)) => {
                 let fopen = self.open_flags(&of);
-                match self.passthrough_for(fh, &of, |f| reply.open_backing(f)) {
+                match self.backing.open(fh, &of, |f| reply.open_backing(f)) {
                     // The page cache belongs to the backing file under passthrough.
                     Some(id) => {
                         reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_PASSTHROUGH, &id)
@@ -448,7 +380,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_backing(fh.0);
+        self.backing.release(fh.0);
         self.union.release(fh.0);
         reply.ok();
     }
@@ -672,7 +604,7 @@ impl Filesystem for StrataFs {
             Ok((entry, Some((fh, of)))) => {
                 let attr = file_attr(&entry.attr);
                 let fopen = self.open_flags(&of);
-                match self.passthrough_for(fh, &of, |f| reply.open_backing(f)) {
+                match self.backing.open(fh, &of, |f| reply.open_backing(f)) {
                     Some(id) => reply.created_passthrough(
                         &self.ttl,
                         &attr,

@@ -291,6 +291,16 @@ impl InodeTable {
         }
     }
 
+    /// A node with no name (an `O_TMPFILE` file) got one: lookups of its key lead to it.
+    pub fn relink(&mut self, ino: Ino) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        node.place.unlinked = false;
+        let key = node.key;
+        self.answer(key, ino);
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

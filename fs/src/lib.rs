@@ -41,6 +41,7 @@ pub mod inode;
 pub mod layer;
 pub mod mount;
 pub mod options;
+pub mod passthrough;
 pub mod union;
 pub mod upper;
 pub mod wire;

@@ -11,7 +11,7 @@ use nix::sys::signal::SigSet;
 
 use crate::fuse::StrataFs;
 use crate::layer::{DirLayer, IndexedLayer, Layer};
-use crate::options::{MountOptions, ServerKind};
+use crate::options::{MountOptions, ServerKind, TransportKind};
 use crate::union::{Union, UnionConfig};
 use crate::upper::Upper;
 
@@ -45,6 +45,10 @@ pub enum MountError {
         program: PathBuf,
         source: std::io::Error,
     },
+    #[error("transport=uring: {0}")]
+    Uring(#[source] crate::wire::uring::UringError),
+    #[error("transport=uring needs strata's own FUSE loop, and server=fuser was asked")]
+    UringWithFuser,
     #[error("the filesystem server {program} failed ({status})")]
     Server {
         program: PathBuf,
@@ -199,6 +203,7 @@ pub enum Session {
         server: crate::wire::Server,
         dev: crate::wire::DevFuse,
         threads: usize,
+        transport: TransportKind,
     },
 }
 
@@ -211,19 +216,33 @@ impl Session {
                 server,
                 dev,
                 threads,
-            } => server.run(&dev, threads),
+                transport,
+            } => crate::wire::serve(&server, &dev, threads, transport),
         }
     }
 }
 
 /// The loop `opts` asks for: its `server=`, else `STRATA_FS_SERVER` (`fuser` or `strata`),
-/// else fuser.
+/// else strata's own when io_uring is asked for (fuser has no such transport), else fuser.
 pub fn server_kind(opts: &MountOptions) -> ServerKind {
     opts.server
         .unwrap_or_else(|| match std::env::var("STRATA_FS_SERVER").as_deref() {
             Ok("strata") => ServerKind::Strata,
+            Ok("fuser") => ServerKind::Fuser,
+            _ if transport_kind(opts) == TransportKind::Uring => ServerKind::Strata,
             _ => ServerKind::Fuser,
         })
+}
+
+/// The transport `opts` asks for: its `transport=`, else `STRATA_FS_TRANSPORT` (`auto`,
+/// `uring` or `dev`), else auto.
+pub fn transport_kind(opts: &MountOptions) -> TransportKind {
+    opts.transport.unwrap_or_else(|| {
+        std::env::var("STRATA_FS_TRANSPORT")
+            .ok()
+            .and_then(|v| TransportKind::parse(&v))
+            .unwrap_or(TransportKind::Auto)
+    })
 }
 
 /// A mounted union: the session that serves it, and how to end it.
@@ -506,6 +525,14 @@ pub fn mount(
         path: mountpoint.to_path_buf(),
         source,
     };
+    let transport = transport_kind(opts);
+    if transport == TransportKind::Uring {
+        // Refused before mounting: a daemon that fails after the mount leaves it dead.
+        if server_kind(opts) == ServerKind::Fuser {
+            return Err(MountError::UringWithFuser);
+        }
+        crate::wire::uring::enabled().map_err(MountError::Uring)?;
+    }
     let device = mount_device(opts, source, mountpoint)?;
     let session = match server_kind(opts) {
         ServerKind::Fuser => {
@@ -513,9 +540,10 @@ pub fn mount(
             Session::Fuser(fuser::Session::from_fd(fs, device.fd, config.acl, config).map_err(err)?)
         }
         ServerKind::Strata => Session::Strata {
-            server: wire_server(union, opts),
+            server: wire_server(union, opts, opts.passthrough && privileged()),
             dev: crate::wire::DevFuse(device.fd),
             threads: config.n_threads.unwrap_or(1),
+            transport,
         },
     };
     Ok(Mounted {
@@ -527,8 +555,13 @@ pub fn mount(
     })
 }
 
-/// strata's own request loop over `union`, with the options' cache time and access rule.
-pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Server {
+/// strata's own request loop over `union`, with the options' cache time and access rule,
+/// asking for passthrough if `passthrough`.
+pub fn wire_server(
+    union: Arc<Union>,
+    opts: &MountOptions,
+    passthrough: bool,
+) -> crate::wire::Server {
     use crate::wire::Acl;
     let acl = if admits_others(opts) {
         Acl::All
@@ -537,7 +570,7 @@ pub fn wire_server(union: Arc<Union>, opts: &MountOptions) -> crate::wire::Serve
     } else {
         Acl::Owner
     };
-    crate::wire::Server::new(union, opts.timeout, acl)
+    crate::wire::Server::new(union, opts.timeout, acl, passthrough)
 }
 
 /// The request-serving threads a mount runs (the options' `threads=`, else 2 to 4).
@@ -556,7 +589,9 @@ pub fn serve_handed(
     ready: impl FnOnce(),
 ) -> std::io::Result<()> {
     let journal = crate::wire::journal::Journal::open(std::fs::File::from(handoff.journal))?;
-    let server = wire_server(Arc::new(union), opts).with_journal(journal);
+    // No passthrough: a server that takes over would register a second backing file for an
+    // inode the kernel still holds open on the first, which the kernel refuses (EBUSY).
+    let server = wire_server(Arc::new(union), opts, false).with_journal(journal);
     let dev = crate::wire::DevFuse(handoff.device);
     if handoff.take_over {
         server.take_over(&dev)?;

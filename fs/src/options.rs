@@ -52,6 +52,32 @@ pub struct MountOptions {
     /// Which request loop serves the mount (`server=fuser|strata`); unset: fuser, unless
     /// `STRATA_FS_SERVER` names one.
     pub server: Option<ServerKind>,
+    /// How requests reach strata's own loop (`transport=auto|uring|dev`); unset: what
+    /// `STRATA_FS_TRANSPORT` names, else auto.
+    pub transport: Option<TransportKind>,
+}
+
+/// How requests travel between the kernel and strata's own loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// io_uring where the kernel and the caller can have it, else `/dev/fuse`.
+    Auto,
+    /// FUSE over io_uring (per-CPU queues); refused when the kernel cannot.
+    Uring,
+    /// `read`/`writev` of `/dev/fuse`.
+    Dev,
+}
+
+impl TransportKind {
+    /// `auto`, `uring` or `dev`.
+    pub fn parse(v: &str) -> Option<TransportKind> {
+        match v {
+            "auto" => Some(TransportKind::Auto),
+            "uring" | "io_uring" => Some(TransportKind::Uring),
+            "dev" => Some(TransportKind::Dev),
+            _ => None,
+        }
+    }
 }
 
 /// The request loop serving a mount.
@@ -84,6 +110,7 @@ impl Default for MountOptions {
             passthrough: true,
             threads: None,
             server: None,
+            transport: None,
         }
     }
 }
@@ -191,6 +218,13 @@ impl MountOptions {
                     "strata" => ServerKind::Strata,
                     v => return Err(bad(key, format!("{v:?} is not fuser or strata"))),
                 })
+            }
+            "transport" => {
+                let v = need(key, value)?;
+                self.transport = Some(
+                    TransportKind::parse(v)
+                        .ok_or_else(|| bad(key, format!("{v:?} is not auto, uring or dev")))?,
+                );
             }
             "passthrough" => self.passthrough = true,
             "nopassthrough" => self.passthrough = false,

@@ -176,6 +176,75 @@ impl Union {
         Ok((entry, opened))
     }
 
+    /// Creates an unnamed regular file in directory `parent` (`O_TMPFILE`), returned open: a
+    /// node with no name, its file held by a descriptor, until a link (`linkat` of
+    /// `/proc/self/fd/N`) names it. The host file is an `O_TMPFILE` of the parent's upper
+    /// directory, so that link is one `linkat` on the host too.
+    pub fn tmpfile(
+        &self,
+        parent: Ino,
+        flags: i32,
+        perm: u32,
+        caller: Caller,
+    ) -> Result<(Entry, Opened)> {
+        let _ns = self.ns.write().expect("ns");
+        let upper = self.upper()?;
+        if self.node(parent)?.kind != FileKind::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        self.copy_up(parent)?;
+        let pfd = self.upper_dir(parent)?;
+        let pattr = host::stat_fd(pfd.as_fd())?;
+        let uid = self.ids.uid_to_host(caller.uid);
+        let gid = match pattr.perm & libc::S_ISGID {
+            0 => self.ids.gid_to_host(caller.gid),
+            _ => pattr.gid,
+        };
+        // O_EXCL keeps the file from ever being linked, as on any filesystem.
+        let keep = libc::O_ACCMODE
+            | libc::O_APPEND
+            | libc::O_SYNC
+            | libc::O_DSYNC
+            | libc::O_DIRECT
+            | libc::O_NONBLOCK
+            | libc::O_EXCL;
+        let oflags =
+            OFlags::TMPFILE | OFlags::CLOEXEC | OFlags::from_bits_retain((flags & keep) as u32);
+        let fd = rustix::fs::openat(pfd.as_fd(), ".", oflags, Mode::from_raw_mode(perm & 0o7777))?;
+        let held: SharedFd = Arc::new(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?);
+        let entry = upper::UpperRef::held(held.clone());
+        let (euid, egid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        if uid != euid || gid != egid {
+            upper.chown(&entry, Some(uid), Some(gid), self.read_override)?;
+        }
+        let key = crate::inode::stable_ino(0, host::stat_fd(held.as_fd())?.ino);
+        let place = crate::inode::Placement {
+            upper: true,
+            detached: Some(held),
+            ..Default::default()
+        };
+        let ino = {
+            let mut t = self.table.lock().expect("table");
+            let (ino, _) = t.intern(parent, OsString::new(), FileKind::Regular, key, place, true);
+            t.mark_unlinked(ino, None);
+            ino
+        };
+        let node = self.node(ino)?;
+        let entry = Entry {
+            attr: self.attr_of(ino, &node)?,
+            generation: node.generation,
+        };
+        let of = Arc::new(OpenFile {
+            data: FileData::Upper(File::from(fd)),
+            ino,
+            upper: true,
+        });
+        Ok((entry, (self.add_handle(Handle::File(of.clone())), of)))
+    }
+
     /// Makes a hard link `newparent/newname` to `ino`.
     pub fn link(&self, ino: Ino, newparent: Ino, newname: &OsStr) -> Result<Entry> {
         let _ns = self.ns.write().expect("ns");
@@ -204,6 +273,11 @@ impl Union {
             }
         }
         upper.remove_whiteout(pfd.as_fd(), newname)?;
+        if node.place.unlinked {
+            // Only an O_TMPFILE file can be linked once unlinked (the host refuses others):
+            // its node is the one the new name leads to.
+            self.table.lock().expect("table").relink(ino);
+        }
         let r = self.resolve(newparent, newname)?;
         self.enter(newparent, newname, r, true)
     }

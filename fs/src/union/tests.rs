@@ -535,3 +535,20 @@ fn first_copy_up_of_a_hard_link_puts_every_shown_name_in_the_upper() {
     );
     assert_eq!(fs::read(up.join("d/h2")).unwrap(), b"new");
 }
+
+#[test]
+fn tmpfile_has_no_name_until_linked() {
+    let f = fixture();
+    let u = &f.union;
+    let (e, (fh, _)) = u.tmpfile(ROOT, libc::O_RDWR, 0o600, me()).unwrap();
+    assert_eq!(e.attr.nlink, 0);
+    assert_eq!(u.write(fh, 0, b"tmp").unwrap(), 3);
+    assert!(!names(u, ROOT).iter().any(|n| n.is_empty() || n == "/"));
+    assert_eq!(u.getattr(e.attr.ino, Some(fh)).unwrap().size, 3);
+    let named = u.link(e.attr.ino, ROOT, OsStr::new("named")).unwrap();
+    assert_eq!(named.attr.ino, e.attr.ino, "the link names the same node");
+    assert_eq!(named.attr.nlink, 1);
+    let found = u.lookup(ROOT, OsStr::new("named")).unwrap();
+    assert_eq!(found.attr.ino, e.attr.ino);
+    assert_eq!(read_all(u, found.attr.ino), "tmp");
+}

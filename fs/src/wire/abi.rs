@@ -57,6 +57,7 @@ pub mod op {
     pub const READDIRPLUS: u32 = 44;
     pub const RENAME2: u32 = 45;
     pub const LSEEK: u32 = 46;
+    pub const TMPFILE: u32 = 51;
 }
 
 /// An opcode's name, for the debug log.
@@ -99,6 +100,7 @@ pub fn op_name(opcode: u32) -> &'static str {
         op::READDIRPLUS => "READDIRPLUS",
         op::RENAME2 => "RENAME2",
         op::LSEEK => "LSEEK",
+        op::TMPFILE => "TMPFILE",
         _ => "(unserved opcode)",
     }
 }
@@ -113,6 +115,8 @@ pub mod init {
     pub const MAX_PAGES: u64 = 1 << 22;
     pub const CACHE_SYMLINKS: u64 = 1 << 23;
     pub const INIT_EXT: u64 = 1 << 30;
+    pub const PASSTHROUGH: u64 = 1 << 37;
+    pub const OVER_IO_URING: u64 = 1 << 41;
 }
 
 /// `fuse_setattr_in.valid` bits.
@@ -132,6 +136,7 @@ pub mod fattr {
 pub mod fopen {
     pub const KEEP_CACHE: u32 = 1 << 1;
     pub const CACHE_DIR: u32 = 1 << 3;
+    pub const PASSTHROUGH: u32 = 1 << 7;
 }
 
 /// `FUSE_NOTIFY_RESEND` (kernel 6.9): the `error` of an unsolicited message (unique 0)
@@ -288,7 +293,12 @@ impl Out<'_> {
 
     /// `struct fuse_open_out` (16 bytes).
     pub fn open(&mut self, fh: u64, flags: u32) -> &mut Self {
-        self.u64(fh).u32(flags).u32(0)
+        self.open_backing(fh, flags, 0)
+    }
+
+    /// `struct fuse_open_out` naming a passthrough backing id.
+    pub fn open_backing(&mut self, fh: u64, flags: u32, backing_id: u32) -> &mut Self {
+        self.u64(fh).u32(flags).u32(backing_id)
     }
 }
 

@@ -13,21 +13,26 @@
 //!   abi::parse ──► Server::dispatch ──► Union (lookup, open, read, ...)
 //! ```
 //!
-//! Not served here (yet): FUSE passthrough (files are read and written through the loop).
+//! File I/O goes through FUSE passthrough where the kernel allows it (as root): the open
+//! reply names a backing file registered on the device, as the fuser loop does.
 
 pub mod abi;
 pub mod handoff;
 pub mod journal;
+mod sys;
+pub mod uring;
 
 use std::ffi::OsStr;
 use std::io::IoSlice;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::attr::{Attr, FileKind, Timestamp};
 use crate::errno::Errno;
-use crate::union::{Caller, NewKind, SetAttr, SetTime, Union};
+use crate::passthrough::Backings;
+use crate::union::{Caller, NewKind, OpenFile, SetAttr, SetTime, Union};
 use abi::{fattr, fopen, op, Args, InHeader, Out};
 use journal::{Journal, Open};
 
@@ -37,6 +42,8 @@ pub trait Transport: Send + Sync {
     fn receive(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>>;
     /// Writes one reply (header and body slices) in one go.
     fn send(&self, parts: &[IoSlice<'_>]) -> std::io::Result<()>;
+    /// The connection's `/dev/fuse` descriptor (passthrough registrations are made on it).
+    fn device(&self) -> BorrowedFd<'_>;
 }
 
 /// The `/dev/fuse` descriptor of a mount, read and written with plain syscalls.
@@ -64,6 +71,60 @@ impl Transport for DevFuse {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn device(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Serves `server` on the connection `dev` over the transport `kind` asks for: io_uring
+/// queues where the kernel has them on (`Auto`, `Uring`), else `threads` readers of
+/// `/dev/fuse`. The choice is logged (`-d` shows it).
+pub fn serve(
+    server: &Server,
+    dev: &DevFuse,
+    threads: usize,
+    kind: crate::options::TransportKind,
+) -> std::io::Result<()> {
+    use crate::options::TransportKind;
+    let rings = match kind {
+        TransportKind::Dev => None,
+        TransportKind::Auto | TransportKind::Uring => match uring::Rings::new(MAX_WRITE as usize) {
+            Ok(r) => Some(r),
+            Err(e) if kind == TransportKind::Auto => {
+                log::info!("FUSE transport: /dev/fuse ({e})");
+                None
+            }
+            Err(e) => return Err(std::io::Error::other(e)),
+        },
+    };
+    let served = match rings {
+        Some(rings) => {
+            server.attach(dev)?;
+            uring::serve(server, dev, rings)
+        }
+        None => {
+            log::info!("FUSE transport: /dev/fuse, {threads} reading threads");
+            server.run(dev, threads)
+        }
+    };
+    server.report_counts();
+    served
+}
+
+/// A passthrough backing registration, closed with the kernel when dropped (at the last
+/// release of its inode).
+pub struct WireBacking {
+    id: u32,
+    dev: Arc<OwnedFd>,
+}
+
+impl Drop for WireBacking {
+    fn drop(&mut self) {
+        if let Err(e) = sys::backing_close(self.dev.as_fd(), self.id) {
+            log::debug!("FUSE passthrough: closing backing {}: {e}", self.id);
+        }
+    }
 }
 
 /// Who besides the mount's owner may make requests (fuser's `SessionACL`).
@@ -87,17 +148,96 @@ pub struct Server {
     /// Where the nodes and handles handed to the kernel are written down, when a server
     /// may take this connection over later.
     journal: Option<Journal>,
+    backing: Backings<WireBacking>,
+    /// The connection's device, for passthrough registrations (set when serving starts).
+    device: OnceLock<Arc<OwnedFd>>,
+    /// Whether INIT asks for FUSE over io_uring, and what it got.
+    uring: uring::Gate,
+    /// Requests served, by opcode (the last slot counts opcodes past it).
+    counts: [AtomicU64; COUNTED_OPS],
 }
 
+/// Opcodes counted one by one (every opcode served is below it).
+const COUNTED_OPS: usize = 64;
+
+/// Where a server writes its request counts when it ends (`OPCODE count` lines), for the
+/// bench's requests per file.
+pub const REQUEST_COUNTS_ENV: &str = "STRATA_FS_REQUEST_COUNTS";
+
 impl Server {
-    pub fn new(union: Arc<Union>, ttl: Duration, acl: Acl) -> Server {
+    /// A server of `union`; `passthrough` asks for FUSE passthrough at INIT (the kernel
+    /// grants it to root only).
+    pub fn new(union: Arc<Union>, ttl: Duration, acl: Acl, passthrough: bool) -> Server {
         Server {
             union,
             ttl,
             acl,
             owner: rustix::process::geteuid().as_raw(),
             journal: None,
+            backing: Backings::new(passthrough),
+            device: OnceLock::new(),
+            uring: uring::Gate::default(),
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The requests served so far, by opcode name, most frequent first.
+    pub fn request_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts: Vec<(&'static str, u64)> = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(op, n)| (abi::op_name(op as u32), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+
+    /// Tells the request counts: in the log (`-d` shows it), and in the file
+    /// [`REQUEST_COUNTS_ENV`] names, if set.
+    fn report_counts(&self) {
+        let counts = self.request_counts();
+        let total: u64 = counts.iter().map(|(_, n)| n).sum();
+        let list: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        log::info!("FUSE requests served: {total} ({})", list.join(", "));
+        if let Some(path) = std::env::var_os(REQUEST_COUNTS_ENV) {
+            let text: String = counts.iter().map(|(op, n)| format!("{op} {n}\n")).collect();
+            let path = std::path::PathBuf::from(path);
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+                log::warn!("writing the request counts to {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Keeps a descriptor of the connection's device for passthrough registrations.
+    fn attach(&self, transport: &dyn Transport) -> std::io::Result<()> {
+        if self.device.get().is_none() {
+            let dup = rustix::io::fcntl_dupfd_cloexec(transport.device(), 3)?;
+            let _ = self.device.set(Arc::new(dup));
+        }
+        Ok(())
+    }
+
+    /// The open reply's flags and backing id for open file `of` (handle `fh`): passed
+    /// through when the kernel takes its backing file.
+    fn open_reply(&self, body: &mut Vec<u8>, fh: u64, of: &OpenFile) {
+        let dev = self.device.get();
+        let backing = dev.and_then(|dev| {
+            self.backing.open(fh, of, |file| {
+                let id = sys::backing_open(dev.as_fd(), file)?;
+                Ok(WireBacking {
+                    id,
+                    dev: dev.clone(),
+                })
+            })
+        });
+        match backing {
+            // The page cache belongs to the backing file under passthrough.
+            Some(b) => Out(body).open_backing(fh, fopen::PASSTHROUGH, b.id),
+            None => Out(body).open(fh, open_flags(of.upper)),
+        };
     }
 
     /// Writes the nodes and handles handed out to `journal` (and serves those a previous
@@ -203,6 +343,7 @@ impl Server {
 
     /// Serves until the connection ends, with `threads` threads reading requests.
     pub fn run(&self, transport: &dyn Transport, threads: usize) -> std::io::Result<()> {
+        self.attach(transport)?;
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads.max(1))
                 .map(|_| s.spawn(|| self.worker(transport)))
@@ -223,34 +364,67 @@ impl Server {
     fn worker(&self, transport: &dyn Transport) -> std::io::Result<()> {
         let mut buf = vec![0u8; BUF_SIZE];
         let mut body = Vec::new();
-        while let Some(n) = transport.receive(&mut buf)? {
-            let Some((h, args)) = abi::parse(&buf[..n]) else {
-                log::warn!("FUSE: a malformed request of {n} bytes; ignored");
+        let result = self.read_loop(transport, &mut buf, &mut body);
+        // The connection ended (or failed) before INIT: no ring is to be registered.
+        self.uring.settle(false);
+        result
+    }
+
+    fn read_loop(
+        &self,
+        transport: &dyn Transport,
+        buf: &mut [u8],
+        body: &mut Vec<u8>,
+    ) -> std::io::Result<()> {
+        while let Some(n) = transport.receive(buf)? {
+            let Some(replied) = self.respond(&buf[..n], body, Via::Dev) else {
                 continue;
             };
-            log::debug!(
-                "FUSE({}) {} ino {} ({} bytes of arguments)",
-                h.unique,
-                abi::op_name(h.opcode),
-                h.nodeid,
-                args.len()
-            );
-            body.clear();
-            let error = match self.dispatch(&h, args, &mut body) {
-                Reply::None => continue,
-                Reply::Ok => 0,
-                Reply::Err(e) => {
-                    body.clear();
-                    -e.code()
-                }
-            };
-            let header = abi::out_header(h.unique, error, body.len());
-            transport.send(&[IoSlice::new(&header), IoSlice::new(&body)])?;
-            if h.opcode == op::DESTROY {
-                return Ok(());
+            let header = abi::out_header(replied.unique, replied.error, body.len());
+            transport.send(&[IoSlice::new(&header), IoSlice::new(body)])?;
+            match replied.opcode {
+                // INIT is answered: the kernel takes ring registrations from now on.
+                op::INIT => self.uring.settle(self.uring.granted()),
+                op::DESTROY => return Ok(()),
+                _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Answers one request as the kernel sent it (`struct fuse_in_header` and arguments):
+    /// the reply's body is left in `body`; `None` when the request takes no reply (FORGET,
+    /// INTERRUPT, or one too malformed to answer).
+    fn respond(&self, request: &[u8], body: &mut Vec<u8>, via: Via) -> Option<Replied> {
+        let Some((h, args)) = abi::parse(request) else {
+            log::warn!(
+                "FUSE: a malformed request of {} bytes; ignored",
+                request.len()
+            );
+            return None;
+        };
+        self.counts[(h.opcode as usize).min(COUNTED_OPS - 1)].fetch_add(1, Ordering::Relaxed);
+        log::debug!(
+            "FUSE({}) {} ino {} ({} bytes of arguments, {via})",
+            h.unique,
+            abi::op_name(h.opcode),
+            h.nodeid,
+            args.len()
+        );
+        body.clear();
+        let error = match self.dispatch(&h, args, body) {
+            Reply::None => return None,
+            Reply::Ok => 0,
+            Reply::Err(e) => {
+                body.clear();
+                -e.code()
+            }
+        };
+        Some(Replied {
+            unique: h.unique,
+            error,
+            opcode: h.opcode,
+        })
     }
 
     /// Whether the caller may make this request (as fuser's ACL check: the kernel itself
@@ -364,7 +538,7 @@ impl Server {
             let (fh, of) = u.open(e.attr.ino, flags)?;
             let ino = e.attr.ino;
             self.note_open(fh, Some(Open::File { ino, flags }));
-            Out(body).open(fh, open_flags(of.upper));
+            self.open_reply(body, fh, &of);
         }
         Ok(Reply::Ok)
     }
@@ -495,7 +669,7 @@ impl Server {
                 let (fh, of) = u.open(ino, flags as i32)?;
                 let flags = flags as i32;
                 self.note_open(fh, Some(Open::File { ino, flags }));
-                Out(body).open(fh, open_flags(of.upper));
+                self.open_reply(body, fh, &of);
             }
             op::READ => {
                 let fh = a.u64().ok_or_else(bad)?;
@@ -528,6 +702,7 @@ impl Server {
             }
             op::RELEASE | op::RELEASEDIR => {
                 let fh = a.u64().ok_or_else(bad)?;
+                self.backing.release(fh);
                 u.release(fh);
                 self.note_open(fh, None);
             }
@@ -598,9 +773,17 @@ impl Server {
                         flags: flags as i32,
                     }),
                 );
-                Out(body)
-                    .entry(e.attr.ino, e.generation, self.ttl, &e.attr)
-                    .open(fh, open_flags(of.upper));
+                Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
+                self.open_reply(body, fh, &of);
+            }
+            op::TMPFILE => {
+                let flags = a.u32().ok_or_else(bad)?;
+                let mode = a.u32().ok_or_else(bad)?;
+                let umask = a.u32().ok_or_else(bad)?;
+                // The name (the kernel's "/") names nothing: the file has none.
+                let (e, (fh, of)) = u.tmpfile(ino, flags as i32, mode & !umask, caller)?;
+                Out(body).entry(e.attr.ino, e.generation, self.ttl, &e.attr);
+                self.open_reply(body, fh, &of);
             }
             op::FALLOCATE => {
                 let fh = a.u64().ok_or_else(bad)?;
@@ -622,6 +805,7 @@ impl Server {
     }
 
     /// Answers INIT: the kernel's ABI must be 7.31 or later; asks for what `fuse.rs` asks.
+    /// Passthrough is granted to root only: the kernel refuses the registrations otherwise.
     fn init(&self, mut a: Args<'_>, body: &mut Vec<u8>) -> Result<Reply, Errno> {
         let bad = || Errno::EINVAL;
         let major = a.u32().ok_or_else(bad)?;
@@ -646,8 +830,26 @@ impl Server {
             | PARALLEL_DIROPS
             | MAX_PAGES
             | CACHE_SYMLINKS
-            | INIT_EXT;
+            | INIT_EXT
+            | if self.backing.enabled() {
+                PASSTHROUGH
+            } else {
+                0
+            }
+            | if self.uring.wanted() {
+                OVER_IO_URING
+            } else {
+                0
+            };
         let granted = offered & wanted;
+        if granted & PASSTHROUGH == 0 {
+            self.backing.disable();
+        }
+        if granted & OVER_IO_URING != 0 {
+            self.uring.grant();
+        } else if self.uring.wanted() {
+            log::info!("FUSE transport: /dev/fuse (the kernel offered no io_uring at INIT)");
+        }
         Out(body)
             .u32(abi::MAJOR)
             .u32(abi::MINOR)
@@ -660,7 +862,8 @@ impl Server {
             .u16((MAX_WRITE / 4096) as u16)
             .u16(0) // map_alignment
             .u32((granted >> 32) as u32)
-            .u32(0) // max_stack_depth: no passthrough
+            // max_stack_depth: a backing file's filesystem is no stack of its own.
+            .u32(u32::from(granted & PASSTHROUGH != 0))
             .u16(0) // request_timeout
             .zeros(22);
         Ok(Reply::Ok)
@@ -708,6 +911,29 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Where a request came from, for the debug log.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    Dev,
+    Ring(usize),
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Dev => write!(f, "/dev/fuse"),
+            Via::Ring(q) => write!(f, "io_uring queue {q}"),
+        }
+    }
+}
+
+/// A request answered: the reply's header fields (its body is the caller's buffer).
+struct Replied {
+    unique: u64,
+    error: i32,
+    opcode: u32,
 }
 
 /// What to send back for one request.

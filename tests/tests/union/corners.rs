@@ -246,11 +246,11 @@ fn permission_checks_for_other_users(fx: &Fixture, v: &Variant) -> Result<()> {
     if !v.host_root {
         return Ok(()); // needs a second user; the rootless variants have one id
     }
-    let extra: &[&str] = match v.driver {
-        Driver::Kernel => &["redirect_dir=on", "index=on", "metacopy=on"],
-        _ => &["allow_other"],
+    let extra: Vec<&str> = match v.driver {
+        Driver::Kernel => vec!["redirect_dir=on", "index=on", "metacopy=on"],
+        _ => [&["allow_other"], fx.strata_options].concat(),
     };
-    let m = strata_tests::mounts::mount(v.driver, &fx.dirs, extra)?;
+    let m = strata_tests::mounts::mount(v.driver, &fx.dirs, &extra)?;
     let m = m.path();
     fs::write(m.join("secret"), "s")?;
     fs::set_permissions(

@@ -56,6 +56,7 @@ fn bad_options_are_named_in_the_error() {
     for (opts, expected) in [
         (format!("lowerdir={lower},frobnicate"), "frobnicate"),
         (format!("lowerdir={lower},threads=0"), "threads"),
+        (format!("lowerdir={lower},transport=pigeon"), "transport"),
         (format!("lowerdir={lower},upperdir={lower}"), "workdir"),
         ("upperdir=/x,workdir=/y".to_string(), "lowerdir"),
         (format!("lowerdir={lower}/missing"), "missing"),
@@ -160,11 +161,25 @@ fn foreground_debug_logs_each_request() {
     if !have_root("foreground_debug_logs_each_request") {
         return;
     }
+    let text = debug_log(&[]).to_lowercase();
+    assert!(
+        text.contains("lookup"),
+        "no LOOKUP in the debug log:\n{text}"
+    );
+}
+
+/// The `-d` log of `strata-fs -f -d` with `extra` options, serving a stat of `d/x`.
+fn debug_log(extra: &[&str]) -> String {
     let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
     let log = fx.tmp.path().join("debug.log");
+    let mut opts = fx.dirs.options();
+    for o in extra {
+        opts.push(',');
+        opts.push_str(o);
+    }
     let mut child = Command::new(strata_fs_bin().unwrap())
         .args(["-f", "-d", "-o"])
-        .arg(fx.dirs.options())
+        .arg(&opts)
         .arg(fx.merged())
         .stdin(Stdio::null())
         .stderr(fs::File::create(&log).unwrap())
@@ -179,13 +194,59 @@ fn foreground_debug_logs_each_request() {
     let status = child.wait().unwrap();
     assert!(
         status.success(),
-        "foreground strata-fs exited with {status}"
+        "foreground strata-fs -o {opts} exited with {status}"
     );
-    let text = fs::read_to_string(&log).unwrap().to_lowercase();
-    assert!(
-        text.contains("lookup"),
-        "no LOOKUP in the debug log:\n{text}"
-    );
+    fs::read_to_string(&log).unwrap()
+}
+
+/// strata's own loop says in the `-d` log which transport serves it, and each request which
+/// one brought it: io_uring queues where the kernel has FUSE over io_uring on
+/// (`enable_uring=Y`), else /dev/fuse; `transport=dev` reads /dev/fuse anyway; and
+/// `transport=uring` where the kernel has it off is refused before anything is mounted,
+/// naming the switch.
+#[test]
+fn own_loop_transport_follows_the_kernel_and_the_option() {
+    if !have_root("own_loop_transport_follows_the_kernel_and_the_option") {
+        return;
+    }
+    let uring_on = fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|v| v.trim() == "Y");
+    for (transport, ring) in [("auto", uring_on), ("dev", false)] {
+        let text = debug_log(&["server=strata", &format!("transport={transport}")]);
+        let said = match ring {
+            true => "FUSE transport: io_uring",
+            false => "FUSE transport: /dev/fuse",
+        };
+        assert!(
+            text.contains(said),
+            "transport={transport}: no {said:?} in\n{text}"
+        );
+        assert_eq!(
+            text.contains("LOOKUP ino 1 (2 bytes of arguments, io_uring queue"),
+            ring,
+            "transport={transport} (enable_uring {uring_on}): the LOOKUP came another way:\n{text}"
+        );
+    }
+    let fx = Fixture::new(WhiteoutFormat::Oci).unwrap();
+    let opts = format!("{},transport=uring", fx.dirs.options());
+    let merged = fx.merged().display().to_string();
+    let out = strata_fs(&["-o", &opts, &merged]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if uring_on {
+        assert!(out.status.success(), "transport=uring: {stderr}");
+        assert_eq!(fs::read_to_string(fx.merged().join("a")).unwrap(), "top-a");
+        unmount(fx.merged(), Driver::Strata).unwrap();
+    } else {
+        assert!(
+            !out.status.success(),
+            "transport=uring mounted with enable_uring off"
+        );
+        assert!(
+            stderr.contains("enable_uring"),
+            "{stderr:?} does not name enable_uring"
+        );
+        assert!(!is_mounted(fx.merged()));
+    }
 }
 
 /// Killing the daemon: every access answers ENOTCONN at once (no hang), and the next mount
@@ -215,7 +276,14 @@ fn killed_daemon_gives_enotconn_and_keeps_completed_writes() {
         let _ = tx.send(errno(fs::metadata(probe.join("done"))));
     });
     let answer = rx.recv_timeout(Duration::from_secs(10)).expect("stat hung");
-    assert_eq!(answer, libc::ENOTCONN);
+    // Over io_uring the kernel tears the dead server's queues down after its process is
+    // gone (the ring's exit work holds /dev/fuse meanwhile): a request queued in between
+    // is aborted with ECONNABORTED, and every one after with ENOTCONN.
+    assert!(
+        answer == libc::ENOTCONN || answer == libc::ECONNABORTED,
+        "errno {answer} after the kill"
+    );
+    assert_eq!(errno(fs::metadata(merged.join("done"))), libc::ENOTCONN);
     drop(m); // unmounts the dead mount
     let m = mount(Driver::Strata, &fx.dirs, &[]).unwrap();
     let m = m.path();

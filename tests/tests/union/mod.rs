@@ -73,6 +73,8 @@ pub const ROOT_NAMES: &[&str] = &[
 pub struct Fixture {
     pub dirs: UnionDirs,
     pub outside: PathBuf,
+    /// Options strata-fs mounts get besides the directories.
+    pub strata_options: &'static [&'static str],
     // Last: dropped after any guard the test holds.
     pub tmp: TempDir,
 }
@@ -107,6 +109,7 @@ impl Fixture {
                 merged: root.join("merged"),
             },
             outside,
+            strata_options: &[],
             tmp,
         })
     }
@@ -124,7 +127,10 @@ impl Fixture {
     }
 
     pub fn mount(&self, driver: Driver) -> Result<MountGuard> {
-        mount(driver, &self.dirs, reference_options(driver))
+        match driver {
+            Driver::Strata => mount(driver, &self.dirs, self.strata_options),
+            _ => mount(driver, &self.dirs, reference_options(driver)),
+        }
     }
 }
 
@@ -165,6 +171,7 @@ fn strata_passes_the_suite_as_root_over_oci_layers() {
             format: WhiteoutFormat::Oci,
             host_root: true,
             ns_root: true,
+            options: &[],
         });
     }
 }
@@ -177,6 +184,23 @@ fn strata_passes_the_suite_as_root_over_kernel_format_layers() {
             format: WhiteoutFormat::KERNEL,
             host_root: true,
             ns_root: true,
+            options: &[],
+        });
+    }
+}
+
+/// strata's own FUSE loop (`server=strata`, the restartable server's) on a par with fuser's:
+/// passthrough, O_TMPFILE and every other check, over the transport `STRATA_FS_TRANSPORT`
+/// names (auto: io_uring where the kernel offers it).
+#[test]
+fn strata_own_loop_passes_the_suite_as_root() {
+    if have_root("strata_own_loop_passes_the_suite_as_root") {
+        suite::run(Variant {
+            driver: Driver::Strata,
+            format: WhiteoutFormat::Oci,
+            host_root: true,
+            ns_root: true,
+            options: &["server=strata"],
         });
     }
 }
@@ -190,6 +214,7 @@ fn kernel_overlayfs_passes_the_suite() {
             format: WhiteoutFormat::KERNEL,
             host_root: true,
             ns_root: true,
+            options: &[],
         });
     }
 }

@@ -33,6 +33,7 @@ fn suite_in_user_namespace_child() {
         format: WhiteoutFormat::Oci,
         host_root: false,
         ns_root: true,
+        options: &[],
     });
 }
 
@@ -53,6 +54,7 @@ fn suite_on_host_child() {
         format: WhiteoutFormat::Oci,
         host_root: false,
         ns_root: false,
+        options: &[],
     });
 }
 

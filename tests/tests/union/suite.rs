@@ -24,6 +24,19 @@ pub struct Variant {
     pub host_root: bool,
     /// The caller is root, possibly of a user namespace (may chown to mapped ids, mknod fifos).
     pub ns_root: bool,
+    /// Mount options strata-fs gets besides the directories (`server=strata`, ...).
+    pub options: &'static [&'static str],
+}
+
+impl Variant {
+    /// Whether strata's own FUSE loop serves the mounts (not fuser's): asked in the
+    /// options, else in `STRATA_FS_SERVER`, which the strata-fs processes inherit.
+    pub fn own_loop(&self) -> bool {
+        match self.options.iter().find_map(|o| o.strip_prefix("server=")) {
+            Some(server) => server == "strata",
+            None => std::env::var("STRATA_FS_SERVER").is_ok_and(|s| s == "strata"),
+        }
+    }
 }
 
 type Check = fn(&Fixture, &Variant) -> Result<()>;
@@ -71,7 +84,10 @@ pub fn checks() -> Vec<(&'static str, Check)> {
 pub fn run(variant: Variant) {
     let mut failures = Vec::new();
     for (name, check) in checks() {
-        let result = Fixture::new(variant.format).and_then(|fx| check(&fx, &variant));
+        let result = Fixture::new(variant.format).and_then(|mut fx| {
+            fx.strata_options = variant.options;
+            check(&fx, &variant)
+        });
         if let Err(err) = result {
             failures.push(format!("{name}: {err:#}"));
         }
@@ -700,10 +716,27 @@ fn tmpfile(fx: &Fixture, v: &Variant) -> Result<()> {
             f.write_all(b"tmp")?;
             ensure!(f.metadata()?.nlink() == 0);
             ensure!(names(&m.path().join("d")) == ["x", "z"]);
+            // linkat of /proc/self/fd/N names it (O_TMPFILE without O_EXCL is linkable).
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", f.as_raw_fd());
+            let named = m.path().join("d/named");
+            nix::unistd::linkat(
+                None,
+                std::path::Path::new(&proc_path),
+                None,
+                named.as_path(),
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )?;
+            ensure!(names(&m.path().join("d")) == ["named", "x", "z"]);
+            ensure!(read(&m.path().join("d/named"))? == "tmp");
+            ensure!(fs::metadata(m.path().join("d/named"))?.ino() == f.metadata()?.ino());
         }
         // fuser 0.18 has no FUSE_TMPFILE: the kernel turns ENOSYS into EOPNOTSUPP, which
-        // programs (glibc's tmpfile, systemd) answer with a named temporary file.
-        (Driver::Strata, Err(e)) => ensure!(e.raw_os_error() == Some(libc::EOPNOTSUPP)),
+        // programs (glibc's tmpfile, systemd) answer with a named temporary file. strata's
+        // own loop serves it.
+        (Driver::Strata, Err(e)) if !v.own_loop() => {
+            ensure!(e.raw_os_error() == Some(libc::EOPNOTSUPP))
+        }
         (_, Err(e)) => return Err(e.into()),
     }
     Ok(())
