@@ -491,6 +491,8 @@ pub fn create(
             seccomp,
             // strata's monitor starts the process at once: no created state.
             start_gate: None,
+            // The default namespaces; a rootless user namespace is the monitor's own.
+            ..Default::default()
         };
         let mut image_labels: BTreeMap<String, String> = img.config.labels();
         image_labels.extend(labels.clone());

@@ -17,7 +17,11 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroup;
-use crate::spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Rlimit, UserSpec};
+use crate::idmap::IdRange;
+use crate::spec::{
+    ContainerSpec, MountSpec, NamespaceKind, NamespaceMode, NetworkMode, ProcessSpec, Rlimit,
+    UserSpec,
+};
 use crate::{Error, Result};
 
 /// runc's default root for root.
@@ -90,11 +94,61 @@ pub fn load_bundle(id: &str, bundle: &Path) -> Result<(ContainerSpec, Spec)> {
     }
     let mut network = NetworkMode::Host;
     if let Some(linux) = oci.linux() {
+        // Every kind the bundle does not list is the caller's, as the spec says.
+        spec.namespaces = NamespaceKind::ALL
+            .iter()
+            .map(|k| (*k, NamespaceMode::Shared))
+            .collect();
         for ns in linux.namespaces().iter().flatten() {
-            if ns.typ() == LinuxNamespaceType::Network {
-                network = NetworkMode::Private;
-                spec.netns = ns.path().clone();
+            let kind = match ns.typ() {
+                LinuxNamespaceType::Network => {
+                    network = NetworkMode::Private;
+                    spec.netns = ns.path().clone();
+                    continue;
+                }
+                LinuxNamespaceType::User => NamespaceKind::User,
+                LinuxNamespaceType::Mount => NamespaceKind::Mount,
+                LinuxNamespaceType::Pid => NamespaceKind::Pid,
+                LinuxNamespaceType::Uts => NamespaceKind::Uts,
+                LinuxNamespaceType::Ipc => NamespaceKind::Ipc,
+                LinuxNamespaceType::Cgroup => NamespaceKind::Cgroup,
+                LinuxNamespaceType::Time => {
+                    return Err(bundle_error(&config, "time namespaces are not supported"))
+                }
+            };
+            let mode = match ns.path() {
+                Some(path) => NamespaceMode::Join(path.clone()),
+                None => NamespaceMode::New,
+            };
+            if let Some(slot) = spec.namespaces.iter_mut().find(|(k, _)| *k == kind) {
+                slot.1 = mode;
             }
+        }
+        if spec.namespace(NamespaceKind::Mount) == NamespaceMode::Shared {
+            return Err(bundle_error(
+                &config,
+                "the container needs a mount namespace (linux.namespaces has no \"mount\")",
+            ));
+        }
+        let ranges = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdRange> {
+            m.iter()
+                .flatten()
+                .map(|r| IdRange {
+                    inside: r.container_id(),
+                    outside: r.host_id(),
+                    count: r.size(),
+                })
+                .collect()
+        };
+        spec.uid_mappings = ranges(linux.uid_mappings());
+        spec.gid_mappings = ranges(linux.gid_mappings());
+        if spec.namespace(NamespaceKind::User) == NamespaceMode::New
+            && (spec.uid_mappings.is_empty() || spec.gid_mappings.is_empty())
+        {
+            return Err(bundle_error(
+                &config,
+                "a new user namespace needs linux.uidMappings and linux.gidMappings",
+            ));
         }
         spec.resources.memory = linux
             .resources()
@@ -285,8 +339,13 @@ impl Root {
             r => r.map_err(Error::io(&dir))?,
         }
         let fifo = self.fifo(id);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        // Writable by all, as runc's: pid 1 opens it for writing as the container's root,
+        // which a user namespace may map to another host id than the caller's. Only the
+        // owner may open it for reading, which is what starts the container.
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .map_err(Error::sys(format!("mkfifo {}", fifo.display())))?;
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(Error::io(&fifo))?;
         Ok(fifo)
     }
 

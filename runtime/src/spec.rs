@@ -29,6 +29,15 @@ pub struct ContainerSpec {
     /// it before the start (a veth, slirp4netns), so the process never runs without its
     /// network, or it is another container's (`--network container:NAME`).
     pub netns: Option<PathBuf>,
+    /// How each namespace kind other than network is had, where it differs from the
+    /// default ([`ContainerSpec::namespace`]); a bundle's `linux.namespaces` lists them all.
+    pub namespaces: Vec<(NamespaceKind, NamespaceMode)>,
+    /// The uid map of a new user namespace (container id, host id, count), written by the
+    /// caller once the setup child made the namespace: directly as root or for the caller's
+    /// own single id, else through `newuidmap`.
+    pub uid_mappings: Vec<crate::idmap::IdRange>,
+    /// The gid map, as [`ContainerSpec::uid_mappings`] (`newgidmap`).
+    pub gid_mappings: Vec<crate::idmap::IdRange>,
     /// All capabilities (within the caller's bounding set), no masked or read-only paths,
     /// /sys read-write.
     pub privileged: bool,
@@ -46,6 +55,67 @@ pub struct ContainerSpec {
     /// reading ([`crate::container::start_created`]). Pid 1 then outlives its caller (no
     /// parent-death signal), as the caller of `create` exits.
     pub start_gate: Option<PathBuf>,
+}
+
+impl ContainerSpec {
+    /// How the container has namespace `kind`: as [`ContainerSpec::namespaces`] says, else
+    /// new for mount, pid, uts, ipc and cgroup and the caller's own user namespace.
+    pub fn namespace(&self, kind: NamespaceKind) -> NamespaceMode {
+        if let Some((_, mode)) = self.namespaces.iter().find(|(k, _)| *k == kind) {
+            return mode.clone();
+        }
+        match kind {
+            NamespaceKind::User => NamespaceMode::Shared,
+            _ => NamespaceMode::New,
+        }
+    }
+}
+
+/// A namespace kind, network aside ([`NetworkMode`] and [`ContainerSpec::netns`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceKind {
+    User,
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Cgroup,
+}
+
+impl NamespaceKind {
+    /// Every kind, user first: it grants the rights to make or join the others.
+    pub const ALL: [NamespaceKind; 6] = [
+        NamespaceKind::User,
+        NamespaceKind::Mount,
+        NamespaceKind::Pid,
+        NamespaceKind::Uts,
+        NamespaceKind::Ipc,
+        NamespaceKind::Cgroup,
+    ];
+
+    /// The name under /proc/PID/ns/.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NamespaceKind::User => "user",
+            NamespaceKind::Mount => "mnt",
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// How the container has one namespace kind.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NamespaceMode {
+    /// A new one.
+    New,
+    /// The one at this nsfs path (`/proc/PID/ns/ipc`, a bind-mounted namespace file).
+    Join(PathBuf),
+    /// The caller's (the kind is absent from the bundle's list).
+    Shared,
 }
 
 /// The process to run: the container's, or one `exec`'d into it.

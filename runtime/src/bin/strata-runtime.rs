@@ -177,15 +177,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--root`, else runc's rule: `$XDG_RUNTIME_DIR/strata-runtime` for a rootless caller
+/// (not root, or root of a user namespace and `$USER` not root, as rootless podman calls
+/// it),
+/// else [`oci::DEFAULT_ROOT`].
 fn root_dir(cli: &Cli) -> PathBuf {
     if let Some(r) = &cli.root {
         return r.clone();
     }
-    match (
-        nix::unistd::geteuid().is_root(),
-        std::env::var_os("XDG_RUNTIME_DIR"),
-    ) {
-        (false, Some(dir)) => Path::new(&dir).join("strata-runtime"),
+    let rootless = !nix::unistd::geteuid().is_root()
+        || (strata_runtime::idmap::in_user_namespace()
+            && std::env::var("USER").map_or(true, |u| u != "root"));
+    match (rootless, std::env::var_os("XDG_RUNTIME_DIR")) {
+        (true, Some(dir)) => Path::new(&dir).join("strata-runtime"),
         _ => PathBuf::from(oci::DEFAULT_ROOT),
     }
 }
@@ -449,7 +453,11 @@ fn create(
         bundle: bundle.clone(),
         rootfs: spec.rootfs.clone(),
         created: jiff::Timestamp::now().to_string(),
-        owner: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        owner: nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::geteuid().to_string()),
         annotations: oci_spec.annotations().clone().unwrap_or_default(),
     };
     root.save(&saved)?;

@@ -12,20 +12,38 @@ use tempfile::TempDir;
 
 use super::{busybox_rootfs, run_to_files, runtime_bin, Out};
 
-/// A bundle under a fresh directory and a `--root` of its own.
-struct Bundle {
-    tmp: TempDir,
+/// A bundle under a fresh directory and a `--root` of its own; rootless, `spec --rootless`
+/// and the default root under an `$XDG_RUNTIME_DIR` of its own.
+pub(super) struct Bundle {
+    pub(super) tmp: TempDir,
+    rootless: bool,
 }
 
 impl Bundle {
     /// `strata-runtime spec`, a busybox rootfs, and `args` as the process.
-    fn new(args: &[&str]) -> Bundle {
+    pub(super) fn new(args: &[&str]) -> Bundle {
+        Bundle::make(args, false)
+    }
+
+    /// As [`Bundle::new`] with `spec --rootless`: a user namespace mapping the caller's
+    /// own ids to root, and no `--root` (`$XDG_RUNTIME_DIR/strata-runtime`).
+    pub(super) fn rootless(args: &[&str]) -> Bundle {
+        Bundle::make(args, true)
+    }
+
+    fn make(args: &[&str], rootless: bool) -> Bundle {
         let tmp = tempfile::Builder::new()
             .prefix("strata-rt")
             .tempdir()
             .unwrap();
-        let b = Bundle { tmp };
-        let spec = b.rt(&["spec", "--bundle", b.dir().to_str().unwrap()]);
+        let b = Bundle { tmp, rootless };
+        std::fs::create_dir_all(b.xdg()).unwrap();
+        let dir = b.dir();
+        let mut spec_args = vec!["spec", "--bundle", dir.to_str().unwrap()];
+        if rootless {
+            spec_args.push("--rootless");
+        }
+        let spec = b.rt(&spec_args);
         assert_eq!(spec.code, 0, "spec: {}", spec.stderr);
         busybox_rootfs(&b.dir().join("rootfs"));
         let path = b.dir().join("config.json");
@@ -38,35 +56,47 @@ impl Bundle {
         b
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(super) fn dir(&self) -> PathBuf {
         self.tmp.path().join("bundle")
     }
 
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("state")
+    /// The state directory: `--root`, or rootless the default under [`Bundle::xdg`].
+    pub(super) fn root(&self) -> PathBuf {
+        match self.rootless {
+            true => self.xdg().join("strata-runtime"),
+            false => self.tmp.path().join("state"),
+        }
+    }
+
+    /// `$XDG_RUNTIME_DIR` of the runtime's commands.
+    pub(super) fn xdg(&self) -> PathBuf {
+        self.tmp.path().join("xdg")
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(runtime_bin());
-        c.arg("--root").arg(self.root()).args(args);
+        if !self.rootless {
+            c.arg("--root").arg(self.root());
+        }
+        c.args(args).env("XDG_RUNTIME_DIR", self.xdg());
         c.current_dir(self.tmp.path());
         c
     }
 
-    fn rt(&self, args: &[&str]) -> Out {
+    pub(super) fn rt(&self, args: &[&str]) -> Out {
         std::fs::create_dir_all(self.dir()).unwrap();
         run_to_files(self.command(args), self.tmp.path())
     }
 
     /// Succeeds, or fails the test with its stderr; stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.rt(args);
         assert_eq!(out.code, 0, "strata-runtime {args:?}: {}", out.stderr);
         out.stdout
     }
 
     /// Fails with status 1 and `text` in stderr.
-    fn fails(&self, args: &[&str], text: &str) {
+    pub(super) fn fails(&self, args: &[&str], text: &str) {
         let out = self.rt(args);
         assert_eq!(
             out.code, 1,
@@ -80,11 +110,11 @@ impl Bundle {
         );
     }
 
-    fn state(&self, id: &str) -> serde_json::Value {
+    pub(super) fn state(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
 
-    fn wait_status(&self, id: &str, status: &str) {
+    pub(super) fn wait_status(&self, id: &str, status: &str) {
         let mut last = serde_json::Value::Null;
         let r = wait_for(Duration::from_secs(30), status, || {
             last = self.state(id);
@@ -93,7 +123,7 @@ impl Bundle {
         assert!(r.is_ok(), "{id} never {status}: {last}");
     }
 
-    fn rootfs(&self, path: &str) -> PathBuf {
+    pub(super) fn rootfs(&self, path: &str) -> PathBuf {
         self.dir().join("rootfs").join(path)
     }
 }

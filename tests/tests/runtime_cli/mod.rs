@@ -4,6 +4,7 @@
 
 mod bundle;
 mod peers;
+mod rootless;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -51,6 +51,13 @@ fn podman_runs_containers_through_strata_runtime() {
     if !have_root("podman_runs_containers_through_strata_runtime") {
         return;
     }
+    podman_lifecycle();
+}
+
+/// `podman run --rm` (output, exit codes, a missing command), `-d`, `exec`, `stop`, `rm`,
+/// with the container's state under the runtime's default root; as root, or rootless
+/// (`runtime_cli::rootless`).
+pub(super) fn podman_lifecycle() {
     let tmp = tempfile::Builder::new()
         .prefix("strata-rt-podman")
         .tempdir()
