@@ -486,6 +486,7 @@ pub fn create(
                 memory,
                 pids_limit: opts.pids_limit,
                 cpus,
+                ..Default::default()
             },
             init: opts.init,
             seccomp,

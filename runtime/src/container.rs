@@ -114,9 +114,22 @@ impl Container {
         if spec.id.is_empty() || spec.id == "." || spec.id == ".." || spec.id.contains('/') {
             return Err(Error::InvalidId(spec.id.clone()));
         }
-        let cgroup = Cgroup::create(&spec.id, &spec.resources)?;
+        let cgroup = match &spec.cgroup_path {
+            Some(path) => Cgroup::create_at(path, &spec.resources)?,
+            None => Cgroup::create(&spec.id, &spec.resources)?,
+        };
         if let (Some(cg), false) = (&cgroup, spec.privileged) {
-            if let Err(e) = cg.restrict_devices() {
+            // FIFOs need no rule; `u` (unbuffered) is a character device.
+            let own: Vec<String> = spec
+                .devices
+                .iter()
+                .filter(|d| d.kind != 'p')
+                .map(|d| {
+                    let kind = if d.kind == 'b' { 'b' } else { 'c' };
+                    format!("{kind} {}:{} rwm", d.major, d.minor)
+                })
+                .collect();
+            if let Err(e) = cg.restrict_devices(&spec.resources.devices, &own) {
                 cg.destroy();
                 return Err(e);
             }
@@ -465,6 +478,11 @@ fn enter_new(
         // Before CLONE_NEWCGROUP: the namespace's root is the cgroup it is made in.
         cg.add(getpid().as_raw())?;
     }
+    if let Some(adj) = spec.oom_score_adj {
+        // Before the user namespace: lowering it needs CAP_SYS_RESOURCE over the host's.
+        let path = "/proc/self/oom_score_adj";
+        std::fs::write(path, adj.to_string()).map_err(Error::io(path))?;
+    }
     // Open all first: joining a mount namespace changes what later paths name.
     let mut joins = Vec::new();
     let mut flags = CloneFlags::empty();
@@ -632,6 +650,10 @@ fn process_main(
         install_stdio(fds)?;
     }
     let gate = ends.gate.take();
+    // Before pivot_root: the host's /proc names pid 1's host pid.
+    let start_hooks = spec
+        .filter(|s| !s.start_container_hooks.is_empty())
+        .map(|s| (&s.start_container_hooks, crate::hooks::state_of_pid1(s)));
     if let Some(spec) = spec {
         setup::container(&setup::Kernel, spec)?;
     }
@@ -647,6 +669,9 @@ fn process_main(
     let exec = credentials::prepare(process, privileged, seccomp)?;
     if let Some(gate) = gate {
         wait_at_gate(&exec, gate, ends)?;
+    }
+    if let Some((hooks, state)) = start_hooks {
+        crate::hooks::run_all(hooks, &state, "startContainer")?;
     }
     if !spec.is_some_and(|s| s.init) {
         return Err(credentials::exec(&exec));

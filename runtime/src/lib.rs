@@ -65,6 +65,7 @@
 //! - [`container`]: [`Container::start`], [`exec`], [`Stdio`], [`Running`].
 //! - [`cgroups`]: v1 hierarchies or v2; limits, freezer, OOM flag, kill, destroy.
 //! - [`process`]: wait, signals, signal names, the `--init` reaper.
+//! - [`hooks`]: OCI hooks, state on stdin.
 //! - [`pty`]: window sizes.
 //! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
 //! - [`seccomp`]: docker's default profile, docker JSON profiles, the filter loaded before
@@ -78,6 +79,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod container;
+pub mod hooks;
 pub mod idmap;
 pub mod oci;
 pub mod process;
@@ -95,7 +97,10 @@ pub use cgroups::Cgroup;
 pub use container::{exec, Container, ExecRunning, Running, Stdio};
 pub use process::ExitStatus;
 pub use pty::WindowSize;
-pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, Rlimit, UserSpec};
+pub use spec::{
+    ContainerSpec, Device, DeviceRule, Hook, MountSpec, NamespaceKind, NamespaceMode, NetworkMode,
+    ProcessSpec, Resources, Rlimit, UserSpec,
+};
 
 use std::path::PathBuf;
 
@@ -189,6 +194,13 @@ pub enum Error {
     /// The seccomp profile is malformed, or its filter could not be loaded.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// An OCI hook failed or timed out.
+    #[error("{stage} hook {path}: {reason}")]
+    Hook {
+        stage: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// A container process died during setup without saying why.
     #[error("{0}")]
     Other(String),

@@ -13,14 +13,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::cgroups::Cgroup;
 use crate::idmap::IdRange;
 use crate::spec::{
-    ContainerSpec, MountSpec, NamespaceKind, NamespaceMode, NetworkMode, ProcessSpec, Rlimit,
-    UserSpec,
+    ContainerSpec, Device, DeviceRule, Hook, MountSpec, NamespaceKind, NamespaceMode, NetworkMode,
+    ProcessSpec, Resources, Rlimit, UserSpec,
 };
 use crate::{Error, Result};
 
@@ -150,17 +150,38 @@ pub fn load_bundle(id: &str, bundle: &Path) -> Result<(ContainerSpec, Spec)> {
                 "a new user namespace needs linux.uidMappings and linux.gidMappings",
             ));
         }
-        spec.resources.memory = linux
-            .resources()
+        if let Some(r) = linux.resources() {
+            spec.resources = resources(r);
+        }
+        spec.cgroup_path = linux
+            .cgroups_path()
             .as_ref()
-            .and_then(|r| r.memory().as_ref())
-            .and_then(|m| m.limit())
-            .and_then(|l| u64::try_from(l).ok());
-        spec.resources.pids_limit = linux
-            .resources()
-            .as_ref()
-            .and_then(|r| r.pids().as_ref())
-            .map(|p| p.limit());
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| !p.is_empty());
+        let mut sysctl: Vec<(String, String)> = linux
+            .sysctl()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        sysctl.sort();
+        spec.sysctl = sysctl;
+        spec.masked_paths = linux.masked_paths().clone();
+        spec.readonly_paths = linux.readonly_paths().clone();
+        spec.devices = linux
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| Device {
+                path: d.path().to_string_lossy().into_owned(),
+                kind: d.typ().as_str().chars().next().unwrap_or('c'),
+                major: d.major(),
+                minor: d.minor(),
+                mode: d.file_mode(),
+                uid: d.uid(),
+                gid: d.gid(),
+            })
+            .collect();
         // The bundle's filter as written: its capability conditions are the caller's
         // (podman and containerd resolve them), so no for_caps pass here.
         spec.seccomp = linux
@@ -170,20 +191,125 @@ pub fn load_bundle(id: &str, bundle: &Path) -> Result<(ContainerSpec, Spec)> {
             .transpose()?;
     }
     spec.network = network;
+    spec.oom_score_adj = process.oom_score_adj();
+    if let Some(h) = oci.hooks() {
+        spec.create_container_hooks = hooks(h.create_container());
+        spec.start_container_hooks = hooks(h.start_container());
+    }
+    spec.hook_state = Some(serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": id,
+        "status": "created",
+        "pid": 0,
+        "bundle": bundle,
+        "annotations": oci.annotations().clone().unwrap_or_default(),
+    }));
     Ok((spec, oci))
 }
 
-/// Reads an `exec --process FILE` JSON object (`-` for stdin).
-pub fn load_process(path: &Path) -> Result<ProcessSpec> {
-    let text = match path == Path::new("-") {
+fn hooks(list: &Option<Vec<oci_spec::runtime::Hook>>) -> Vec<Hook> {
+    list.iter()
+        .flatten()
+        .map(|h| Hook {
+            path: h.path().clone(),
+            args: h.args().clone().unwrap_or_default(),
+            env: h.env().clone().unwrap_or_default(),
+            timeout: h.timeout().and_then(|t| u64::try_from(t).ok()),
+        })
+        .collect()
+}
+
+/// The hooks the runtime binary runs itself, in its own namespaces.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RuntimeHooks {
+    /// `prestart` (deprecated) then `createRuntime`: at create, once pid 1 is set up.
+    pub create_runtime: Vec<Hook>,
+    /// After `start` let the process run; failures are warnings.
+    pub poststart: Vec<Hook>,
+    /// At delete, once the container is gone; failures are warnings.
+    pub poststop: Vec<Hook>,
+}
+
+impl RuntimeHooks {
+    pub fn of(oci: &Spec) -> RuntimeHooks {
+        let Some(h) = oci.hooks() else {
+            return RuntimeHooks::default();
+        };
+        #[allow(deprecated)]
+        let mut create_runtime = hooks(h.prestart());
+        create_runtime.extend(hooks(h.create_runtime()));
+        RuntimeHooks {
+            create_runtime,
+            poststart: hooks(h.poststart()),
+            poststop: hooks(h.poststop()),
+        }
+    }
+}
+
+/// The cgroup limits of an OCI `linux.resources` object (config.json's, or
+/// `update --resources`).
+pub fn resources(r: &LinuxResources) -> Resources {
+    let cpu = r.cpu().as_ref();
+    Resources {
+        memory: r
+            .memory()
+            .as_ref()
+            .and_then(|m| m.limit())
+            .and_then(|l| u64::try_from(l).ok()),
+        pids_limit: r.pids().as_ref().map(|p| p.limit()),
+        cpus: None,
+        cpu_quota: cpu.and_then(|c| c.quota()),
+        cpu_period: cpu.and_then(|c| c.period()),
+        cpu_shares: cpu.and_then(|c| c.shares()),
+        devices: r
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| {
+                let kind = d.typ().map(|t| t.as_str().to_string());
+                let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or("*".into());
+                let rule = match kind.as_deref() {
+                    None | Some("a") => "a".to_string(),
+                    Some(k) => format!(
+                        "{k} {}:{} {}",
+                        num(d.major()),
+                        num(d.minor()),
+                        d.access().clone().unwrap_or_else(|| "rwm".into())
+                    ),
+                };
+                DeviceRule {
+                    allow: d.allow(),
+                    rule,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Reads an `update --resources FILE` JSON object (`-` for stdin).
+pub fn load_resources(path: &Path) -> Result<Resources> {
+    let text = read_arg_file(path)?;
+    let r: LinuxResources =
+        serde_json::from_str(&text).map_err(|e| bundle_error(path, e.to_string()))?;
+    Ok(resources(&r))
+}
+
+fn read_arg_file(path: &Path) -> Result<String> {
+    match path == Path::new("-") {
         true => {
             let mut s = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
                 .map_err(Error::io(path))?;
-            s
+            Ok(s)
         }
-        false => std::fs::read_to_string(path).map_err(Error::io(path))?,
-    };
+        false => std::fs::read_to_string(path).map_err(Error::io(path)),
+    }
+}
+
+/// Reads an `exec --process FILE` JSON object (`-` for stdin).
+pub fn load_process(path: &Path) -> Result<ProcessSpec> {
+    let text = read_arg_file(path)?;
     let p: oci_spec::runtime::Process =
         serde_json::from_str(&text).map_err(|e| bundle_error(path, e.to_string()))?;
     process_spec(&p)
@@ -275,6 +401,22 @@ pub struct Saved {
     pub owner: String,
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// The bundle's `cgroupsPath`; `None`: `strata/<id>`.
+    #[serde(default)]
+    pub cgroup_path: Option<String>,
+    /// The hooks to run at start and delete (the bundle may be gone by then).
+    #[serde(default)]
+    pub hooks: RuntimeHooks,
+}
+
+impl Saved {
+    /// The container's cgroup (it may not exist: rootless without delegation).
+    pub fn cgroup(&self) -> Cgroup {
+        match &self.cgroup_path {
+            Some(p) => Cgroup::at(p),
+            None => Cgroup::of(&self.id),
+        }
+    }
 }
 
 /// The runtime-spec state plus runc's `rootfs`, `created` and `owner`, as `state` prints it.
@@ -377,7 +519,8 @@ impl Root {
         if self.fifo(&saved.id).exists() {
             return Status::Created;
         }
-        if Cgroup::of(&saved.id).exists() && Cgroup::of(&saved.id).is_frozen() {
+        let cg = saved.cgroup();
+        if cg.exists() && cg.is_frozen() {
             return Status::Paused;
         }
         Status::Running
@@ -416,7 +559,10 @@ impl Root {
 
     /// Removes what is left of `id`: its cgroup and its directory.
     pub fn remove(&self, id: &str) -> Result<()> {
-        Cgroup::of(id).destroy();
+        match self.load(id) {
+            Ok(saved) => saved.cgroup().destroy(),
+            Err(_) => Cgroup::of(id).destroy(),
+        }
         let dir = self.dir(id);
         std::fs::remove_dir_all(&dir).map_err(Error::io(&dir))
     }

@@ -55,6 +55,65 @@ pub struct ContainerSpec {
     /// reading ([`crate::container::start_created`]). Pid 1 then outlives its caller (no
     /// parent-death signal), as the caller of `create` exits.
     pub start_gate: Option<PathBuf>,
+    /// The cgroup, as a path under each hierarchy's root (OCI `cgroupsPath`, leading `/`
+    /// or not); `None` is `strata/<id>`.
+    pub cgroup_path: Option<String>,
+    /// Kernel parameters written under /proc/sys once /proc is mounted (`net.ipv4.ip_forward`
+    /// → /proc/sys/net/ipv4/ip_forward), before the read-only paths.
+    pub sysctl: Vec<(String, String)>,
+    /// Paths hidden behind /dev/null or an empty read-only tmpfs; `None` is runc's default
+    /// list. Ignored when privileged.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only; `None` is runc's default list. Ignored when privileged.
+    pub readonly_paths: Option<Vec<String>>,
+    /// /proc/PID/oom_score_adj of the container's processes, set before the namespaces.
+    pub oom_score_adj: Option<i32>,
+    /// Enter the root with MS_MOVE and chroot rather than pivot_root (`--no-pivot`, for a
+    /// root on a ramfs where pivot_root fails); the old root stays reachable to a process
+    /// that may chroot.
+    pub no_pivot: bool,
+    /// Device nodes made in /dev besides the default ones (null, zero, full, random,
+    /// urandom, tty): mknod, or in a user namespace (no mknod there) a bind mount of the
+    /// host's node at the same path. Their cgroup rule is allowed too.
+    pub devices: Vec<Device>,
+    /// OCI `createContainer` hooks: run by pid 1 in the container's namespaces after the
+    /// mounts, before pivot_root (paths resolve in the runtime's file system).
+    pub create_container_hooks: Vec<Hook>,
+    /// OCI `startContainer` hooks: run by pid 1 once started, before the process's exec
+    /// (paths resolve in the container).
+    pub start_container_hooks: Vec<Hook>,
+    /// The runtime-spec state the container hooks get on stdin; pid 1 fills in its host
+    /// `pid`.
+    pub hook_state: Option<serde_json::Value>,
+}
+
+/// A device node of [`ContainerSpec::devices`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Device {
+    /// Inside the container, under /dev.
+    pub path: String,
+    /// `c` (or `u`), `b`, `p`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits; 0o666 when `None`.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A hook: a program run with the container's state on stdin (OCI `hooks`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Hook {
+    /// Absolute.
+    pub path: PathBuf,
+    /// argv, `args[0]` included (the spec's rule); empty means `[path]`.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Seconds; killed and failed after that.
+    pub timeout: Option<u64>,
 }
 
 impl ContainerSpec {
@@ -212,12 +271,33 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
     /// `--cpus`: CFS quota of this many CPUs per 100 ms period.
     pub cpus: Option<f64>,
+    /// CFS quota and period in µs as given (OCI `cpu.quota`, `cpu.period`); a quota of -1
+    /// is unlimited.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    /// cgroup v1 `cpu.shares` (v2: converted to `cpu.weight`).
+    pub cpu_shares: Option<u64>,
+    /// Device cgroup rules after the deny-all, in order (OCI `linux.resources.devices`),
+    /// before docker's default allowed devices and the spec's own devices.
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One device cgroup rule: `allow` or deny `rule` (`c 1:3 rwm`, `a`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    pub rule: String,
 }
 
 impl Resources {
     /// Whether any limit is asked for.
     pub fn any(&self) -> bool {
-        self.memory.is_some() || self.pids_limit.is_some() || self.cpus.is_some()
+        self.memory.is_some()
+            || self.pids_limit.is_some()
+            || self.cpus.is_some()
+            || self.cpu_quota.is_some()
+            || self.cpu_period.is_some()
+            || self.cpu_shares.is_some()
     }
 
     /// The command-line flags of the limits asked for, for messages (`--memory, --cpus`).
@@ -231,6 +311,9 @@ impl Resources {
         }
         if self.cpus.is_some() {
             v.push("--cpus");
+        }
+        if self.cpu_quota.is_some() || self.cpu_period.is_some() || self.cpu_shares.is_some() {
+            v.push("cpu quota, period or shares");
         }
         v.join(", ")
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use strata_runtime::oci::{self, Root, Saved, Status};
-use strata_runtime::{process, Cgroup, Container, Error, Stdio};
+use strata_runtime::{process, Container, Error, Stdio};
 
 #[derive(Parser)]
 #[command(
@@ -84,6 +84,13 @@ enum Command {
     },
     /// Freeze every process of the container.
     Pause { id: String },
+    /// Change the container's cgroup limits.
+    Update {
+        /// An OCI `linux.resources` JSON object (`-` for stdin).
+        #[arg(long, short)]
+        resources: PathBuf,
+        id: String,
+    },
     /// Thaw a paused container.
     Resume { id: String },
     /// Write a default config.json.
@@ -131,16 +138,24 @@ struct Logger {
 
 impl Logger {
     fn error(&self, msg: &str) {
+        self.line("error", msg);
+    }
+
+    fn warn(&self, msg: &str) {
+        self.line("warning", msg);
+    }
+
+    fn line(&self, level: &str, msg: &str) {
         eprintln!("strata-runtime: {msg}");
         let Some(path) = &self.file else { return };
         let line = match self.json {
             true => serde_json::json!({
-                "level": "error",
+                "level": level,
                 "msg": msg,
                 "time": jiff::Timestamp::now().to_string(),
             })
             .to_string(),
-            false => format!("{} error: {msg}", jiff::Timestamp::now()),
+            false => format!("{} {level}: {msg}", jiff::Timestamp::now()),
         };
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -159,7 +174,7 @@ fn main() -> ExitCode {
         json: cli.log_format == "json",
     };
     let outcome = match (cli.log_format.as_str(), cli.systemd_cgroup) {
-        ("text" | "json", false) => run(&cli),
+        ("text" | "json", false) => run(&cli, &logger),
         (_, true) => Err(Error::Other(
             "--systemd-cgroup is not supported: strata-runtime manages cgroups through cgroupfs"
                 .into(),
@@ -194,18 +209,31 @@ fn root_dir(cli: &Cli) -> PathBuf {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, Error> {
+fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
     let root = Root::new(root_dir(cli));
     match &cli.command {
         Command::Create {
             bundle,
             pid_file,
             console_socket,
+            no_pivot,
             id,
             ..
         } => {
             let fifo = root.prepare(id)?;
-            if let Err(e) = create(&root, id, bundle, pid_file.as_deref(), console_socket) {
+            let made = create(
+                &root,
+                id,
+                bundle,
+                pid_file.as_deref(),
+                console_socket,
+                *no_pivot,
+            );
+            if let Err(e) = made {
+                // Nothing half-made stays: pid 1 blocked at the gate goes too.
+                if let Ok(saved) = root.load(id) {
+                    let _ = kill_and_wait(&root, &saved);
+                }
                 let _ = root.remove(id);
                 return Err(e);
             }
@@ -231,6 +259,12 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
                 path: fifo,
                 source: e,
             })?;
+            let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
+            for hook in &saved.hooks.poststart {
+                if let Err(e) = strata_runtime::hooks::run(hook, &state, "poststart") {
+                    logger.warn(&e.to_string());
+                }
+            }
         }
         Command::State { id } => {
             let saved = root.load(id)?;
@@ -240,7 +274,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
             let saved = root.load(id)?;
             let sig = process::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
             match (root.status(&saved), *all) {
-                (_, true) => Cgroup::of(id).kill_all(sig),
+                (_, true) => saved.cgroup().kill_all(sig),
                 (Status::Stopped, false) => {
                     return Err(Error::WrongState("container not running".into()))
                 }
@@ -261,7 +295,13 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
                 }
                 kill_and_wait(&root, &saved)?;
             }
+            let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
             root.remove(id)?;
+            for hook in &saved.hooks.poststop {
+                if let Err(e) = strata_runtime::hooks::run(hook, &state, "poststop") {
+                    logger.warn(&e.to_string());
+                }
+            }
         }
         Command::List { format, quiet } => list(&root, format, *quiet),
         Command::Ps { format, id } => {
@@ -269,7 +309,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
             if root.status(&saved) == Status::Stopped {
                 return Err(Error::WrongState("container not running".into()));
             }
-            let mut pids = Cgroup::of(id).pids();
+            let mut pids = saved.cgroup().pids();
             if pids.is_empty() {
                 pids.push(saved.pid);
             }
@@ -291,7 +331,7 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
             if !matches!(status, Status::Running | Status::Paused) {
                 return Err(Error::WrongState("container not running".into()));
             }
-            let cg = Cgroup::of(id);
+            let cg = saved.cgroup();
             match &cli.command {
                 Command::Pause { .. } => cg.freeze()?,
                 _ => cg.thaw()?,
@@ -320,14 +360,33 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Features => print_json(&serde_json::json!({
             "ociVersionMin": "1.0.0",
             "ociVersionMax": oci::OCI_VERSION,
-            "hooks": [],
+            "hooks": [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop"
+            ],
             "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"],
             "linux": {
-                "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+                "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
                 "cgroup": {"v1": true, "v2": true, "systemd": false},
             },
         })),
         Command::Exec { .. } => return exec(&root, &cli.command),
+        Command::Update { resources, id } => {
+            let saved = root.load(id)?;
+            if root.status(&saved) == Status::Stopped {
+                return Err(Error::WrongState("container not running".into()));
+            }
+            let res = oci::load_resources(resources)?;
+            let cg = saved.cgroup();
+            if !cg.exists() {
+                return Err(Error::CgroupsUnavailable { flag: res.flags() });
+            }
+            cg.update(&res)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -426,6 +485,7 @@ fn create(
     bundle: &Path,
     pid_file: Option<&Path>,
     console_socket: &Option<PathBuf>,
+    no_pivot: bool,
 ) -> Result<(), Error> {
     let bundle = std::fs::canonicalize(bundle).map_err(|e| Error::Io {
         path: bundle.to_path_buf(),
@@ -433,6 +493,7 @@ fn create(
     })?;
     let (mut spec, oci_spec) = oci::load_bundle(id, &bundle)?;
     spec.start_gate = Some(root.fifo(id));
+    spec.no_pivot = no_pivot;
     let stdio = match (spec.process.terminal, console_socket) {
         (true, Some(_)) => Stdio::Pty { size: None },
         (true, None) => {
@@ -459,8 +520,12 @@ fn create(
             .map(|u| u.name)
             .unwrap_or_else(|| nix::unistd::geteuid().to_string()),
         annotations: oci_spec.annotations().clone().unwrap_or_default(),
+        cgroup_path: spec.cgroup_path.clone(),
+        hooks: oci::RuntimeHooks::of(&oci_spec),
     };
     root.save(&saved)?;
+    let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
+    strata_runtime::hooks::run_all(&saved.hooks.create_runtime, &state, "createRuntime")?;
     if let Some(path) = pid_file {
         write_pid_file(path, running.pid)?;
     }
@@ -470,7 +535,7 @@ fn create(
 /// SIGKILL to every process of the container, then waits (bounded) for pid 1 to be gone.
 fn kill_and_wait(root: &Root, saved: &Saved) -> Result<(), Error> {
     let sig = nix::sys::signal::Signal::SIGKILL;
-    Cgroup::of(&saved.id).kill_all(sig);
+    saved.cgroup().kill_all(sig);
     let _ = process::signal(saved.pid, sig);
     let deadline = Instant::now() + Duration::from_secs(10);
     while root.status(saved) != Status::Stopped {

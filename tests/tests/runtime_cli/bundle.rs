@@ -123,6 +123,48 @@ impl Bundle {
         assert!(r.is_ok(), "{id} never {status}: {last}");
     }
 
+    /// Edits config.json.
+    pub(super) fn config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.dir().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
+    /// `create --bundle BUNDLE [extra...] ID`, which must succeed.
+    pub(super) fn create(&self, id: &str, extra: &[&str]) {
+        let dir = self.dir();
+        let mut args = vec!["create", "--bundle", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(id);
+        self.ok(&args);
+    }
+
+    /// Runs `args` with `input` on stdin.
+    pub(super) fn rt_stdin(&self, args: &[&str], input: &str) -> Out {
+        use std::io::Write;
+        let mut c = self.command(args);
+        let mut child = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub(super) fn rootfs(&self, path: &str) -> PathBuf {
         self.dir().join("rootfs").join(path)
     }

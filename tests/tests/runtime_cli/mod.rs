@@ -3,6 +3,8 @@
 //! peers driving it (podman `--runtime`, containerd's `ctr run --runc-binary`).
 
 mod bundle;
+mod hooks;
+mod linux;
 mod peers;
 mod rootless;
 
