@@ -180,10 +180,10 @@ pub enum Error {
     #[error("bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
     /// No container of this id under the runtime's root.
-    #[error("container {0:?} does not exist")]
+    #[error("container does not exist: {0}")]
     NoSuchContainer(String),
     /// A container of this id exists already.
-    #[error("container with id {0:?} already exists")]
+    #[error("container with given ID already exists: {0}")]
     Exists(String),
     /// The action needs a state the container is not in.
     #[error("{0}")]

@@ -387,6 +387,50 @@ impl std::fmt::Display for Status {
     }
 }
 
+/// A lifecycle verb whose allowed states runc 1.1 sets (the runtime spec leaves most of
+/// them to the runtime; runc's callers match its texts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Kill,
+    /// `delete` without `--force`.
+    Delete,
+    Pause,
+    Resume,
+    Exec,
+    Update,
+    Ps,
+}
+
+/// Whether `verb` may act on container `id` in `status`; the error is runc's
+/// ([`Error::WrongState`]).
+pub fn allowed(verb: Verb, id: &str, status: Status) -> Result<()> {
+    use Status::*;
+    let refuse = |msg: &str| Err(Error::WrongState(msg.to_string()));
+    match (verb, status) {
+        (Verb::Start, Created)
+        | (Verb::Kill, Created | Running | Paused)
+        | (Verb::Delete, Created | Stopped)
+        | (Verb::Pause, Created | Running)
+        | (Verb::Resume, Paused)
+        | (Verb::Exec, Created | Running)
+        | (Verb::Update, Created | Running | Paused)
+        | (Verb::Ps, _) => Ok(()),
+        (Verb::Start, Stopped) => refuse("cannot start a container that has stopped"),
+        (Verb::Start, Paused) => refuse("cannot start a container in the paused state"),
+        (Verb::Start, Running) => refuse("cannot start an already running container"),
+        (Verb::Delete, s) => Err(Error::WrongState(format!(
+            "cannot delete container {id} that is not stopped: {s}"
+        ))),
+        (Verb::Resume, _) => refuse("container not paused"),
+        (Verb::Exec, Paused) => {
+            refuse("cannot exec in a paused container (use --ignore-paused to override)")
+        }
+        (Verb::Exec, _) => refuse("cannot exec in a stopped container"),
+        (Verb::Kill | Verb::Pause | Verb::Update, _) => refuse("container not running"),
+    }
+}
+
 /// What `state.json` holds about a container.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Saved {
@@ -511,17 +555,18 @@ impl Root {
         serde_json::from_slice(&text).map_err(|e| Error::Other(format!("{}: {e}", path.display())))
     }
 
-    /// The status of a saved container, derived from its pid, gate and cgroup.
+    /// The status of a saved container, derived from its pid, cgroup and gate: frozen
+    /// before created, as runc (a created container may be paused).
     pub fn status(&self, saved: &Saved) -> Status {
         if saved.pid <= 0 || start_time(saved.pid) != Some(saved.start_time) {
             return Status::Stopped;
         }
-        if self.fifo(&saved.id).exists() {
-            return Status::Created;
-        }
         let cg = saved.cgroup();
         if cg.exists() && cg.is_frozen() {
             return Status::Paused;
+        }
+        if self.fifo(&saved.id).exists() {
+            return Status::Created;
         }
         Status::Running
     }

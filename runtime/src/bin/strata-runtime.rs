@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use strata_runtime::oci::{self, Root, Saved, Status};
+use strata_runtime::oci::{self, Root, Saved, Status, Verb};
 use strata_runtime::{process, Container, Error, Stdio};
 
 #[derive(Parser)]
@@ -187,7 +187,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             logger.error(&e.to_string());
-            ExitCode::FAILURE
+            // runc: an exec that did not start its process exits 255.
+            match cli.command {
+                Command::Exec { .. } => ExitCode::from(255),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -241,19 +245,8 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
         }
         Command::Start { id } => {
             let saved = root.load(id)?;
-            match root.status(&saved) {
-                Status::Created => strata_runtime::container::start_created(&root.fifo(id))?,
-                Status::Stopped => {
-                    return Err(Error::WrongState(
-                        "cannot start a container that has stopped".into(),
-                    ))
-                }
-                _ => {
-                    return Err(Error::WrongState(
-                        "cannot start an already running container".into(),
-                    ))
-                }
-            }
+            oci::allowed(Verb::Start, id, root.status(&saved))?;
+            strata_runtime::container::start_created(&root.fifo(id))?;
             let fifo = root.fifo(id);
             std::fs::remove_file(&fifo).map_err(|e| Error::Io {
                 path: fifo,
@@ -273,12 +266,18 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
         Command::Kill { all, id, signal } => {
             let saved = root.load(id)?;
             let sig = process::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
-            match (root.status(&saved), *all) {
-                (_, true) => saved.cgroup().kill_all(sig),
-                (Status::Stopped, false) => {
-                    return Err(Error::WrongState("container not running".into()))
+            let status = root.status(&saved);
+            match *all {
+                // runc: --all of a stopped container is no error.
+                true => saved.cgroup().kill_all(sig),
+                false => {
+                    oci::allowed(Verb::Kill, id, status)?;
+                    process::signal(saved.pid, sig)?;
                 }
-                _ => process::signal(saved.pid, sig)?,
+            }
+            if status == Status::Paused && sig == nix::sys::signal::Signal::SIGKILL {
+                // A frozen task dies only once thawed: runc thaws, so the kill takes.
+                let _ = saved.cgroup().thaw();
             }
         }
         Command::Delete { force, id } => {
@@ -287,12 +286,10 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
                 r => r?,
             };
             let status = root.status(&saved);
+            if !force {
+                oci::allowed(Verb::Delete, id, status)?;
+            }
             if status != Status::Stopped {
-                if !force && status != Status::Created {
-                    return Err(Error::WrongState(format!(
-                        "cannot delete container {id} that is not stopped: {status}"
-                    )));
-                }
                 kill_and_wait(&root, &saved)?;
             }
             let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
@@ -306,12 +303,16 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
         Command::List { format, quiet } => list(&root, format, *quiet),
         Command::Ps { format, id } => {
             let saved = root.load(id)?;
-            if root.status(&saved) == Status::Stopped {
-                return Err(Error::WrongState("container not running".into()));
-            }
+            let status = root.status(&saved);
+            oci::allowed(Verb::Ps, id, status)?;
+            // Stopped: runc prints the header alone (`null` as JSON).
             let mut pids = saved.cgroup().pids();
-            if pids.is_empty() {
+            if pids.is_empty() && status != Status::Stopped {
                 pids.push(saved.pid);
+            }
+            if pids.is_empty() && format == "json" {
+                println!("null");
+                return Ok(ExitCode::SUCCESS);
             }
             match format.as_str() {
                 "json" => println!("{}", serde_json::json!(pids)),
@@ -328,13 +329,16 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
         Command::Pause { id } | Command::Resume { id } => {
             let saved = root.load(id)?;
             let status = root.status(&saved);
-            if !matches!(status, Status::Running | Status::Paused) {
-                return Err(Error::WrongState("container not running".into()));
-            }
             let cg = saved.cgroup();
             match &cli.command {
-                Command::Pause { .. } => cg.freeze()?,
-                _ => cg.thaw()?,
+                Command::Pause { .. } => {
+                    oci::allowed(Verb::Pause, id, status)?;
+                    cg.freeze()?
+                }
+                _ => {
+                    oci::allowed(Verb::Resume, id, status)?;
+                    cg.thaw()?
+                }
             }
         }
         Command::Spec { bundle, rootless } => {
@@ -377,9 +381,7 @@ fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
         Command::Exec { .. } => return exec(&root, &cli.command),
         Command::Update { resources, id } => {
             let saved = root.load(id)?;
-            if root.status(&saved) == Status::Stopped {
-                return Err(Error::WrongState("container not running".into()));
-            }
+            oci::allowed(Verb::Update, id, root.status(&saved))?;
             let res = oci::load_resources(resources)?;
             let cg = saved.cgroup();
             if !cg.exists() {
@@ -408,9 +410,7 @@ fn exec(root: &Root, command: &Command) -> Result<ExitCode, Error> {
         unreachable!("exec called for another command")
     };
     let saved = root.load(id)?;
-    if root.status(&saved) != Status::Running {
-        return Err(Error::WrongState("container not running".into()));
-    }
+    oci::allowed(Verb::Exec, id, root.status(&saved))?;
     let (base, _) = oci::load_bundle(id, &saved.bundle)?;
     let mut spec = match process {
         Some(path) => oci::load_process(path)?,

@@ -17,6 +17,8 @@ use super::{busybox_rootfs, run_to_files, runtime_bin, Out};
 pub(super) struct Bundle {
     pub(super) tmp: TempDir,
     rootless: bool,
+    /// The runtime the commands run: strata-runtime, or a peer ([`Bundle::using`]).
+    bin: PathBuf,
 }
 
 impl Bundle {
@@ -36,7 +38,11 @@ impl Bundle {
             .prefix("strata-rt")
             .tempdir()
             .unwrap();
-        let b = Bundle { tmp, rootless };
+        let b = Bundle {
+            tmp,
+            rootless,
+            bin: runtime_bin(),
+        };
         std::fs::create_dir_all(b.xdg()).unwrap();
         let dir = b.dir();
         let mut spec_args = vec!["spec", "--bundle", dir.to_str().unwrap()];
@@ -73,8 +79,14 @@ impl Bundle {
         self.tmp.path().join("xdg")
     }
 
+    /// The same bundle driven by another runtime (runc), from now on.
+    pub(super) fn using(mut self, bin: impl Into<PathBuf>) -> Bundle {
+        self.bin = bin.into();
+        self
+    }
+
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(runtime_bin());
+        let mut c = Command::new(&self.bin);
         if !self.rootless {
             c.arg("--root").arg(self.root());
         }

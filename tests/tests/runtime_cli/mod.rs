@@ -7,6 +7,7 @@ mod hooks;
 mod linux;
 mod peers;
 mod rootless;
+mod states;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
