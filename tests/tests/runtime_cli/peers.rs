@@ -125,6 +125,58 @@ pub(super) fn podman_lifecycle() {
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
 }
 
+#[test]
+fn podman_runs_user_namespaced_containers_through_strata_runtime() {
+    if !have_root("podman_runs_user_namespaced_containers_through_strata_runtime") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-rt-podman-userns")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    let _cleanup = RemoveAll(dir);
+    import_busybox(dir);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let volume = format!("{}:/data", data.display());
+    // The bundle asks for a new user namespace; root writes its map directly.
+    let out = podman(
+        dir,
+        &run_args(
+            &[
+                "--rm",
+                "--uidmap",
+                "0:200000:65536",
+                "--gidmap",
+                "0:200000:65536",
+                "-v",
+                &volume,
+            ],
+            &["sh", "-c", "id -u; cat /proc/self/uid_map; touch /data/f"],
+        ),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [vec!["0"], vec!["0", "200000", "65536"]],
+        "{}",
+        out.stdout
+    );
+    let meta = std::fs::metadata(data.join("f")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        200000,
+        "root of the container is host uid 200000"
+    );
+}
+
 /// `strata-runtime state ID` under the default root, where podman keeps its containers.
 fn runtime_state(id: &str) -> serde_json::Value {
     let out = Command::new(runtime_bin())
