@@ -46,5 +46,34 @@ fn strata_run_starts_from_a_config_json() {
         .run(&["exec", &id, "sh", "-c", "echo $FROM_RUN; hostname"])
         .ok();
     assert_eq!(out, format!("1\n{}\n", &id[..12]));
+
+    // And it is a bundle runc runs (while the container's /etc/hosts and friends, bind
+    // sources, exist): the same file over a plain busybox root, with a network namespace
+    // of its own (the container's is held by its monitor).
+    let bundle = env.tmp.path().join("bundle");
+    crate::runtime_cli::busybox_rootfs(&bundle.join("rootfs"));
+    let mut config = config;
+    config["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
+    config["process"]["args"] = serde_json::json!(["sh", "-c", "echo $FROM_RUN; hostname"]);
+    for ns in config["linux"]["namespaces"].as_array_mut().unwrap() {
+        ns.as_object_mut().unwrap().remove("path");
+    }
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(env.tmp.path().join("runc"))
+        .args(["run", "--bundle", bundle.to_str().unwrap(), "from-strata"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "runc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("1\n{}\n", &id[..12])
+    );
     env.run(&["rm", "-f", &id]).ok();
 }
