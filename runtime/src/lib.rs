@@ -10,6 +10,8 @@
 //!   │     /etc/subuid range through newuidmap when both exist)
 //!   ├─ idmap::enter_mount_namespace()      mounts made now stay out of the host's view
 //!   ├─ mount the union (strata-fs) at spec.rootfs
+//!   ├─ oci::to_oci(&spec) → containers/<id>/config.json, oci::load_bundle → spec
+//!   │     (the bundle path strata-runtime create takes)
 //!   ├─ Container::start(&spec, stdio) ─ fork ─► setup child: joins the cgroup (and
 //!   │     spec.netns, a network namespace the caller prepared), unshares
 //!   │     pid/mnt/uts/ipc/net/cgroup namespaces, clones (CLONE_PARENT) ─► pid 1
@@ -60,7 +62,8 @@
 //!
 //! # Modules
 //! - [`spec`]: the container description (serde; the CLI stores it).
-//! - [`oci`]: bundles (config.json) and the `--root` state of `strata-runtime`.
+//! - [`oci`]: bundles (config.json, both ways) and the `--root` state of `strata-runtime`,
+//!   runc's lifecycle rules.
 //! - [`idmap`]: user and mount namespaces for the caller (rootless).
 //! - [`container`]: [`Container::start`], [`exec`], [`Stdio`], [`Running`].
 //! - [`cgroups`]: v1 hierarchies or v2; limits, freezer, OOM flag, kill, destroy.

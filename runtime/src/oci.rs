@@ -1,5 +1,7 @@
 //! The OCI side of the runtime, for the `strata-runtime` binary: a bundle's `config.json`
-//! (the `oci-spec` crate's types) turned into a [`ContainerSpec`], and the state directory
+//! (the `oci-spec` crate's types) turned into a [`ContainerSpec`] and back ([`to_oci`], which
+//! `strata run`'s monitor writes and reads back, so both start from a bundle), runc's
+//! lifecycle rules ([`allowed`]), and the state directory
 //! under `--root` that lets separate `create`, `start`, `state`, `kill` and `delete` calls
 //! find a container, as runc's.
 //!
