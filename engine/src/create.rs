@@ -486,11 +486,14 @@ pub fn create(
                 memory,
                 pids_limit: opts.pids_limit,
                 cpus,
+                ..Default::default()
             },
             init: opts.init,
             seccomp,
             // strata's monitor starts the process at once: no created state.
             start_gate: None,
+            // The default namespaces; a rootless user namespace is the monitor's own.
+            ..Default::default()
         };
         let mut image_labels: BTreeMap<String, String> = img.config.labels();
         image_labels.extend(labels.clone());

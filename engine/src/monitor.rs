@@ -45,6 +45,23 @@ use crate::terminal::RawTerminal;
 use crate::volumes::Volumes;
 use crate::{Error, Result};
 
+/// Writes `spec` as `dir/config.json` (its OCI form) and returns the spec read back from
+/// it, as `strata-runtime create` reads a bundle: what starts is what the file says.
+fn through_bundle(
+    dir: &Path,
+    spec: &strata_runtime::ContainerSpec,
+) -> strata_runtime::Result<strata_runtime::ContainerSpec> {
+    let path = dir.join("config.json");
+    strata_runtime::oci::to_oci(spec)?
+        .save(&path)
+        .map_err(|e| strata_runtime::Error::Bundle {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    let (read, _) = strata_runtime::oci::load_bundle(&spec.id, dir)?;
+    Ok(read)
+}
+
 /// A start that failed: docker's status and the message.
 #[derive(Debug)]
 pub struct StartError {
@@ -512,6 +529,9 @@ fn start(
     session.network = Some(net);
     spec.process.user = strata_runtime::user::resolve(&rootfs, &rec.user)
         .map_err(|e| StartError::new(e.exit_code(), e))?;
+    // One way a container starts: the spec becomes a bundle's config.json beside the
+    // container (runc could run it too), and is read back as strata-runtime reads one.
+    let spec = through_bundle(&dir, &spec).map_err(|e| StartError::new(e.exit_code(), e))?;
     let log = OpenOptions::new()
         .create(true)
         .append(true)

@@ -92,26 +92,33 @@ impl Cgroup {
     /// The cgroup of container `id` as [`Cgroup::create`] would make it (it need not
     /// exist): for `rm`, crash cleanup and `pause` from another process.
     pub fn of(id: &str) -> Cgroup {
+        Cgroup::at(&format!("strata/{id}"))
+    }
+
+    /// The cgroup at `path` under each hierarchy's root (an OCI `cgroupsPath`; a leading
+    /// `/` changes nothing), as [`Cgroup::of`] for a path the caller chose.
+    pub fn at(path: &str) -> Cgroup {
         let root = match is_v2() {
             true => v2_base().unwrap_or_else(|| PathBuf::from(ROOT)),
             false => PathBuf::from(ROOT),
         };
-        Cgroup::layout(&root, id)
+        Cgroup::layout(&root, path)
     }
 
-    /// `strata/<id>` under `root`: a cgroup v2 directory when `root` has
-    /// `cgroup.controllers`, else v1 hierarchies `root/<controller>`.
-    fn layout(root: &Path, id: &str) -> Cgroup {
+    /// `rel` under `root`: a cgroup v2 directory when `root` has `cgroup.controllers`, else
+    /// v1 hierarchies `root/<controller>/rel`.
+    fn layout(root: &Path, rel: &str) -> Cgroup {
+        let rel = rel.trim_start_matches('/');
         if root.join("cgroup.controllers").exists() {
             return Cgroup {
-                dirs: vec![(String::new(), root.join("strata").join(id))],
+                dirs: vec![(String::new(), root.join(rel))],
                 v2: true,
             };
         }
         let dirs = V1_CONTROLLERS
             .iter()
             .filter(|c| root.join(c).is_dir())
-            .map(|c| (c.to_string(), root.join(c).join("strata").join(id)))
+            .map(|c| (c.to_string(), root.join(c).join(rel)))
             .collect();
         Cgroup { dirs, v2: false }
     }
@@ -125,19 +132,24 @@ impl Cgroup {
     /// may not manage cgroups and no limit was asked for; [`Error::CgroupsUnavailable`]
     /// naming the flags when limits were asked.
     pub fn create(id: &str, res: &Resources) -> Result<Option<Cgroup>> {
+        Cgroup::create_at(&format!("strata/{id}"), res)
+    }
+
+    /// Like [`Cgroup::create`], at `path` ([`Cgroup::at`]).
+    pub fn create_at(path: &str, res: &Resources) -> Result<Option<Cgroup>> {
         if is_v2() && v2_base().is_none() {
             return match res.any() {
                 true => Err(Error::CgroupsUnavailable { flag: res.flags() }),
                 false => Ok(None),
             };
         }
-        Cgroup::make(Cgroup::of(id), res)
+        Cgroup::make(Cgroup::at(path), res)
     }
 
     /// Like [`Cgroup::create`], under another cgroup mount or delegated directory `root`
     /// (`root/strata/<id>`, v2 when `root` has `cgroup.controllers`).
     pub fn create_under(root: &Path, id: &str, res: &Resources) -> Result<Option<Cgroup>> {
-        Cgroup::make(Cgroup::layout(root, id), res)
+        Cgroup::make(Cgroup::layout(root, &format!("strata/{id}")), res)
     }
 
     fn make(cg: Cgroup, res: &Resources) -> Result<Option<Cgroup>> {
@@ -225,6 +237,12 @@ impl Cgroup {
             .map(|(_, d)| d.as_path())
     }
 
+    /// Sets the limits `res` asks for (`strata-runtime update`); those it leaves `None`
+    /// keep their value.
+    pub fn update(&self, res: &Resources) -> Result<()> {
+        self.apply(res)
+    }
+
     fn apply(&self, res: &Resources) -> Result<()> {
         if let Some(bytes) = res.memory {
             let d = self.need("memory", "--memory")?;
@@ -260,6 +278,41 @@ impl Cgroup {
                 write(d, "cpu.cfs_quota_us", &quota.to_string())?;
             }
         }
+        if res.cpu_quota.is_some() || res.cpu_period.is_some() {
+            let d = self.need("cpu", "cpu quota and period")?;
+            if self.v2 {
+                let (old_quota, old_period) = read(d, "cpu.max")
+                    .split_once(' ')
+                    .map(|(q, p)| (q.trim().to_string(), p.trim().to_string()))
+                    .unwrap_or_else(|| ("max".into(), "100000".into()));
+                let quota = match res.cpu_quota {
+                    Some(q) if q < 0 => "max".to_string(),
+                    Some(q) => q.to_string(),
+                    None => old_quota,
+                };
+                let period = res.cpu_period.map(|p| p.to_string()).unwrap_or(old_period);
+                write(d, "cpu.max", &format!("{quota} {period}"))?;
+            } else {
+                // The period first: the kernel checks the quota against it.
+                if let Some(p) = res.cpu_period {
+                    write(d, "cpu.cfs_period_us", &p.to_string())?;
+                }
+                if let Some(q) = res.cpu_quota {
+                    write(d, "cpu.cfs_quota_us", &q.to_string())?;
+                }
+            }
+        }
+        if let Some(shares) = res.cpu_shares {
+            let d = self.need("cpu", "cpu shares")?;
+            match self.v2 {
+                // runc's conversion of shares [2, 262144] to weight [1, 10000].
+                true => {
+                    let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+                    write(d, "cpu.weight", &weight.to_string())?;
+                }
+                false => write(d, "cpu.shares", &shares.to_string())?,
+            }
+        }
         Ok(())
     }
 
@@ -280,7 +333,14 @@ impl Cgroup {
     /// random, urandom, tty, console, ptmx, pts, tun) while creating any node; v1 devices
     /// controller. A no-op on cgroup v2 (which needs an eBPF program) and where the
     /// controller is not mounted.
-    pub fn restrict_devices(&self) -> Result<()> {
+    ///
+    /// `rules` (a bundle's `linux.resources.devices`) come right after the deny-all, and
+    /// `allow` (rules for a bundle's own devices) last, as runc orders them.
+    pub fn restrict_devices(
+        &self,
+        rules: &[crate::spec::DeviceRule],
+        allow: &[String],
+    ) -> Result<()> {
         if self.v2 {
             return Ok(());
         }
@@ -293,7 +353,18 @@ impl Cgroup {
             return Ok(());
         };
         write(d, "devices.deny", "a")?;
-        for rule in ALLOWED_DEVICES {
+        for r in rules {
+            let file = match r.allow {
+                true => "devices.allow",
+                false => "devices.deny",
+            };
+            write(d, file, &r.rule)?;
+        }
+        for rule in ALLOWED_DEVICES
+            .iter()
+            .copied()
+            .chain(allow.iter().map(String::as_str))
+        {
             write(d, "devices.allow", rule)?;
         }
         Ok(())

@@ -29,7 +29,7 @@ use nix::unistd::{dup2, getpid, setpgid, setsid, ForkResult, Pid};
 use crate::cgroups::Cgroup;
 use crate::process::ExitStatus;
 use crate::pty::WindowSize;
-use crate::spec::{ContainerSpec, NetworkMode, ProcessSpec};
+use crate::spec::{ContainerSpec, NamespaceKind, NamespaceMode, NetworkMode, ProcessSpec};
 use crate::{credentials, process, pty, setup, sys, wire, Error, Result};
 
 /// Where the container's stdin, stdout and stderr come from.
@@ -114,9 +114,22 @@ impl Container {
         if spec.id.is_empty() || spec.id == "." || spec.id == ".." || spec.id.contains('/') {
             return Err(Error::InvalidId(spec.id.clone()));
         }
-        let cgroup = Cgroup::create(&spec.id, &spec.resources)?;
+        let cgroup = match &spec.cgroup_path {
+            Some(path) => Cgroup::create_at(path, &spec.resources)?,
+            None => Cgroup::create(&spec.id, &spec.resources)?,
+        };
         if let (Some(cg), false) = (&cgroup, spec.privileged) {
-            if let Err(e) = cg.restrict_devices() {
+            // FIFOs need no rule; `u` (unbuffered) is a character device.
+            let own: Vec<String> = spec
+                .devices
+                .iter()
+                .filter(|d| d.kind != 'p')
+                .map(|d| {
+                    let kind = if d.kind == 'b' { 'b' } else { 'c' };
+                    format!("{kind} {}:{} rwm", d.major, d.minor)
+                })
+                .collect();
+            if let Err(e) = cg.restrict_devices(&spec.resources.devices, &own) {
                 cg.destroy();
                 return Err(e);
             }
@@ -187,6 +200,14 @@ struct Ends {
     /// Under [`Stdio::Fds`]: stdin, stdout, stderr.
     stdio: Option<[OwnedFd; 3]>,
     size: Option<WindowSize>,
+    /// With a new user namespace: the setup child says it unshared (write end), then waits
+    /// for the caller to have written its id maps (read end).
+    userns: Option<(OwnedFd, OwnedFd)>,
+    /// The start gate (an O_PATH descriptor), opened by the setup child before any
+    /// namespace: the path may be out of reach of the container's root (a user namespace
+    /// whose root is not the caller, pivot_root). Pid 1 reopens it for writing through
+    /// /proc/self/fd.
+    gate: Option<OwnedFd>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -226,21 +247,38 @@ fn launch(
         None => (None, None),
     };
     let want_pty = sock_here.is_some();
+    let new_userns = match &target {
+        Target::New { spec, .. } => spec.namespace(NamespaceKind::User) == NamespaceMode::New,
+        Target::Join { .. } => false,
+    };
+    let (userns_here, userns_there) = match new_userns {
+        true => {
+            let (unshared_r, unshared_w) = pipe()?;
+            let (go_r, go_w) = pipe()?;
+            (Some((unshared_r, go_w)), Some((unshared_w, go_r)))
+        }
+        false => (None, None),
+    };
     let ends = Ends {
         pid: Some(pid_w),
         err: Some(err_w),
         pty: sock_there,
         stdio: fds,
         size,
+        userns: userns_there,
+        gate: None,
     };
     let child = match sys::fork().map_err(Error::sys("fork"))? {
         ForkResult::Child => {
-            drop((pid_r, err_r, sock_here));
+            drop((pid_r, err_r, sock_here, userns_here));
             setup_child(target, process, ends)
         }
         ForkResult::Parent { child } => child,
     };
     drop(ends);
+    if let (Some((unshared_r, go_w)), Target::New { spec, .. }) = (userns_here, &target) {
+        map_user_namespace(child.as_raw(), spec, unshared_r, go_w)?;
+    }
     let pid = read_pid(pid_r);
     // (Retries EINTR: a caller with signal handlers must not leave it a zombie.)
     let _ = process::wait(child.as_raw());
@@ -295,6 +333,28 @@ pub fn start_created(gate: &std::path::Path) -> Result<()> {
             "the container's process exited before start".into(),
         ));
     }
+    Ok(())
+}
+
+/// The caller's side of a new user namespace: once the setup child `child` unshared it,
+/// write its id maps and let it go on. An error kills the child (which would otherwise run
+/// unmapped); EOF instead of the byte means the child failed first and reports why itself.
+fn map_user_namespace(
+    child: i32,
+    spec: &ContainerSpec,
+    unshared_r: OwnedFd,
+    go_w: OwnedFd,
+) -> Result<()> {
+    let mut byte = [0u8; 1];
+    if File::from(unshared_r).read(&mut byte).unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    if let Err(e) = crate::idmap::write_maps(child, &spec.uid_mappings, &spec.gid_mappings) {
+        let _ = process::signal(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = process::wait(child);
+        return Err(e);
+    }
+    let _ = nix::unistd::write(&go_w, &[1]);
     Ok(())
 }
 
@@ -356,11 +416,23 @@ fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Re
         .flatten()
         .map(|f| f.as_raw_fd())
         .chain(ends.stdio.iter().flatten().map(|f| f.as_raw_fd()))
+        .chain(
+            ends.userns
+                .iter()
+                .flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]),
+        )
         .collect();
     close_other_fds(&keep);
+    if let Target::New { spec, .. } = &target {
+        if let Some(path) = &spec.start_gate {
+            let fd = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(Error::sys(format!("opening {}", path.display())))?;
+            ends.gate = Some(sys::own_fd(fd));
+        }
+    }
     let spec = match &target {
         Target::New { spec, cgroup } => {
-            enter_new(spec, *cgroup)?;
+            enter_new(spec, *cgroup, ends.userns.take())?;
             Some(*spec)
         }
         Target::Join { pid, cgroup } => {
@@ -392,30 +464,71 @@ fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Re
     }
 }
 
-/// In the setup child: the cgroup, then the new namespaces (the pid namespace is for the
-/// next child), with every mount private to the container.
-fn enter_new(spec: &ContainerSpec, cgroup: Option<&Cgroup>) -> Result<()> {
+/// In the setup child: the cgroup, the namespaces joined by path, a new user namespace
+/// (mapped by the caller, see [`map_user_namespace`]), then the other new namespaces (the
+/// pid namespace is for the next child), with every mount private to the container. runc's
+/// order: what is joined is joined with the caller's rights, what is new belongs to the new
+/// user namespace.
+fn enter_new(
+    spec: &ContainerSpec,
+    cgroup: Option<&Cgroup>,
+    userns: Option<(OwnedFd, OwnedFd)>,
+) -> Result<()> {
     if let Some(cg) = cgroup {
         // Before CLONE_NEWCGROUP: the namespace's root is the cgroup it is made in.
         cg.add(getpid().as_raw())?;
     }
-    let mut flags = CloneFlags::CLONE_NEWNS
-        | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP
-        | CloneFlags::CLONE_NEWPID;
+    if let Some(adj) = spec.oom_score_adj {
+        // Before the user namespace: lowering it needs CAP_SYS_RESOURCE over the host's.
+        let path = "/proc/self/oom_score_adj";
+        std::fs::write(path, adj.to_string()).map_err(Error::io(path))?;
+    }
+    // Open all first: joining a mount namespace changes what later paths name.
+    let mut joins = Vec::new();
+    let mut flags = CloneFlags::empty();
+    for kind in NamespaceKind::ALL {
+        match spec.namespace(kind) {
+            NamespaceMode::Join(path) => {
+                let f = File::open(&path).map_err(Error::io(&path))?;
+                joins.push((kind.proc_name(), clone_flag(kind), path, f));
+            }
+            NamespaceMode::New if kind != NamespaceKind::User => flags |= clone_flag(kind),
+            _ => {}
+        }
+    }
     match (&spec.network, &spec.netns) {
         (NetworkMode::Host, _) => {}
         (_, Some(path)) => {
             let f = File::open(path).map_err(Error::io(path))?;
-            setns(f.as_fd(), CloneFlags::CLONE_NEWNET).map_err(Error::sys(format!(
-                "joining the network namespace {}",
-                path.display()
-            )))?;
+            joins.push(("network", CloneFlags::CLONE_NEWNET, path.clone(), f));
         }
         (_, None) => flags |= CloneFlags::CLONE_NEWNET,
     }
+    for (name, flag, path, f) in joins {
+        setns(f.as_fd(), flag).map_err(Error::sys(format!(
+            "joining the {name} namespace {}",
+            path.display()
+        )))?;
+    }
+    if let Some((unshared_w, go_r)) = userns {
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(Error::sys("unshare(CLONE_NEWUSER)"))?;
+        nix::unistd::write(&unshared_w, &[1]).map_err(Error::sys("telling the caller"))?;
+        let mut byte = [0u8; 1];
+        if File::from(go_r).read(&mut byte).unwrap_or(0) == 0 {
+            return Err(Error::Other(
+                "the caller did not map the user namespace".into(),
+            ));
+        }
+        // Root of the new namespace: the caller's ids may not be mapped in it at all.
+        let (uid, gid) = (nix::unistd::Uid::from_raw(0), nix::unistd::Gid::from_raw(0));
+        nix::unistd::setresgid(gid, gid, gid)
+            .and_then(|_| nix::unistd::setresuid(uid, uid, uid))
+            .map_err(Error::sys("becoming root of the new user namespace"))?;
+    }
     unshare(flags).map_err(Error::sys("unshare of the container namespaces"))?;
+    if spec.namespace(NamespaceKind::Mount) != NamespaceMode::New {
+        return Ok(());
+    }
     mount(
         None::<&str>,
         "/",
@@ -426,6 +539,17 @@ fn enter_new(spec: &ContainerSpec, cgroup: Option<&Cgroup>) -> Result<()> {
     .map_err(Error::sys(
         "making / private in the container's mount namespace",
     ))
+}
+
+fn clone_flag(kind: NamespaceKind) -> CloneFlags {
+    match kind {
+        NamespaceKind::User => CloneFlags::CLONE_NEWUSER,
+        NamespaceKind::Mount => CloneFlags::CLONE_NEWNS,
+        NamespaceKind::Pid => CloneFlags::CLONE_NEWPID,
+        NamespaceKind::Uts => CloneFlags::CLONE_NEWUTS,
+        NamespaceKind::Ipc => CloneFlags::CLONE_NEWIPC,
+        NamespaceKind::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+    }
 }
 
 /// In the setup child: the cgroup and every namespace of `pid`, user first when it is not
@@ -525,16 +649,11 @@ fn process_main(
     if let Some(fds) = ends.stdio.take() {
         install_stdio(fds)?;
     }
-    // Opened before pivot_root hides the host path; reopened for writing through
-    // /proc/self/fd at the gate.
-    let gate = match spec.and_then(|s| s.start_gate.as_ref()) {
-        Some(path) => Some(
-            nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-                .map(sys::own_fd)
-                .map_err(Error::sys(format!("opening {}", path.display())))?,
-        ),
-        None => None,
-    };
+    let gate = ends.gate.take();
+    // Before pivot_root: the host's /proc names pid 1's host pid.
+    let start_hooks = spec
+        .filter(|s| !s.start_container_hooks.is_empty())
+        .map(|s| (&s.start_container_hooks, crate::hooks::state_of_pid1(s)));
     if let Some(spec) = spec {
         setup::container(&setup::Kernel, spec)?;
     }
@@ -550,6 +669,9 @@ fn process_main(
     let exec = credentials::prepare(process, privileged, seccomp)?;
     if let Some(gate) = gate {
         wait_at_gate(&exec, gate, ends)?;
+    }
+    if let Some((hooks, state)) = start_hooks {
+        crate::hooks::run_all(hooks, &state, "startContainer")?;
     }
     if !spec.is_some_and(|s| s.init) {
         return Err(credentials::exec(&exec));

@@ -19,7 +19,7 @@ use crate::{Error, Result};
 
 /// One contiguous range: container ids `inside..inside+count` are host ids
 /// `outside..outside+count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdRange {
     pub inside: u32,
     pub outside: u32,
@@ -132,7 +132,7 @@ pub fn enter_user_namespace(mapping: &IdMapping) -> Result<()> {
             drop(go_w);
             let mut b = [0u8; 1];
             let code = match go_r.read(&mut b) {
-                Ok(1) => match run_map_helpers(me.as_raw(), mapping) {
+                Ok(1) => match run_map_helpers(me.as_raw(), &mapping.uids, &mapping.gids) {
                     Ok(()) => 0,
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "strata: {e}");
@@ -172,8 +172,27 @@ fn unshare_error(e: nix::errno::Errno) -> Error {
     Error::sys(what)(e)
 }
 
-fn run_map_helpers(pid: i32, mapping: &IdMapping) -> Result<()> {
-    for (tool, ranges) in [("newuidmap", &mapping.uids), ("newgidmap", &mapping.gids)] {
+/// Writes the maps of the user namespace process `pid` just made, from outside it:
+/// directly when this process is root of its own namespace (it holds CAP_SETUID and
+/// CAP_SETGID over the new one) or maps only its own ids (setgroups denied first, a kernel
+/// rule), else through the setuid `newuidmap`/`newgidmap`, which check /etc/subuid.
+pub fn write_maps(pid: i32, uids: &[IdRange], gids: &[IdRange]) -> Result<()> {
+    let own = |r: &[IdRange], id: u32| r.len() == 1 && r[0].count == 1 && r[0].outside == id;
+    let root = geteuid().is_root();
+    let own_ids = own(uids, geteuid().as_raw()) && own(gids, getegid().as_raw());
+    if !(root || own_ids) {
+        return run_map_helpers(pid, uids, gids);
+    }
+    let dir = format!("/proc/{pid}");
+    if !root {
+        write(&format!("{dir}/setgroups"), "deny")?;
+    }
+    write(&format!("{dir}/uid_map"), &map_text(uids))?;
+    write(&format!("{dir}/gid_map"), &map_text(gids))
+}
+
+fn run_map_helpers(pid: i32, uids: &[IdRange], gids: &[IdRange]) -> Result<()> {
+    for (tool, ranges) in [("newuidmap", uids), ("newgidmap", gids)] {
         let path = helper(tool).ok_or_else(|| Error::Other(format!("{tool} not found")))?;
         let mut cmd = Command::new(&path);
         cmd.arg(pid.to_string());

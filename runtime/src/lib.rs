@@ -10,6 +10,8 @@
 //!   │     /etc/subuid range through newuidmap when both exist)
 //!   ├─ idmap::enter_mount_namespace()      mounts made now stay out of the host's view
 //!   ├─ mount the union (strata-fs) at spec.rootfs
+//!   ├─ oci::to_oci(&spec) → containers/<id>/config.json, oci::load_bundle → spec
+//!   │     (the bundle path strata-runtime create takes)
 //!   ├─ Container::start(&spec, stdio) ─ fork ─► setup child: joins the cgroup (and
 //!   │     spec.netns, a network namespace the caller prepared), unshares
 //!   │     pid/mnt/uts/ipc/net/cgroup namespaces, clones (CLONE_PARENT) ─► pid 1
@@ -60,11 +62,13 @@
 //!
 //! # Modules
 //! - [`spec`]: the container description (serde; the CLI stores it).
-//! - [`oci`]: bundles (config.json) and the `--root` state of `strata-runtime`.
+//! - [`oci`]: bundles (config.json, both ways) and the `--root` state of `strata-runtime`,
+//!   runc's lifecycle rules.
 //! - [`idmap`]: user and mount namespaces for the caller (rootless).
 //! - [`container`]: [`Container::start`], [`exec`], [`Stdio`], [`Running`].
 //! - [`cgroups`]: v1 hierarchies or v2; limits, freezer, OOM flag, kill, destroy.
 //! - [`process`]: wait, signals, signal names, the `--init` reaper.
+//! - [`hooks`]: OCI hooks, state on stdin.
 //! - [`pty`]: window sizes.
 //! - [`caps`]: docker's default capability set, `--cap-add`/`--cap-drop`.
 //! - [`seccomp`]: docker's default profile, docker JSON profiles, the filter loaded before
@@ -78,6 +82,7 @@
 pub mod caps;
 pub mod cgroups;
 pub mod container;
+pub mod hooks;
 pub mod idmap;
 pub mod oci;
 pub mod process;
@@ -95,7 +100,10 @@ pub use cgroups::Cgroup;
 pub use container::{exec, Container, ExecRunning, Running, Stdio};
 pub use process::ExitStatus;
 pub use pty::WindowSize;
-pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, Rlimit, UserSpec};
+pub use spec::{
+    ContainerSpec, Device, DeviceRule, Hook, MountSpec, NamespaceKind, NamespaceMode, NetworkMode,
+    ProcessSpec, Resources, Rlimit, UserSpec,
+};
 
 use std::path::PathBuf;
 
@@ -175,10 +183,10 @@ pub enum Error {
     #[error("bundle {path}: {reason}")]
     Bundle { path: PathBuf, reason: String },
     /// No container of this id under the runtime's root.
-    #[error("container {0:?} does not exist")]
+    #[error("container does not exist: {0}")]
     NoSuchContainer(String),
     /// A container of this id exists already.
-    #[error("container with id {0:?} already exists")]
+    #[error("container with given ID already exists: {0}")]
     Exists(String),
     /// The action needs a state the container is not in.
     #[error("{0}")]
@@ -189,6 +197,13 @@ pub enum Error {
     /// The seccomp profile is malformed, or its filter could not be loaded.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// An OCI hook failed or timed out.
+    #[error("{stage} hook {path}: {reason}")]
+    Hook {
+        stage: String,
+        path: PathBuf,
+        reason: String,
+    },
     /// A container process died during setup without saying why.
     #[error("{0}")]
     Other(String),

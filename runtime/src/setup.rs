@@ -12,10 +12,11 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
 use nix::unistd::{chdir, pivot_root, sethostname, Gid, Uid};
 
-use crate::spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec};
+use crate::spec::{ContainerSpec, Device, MountSpec, NetworkMode, ProcessSpec};
 use crate::{idmap, sys, Error, Result};
 
 /// runc's default masked paths: hidden behind /dev/null (files) or an empty read-only
@@ -100,6 +101,9 @@ pub(crate) trait Syscalls {
     fn loopback_up(&self) -> nix::Result<()>;
     /// `target` and every mount below it read-only (mount_setattr AT_RECURSIVE).
     fn readonly_recursive(&self, target: &Path) -> nix::Result<()>;
+    /// mount(".", "/", MS_MOVE) then chroot("."): `--no-pivot`.
+    fn move_root_here(&self) -> nix::Result<()>;
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> nix::Result<()>;
 }
 
 /// The kernel.
@@ -139,6 +143,15 @@ impl Syscalls for Kernel {
 
     fn readonly_recursive(&self, target: &Path) -> nix::Result<()> {
         sys::readonly_recursive(target)
+    }
+
+    fn move_root_here(&self) -> nix::Result<()> {
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)?;
+        nix::unistd::chroot(".")
+    }
+
+    fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> nix::Result<()> {
+        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), dev)
     }
 }
 
@@ -234,14 +247,36 @@ pub(crate) fn container(sc: &dyn Syscalls, spec: &ContainerSpec) -> Result<()> {
             .map_err(Error::sys("bringing up the loopback interface"))?;
     }
     mount_system(sc, root, spec.privileged)?;
+    if !spec.privileged {
+        for d in &spec.devices {
+            make_device(sc, root, d)?;
+        }
+    }
     for m in &spec.mounts {
         mount_volume(sc, root, m)?;
     }
+    for (key, value) in &spec.sysctl {
+        write_sysctl(root, key, value)?;
+    }
     if !spec.privileged {
-        mask_paths(sc, root)?;
+        let masked = spec.masked_paths.clone();
+        let masked = masked.unwrap_or_else(|| MASKED.map(String::from).to_vec());
+        let readonly = spec.readonly_paths.clone();
+        let readonly = readonly.unwrap_or_else(|| READ_ONLY.map(String::from).to_vec());
+        mask_paths(sc, root, &masked, &readonly)?;
+    }
+    if !spec.create_container_hooks.is_empty() {
+        crate::hooks::run_all(
+            &spec.create_container_hooks,
+            &crate::hooks::state_of_pid1(spec),
+            "createContainer",
+        )?;
     }
     make_cwd(root, &spec.process)?;
-    enter_root(sc, root)?;
+    match spec.no_pivot {
+        true => enter_root_no_pivot(sc, root)?,
+        false => enter_root(sc, root)?,
+    }
     if spec.readonly_rootfs {
         remount_read_only(sc, Path::new("/"))?;
     }
@@ -433,8 +468,61 @@ fn mount_volume(sc: &dyn Syscalls, root: &Path, m: &MountSpec) -> Result<()> {
     Ok(())
 }
 
-fn mask_paths(sc: &dyn Syscalls, root: &Path) -> Result<()> {
-    for path in MASKED {
+/// A bundle's device: a new node, or in a user namespace (mknod is refused there) the
+/// host's node at the same path bind-mounted, as runc does.
+fn make_device(sc: &dyn Syscalls, root: &Path, d: &Device) -> Result<()> {
+    let target = resolve_in(root, &d.path);
+    if let Some(parent) = target.parent() {
+        mkdir(parent)?;
+    }
+    if idmap::in_user_namespace() {
+        touch(&target)?;
+        return mnt(
+            sc,
+            Some(Path::new(&d.path)),
+            &target,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        );
+    }
+    let kind = match d.kind {
+        'b' => SFlag::S_IFBLK,
+        'p' => SFlag::S_IFIFO,
+        _ => SFlag::S_IFCHR,
+    };
+    let _ = std::fs::remove_file(&target);
+    let dev = nix::sys::stat::makedev(d.major as u64, d.minor as u64);
+    sc.mknod(&target, kind, d.mode.unwrap_or(0o666) & 0o7777, dev)
+        .map_err(Error::sys(format!("mknod {}", d.path)))?;
+    if d.uid.is_some() || d.gid.is_some() {
+        nix::unistd::chown(&target, d.uid.map(Uid::from_raw), d.gid.map(Gid::from_raw))
+            .map_err(Error::sys(format!("chown {}", d.path)))?;
+    }
+    Ok(())
+}
+
+/// `net.ipv4.ip_forward` = `1` → /proc/sys/net/ipv4/ip_forward in the container's /proc.
+fn write_sysctl(root: &Path, key: &str, value: &str) -> Result<()> {
+    if key.is_empty() || key.split(['.', '/']).any(|c| c.is_empty() || c == "..") {
+        return Err(Error::Other(format!("invalid sysctl name {key:?}")));
+    }
+    let path = resolve_in(root, "/proc")
+        .join("sys")
+        .join(key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| Error::Io {
+        path: format!("sysctl {key}").into(),
+        source: e,
+    })
+}
+
+fn mask_paths(
+    sc: &dyn Syscalls,
+    root: &Path,
+    masked: &[String],
+    readonly: &[String],
+) -> Result<()> {
+    for path in masked {
         let p = resolve_in(root, path);
         let Ok(meta) = std::fs::symlink_metadata(&p) else {
             continue;
@@ -458,7 +546,7 @@ fn mask_paths(sc: &dyn Syscalls, root: &Path) -> Result<()> {
             )?,
         }
     }
-    for path in READ_ONLY {
+    for path in readonly {
         let p = resolve_in(root, path);
         if std::fs::symlink_metadata(&p).is_err() {
             continue;
@@ -499,6 +587,18 @@ fn make_cwd(root: &Path, p: &ProcessSpec) -> Result<()> {
 
 /// pivot_root into `root` and drop the old root: with both arguments `.`, the old root is
 /// stacked on the new one and detached, so no directory for it is needed in the image.
+/// `--no-pivot`: move the root onto / and chroot into it; the old root is covered, not
+/// detached.
+fn enter_root_no_pivot(sc: &dyn Syscalls, root: &Path) -> Result<()> {
+    sc.chdir(root)
+        .map_err(Error::sys(format!("chdir {}", root.display())))?;
+    sc.move_root_here().map_err(Error::sys(format!(
+        "moving {} onto / and chroot",
+        root.display()
+    )))?;
+    sc.chdir(Path::new("/")).map_err(Error::sys("chdir /"))
+}
+
 fn enter_root(sc: &dyn Syscalls, root: &Path) -> Result<()> {
     sc.chdir(root)
         .map_err(Error::sys(format!("chdir {}", root.display())))?;
@@ -607,6 +707,16 @@ mod tests {
 
         fn readonly_recursive(&self, target: &Path) -> nix::Result<()> {
             self.push(format!("readonly -R {}", self.show(target)));
+            Ok(())
+        }
+
+        fn move_root_here(&self) -> nix::Result<()> {
+            self.push("mount --move . / && chroot .".into());
+            Ok(())
+        }
+
+        fn mknod(&self, path: &Path, kind: SFlag, mode: u32, dev: u64) -> nix::Result<()> {
+            self.push(format!("mknod {} {kind:?} {mode:o} {dev}", self.show(path)));
             Ok(())
         }
     }

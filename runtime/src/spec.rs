@@ -29,6 +29,15 @@ pub struct ContainerSpec {
     /// it before the start (a veth, slirp4netns), so the process never runs without its
     /// network, or it is another container's (`--network container:NAME`).
     pub netns: Option<PathBuf>,
+    /// How each namespace kind other than network is had, where it differs from the
+    /// default ([`ContainerSpec::namespace`]); a bundle's `linux.namespaces` lists them all.
+    pub namespaces: Vec<(NamespaceKind, NamespaceMode)>,
+    /// The uid map of a new user namespace (container id, host id, count), written by the
+    /// caller once the setup child made the namespace: directly as root or for the caller's
+    /// own single id, else through `newuidmap`.
+    pub uid_mappings: Vec<crate::idmap::IdRange>,
+    /// The gid map, as [`ContainerSpec::uid_mappings`] (`newgidmap`).
+    pub gid_mappings: Vec<crate::idmap::IdRange>,
     /// All capabilities (within the caller's bounding set), no masked or read-only paths,
     /// /sys read-write.
     pub privileged: bool,
@@ -46,6 +55,126 @@ pub struct ContainerSpec {
     /// reading ([`crate::container::start_created`]). Pid 1 then outlives its caller (no
     /// parent-death signal), as the caller of `create` exits.
     pub start_gate: Option<PathBuf>,
+    /// The cgroup, as a path under each hierarchy's root (OCI `cgroupsPath`, leading `/`
+    /// or not); `None` is `strata/<id>`.
+    pub cgroup_path: Option<String>,
+    /// Kernel parameters written under /proc/sys once /proc is mounted (`net.ipv4.ip_forward`
+    /// → /proc/sys/net/ipv4/ip_forward), before the read-only paths.
+    pub sysctl: Vec<(String, String)>,
+    /// Paths hidden behind /dev/null or an empty read-only tmpfs; `None` is runc's default
+    /// list. Ignored when privileged.
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths made read-only; `None` is runc's default list. Ignored when privileged.
+    pub readonly_paths: Option<Vec<String>>,
+    /// /proc/PID/oom_score_adj of the container's processes, set before the namespaces.
+    pub oom_score_adj: Option<i32>,
+    /// Enter the root with MS_MOVE and chroot rather than pivot_root (`--no-pivot`, for a
+    /// root on a ramfs where pivot_root fails); the old root stays reachable to a process
+    /// that may chroot.
+    pub no_pivot: bool,
+    /// Device nodes made in /dev besides the default ones (null, zero, full, random,
+    /// urandom, tty): mknod, or in a user namespace (no mknod there) a bind mount of the
+    /// host's node at the same path. Their cgroup rule is allowed too.
+    pub devices: Vec<Device>,
+    /// OCI `createContainer` hooks: run by pid 1 in the container's namespaces after the
+    /// mounts, before pivot_root (paths resolve in the runtime's file system).
+    pub create_container_hooks: Vec<Hook>,
+    /// OCI `startContainer` hooks: run by pid 1 once started, before the process's exec
+    /// (paths resolve in the container).
+    pub start_container_hooks: Vec<Hook>,
+    /// The runtime-spec state the container hooks get on stdin; pid 1 fills in its host
+    /// `pid`.
+    pub hook_state: Option<serde_json::Value>,
+}
+
+/// A device node of [`ContainerSpec::devices`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Device {
+    /// Inside the container, under /dev.
+    pub path: String,
+    /// `c` (or `u`), `b`, `p`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits; 0o666 when `None`.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A hook: a program run with the container's state on stdin (OCI `hooks`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Hook {
+    /// Absolute.
+    pub path: PathBuf,
+    /// argv, `args[0]` included (the spec's rule); empty means `[path]`.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Seconds; killed and failed after that.
+    pub timeout: Option<u64>,
+}
+
+impl ContainerSpec {
+    /// How the container has namespace `kind`: as [`ContainerSpec::namespaces`] says, else
+    /// new for mount, pid, uts, ipc and cgroup and the caller's own user namespace.
+    pub fn namespace(&self, kind: NamespaceKind) -> NamespaceMode {
+        if let Some((_, mode)) = self.namespaces.iter().find(|(k, _)| *k == kind) {
+            return mode.clone();
+        }
+        match kind {
+            NamespaceKind::User => NamespaceMode::Shared,
+            _ => NamespaceMode::New,
+        }
+    }
+}
+
+/// A namespace kind, network aside ([`NetworkMode`] and [`ContainerSpec::netns`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NamespaceKind {
+    User,
+    Mount,
+    Pid,
+    Uts,
+    Ipc,
+    Cgroup,
+}
+
+impl NamespaceKind {
+    /// Every kind, user first: it grants the rights to make or join the others.
+    pub const ALL: [NamespaceKind; 6] = [
+        NamespaceKind::User,
+        NamespaceKind::Mount,
+        NamespaceKind::Pid,
+        NamespaceKind::Uts,
+        NamespaceKind::Ipc,
+        NamespaceKind::Cgroup,
+    ];
+
+    /// The name under /proc/PID/ns/.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            NamespaceKind::User => "user",
+            NamespaceKind::Mount => "mnt",
+            NamespaceKind::Pid => "pid",
+            NamespaceKind::Uts => "uts",
+            NamespaceKind::Ipc => "ipc",
+            NamespaceKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// How the container has one namespace kind.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NamespaceMode {
+    /// A new one.
+    New,
+    /// The one at this nsfs path (`/proc/PID/ns/ipc`, a bind-mounted namespace file).
+    Join(PathBuf),
+    /// The caller's (the kind is absent from the bundle's list).
+    Shared,
 }
 
 /// The process to run: the container's, or one `exec`'d into it.
@@ -142,12 +271,33 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
     /// `--cpus`: CFS quota of this many CPUs per 100 ms period.
     pub cpus: Option<f64>,
+    /// CFS quota and period in µs as given (OCI `cpu.quota`, `cpu.period`); a quota of -1
+    /// is unlimited.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    /// cgroup v1 `cpu.shares` (v2: converted to `cpu.weight`).
+    pub cpu_shares: Option<u64>,
+    /// Device cgroup rules after the deny-all, in order (OCI `linux.resources.devices`),
+    /// before docker's default allowed devices and the spec's own devices.
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One device cgroup rule: `allow` or deny `rule` (`c 1:3 rwm`, `a`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    pub rule: String,
 }
 
 impl Resources {
     /// Whether any limit is asked for.
     pub fn any(&self) -> bool {
-        self.memory.is_some() || self.pids_limit.is_some() || self.cpus.is_some()
+        self.memory.is_some()
+            || self.pids_limit.is_some()
+            || self.cpus.is_some()
+            || self.cpu_quota.is_some()
+            || self.cpu_period.is_some()
+            || self.cpu_shares.is_some()
     }
 
     /// The command-line flags of the limits asked for, for messages (`--memory, --cpus`).
@@ -161,6 +311,9 @@ impl Resources {
         }
         if self.cpus.is_some() {
             v.push("--cpus");
+        }
+        if self.cpu_quota.is_some() || self.cpu_period.is_some() || self.cpu_shares.is_some() {
+            v.push("cpu quota, period or shares");
         }
         v.join(", ")
     }

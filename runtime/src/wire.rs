@@ -110,6 +110,7 @@ fn to_wire(e: &Error) -> Wire {
         Error::Other(s) => Wire::Other(s.clone()),
         // The caller's own errors (strata-runtime's state): never met in a child.
         Error::Bundle { .. }
+        | Error::Hook { .. }
         | Error::NoSuchContainer(_)
         | Error::Exists(_)
         | Error::WrongState(_) => Wire::Other(e.to_string()),

@@ -137,3 +137,46 @@ pub fn run(program: impl AsRef<OsStr>, args: &[&str]) -> Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// The first id and count of [`TEST_USER`]'s range in `/etc/subuid`-style `file`.
+pub fn subordinate_range(file: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut it = l.trim().split(':');
+        if it.next()? != TEST_USER {
+            return None;
+        }
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    })
+}
+
+/// Gives [`TEST_USER`] 65536 subordinate uids and gids (`usermod --add-subuids`, needs
+/// root) unless it has a range already, after every range other users hold: rootless
+/// podman, and id maps of more than one id, need them. Returns the uid range.
+pub fn give_subordinate_ids() -> Result<(u32, u32)> {
+    test_user()?;
+    if let (Some(u), Some(_)) = (
+        subordinate_range("/etc/subuid"),
+        subordinate_range("/etc/subgid"),
+    ) {
+        return Ok(u);
+    }
+    let end = |file: &str| -> u32 {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.trim().split(':').collect();
+                Some(f.get(1)?.parse::<u32>().ok()? + f.get(2)?.parse::<u32>().ok()?)
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let start = end("/etc/subuid").max(end("/etc/subgid")).max(100_000);
+    let range = format!("{start}-{}", start + 65_535);
+    run(
+        "usermod",
+        &["--add-subuids", &range, "--add-subgids", &range, TEST_USER],
+    )?;
+    subordinate_range("/etc/subuid").context("no /etc/subuid range after usermod")
+}

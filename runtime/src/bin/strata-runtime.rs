@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use strata_runtime::oci::{self, Root, Saved, Status};
-use strata_runtime::{process, Cgroup, Container, Error, Stdio};
+use strata_runtime::oci::{self, Root, Saved, Status, Verb};
+use strata_runtime::{process, Container, Error, Stdio};
 
 #[derive(Parser)]
 #[command(
@@ -84,6 +84,13 @@ enum Command {
     },
     /// Freeze every process of the container.
     Pause { id: String },
+    /// Change the container's cgroup limits.
+    Update {
+        /// An OCI `linux.resources` JSON object (`-` for stdin).
+        #[arg(long, short)]
+        resources: PathBuf,
+        id: String,
+    },
     /// Thaw a paused container.
     Resume { id: String },
     /// Write a default config.json.
@@ -131,16 +138,24 @@ struct Logger {
 
 impl Logger {
     fn error(&self, msg: &str) {
+        self.line("error", msg);
+    }
+
+    fn warn(&self, msg: &str) {
+        self.line("warning", msg);
+    }
+
+    fn line(&self, level: &str, msg: &str) {
         eprintln!("strata-runtime: {msg}");
         let Some(path) = &self.file else { return };
         let line = match self.json {
             true => serde_json::json!({
-                "level": "error",
+                "level": level,
                 "msg": msg,
                 "time": jiff::Timestamp::now().to_string(),
             })
             .to_string(),
-            false => format!("{} error: {msg}", jiff::Timestamp::now()),
+            false => format!("{} {level}: {msg}", jiff::Timestamp::now()),
         };
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -159,7 +174,7 @@ fn main() -> ExitCode {
         json: cli.log_format == "json",
     };
     let outcome = match (cli.log_format.as_str(), cli.systemd_cgroup) {
-        ("text" | "json", false) => run(&cli),
+        ("text" | "json", false) => run(&cli, &logger),
         (_, true) => Err(Error::Other(
             "--systemd-cgroup is not supported: strata-runtime manages cgroups through cgroupfs"
                 .into(),
@@ -172,36 +187,57 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             logger.error(&e.to_string());
-            ExitCode::FAILURE
+            // runc: an exec that did not start its process exits 255.
+            match cli.command {
+                Command::Exec { .. } => ExitCode::from(255),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
+/// `--root`, else runc's rule: `$XDG_RUNTIME_DIR/strata-runtime` for a rootless caller
+/// (not root, or root of a user namespace and `$USER` not root, as rootless podman calls
+/// it),
+/// else [`oci::DEFAULT_ROOT`].
 fn root_dir(cli: &Cli) -> PathBuf {
     if let Some(r) = &cli.root {
         return r.clone();
     }
-    match (
-        nix::unistd::geteuid().is_root(),
-        std::env::var_os("XDG_RUNTIME_DIR"),
-    ) {
-        (false, Some(dir)) => Path::new(&dir).join("strata-runtime"),
+    let rootless = !nix::unistd::geteuid().is_root()
+        || (strata_runtime::idmap::in_user_namespace()
+            && std::env::var("USER").map_or(true, |u| u != "root"));
+    match (rootless, std::env::var_os("XDG_RUNTIME_DIR")) {
+        (true, Some(dir)) => Path::new(&dir).join("strata-runtime"),
         _ => PathBuf::from(oci::DEFAULT_ROOT),
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, Error> {
+fn run(cli: &Cli, logger: &Logger) -> Result<ExitCode, Error> {
     let root = Root::new(root_dir(cli));
     match &cli.command {
         Command::Create {
             bundle,
             pid_file,
             console_socket,
+            no_pivot,
             id,
             ..
         } => {
             let fifo = root.prepare(id)?;
-            if let Err(e) = create(&root, id, bundle, pid_file.as_deref(), console_socket) {
+            let made = create(
+                &root,
+                id,
+                bundle,
+                pid_file.as_deref(),
+                console_socket,
+                *no_pivot,
+            );
+            if let Err(e) = made {
+                // Nothing half-made stays: pid 1 blocked at the gate goes too.
+                if let Ok(saved) = root.load(id) {
+                    let _ = kill_and_wait(&root, &saved);
+                }
                 let _ = root.remove(id);
                 return Err(e);
             }
@@ -209,24 +245,19 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         }
         Command::Start { id } => {
             let saved = root.load(id)?;
-            match root.status(&saved) {
-                Status::Created => strata_runtime::container::start_created(&root.fifo(id))?,
-                Status::Stopped => {
-                    return Err(Error::WrongState(
-                        "cannot start a container that has stopped".into(),
-                    ))
-                }
-                _ => {
-                    return Err(Error::WrongState(
-                        "cannot start an already running container".into(),
-                    ))
-                }
-            }
+            oci::allowed(Verb::Start, id, root.status(&saved))?;
+            strata_runtime::container::start_created(&root.fifo(id))?;
             let fifo = root.fifo(id);
             std::fs::remove_file(&fifo).map_err(|e| Error::Io {
                 path: fifo,
                 source: e,
             })?;
+            let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
+            for hook in &saved.hooks.poststart {
+                if let Err(e) = strata_runtime::hooks::run(hook, &state, "poststart") {
+                    logger.warn(&e.to_string());
+                }
+            }
         }
         Command::State { id } => {
             let saved = root.load(id)?;
@@ -235,12 +266,18 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Kill { all, id, signal } => {
             let saved = root.load(id)?;
             let sig = process::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))?;
-            match (root.status(&saved), *all) {
-                (_, true) => Cgroup::of(id).kill_all(sig),
-                (Status::Stopped, false) => {
-                    return Err(Error::WrongState("container not running".into()))
+            let status = root.status(&saved);
+            match *all {
+                // runc: --all of a stopped container is no error.
+                true => saved.cgroup().kill_all(sig),
+                false => {
+                    oci::allowed(Verb::Kill, id, status)?;
+                    process::signal(saved.pid, sig)?;
                 }
-                _ => process::signal(saved.pid, sig)?,
+            }
+            if status == Status::Paused && sig == nix::sys::signal::Signal::SIGKILL {
+                // A frozen task dies only once thawed: runc thaws, so the kill takes.
+                let _ = saved.cgroup().thaw();
             }
         }
         Command::Delete { force, id } => {
@@ -249,25 +286,33 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
                 r => r?,
             };
             let status = root.status(&saved);
+            if !force {
+                oci::allowed(Verb::Delete, id, status)?;
+            }
             if status != Status::Stopped {
-                if !force && status != Status::Created {
-                    return Err(Error::WrongState(format!(
-                        "cannot delete container {id} that is not stopped: {status}"
-                    )));
-                }
                 kill_and_wait(&root, &saved)?;
             }
+            let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
             root.remove(id)?;
+            for hook in &saved.hooks.poststop {
+                if let Err(e) = strata_runtime::hooks::run(hook, &state, "poststop") {
+                    logger.warn(&e.to_string());
+                }
+            }
         }
         Command::List { format, quiet } => list(&root, format, *quiet),
         Command::Ps { format, id } => {
             let saved = root.load(id)?;
-            if root.status(&saved) == Status::Stopped {
-                return Err(Error::WrongState("container not running".into()));
-            }
-            let mut pids = Cgroup::of(id).pids();
-            if pids.is_empty() {
+            let status = root.status(&saved);
+            oci::allowed(Verb::Ps, id, status)?;
+            // Stopped: runc prints the header alone (`null` as JSON).
+            let mut pids = saved.cgroup().pids();
+            if pids.is_empty() && status != Status::Stopped {
                 pids.push(saved.pid);
+            }
+            if pids.is_empty() && format == "json" {
+                println!("null");
+                return Ok(ExitCode::SUCCESS);
             }
             match format.as_str() {
                 "json" => println!("{}", serde_json::json!(pids)),
@@ -284,13 +329,16 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Pause { id } | Command::Resume { id } => {
             let saved = root.load(id)?;
             let status = root.status(&saved);
-            if !matches!(status, Status::Running | Status::Paused) {
-                return Err(Error::WrongState("container not running".into()));
-            }
-            let cg = Cgroup::of(id);
+            let cg = saved.cgroup();
             match &cli.command {
-                Command::Pause { .. } => cg.freeze()?,
-                _ => cg.thaw()?,
+                Command::Pause { .. } => {
+                    oci::allowed(Verb::Pause, id, status)?;
+                    cg.freeze()?
+                }
+                _ => {
+                    oci::allowed(Verb::Resume, id, status)?;
+                    cg.thaw()?
+                }
             }
         }
         Command::Spec { bundle, rootless } => {
@@ -316,14 +364,31 @@ fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Features => print_json(&serde_json::json!({
             "ociVersionMin": "1.0.0",
             "ociVersionMax": oci::OCI_VERSION,
-            "hooks": [],
+            "hooks": [
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop"
+            ],
             "mountOptions": ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"],
             "linux": {
-                "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "uts"],
+                "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
                 "cgroup": {"v1": true, "v2": true, "systemd": false},
             },
         })),
         Command::Exec { .. } => return exec(&root, &cli.command),
+        Command::Update { resources, id } => {
+            let saved = root.load(id)?;
+            oci::allowed(Verb::Update, id, root.status(&saved))?;
+            let res = oci::load_resources(resources)?;
+            let cg = saved.cgroup();
+            if !cg.exists() {
+                return Err(Error::CgroupsUnavailable { flag: res.flags() });
+            }
+            cg.update(&res)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -345,9 +410,7 @@ fn exec(root: &Root, command: &Command) -> Result<ExitCode, Error> {
         unreachable!("exec called for another command")
     };
     let saved = root.load(id)?;
-    if root.status(&saved) != Status::Running {
-        return Err(Error::WrongState("container not running".into()));
-    }
+    oci::allowed(Verb::Exec, id, root.status(&saved))?;
     let (base, _) = oci::load_bundle(id, &saved.bundle)?;
     let mut spec = match process {
         Some(path) => oci::load_process(path)?,
@@ -422,6 +485,7 @@ fn create(
     bundle: &Path,
     pid_file: Option<&Path>,
     console_socket: &Option<PathBuf>,
+    no_pivot: bool,
 ) -> Result<(), Error> {
     let bundle = std::fs::canonicalize(bundle).map_err(|e| Error::Io {
         path: bundle.to_path_buf(),
@@ -429,6 +493,7 @@ fn create(
     })?;
     let (mut spec, oci_spec) = oci::load_bundle(id, &bundle)?;
     spec.start_gate = Some(root.fifo(id));
+    spec.no_pivot = no_pivot;
     let stdio = match (spec.process.terminal, console_socket) {
         (true, Some(_)) => Stdio::Pty { size: None },
         (true, None) => {
@@ -449,10 +514,18 @@ fn create(
         bundle: bundle.clone(),
         rootfs: spec.rootfs.clone(),
         created: jiff::Timestamp::now().to_string(),
-        owner: std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        owner: nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| nix::unistd::geteuid().to_string()),
         annotations: oci_spec.annotations().clone().unwrap_or_default(),
+        cgroup_path: spec.cgroup_path.clone(),
+        hooks: oci::RuntimeHooks::of(&oci_spec),
     };
     root.save(&saved)?;
+    let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
+    strata_runtime::hooks::run_all(&saved.hooks.create_runtime, &state, "createRuntime")?;
     if let Some(path) = pid_file {
         write_pid_file(path, running.pid)?;
     }
@@ -462,7 +535,7 @@ fn create(
 /// SIGKILL to every process of the container, then waits (bounded) for pid 1 to be gone.
 fn kill_and_wait(root: &Root, saved: &Saved) -> Result<(), Error> {
     let sig = nix::sys::signal::Signal::SIGKILL;
-    Cgroup::of(&saved.id).kill_all(sig);
+    saved.cgroup().kill_all(sig);
     let _ = process::signal(saved.pid, sig);
     let deadline = Instant::now() + Duration::from_secs(10);
     while root.status(saved) != Status::Stopped {

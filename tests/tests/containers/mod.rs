@@ -4,6 +4,7 @@
 //!
 //! Waits poll a condition against a deadline; no test passes or fails on a timing.
 
+mod bundle;
 mod detach;
 mod ending;
 mod files;

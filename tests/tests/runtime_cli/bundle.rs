@@ -12,20 +12,44 @@ use tempfile::TempDir;
 
 use super::{busybox_rootfs, run_to_files, runtime_bin, Out};
 
-/// A bundle under a fresh directory and a `--root` of its own.
-struct Bundle {
-    tmp: TempDir,
+/// A bundle under a fresh directory and a `--root` of its own; rootless, `spec --rootless`
+/// and the default root under an `$XDG_RUNTIME_DIR` of its own.
+pub(super) struct Bundle {
+    pub(super) tmp: TempDir,
+    rootless: bool,
+    /// The runtime the commands run: strata-runtime, or a peer ([`Bundle::using`]).
+    bin: PathBuf,
 }
 
 impl Bundle {
     /// `strata-runtime spec`, a busybox rootfs, and `args` as the process.
-    fn new(args: &[&str]) -> Bundle {
+    pub(super) fn new(args: &[&str]) -> Bundle {
+        Bundle::make(args, false)
+    }
+
+    /// As [`Bundle::new`] with `spec --rootless`: a user namespace mapping the caller's
+    /// own ids to root, and no `--root` (`$XDG_RUNTIME_DIR/strata-runtime`).
+    pub(super) fn rootless(args: &[&str]) -> Bundle {
+        Bundle::make(args, true)
+    }
+
+    fn make(args: &[&str], rootless: bool) -> Bundle {
         let tmp = tempfile::Builder::new()
             .prefix("strata-rt")
             .tempdir()
             .unwrap();
-        let b = Bundle { tmp };
-        let spec = b.rt(&["spec", "--bundle", b.dir().to_str().unwrap()]);
+        let b = Bundle {
+            tmp,
+            rootless,
+            bin: runtime_bin(),
+        };
+        std::fs::create_dir_all(b.xdg()).unwrap();
+        let dir = b.dir();
+        let mut spec_args = vec!["spec", "--bundle", dir.to_str().unwrap()];
+        if rootless {
+            spec_args.push("--rootless");
+        }
+        let spec = b.rt(&spec_args);
         assert_eq!(spec.code, 0, "spec: {}", spec.stderr);
         busybox_rootfs(&b.dir().join("rootfs"));
         let path = b.dir().join("config.json");
@@ -38,35 +62,53 @@ impl Bundle {
         b
     }
 
-    fn dir(&self) -> PathBuf {
+    pub(super) fn dir(&self) -> PathBuf {
         self.tmp.path().join("bundle")
     }
 
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("state")
+    /// The state directory: `--root`, or rootless the default under [`Bundle::xdg`].
+    pub(super) fn root(&self) -> PathBuf {
+        match self.rootless {
+            true => self.xdg().join("strata-runtime"),
+            false => self.tmp.path().join("state"),
+        }
+    }
+
+    /// `$XDG_RUNTIME_DIR` of the runtime's commands.
+    pub(super) fn xdg(&self) -> PathBuf {
+        self.tmp.path().join("xdg")
+    }
+
+    /// The same bundle driven by another runtime (runc), from now on.
+    pub(super) fn using(mut self, bin: impl Into<PathBuf>) -> Bundle {
+        self.bin = bin.into();
+        self
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(runtime_bin());
-        c.arg("--root").arg(self.root()).args(args);
+        let mut c = Command::new(&self.bin);
+        if !self.rootless {
+            c.arg("--root").arg(self.root());
+        }
+        c.args(args).env("XDG_RUNTIME_DIR", self.xdg());
         c.current_dir(self.tmp.path());
         c
     }
 
-    fn rt(&self, args: &[&str]) -> Out {
+    pub(super) fn rt(&self, args: &[&str]) -> Out {
         std::fs::create_dir_all(self.dir()).unwrap();
         run_to_files(self.command(args), self.tmp.path())
     }
 
     /// Succeeds, or fails the test with its stderr; stdout.
-    fn ok(&self, args: &[&str]) -> String {
+    pub(super) fn ok(&self, args: &[&str]) -> String {
         let out = self.rt(args);
         assert_eq!(out.code, 0, "strata-runtime {args:?}: {}", out.stderr);
         out.stdout
     }
 
     /// Fails with status 1 and `text` in stderr.
-    fn fails(&self, args: &[&str], text: &str) {
+    pub(super) fn fails(&self, args: &[&str], text: &str) {
         let out = self.rt(args);
         assert_eq!(
             out.code, 1,
@@ -80,11 +122,11 @@ impl Bundle {
         );
     }
 
-    fn state(&self, id: &str) -> serde_json::Value {
+    pub(super) fn state(&self, id: &str) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["state", id])).unwrap()
     }
 
-    fn wait_status(&self, id: &str, status: &str) {
+    pub(super) fn wait_status(&self, id: &str, status: &str) {
         let mut last = serde_json::Value::Null;
         let r = wait_for(Duration::from_secs(30), status, || {
             last = self.state(id);
@@ -93,7 +135,49 @@ impl Bundle {
         assert!(r.is_ok(), "{id} never {status}: {last}");
     }
 
-    fn rootfs(&self, path: &str) -> PathBuf {
+    /// Edits config.json.
+    pub(super) fn config(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let path = self.dir().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        edit(&mut config);
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
+    /// `create --bundle BUNDLE [extra...] ID`, which must succeed.
+    pub(super) fn create(&self, id: &str, extra: &[&str]) {
+        let dir = self.dir();
+        let mut args = vec!["create", "--bundle", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        args.push(id);
+        self.ok(&args);
+    }
+
+    /// Runs `args` with `input` on stdin.
+    pub(super) fn rt_stdin(&self, args: &[&str], input: &str) -> Out {
+        use std::io::Write;
+        let mut c = self.command(args);
+        let mut child = c
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub(super) fn rootfs(&self, path: &str) -> PathBuf {
         self.dir().join("rootfs").join(path)
     }
 }

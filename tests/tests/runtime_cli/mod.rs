@@ -3,7 +3,11 @@
 //! peers driving it (podman `--runtime`, containerd's `ctr run --runc-binary`).
 
 mod bundle;
+mod hooks;
+mod linux;
 mod peers;
+mod rootless;
+mod states;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -51,6 +51,13 @@ fn podman_runs_containers_through_strata_runtime() {
     if !have_root("podman_runs_containers_through_strata_runtime") {
         return;
     }
+    podman_lifecycle();
+}
+
+/// `podman run --rm` (output, exit codes, a missing command), `-d`, `exec`, `stop`, `rm`,
+/// with the container's state under the runtime's default root; as root, or rootless
+/// (`runtime_cli::rootless`).
+pub(super) fn podman_lifecycle() {
     let tmp = tempfile::Builder::new()
         .prefix("strata-rt-podman")
         .tempdir()
@@ -116,6 +123,58 @@ fn podman_runs_containers_through_strata_runtime() {
         dir,
     );
     assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+}
+
+#[test]
+fn podman_runs_user_namespaced_containers_through_strata_runtime() {
+    if !have_root("podman_runs_user_namespaced_containers_through_strata_runtime") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("strata-rt-podman-userns")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path();
+    let _cleanup = RemoveAll(dir);
+    import_busybox(dir);
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let volume = format!("{}:/data", data.display());
+    // The bundle asks for a new user namespace; root writes its map directly.
+    let out = podman(
+        dir,
+        &run_args(
+            &[
+                "--rm",
+                "--uidmap",
+                "0:200000:65536",
+                "--gidmap",
+                "0:200000:65536",
+                "-v",
+                &volume,
+            ],
+            &["sh", "-c", "id -u; cat /proc/self/uid_map; touch /data/f"],
+        ),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [vec!["0"], vec!["0", "200000", "65536"]],
+        "{}",
+        out.stdout
+    );
+    let meta = std::fs::metadata(data.join("f")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        200000,
+        "root of the container is host uid 200000"
+    );
 }
 
 /// `strata-runtime state ID` under the default root, where podman keeps its containers.
