@@ -86,12 +86,14 @@ fn rootless_a_full_disk_records_the_exit_and_fails_a_build_cleanly() {
     }
     let (uid, gid) = test_user().unwrap();
     let root = Path::new(ROOTLESS_FULL_STORE);
-    let _disk = Tmpfs::mount(root, &format!("size=12m,mode=0700,uid={uid},gid={gid}")).unwrap();
-    run_test_as_user(
+    let disk = Tmpfs::mount(root, &format!("size=12m,mode=0700,uid={uid},gid={gid}")).unwrap();
+    let result = run_test_as_user(
         "containers::ending::rootless_a_full_disk_records_the_exit_and_fails_a_build_cleanly_child",
         Rootless::Host,
-    )
-    .unwrap();
+    );
+    drop(disk);
+    let _ = std::fs::remove_dir(root);
+    result.unwrap();
 }
 
 #[test]
