@@ -175,7 +175,7 @@ pub enum Error {
     #[error("blob {digest} failed verification: its content hashes to {got}; nothing stored")]
     BlobVerify { digest: Digest, got: Digest },
 
-    // Lazy pulling (eStargz).
+    // Lazy pulling (eStargz, zstd:chunked).
     #[error("fetching bytes {offset}..{end} of layer {digest}")]
     FetchRange {
         digest: Digest,
@@ -186,6 +186,11 @@ pub enum Error {
     },
     #[error("layer {digest} is not eStargz: {reason}")]
     EstargzFooter {
+        digest: Digest,
+        reason: &'static str,
+    },
+    #[error("layer {digest} is not zstd:chunked: {reason}")]
+    NotZstdChunked {
         digest: Digest,
         reason: &'static str,
     },

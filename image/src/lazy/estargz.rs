@@ -622,4 +622,4 @@ fn toc_kind(kind: tar::EntryType) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   estargz   footer → TOC → (entries for strata-fs's index builder, chunk table); writer
+//!   zstd_chunked  annotations (footer as fallback) → TOC → the same; writer
 //!   LazyData  strata-fs's DataSource over the chunk table: a read becomes Range fetches
 //!             (adjacent members merged into one) through a ChunkFetcher, each chunk
 //!             checked against its digest before a byte of it is served
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod estargz;
+pub mod zstd_chunked;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -10,7 +10,7 @@ use super::*;
 use crate::lazy::LazyData;
 
 /// A header with every numeric field set, as real layer tars have them.
-fn hdr() -> tar::Header {
+pub(crate) fn hdr() -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_uid(0);
@@ -20,7 +20,7 @@ fn hdr() -> tar::Header {
 }
 
 /// A layer with a directory, small and chunked files, links, a fifo and an xattr.
-fn layer_tar() -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn layer_tar() -> (Vec<u8>, Vec<u8>) {
     let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut b = tar::Builder::new(Vec::new());
     let mut h = hdr();
