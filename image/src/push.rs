@@ -6,15 +6,17 @@
 //!
 //! `--format` rewrites the manifest's media types (OCI ↔ Docker schema 2); `--compression-
 //! format` recompresses layers whose stored blob is compressed otherwise, from the layer's
-//! uncompressed tar. The config is never rewritten: the image ID stays, and so do the diff-ids.
+//! uncompressed tar; `zstd:chunked` writes them seekable (zstd frames per file chunk and a
+//! TOC, [`crate::lazy::zstd_chunked`]), so strata and containers/storage pull them lazily. The config is never rewritten: the image ID stays, and so do the diff-ids.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::digest::{Digest, Hasher, HashingReader};
+use crate::lazy::zstd_chunked;
 use crate::oci::{media, Compression, Descriptor, Manifest};
 use crate::pull::LayerObserver;
 use crate::reference::Reference;
@@ -80,11 +82,31 @@ impl ManifestFormat {
     }
 }
 
+/// What `--compression-format` makes of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// The layer tar compressed whole (or not at all).
+    Plain(Compression),
+    /// zstd:chunked: a zstd blob that strata and containers/storage pull lazily and every
+    /// other client pulls whole.
+    ZstdChunked,
+}
+
+impl LayerFormat {
+    /// The compression the blob has, which names its media type.
+    pub fn compression(self) -> Compression {
+        match self {
+            LayerFormat::Plain(c) => c,
+            LayerFormat::ZstdChunked => Compression::Zstd,
+        }
+    }
+}
+
 pub struct PushOptions {
     /// None: the stored manifest's format.
     pub format: Option<ManifestFormat>,
     /// None: each layer as it is stored.
-    pub compression: Option<Compression>,
+    pub compression: Option<LayerFormat>,
     pub insecure: bool,
 }
 
@@ -182,7 +204,7 @@ fn check_local(
     img: &Image,
     reference: &Reference,
     format: ManifestFormat,
-    compression: Option<Compression>,
+    compression: Option<LayerFormat>,
 ) -> Result<()> {
     let missing = |d: &Digest| Error::PushBlobMissing {
         digest: d.clone(),
@@ -196,7 +218,10 @@ fn check_local(
         if !store.has_blob(&layer.digest) {
             return Err(missing(&layer.digest));
         }
-        let c = compression.unwrap_or(stored_compression(store, layer)?);
+        let c = match compression {
+            Some(f) => f.compression(),
+            None => stored_compression(store, layer)?,
+        };
         if format.layer_media_type(c).is_none() && !is_foreign(&layer.media_type) {
             return Err(Error::ZstdInDockerFormat {
                 digest: layer.digest.clone(),
@@ -233,7 +258,7 @@ fn push_layers(
     client: &Client,
     img: &Image,
     format: ManifestFormat,
-    compression: Option<Compression>,
+    compression: Option<LayerFormat>,
     progress: &dyn PushObserver,
 ) -> Result<Vec<Descriptor>> {
     let jobs: Vec<(&Descriptor, &Digest)> = img.layers().collect();
@@ -316,7 +341,7 @@ fn push_layer(
     layer: &Descriptor,
     diff_id: &Digest,
     format: ManifestFormat,
-    compression: Option<Compression>,
+    compression: Option<LayerFormat>,
     bar: &dyn LayerObserver,
 ) -> Result<Descriptor> {
     let blob = layer_blob(store, layer, diff_id, format, compression, bar)?;
@@ -359,20 +384,30 @@ fn layer_blob(
     layer: &Descriptor,
     diff_id: &Digest,
     format: ManifestFormat,
-    compression: Option<Compression>,
+    compression: Option<LayerFormat>,
     bar: &dyn LayerObserver,
 ) -> Result<Blob> {
     let stored = stored_compression(store, layer)?;
-    let want = compression.unwrap_or(stored);
+    let stored_chunked = stored == Compression::Zstd
+        && zstd_chunked::manifest_checksum(&layer.annotations).is_some();
+    let want = compression.unwrap_or(match stored_chunked {
+        true => LayerFormat::ZstdChunked,
+        false => LayerFormat::Plain(stored),
+    });
     let media_type = if is_foreign(&layer.media_type) {
         layer.media_type.clone()
     } else {
         format
-            .layer_media_type(want)
+            .layer_media_type(want.compression())
             .expect("checked before pushing")
             .to_string()
     };
-    if want == stored || is_foreign(&layer.media_type) {
+    // A zstd:chunked blob is a zstd blob too: pushed as it is for `zstd`.
+    let as_stored = match want {
+        LayerFormat::Plain(c) => c == stored,
+        LayerFormat::ZstdChunked => stored_chunked,
+    };
+    if as_stored || is_foreign(&layer.media_type) {
         return Ok(Blob {
             descriptor: Descriptor {
                 media_type,
@@ -383,12 +418,13 @@ fn layer_blob(
         });
     }
     bar.transfer("Compressing");
-    let (path, digest, size) = recompress(store, layer, diff_id, stored, want)?;
+    let (path, digest, size, added) = recompress(store, layer, diff_id, stored, want)?;
     Ok(Blob {
         descriptor: Descriptor {
             media_type,
             digest,
             size,
+            annotations: rewritten_annotations(&layer.annotations, added),
             ..layer.clone()
         },
         path,
@@ -396,15 +432,36 @@ fn layer_blob(
     })
 }
 
-/// Writes the layer compressed as `want` to a temp file; returns it, its digest and size.
-/// The uncompressed bytes are checked against the diff-id.
+/// A recompressed layer's annotations: the old ones but those that describe the old blob's
+/// bytes (where a seekable format's TOC is), and `added`, which describe the new blob's.
+fn rewritten_annotations(
+    old: &BTreeMap<String, String>,
+    added: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    const BLOB_BOUND: [&str; 4] = [
+        "io.github.containers.zstd-chunked.",
+        "io.containers.zstd-chunked.",
+        "containerd.io/snapshot/stargz/",
+        "io.containers.estargz.",
+    ];
+    let mut out: BTreeMap<String, String> = old
+        .iter()
+        .filter(|(k, _)| !BLOB_BOUND.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.extend(added);
+    out
+}
+
+/// Writes the layer as `want` to a temp file; returns it, its digest and size, and the
+/// annotations the format adds. The uncompressed bytes are checked against the diff-id.
 fn recompress(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
     stored: Compression,
-    want: Compression,
-) -> Result<(PathBuf, Digest, u64)> {
+    want: LayerFormat,
+) -> Result<(PathBuf, Digest, u64, BTreeMap<String, String>)> {
     let err = |source| Error::Recompress {
         diff_id: diff_id.clone(),
         source,
@@ -421,26 +478,31 @@ fn recompress(
     let result = (|| {
         let file = File::create(&path)?;
         let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let mut added = BTreeMap::new();
         match want {
-            Compression::None => {
+            LayerFormat::Plain(Compression::None) => {
                 io::copy(&mut tar, &mut out)?;
             }
-            Compression::Gzip => {
+            LayerFormat::Plain(Compression::Gzip) => {
                 let mut gz =
                     flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
                 io::copy(&mut tar, &mut gz)?;
                 gz.finish()?;
             }
-            Compression::Zstd => {
+            LayerFormat::Plain(Compression::Zstd) => {
                 let mut z = zstd::stream::write::Encoder::new(&mut out, 3)?;
                 io::copy(&mut tar, &mut z)?;
                 z.finish()?;
             }
+            LayerFormat::ZstdChunked => {
+                let written = zstd_chunked::write(&mut tar, &mut out, zstd_chunked::CHUNK_SIZE)?;
+                added = written.annotations();
+            }
         }
         out.inner.flush()?;
-        Ok((out.hasher.finish(), out.count))
+        Ok((out.hasher.finish(), out.count, added))
     })();
-    let (digest, size) = match result {
+    let (digest, size, added) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -456,7 +518,7 @@ fn recompress(
             expected: diff_id.clone(),
         });
     }
-    Ok((path, digest, size))
+    Ok((path, digest, size, added))
 }
 
 /// Hashes and counts what is written through it.
@@ -612,20 +674,40 @@ mod tests {
             .unwrap();
         let (layer, diff_id) = img.layers().next().unwrap();
         let mut blobs = Vec::new();
-        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        for f in [
+            LayerFormat::Plain(Compression::Gzip),
+            LayerFormat::Plain(Compression::Zstd),
+            LayerFormat::Plain(Compression::None),
+            LayerFormat::ZstdChunked,
+        ] {
             let blob = layer_blob(
                 &store,
                 layer,
                 diff_id,
                 ManifestFormat::Oci,
-                Some(c),
+                Some(f),
                 &crate::pull::Silent,
             )
             .unwrap();
             let bytes = std::fs::read(&blob.path).unwrap();
             assert_eq!(Digest::of(&bytes), blob.descriptor.digest);
             assert_eq!(bytes.len() as u64, blob.descriptor.size);
-            assert_eq!(blob.descriptor.media_type, c.layer_media_type());
+            assert_eq!(
+                blob.descriptor.media_type,
+                f.compression().layer_media_type()
+            );
+            // Only zstd:chunked says where its TOC is, and it is there.
+            let a = &blob.descriptor.annotations;
+            assert_eq!(
+                zstd_chunked::manifest_checksum(a).is_some(),
+                f == LayerFormat::ZstdChunked
+            );
+            if f == LayerFormat::ZstdChunked {
+                let opened =
+                    zstd_chunked::open(&bytes, &blob.descriptor.digest, blob.descriptor.size, a)
+                        .unwrap();
+                assert_eq!(opened.index.data_len, 5);
+            }
             let p = store
                 .prepare_layer(
                     &blob.descriptor.digest,
@@ -650,7 +732,7 @@ mod tests {
             &img,
             &r,
             ManifestFormat::V2s2,
-            Some(Compression::Zstd)
+            Some(LayerFormat::ZstdChunked)
         )
         .is_err());
         assert!(check_local(&store, &img, &r, ManifestFormat::V2s2, None).is_ok());

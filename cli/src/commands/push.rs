@@ -12,7 +12,7 @@ use crate::reference::Reference;
 use crate::registry::auth::AuthFile;
 use crate::store::Store;
 use crate::Global;
-use strata_image::push::{push as push_image, ManifestFormat, PushOptions};
+use strata_image::push::{push as push_image, LayerFormat, ManifestFormat, PushOptions};
 use strata_image::search::{search as search_registry, SearchResult};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -25,6 +25,9 @@ pub enum FormatArg {
 pub enum CompressionArg {
     Gzip,
     Zstd,
+    /// zstd, seekable: pulled lazily by strata and containers/storage
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 #[derive(Args)]
@@ -67,8 +70,9 @@ pub fn push(global: &Global, args: PushArgs) -> Result<()> {
                 FormatArg::V2s2 => ManifestFormat::V2s2,
             }),
             compression: args.compression_format.map(|c| match c {
-                CompressionArg::Gzip => Compression::Gzip,
-                CompressionArg::Zstd => Compression::Zstd,
+                CompressionArg::Gzip => LayerFormat::Plain(Compression::Gzip),
+                CompressionArg::Zstd => LayerFormat::Plain(Compression::Zstd),
+                CompressionArg::ZstdChunked => LayerFormat::ZstdChunked,
             }),
             insecure: args.insecure,
         },

@@ -476,7 +476,8 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<ZstdTo
     let number = |n: io::Result<Option<u32>>| -> io::Result<u32> {
         Ok(if device { n?.unwrap_or(0) } else { 0 })
     };
-    let mod_time = jiff::Timestamp::from_second(header.mtime()? as i64)
+    let old = header.as_old();
+    let mod_time = jiff::Timestamp::from_second(blank_or(header.mtime(), &old.mtime)? as i64)
         .map(|t| t.to_string())
         .map_err(|_| invalid(format!("entry {name}: its mtime is out of range")))?;
     Ok(Some(ZstdTocEntry {
@@ -484,9 +485,9 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<ZstdTo
             kind: kind.to_string(),
             mod_time,
             link_name,
-            mode: u64::from(header.mode()?),
-            uid: u32::try_from(header.uid()?).map_err(io::Error::other)?,
-            gid: u32::try_from(header.gid()?).map_err(io::Error::other)?,
+            mode: u64::from(blank_or(header.mode(), &old.mode)?),
+            uid: u32::try_from(blank_or(header.uid(), &old.uid)?).map_err(io::Error::other)?,
+            gid: u32::try_from(blank_or(header.gid(), &old.gid)?).map_err(io::Error::other)?,
             dev_major: number(header.device_major())?,
             dev_minor: number(header.device_minor())?,
             xattrs,
@@ -495,6 +496,15 @@ fn toc_entry<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<ZstdTo
         },
         ..ZstdTocEntry::default()
     }))
+}
+
+/// A numeric header field's value, 0 when the field is blank (all NULs or spaces), as Go's
+/// archive/tar and strata's own indexer read it.
+fn blank_or<T: Default>(value: io::Result<T>, raw: &[u8]) -> io::Result<T> {
+    match value {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(T::default()),
+        v => v,
+    }
 }
 
 /// Rewrites the layer tar `tar` as a zstd:chunked blob into `out`, regular files cut into
