@@ -372,6 +372,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("STRATA_LAZY_CACHE_SIZE={0:?} is not a size (say 2G, 512M or a number of bytes)")]
+    LazyCacheSize(String),
+    #[error("reading the chunk table {path}")]
+    ParseLazyChunks {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("indexing layer {digest}")]
     IndexLayer {
         digest: Digest,

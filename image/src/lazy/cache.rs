@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{fallocate, FallocateFlags};
 
-use super::estargz::Chunk;
+use super::Chunk;
 
 /// One chunk: the blob's hex digest and the chunk's number in its table.
 type Key = (Arc<str>, u32);

@@ -2,6 +2,7 @@
 //! fetched chunk by chunk on first read (issue 11).
 //!
 //! ```text
+//!   format    the seam: which layers are seekable, TOC fetch + verify, chunk decoding
 //!   estargz   footer → TOC → (entries for strata-fs's index builder, chunk table); writer
 //!   zstd_chunked  annotations (footer as fallback) → TOC → the same; writer
 //!   LazyData  strata-fs's DataSource over the chunk table: a read becomes Range fetches
@@ -15,6 +16,7 @@
 
 pub mod cache;
 pub mod estargz;
+pub mod format;
 pub mod zstd_chunked;
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use std::io;
 use strata_fs::layer::{DataSource, LocalData, StatVfs};
 use strata_fs::Errno;
 
-use estargz::Chunk;
+pub use format::{Chunk, Format};
 
 /// Byte ranges of one blob. One call is one attempt; the caller owns any retry policy.
 pub trait ChunkFetcher: Send + Sync + fmt::Debug + 'static {
@@ -80,6 +82,34 @@ impl ChunkFetcher for RegistryChunks {
     }
 }
 
+/// A size as docker writes one (`RAMInBytes`): `512m`, `1g`, `1024`, `1.5G`, `100kb`;
+/// `None` when it is not one. `run --memory` and `STRATA_LAZY_CACHE_SIZE` both read this.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return None,
+    };
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    Some((n * mult as f64) as u64)
+}
+
 /// How long a lazy read may wait for the registry: `STRATA_LAZY_TIMEOUT` seconds, 30 when
 /// unset or not a number.
 pub fn lazy_timeout() -> std::time::Duration {
@@ -94,6 +124,7 @@ pub fn lazy_timeout() -> std::time::Duration {
 /// A lazily pulled layer's data: the virtual uncompressed bytes the index points into,
 /// served from the blob's chunks.
 pub struct LazyData<F> {
+    format: Format,
     chunks: Vec<Chunk>,
     len: u64,
     fetcher: F,
@@ -115,11 +146,18 @@ impl<F> fmt::Debug for LazyData<F> {
 }
 
 impl<F: ChunkFetcher> LazyData<F> {
-    /// Serves `len` virtual bytes cut into `chunks` (sorted, as
-    /// [`estargz::LazyIndex::from_toc`] makes them) from `fetcher`; `local` is any file on
-    /// the layer directory's filesystem, for `statfs`.
-    pub fn new(chunks: Vec<Chunk>, len: u64, fetcher: F, local: std::fs::File) -> io::Result<Self> {
+    /// Serves `len` virtual bytes cut into `chunks` (sorted, as a [`Format`] makes them)
+    /// of a blob in `format` from `fetcher`; `local` is any file on the layer directory's
+    /// filesystem, for `statfs`.
+    pub fn new(
+        format: Format,
+        chunks: Vec<Chunk>,
+        len: u64,
+        fetcher: F,
+        local: std::fs::File,
+    ) -> io::Result<Self> {
         Ok(LazyData {
+            format,
             chunks,
             len,
             fetcher,
@@ -182,7 +220,7 @@ impl<F: ChunkFetcher> LazyData<F> {
                 let c = &self.chunks[n as usize];
                 let at = (c.blob_offset - from) as usize;
                 let member = &bytes[at..at + c.blob_len as usize];
-                let data = estargz::decode_chunk(c, member).map_err(|why| {
+                let data = self.format.decode_chunk(c, member).map_err(|why| {
                     log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
                     Errno::EIO
                 })?;
@@ -208,7 +246,7 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
-        let count = estargz::chunks_in(&self.chunks, offset, want).len() as u32;
+        let count = format::chunks_in(&self.chunks, offset, want).len() as u32;
         let all: Vec<u32> = (first..first + count).collect();
         // Which chunks are here (pinned) and which this reader fetches.
         let mut pinned = Vec::new();

@@ -10,7 +10,7 @@ use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 use strata_fs::Errno;
 use strata_image::digest::Digest;
 use strata_image::lazy::cache::{BlobCache, ChunkCache};
-use strata_image::lazy::{estargz, LazyData, RegistryChunks};
+use strata_image::lazy::{estargz, Format, LazyData, RegistryChunks};
 use strata_image::registry::Client;
 use strata_tests::registry::Registry;
 
@@ -103,6 +103,7 @@ fn estargz_layer_reads_from_the_registry_like_the_whole_tar_and_survives_a_regis
     let cache = ChunkCache::open(&dir.path().join("chunks"), 128 << 10)?;
     let blob_cache = BlobCache::open(&cache, digest.hex(), &index.chunks)?;
     let data = LazyData::new(
+        Format::Estargz,
         index.chunks,
         index.data_len,
         fetcher,

@@ -7,7 +7,7 @@ use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits
 use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 
 use super::*;
-use crate::lazy::LazyData;
+use crate::lazy::{Format, LazyData};
 
 /// A header with every numeric field set, as real layer tars have them.
 pub(crate) fn hdr() -> tar::Header {
@@ -95,7 +95,7 @@ fn open(blob: Vec<u8>, toc_digest: &Digest) -> Opened {
     .unwrap();
     let index = dir.path().join("index");
     let local = std::fs::File::open(&index).unwrap();
-    let data = LazyData::new(lazy.chunks, lazy.data_len, blob, local).unwrap();
+    let data = LazyData::new(Format::Estargz, lazy.chunks, lazy.data_len, blob, local).unwrap();
     let layer = IndexedLayer::with_source(&index, data).unwrap();
     Opened { _dir: dir, layer }
 }
@@ -363,6 +363,7 @@ fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening(
         let cache = ChunkCache::open(&dir.path().join("chunks"), limit).unwrap();
         let blob_cache = BlobCache::open(&cache, &hex, &lazy.chunks).unwrap();
         let data = LazyData::new(
+            Format::Estargz,
             lazy.chunks.clone(),
             lazy.data_len,
             fetcher.clone(),

@@ -2,51 +2,16 @@ use std::io::Read;
 
 use strata_fs::attr::FileKind;
 use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits, IndexedLayer};
-use strata_fs::layer::{DataSource, Layer, LayerDirEntry, LayerPath, LocalData, StatVfs};
+use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 use strata_fs::Errno;
 
 use super::*;
 use crate::lazy::estargz::tests::{hdr, layer_tar};
-
-/// Serves a layer's virtual bytes by decoding each chunk's frame of an in-memory blob: the
-/// zstd:chunked side of a read, without the registry or the cache.
-#[derive(Debug)]
-struct FrameData {
-    chunks: Vec<Chunk>,
-    len: u64,
-    blob: Vec<u8>,
-    local: LocalData,
-}
-
-impl DataSource for FrameData {
-    fn len(&self) -> u64 {
-        self.len
-    }
-
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
-        let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
-        for c in crate::lazy::estargz::chunks_in(&self.chunks, offset, want) {
-            let frame = self
-                .blob
-                .get(c.blob_offset as usize..(c.blob_offset + c.blob_len) as usize)
-                .ok_or(Errno::EIO)?;
-            let data = decode_chunk(c, frame).map_err(|_| Errno::EIO)?;
-            let lo = offset.max(c.offset);
-            let hi = (offset + want).min(c.offset + c.len);
-            buf[(lo - offset) as usize..(hi - offset) as usize]
-                .copy_from_slice(&data[(lo - c.offset) as usize..(hi - c.offset) as usize]);
-        }
-        Ok(want as usize)
-    }
-
-    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
-        self.local.statfs()
-    }
-}
+use crate::lazy::{Format, LazyData};
 
 struct Lazy {
     _dir: tempfile::TempDir,
-    layer: IndexedLayer<FrameData>,
+    layer: IndexedLayer<LazyData<Vec<u8>>>,
     chunks: Vec<Chunk>,
 }
 
@@ -64,12 +29,15 @@ fn lazy(blob: Vec<u8>, annotations: &BTreeMap<String, String>) -> Result<Lazy> {
     )
     .unwrap();
     let path = dir.path().join("index");
-    let data = FrameData {
-        chunks: index.chunks.clone(),
-        len: index.data_len,
+    let local = std::fs::File::open(&path).unwrap();
+    let data = LazyData::new(
+        Format::ZstdChunked,
+        index.chunks.clone(),
+        index.data_len,
         blob,
-        local: LocalData::new(std::fs::File::open(&path).unwrap()).unwrap(),
-    };
+        local,
+    )
+    .unwrap();
     Ok(Lazy {
         layer: IndexedLayer::with_source(&path, data).unwrap(),
         _dir: dir,
