@@ -25,7 +25,8 @@ pub struct PullArgs {
     #[arg(long)]
     pub insecure: bool,
     /// Download every layer whole, also completing an image pulled lazily (by default
-    /// eStargz layers are pulled lazily: their files are fetched when first read)
+    /// eStargz and zstd:chunked layers are pulled lazily: their files are fetched when first
+    /// read)
     #[arg(long)]
     pub full: bool,
 }
