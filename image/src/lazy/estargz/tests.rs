@@ -135,6 +135,27 @@ fn written_blob_reads_lazily_like_the_tar() {
         .unwrap();
     assert_eq!(Digest::of(&whole), w.diff_id);
     assert_eq!(whole.len() as u64, w.uncompressed_size);
+    // ... and a tar of the same entries, with the same bytes, then the TOC.
+    let entries = |bytes: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut a = tar::Archive::new(bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (e.path_bytes().into_owned(), data)
+            })
+            .collect()
+    };
+    let mut expected = entries(&tar);
+    let got = entries(&whole);
+    assert_eq!(
+        got.last().map(|e| e.0.as_slice()),
+        Some(TOC_NAME.as_bytes())
+    );
+    expected.push(got.last().cloned().unwrap());
+    assert_eq!(got, expected);
 
     let o = open(blob, &w.toc_digest);
     let layer: &dyn Layer = &o.layer;
