@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 
 use anyhow::Result;
 use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits, IndexedLayer};
@@ -308,5 +309,83 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
     let inspect: serde_json::Value =
         serde_json::from_str(&strata_ok(&lazy, &[], &["inspect", &image])?)?;
     assert_eq!(inspect[0]["LazyLayers"], serde_json::json!([]), "{inspect}");
+    Ok(())
+}
+
+/// Bytes of the chunks a cache directory marks present (its `chunks` table: offset and
+/// length of each chunk, 8 bytes each, little-endian).
+fn bytes_present(dir: &std::path::Path) -> Result<u64> {
+    let ready = std::fs::read(dir.join("ready"))?;
+    let table = std::fs::read(dir.join("chunks"))?;
+    Ok(ready
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == 1)
+        .map(|(n, _)| u64::from_le_bytes(table[n * 16 + 8..n * 16 + 16].try_into().unwrap()))
+        .sum())
+}
+
+#[test]
+fn a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry() -> Result<()> {
+    if !have_root("a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry") {
+        return Ok(());
+    }
+    let mut registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    // 512 KiB of cache for a 3 MiB file in 256 KiB chunks.
+    let bound = 512u64 << 10;
+    let env = [
+        ("STRATA_LAZY_CACHE_SIZE", "512K"),
+        ("STRATA_LAZY_TIMEOUT", "5"),
+    ];
+    strata_ok(&strata, &env, &["mount", &image, mnt.to_str().unwrap()])?;
+    let one = patterned(3 << 20, 1);
+    for _ in 0..2 {
+        assert!(
+            std::fs::read(mnt.join("big/one"))? == one,
+            "big/one differs"
+        );
+    }
+    let chunks = chunk_dir(strata.root())?;
+    let present = bytes_present(&chunks)?;
+    assert!(present <= bound, "{present} bytes cached, bound {bound}");
+    let allocated = std::fs::metadata(chunks.join("data"))?.blocks() * 512;
+    assert!(allocated <= 2 * bound, "{allocated} bytes allocated");
+
+    // Files read last are local; with the registry gone it still reads, while the
+    // beginning of big/one (evicted) fails with EIO rather than hang or come back wrong.
+    assert_eq!(std::fs::read(mnt.join("data/xattr"))?, b"x");
+    assert_eq!(std::fs::read_to_string(mnt.join("old/new"))?, "new");
+    registry.kill()?;
+    assert_eq!(std::fs::read(mnt.join("data/xattr"))?, b"x");
+    assert_eq!(std::fs::read_to_string(mnt.join("old/new"))?, "new");
+    // Out of the kernel's page cache, so that the read reaches the mount.
+    let f = File::open(mnt.join("big/one"))?;
+    nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
+    drop(f);
+    let err = std::fs::read(mnt.join("big/one"))
+        .map(|b| b.len())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    registry.restart()?;
+    assert!(
+        std::fs::read(mnt.join("big/one"))? == one,
+        "big/one differs"
+    );
+    unmount(&mnt, Driver::Strata)?;
+
+    // rmi: the image's chunks go with it.
+    strata_ok(&strata, &[], &["rmi", &image])?;
+    assert!(!chunks.exists(), "chunks of a removed image are kept");
     Ok(())
 }
