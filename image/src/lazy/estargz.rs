@@ -38,6 +38,8 @@ pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.diges
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// Marker files an image producer adds to delimit the prefetch region; never content.
 pub const LANDMARKS: [&str; 2] = [".prefetch.landmark", ".no.prefetch.landmark"];
+/// The TOC and the landmarks: an eStargz layer's metadata, hidden in every view of it.
+pub const HIDDEN: &[&str] = &[TOC_NAME, LANDMARKS[0], LANDMARKS[1]];
 /// Size of the chunks [`write()`] splits large files into (the Go package's default).
 pub const CHUNK_SIZE: u64 = 4 << 20;
 
@@ -475,7 +477,9 @@ pub fn write(tar: impl Read, out: impl Write, chunk_size: u64) -> io::Result<Wri
         } else {
             one.append_data(&mut h, &name, &data[..])?;
         }
-        let bytes = one.into_inner()?;
+        // Not `into_inner`: that ends the archive (two zero blocks), which would end the
+        // whole blob's tar here for a client that reads it whole.
+        let bytes = std::mem::take(one.get_mut());
         let padded = data.len().div_ceil(512) * 512;
         let head = &bytes[..bytes.len() - padded];
         member(&mut out, &mut diff, head)?;

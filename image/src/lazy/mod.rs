@@ -283,10 +283,20 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
                 match (fetched.get(&n), &self.cache) {
                     (Some(data), _) => dst
                         .copy_from_slice(&data[(lo - c.offset) as usize..(hi - c.offset) as usize]),
-                    (None, Some(cache)) => cache.read(dst, lo).map_err(|e| {
-                        log::warn!("reading chunk {n} from the cache: {e}");
-                        Errno::EIO
-                    })?,
+                    (None, Some(cache)) => {
+                        let present = cache.read_chunk(n, dst, lo).map_err(|e| {
+                            log::warn!("reading chunk {n} from the cache: {e}");
+                            Errno::EIO
+                        })?;
+                        if !present {
+                            // Evicted by another process since this one saw it.
+                            let again = self.fetch(&[n], &mut pinned)?;
+                            let data = again.get(&n).ok_or(Errno::EIO)?;
+                            dst.copy_from_slice(
+                                &data[(lo - c.offset) as usize..(hi - c.offset) as usize],
+                            );
+                        }
+                    }
                     (None, None) => return Err(Errno::EIO),
                 }
                 done = done.max(hi - offset);

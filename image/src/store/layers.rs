@@ -327,7 +327,11 @@ impl Store {
 /// number of names indexed. `STRATA_MAX_LAYER_BYTES` lowers the uncompressed size cap (the
 /// guard against decompression bombs; 64 GiB by default).
 fn build_layer_index(tar: &mut dyn Read, dir: &Path) -> Result<u64> {
-    let mut limits = IndexLimits::default();
+    let mut limits = IndexLimits {
+        // A full pull of an eStargz layer shows what a lazy one does.
+        hidden: crate::lazy::estargz::HIDDEN,
+        ..IndexLimits::default()
+    };
     if let Ok(v) = std::env::var("STRATA_MAX_LAYER_BYTES") {
         limits.max_bytes = v.parse().map_err(|e| Error::MaxLayerBytes(v.clone(), e))?;
     }
