@@ -136,6 +136,27 @@ fn skopeo_zstd_chunked_image_pulls_lazily_and_mounts_and_runs_like_a_full_pull()
     );
     assert!(lazy_view.contains_key(Path::new("data/sparse")));
     assert!(lazy_view.contains_key(Path::new("bin/busybox")));
+    // The walk read every file the view shows: the nasty layer's bytes are all local,
+    // busybox's but its /etc/group (whited out above), the middle layer's none (its files
+    // are under the nasty layer's opaque directory).
+    let inspect: Value = serde_json::from_str(&strata_ok(lazy, &["inspect", &image])?)?;
+    let progress: Vec<(u64, u64)> = inspect[0]["LazyLayers"]
+        .as_array()
+        .context("LazyLayers")?
+        .iter()
+        .map(|l| (l["Local"].as_u64().unwrap(), l["Size"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(progress.len(), 3, "{inspect}");
+    let group = "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n".len() as u64;
+    assert!(
+        progress[0].0 + group == progress[0].1 && progress[0].1 > 1 << 20,
+        "{inspect}"
+    );
+    assert_eq!(progress[1], (0, 2), "{inspect}");
+    assert!(
+        progress[2].0 == progress[2].1 && progress[2].1 > 3 << 20,
+        "{inspect}"
+    );
 
     // A container over the lazy layers: busybox itself is read through them.
     let out = strata_ok(
