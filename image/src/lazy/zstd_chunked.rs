@@ -49,10 +49,11 @@ pub const FOOTER_MAGIC: &[u8; 8] = b"GnUlInUx";
 /// Bytes of the footer [`write()`] ends a blob with (skippable frame header + 40).
 pub const FOOTER_LEN: u64 = 48;
 /// The footer of newer writers (a tar-split position added): skippable header + 64.
-const NEW_FOOTER_LEN: u64 = 72;
+pub const NEW_FOOTER_LEN: u64 = 72;
 /// The manifest type the position and footer carry: a CRFS-style TOC, the only one.
 const MANIFEST_TYPE_CRFS: u64 = 1;
-/// RFC 8878 3.1.2: a skippable frame's magic (any of 0x184D2A5?; containers use ...50).
+/// RFC 8878 3.1.2: skippable frames' magic is 0x184D2A50..=0x184D2A5F, little-endian;
+/// containers/storage writes the first.
 const SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
 /// A skippable frame's header: magic and a 32-bit little-endian length.
 const SKIPPABLE_HEADER: u64 = 8;
