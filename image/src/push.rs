@@ -6,7 +6,9 @@
 //!
 //! `--format` rewrites the manifest's media types (OCI ↔ Docker schema 2); `--compression-
 //! format` recompresses layers whose stored blob is compressed otherwise, from the layer's
-//! uncompressed tar. The config is never rewritten: the image ID stays, and so do the diff-ids.
+//! uncompressed tar. The config is rewritten only for `--compression-format estargz`: an
+//! eStargz blob decompresses to the layer's tar plus its TOC entry, a new diff-id (as
+//! `ctr-remote image convert --estargz` makes them); otherwise the image ID stays.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -85,6 +87,8 @@ pub struct PushOptions {
     pub format: Option<ManifestFormat>,
     /// None: each layer as it is stored.
     pub compression: Option<Compression>,
+    /// Write layers as eStargz (gzip, seekable: pulled lazily), `compression` unset.
+    pub estargz: bool,
     pub insecure: bool,
 }
 
@@ -139,19 +143,33 @@ pub fn push(
     let format = opts
         .format
         .unwrap_or_else(|| ManifestFormat::of_media_type(&img.manifest_media_type));
-    check_local(store, &img, reference, format, opts.compression)?;
+    let compression = match opts.estargz {
+        true => Some(Compression::Gzip),
+        false => opts.compression,
+    };
+    check_local(store, &img, reference, format, compression)?;
 
     let client = Client::new(reference, opts.insecure, auth.get(&reference.domain)?)?.for_push();
 
-    let layers = push_layers(store, &client, &img, format, opts.compression, progress)?;
+    let how = LayerHow {
+        format,
+        compression,
+        estargz: opts.estargz,
+    };
+    let pushed = push_layers(store, &client, &img, &how, progress)?;
+    let (layers, diff_ids): (Vec<Descriptor>, Vec<Digest>) = pushed.into_iter().unzip();
 
-    let config = Blob {
-        descriptor: Descriptor {
-            media_type: format.config_media_type().to_string(),
-            ..img.manifest.config.clone()
-        },
-        path: store.blob_path(&img.manifest.config.digest),
-        temp: false,
+    let config = if diff_ids == img.config.rootfs.diff_ids {
+        Blob {
+            descriptor: Descriptor {
+                media_type: format.config_media_type().to_string(),
+                ..img.manifest.config.clone()
+            },
+            path: store.blob_path(&img.manifest.config.digest),
+            temp: false,
+        }
+    } else {
+        rewritten_config(store, &img, format, &diff_ids)?
     };
     if !client.has_blob(&config.descriptor.digest)? {
         upload(&client, &config, &|_| {})?;
@@ -206,6 +224,50 @@ fn check_local(
     Ok(())
 }
 
+/// How layers go to the registry.
+struct LayerHow {
+    format: ManifestFormat,
+    /// None: as stored.
+    compression: Option<Compression>,
+    estargz: bool,
+}
+
+/// The image's config with `diff_ids`, in a temp file to upload.
+fn rewritten_config(
+    store: &Store,
+    img: &Image,
+    format: ManifestFormat,
+    diff_ids: &[Digest],
+) -> Result<Blob> {
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &store.read_blob(&img.manifest.config.digest)?,
+    )
+    .map_err(|source| Error::ParseConfig {
+        digest: img.manifest.config.digest.clone(),
+        source,
+    })?;
+    config["rootfs"]["diff_ids"] = serde_json::json!(diff_ids);
+    let bytes = serde_json::to_vec(&config).map_err(|source| Error::Serialize {
+        what: "the config to push",
+        source,
+    })?;
+    let path = fsutil::temp_name(&store.tmp_dir(), "config.push");
+    std::fs::write(&path, &bytes).map_err(|source| Error::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Blob {
+        descriptor: Descriptor {
+            media_type: format.config_media_type().to_string(),
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+            ..img.manifest.config.clone()
+        },
+        path,
+        temp: true,
+    })
+}
+
 /// Layers that are not pushed as themselves keep their type (docker's foreign layers).
 fn is_foreign(media_type: &str) -> bool {
     media_type.contains("foreign") || media_type.contains("nondistributable")
@@ -227,15 +289,15 @@ fn stored_compression(store: &Store, layer: &Descriptor) -> Result<Compression> 
     Ok(Compression::from_magic(&head[..n]))
 }
 
-/// Pushes the layers a few at a time; returns their descriptors as the manifest names them.
+/// Pushes the layers a few at a time; returns their descriptors as the manifest names them
+/// and their diff-ids (new ones for eStargz).
 fn push_layers(
     store: &Store,
     client: &Client,
     img: &Image,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     progress: &dyn PushObserver,
-) -> Result<Vec<Descriptor>> {
+) -> Result<Vec<(Descriptor, Digest)>> {
     let jobs: Vec<(&Descriptor, &Digest)> = img.layers().collect();
     // docker lists the top layer first.
     let mut seen = BTreeSet::new();
@@ -249,7 +311,8 @@ fn push_layers(
             })
         })
         .collect();
-    let results: Vec<Mutex<Option<Descriptor>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<(Descriptor, Digest)>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
     let queue = Mutex::new(
         (0..jobs.len())
             .filter(|&i| bars[i].is_some())
@@ -270,7 +333,7 @@ fn push_layers(
                 };
                 let (layer, diff_id) = jobs[i];
                 let bar = bars[i].as_deref().expect("queued layers have a bar");
-                match push_layer(store, client, layer, diff_id, format, compression, bar) {
+                match push_layer(store, client, layer, diff_id, how, bar) {
                     Ok(d) => *results[i].lock().expect("not poisoned") = Some(d),
                     Err(e) => {
                         bar.fail(&e);
@@ -315,17 +378,17 @@ fn push_layer(
     client: &Client,
     layer: &Descriptor,
     diff_id: &Digest,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     bar: &dyn LayerObserver,
-) -> Result<Descriptor> {
-    let blob = layer_blob(store, layer, diff_id, format, compression, bar)?;
+) -> Result<(Descriptor, Digest)> {
+    let (blob, pushed_diff_id) = layer_blob(store, layer, diff_id, how, bar)?;
+    let diff_id = &pushed_diff_id;
     let digest = &blob.descriptor.digest;
     let repository = client.repository();
     if client.has_blob(digest)? {
         store.note_blob_repository(diff_id, digest, &repository);
         bar.finish("Layer already exists");
-        return Ok(blob.descriptor.clone());
+        return Ok((blob.descriptor.clone(), pushed_diff_id.clone()));
     }
     // Another repository of this registry known to hold the blob: ask for a mount.
     let prefix = format!("{}/", client.domain());
@@ -339,7 +402,7 @@ fn push_layer(
             Mounted::Yes => {
                 store.note_blob_repository(diff_id, digest, &repository);
                 bar.finish(&format!("Mounted from {from}"));
-                return Ok(blob.descriptor.clone());
+                return Ok((blob.descriptor.clone(), pushed_diff_id.clone()));
             }
             Mounted::Upload(location) => location,
         },
@@ -349,21 +412,21 @@ fn push_layer(
     upload_to(client, &location, &blob, &|n| bar.bytes(n))?;
     store.note_blob_repository(diff_id, digest, &repository);
     bar.finish("Pushed");
-    Ok(blob.descriptor.clone())
+    Ok((blob.descriptor.clone(), pushed_diff_id.clone()))
 }
 
-/// The blob to push for a layer: the stored one, or a recompressed copy in the store's
-/// temp directory.
+/// The blob to push for a layer: the stored one, or a recompressed (or eStargz) copy in the
+/// store's temp directory; and the diff-id it has.
 fn layer_blob(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     bar: &dyn LayerObserver,
-) -> Result<Blob> {
+) -> Result<(Blob, Digest)> {
+    let format = how.format;
     let stored = stored_compression(store, layer)?;
-    let want = compression.unwrap_or(stored);
+    let want = how.compression.unwrap_or(stored);
     let media_type = if is_foreign(&layer.media_type) {
         layer.media_type.clone()
     } else {
@@ -372,28 +435,114 @@ fn layer_blob(
             .expect("checked before pushing")
             .to_string()
     };
-    if want == stored || is_foreign(&layer.media_type) {
-        return Ok(Blob {
+    let seekable = crate::lazy::Format::detect(layer).is_some();
+    let as_stored = match how.estargz {
+        true => seekable,
+        false => want == stored,
+    };
+    if as_stored || is_foreign(&layer.media_type) {
+        let blob = Blob {
             descriptor: Descriptor {
                 media_type,
                 ..layer.clone()
             },
             path: store.blob_path(&layer.digest),
             temp: false,
-        });
+        };
+        return Ok((blob, diff_id.clone()));
     }
     bar.transfer("Compressing");
-    let (path, digest, size) = recompress(store, layer, diff_id, stored, want)?;
-    Ok(Blob {
-        descriptor: Descriptor {
-            media_type,
-            digest,
-            size,
-            ..layer.clone()
-        },
+    let mut descriptor = Descriptor {
+        media_type,
+        ..layer.clone()
+    };
+    // A layer that is no longer eStargz loses the annotations that said it was.
+    for a in [
+        crate::lazy::estargz::TOC_DIGEST_ANNOTATION,
+        crate::lazy::estargz::UNCOMPRESSED_SIZE_ANNOTATION,
+    ] {
+        descriptor.annotations.remove(a);
+    }
+    let (path, digest, size, new_diff_id) = match how.estargz {
+        true => {
+            let (path, digest, size, w) = to_estargz(store, layer, diff_id, stored)?;
+            descriptor.annotations.insert(
+                crate::lazy::estargz::TOC_DIGEST_ANNOTATION.into(),
+                w.toc_digest.to_string(),
+            );
+            descriptor.annotations.insert(
+                crate::lazy::estargz::UNCOMPRESSED_SIZE_ANNOTATION.into(),
+                w.uncompressed_size.to_string(),
+            );
+            (path, digest, size, w.diff_id)
+        }
+        false => {
+            let (path, digest, size) = recompress(store, layer, diff_id, stored, want)?;
+            (path, digest, size, diff_id.clone())
+        }
+    };
+    descriptor.digest = digest;
+    descriptor.size = size;
+    let blob = Blob {
+        descriptor,
         path,
         temp: true,
+    };
+    Ok((blob, new_diff_id))
+}
+
+/// The stored layer's tar, decompressed from its blob.
+fn layer_tar(store: &Store, layer: &Descriptor, stored: Compression) -> io::Result<Box<dyn Read>> {
+    let blob = File::open(store.blob_path(&layer.digest))?;
+    let blob = BufReader::with_capacity(1 << 20, blob);
+    Ok(match stored {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob)?),
     })
+}
+
+/// Writes the layer as eStargz to a temp file; returns it, its digest and size, and what
+/// the writer made (TOC digest, new diff-id). The tar read is checked against `diff_id`.
+fn to_estargz(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    stored: Compression,
+) -> Result<(PathBuf, Digest, u64, crate::lazy::estargz::Written)> {
+    let err = |source| Error::Recompress {
+        diff_id: diff_id.clone(),
+        source,
+    };
+    let mut tar = HashingReader::new(layer_tar(store, layer, stored).map_err(err)?);
+    let path = fsutil::temp_name(&store.tmp_dir(), &format!("{}.push", diff_id.hex()));
+    let result = (|| {
+        let file = File::create(&path)?;
+        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let written =
+            crate::lazy::estargz::write(&mut tar, &mut out, crate::lazy::estargz::CHUNK_SIZE)?;
+        // The writer stops at the tar's end-of-archive blocks: read to the end for the hash.
+        io::copy(&mut tar, &mut io::sink())?;
+        out.inner.flush()?;
+        Ok((out.hasher.finish(), out.count, written))
+    })();
+    let (digest, size, written) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(err(e));
+        }
+    };
+    let (got, _) = tar.finish().map_err(err)?;
+    if &got != diff_id {
+        let _ = std::fs::remove_file(&path);
+        return Err(Error::DiffId {
+            blob: layer.digest.clone(),
+            diff_id: got,
+            expected: diff_id.clone(),
+        });
+    }
+    Ok((path, digest, size, written))
 }
 
 /// Writes the layer compressed as `want` to a temp file; returns it, its digest and size.
@@ -409,14 +558,7 @@ fn recompress(
         diff_id: diff_id.clone(),
         source,
     };
-    let blob = File::open(store.blob_path(&layer.digest)).map_err(err)?;
-    let blob = BufReader::with_capacity(1 << 20, blob);
-    let tar: Box<dyn Read> = match stored {
-        Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(err)?),
-    };
-    let mut tar = HashingReader::new(tar);
+    let mut tar = HashingReader::new(layer_tar(store, layer, stored).map_err(err)?);
     let path = fsutil::temp_name(&store.tmp_dir(), &format!("{}.push", diff_id.hex()));
     let result = (|| {
         let file = File::create(&path)?;
@@ -613,15 +755,14 @@ mod tests {
         let (layer, diff_id) = img.layers().next().unwrap();
         let mut blobs = Vec::new();
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let blob = layer_blob(
-                &store,
-                layer,
-                diff_id,
-                ManifestFormat::Oci,
-                Some(c),
-                &crate::pull::Silent,
-            )
-            .unwrap();
+            let how = LayerHow {
+                format: ManifestFormat::Oci,
+                compression: Some(c),
+                estargz: false,
+            };
+            let (blob, same) =
+                layer_blob(&store, layer, diff_id, &how, &crate::pull::Silent).unwrap();
+            assert_eq!(&same, diff_id);
             let bytes = std::fs::read(&blob.path).unwrap();
             assert_eq!(Digest::of(&bytes), blob.descriptor.digest);
             assert_eq!(bytes.len() as u64, blob.descriptor.size);

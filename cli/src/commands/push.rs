@@ -25,6 +25,8 @@ pub enum FormatArg {
 pub enum CompressionArg {
     Gzip,
     Zstd,
+    /// gzip, seekable: pulled lazily (a new diff-id per layer: the TOC is part of the tar)
+    Estargz,
 }
 
 #[derive(Args)]
@@ -66,10 +68,12 @@ pub fn push(global: &Global, args: PushArgs) -> Result<()> {
                 FormatArg::Oci => ManifestFormat::Oci,
                 FormatArg::V2s2 => ManifestFormat::V2s2,
             }),
-            compression: args.compression_format.map(|c| match c {
-                CompressionArg::Gzip => Compression::Gzip,
-                CompressionArg::Zstd => Compression::Zstd,
+            compression: args.compression_format.and_then(|c| match c {
+                CompressionArg::Gzip => Some(Compression::Gzip),
+                CompressionArg::Zstd => Some(Compression::Zstd),
+                CompressionArg::Estargz => None,
             }),
+            estargz: matches!(args.compression_format, Some(CompressionArg::Estargz)),
             insecure: args.insecure,
         },
         &progress,

@@ -389,3 +389,53 @@ fn a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry() -> Resul
     assert!(!chunks.exists(), "chunks of a removed image are kept");
     Ok(())
 }
+
+#[test]
+fn push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree() -> Result<()> {
+    if !have_root("push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // An ordinary gzip image: busybox under the nasty tree.
+    let layout = tmp.path().join("layout");
+    let top = super::nasty_layer().file("big/one", patterned(5 << 20, 3));
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .layer(&top)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "plain")?;
+    let plain = registry.push(&layout, "plain", "test/plain:v1")?;
+    let here = Strata::new(&tmp.path().join("here"))?;
+    strata_ok(&here, &[], &["pull", "--full", &plain])?;
+    let esgz = format!("{}/test/esgz:v1", registry.host);
+    strata_ok(&here, &[], &["tag", &plain, &esgz])?;
+    strata_ok(
+        &here,
+        &[],
+        &["push", "--compression-format", "estargz", &esgz],
+    )?;
+
+    // Elsewhere, the pushed image pulls lazily (both layers) and shows the same tree.
+    let there = Strata::new(&tmp.path().join("there"))?;
+    let out = strata_ok(&there, &[], &["pull", &esgz])?;
+    assert_eq!(out.matches("Lazy layer").count(), 2, "{out}");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a)?;
+    std::fs::create_dir(&b)?;
+    strata_ok(&here, &[], &["mount", &plain, a.to_str().unwrap()])?;
+    strata_ok(&there, &[], &["mount", &esgz, b.to_str().unwrap()])?;
+    let (full_view, lazy_view) = (snapshot_with_times(&a)?, snapshot_with_times(&b)?);
+    unmount(&a, Driver::Strata)?;
+    unmount(&b, Driver::Strata)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "the eStargz push differs from its source (- source only, + pushed only):\n{}",
+        differences.join("\n")
+    );
+    let out = strata_ok(&there, &[], &["run", "--rm", &esgz, "cat", "/data/owned"])?;
+    assert_eq!(out, "o");
+    Ok(())
+}
