@@ -19,7 +19,7 @@ use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
 use strata_tests::strata::Strata;
 use strata_tests::tree::{diff, snapshot_with_times};
-use strata_tests::users::have_root;
+use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
 /// Everything a layer shows under `dir`, as lines: name, attributes, link, xattrs, bytes.
 fn walk(layer: &dyn Layer, dir: &LayerPath, out: &mut Vec<String>) -> Result<()> {
@@ -437,5 +437,38 @@ fn push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree() -> R
     );
     let out = strata_ok(&there, &[], &["run", "--rm", &esgz, "cat", "/data/owned"])?;
     assert_eq!(out, "o");
+    Ok(())
+}
+
+#[test]
+fn rootless_lazy_pull_runs_like_a_full_pull() {
+    if !have_root("rootless_lazy_pull_runs_like_a_full_pull") {
+        return;
+    }
+    run_test_as_user(
+        "images::lazy::rootless_lazy_pull_runs_like_a_full_pull_child",
+        Rootless::Host,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by rootless_lazy_pull_runs_like_a_full_pull"]
+fn rootless_lazy_pull_runs_like_a_full_pull_child() -> Result<()> {
+    assert!(is_child());
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let lazy = Strata::new(&tmp.path().join("lazy-store"))?;
+    let full = Strata::new(&tmp.path().join("full-store"))?;
+    let out = strata_ok(&lazy, &[], &["pull", &image])?;
+    assert!(out.contains("Lazy layer"), "{out}");
+    strata_ok(&full, &[], &["pull", "--full", &image])?;
+    let script = "wc -c < /big/one; cat /data/xattr /old/new; ls /";
+    let run = |s: &Strata| strata_ok(s, &[], &["run", "--rm", &image, "sh", "-c", script]);
+    let (from_lazy, from_full) = (run(&lazy)?, run(&full)?);
+    assert_eq!(from_lazy, from_full);
+    assert!(from_lazy.starts_with("3145728\nxnew"), "{from_lazy}");
+    assert!(!from_lazy.contains(estargz::TOC_NAME), "{from_lazy}");
     Ok(())
 }
