@@ -18,6 +18,7 @@ impl Containerd {
     /// Starts one under `dir` and waits for its socket. Panics with its log if it does not
     /// come up.
     pub fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
         let socket = dir.join("sock");
         let config = dir.join("config.toml");
         let text = format!(
