@@ -12,7 +12,8 @@ use crate::reference::Reference;
 use crate::registry::auth::AuthFile;
 use crate::store::Store;
 use crate::Global;
-use strata_image::push::{push as push_image, LayerFormat, ManifestFormat, PushOptions};
+use strata_image::lazy::Format as LazyFormat;
+use strata_image::push::{push as push_image, ManifestFormat, PushOptions};
 use strata_image::search::{search as search_registry, SearchResult};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -25,7 +26,9 @@ pub enum FormatArg {
 pub enum CompressionArg {
     Gzip,
     Zstd,
-    /// zstd, seekable: pulled lazily by strata and containers/storage
+    /// gzip, seekable: pulled lazily (a new diff-id per layer: the TOC is part of the tar)
+    Estargz,
+    /// zstd, seekable: pulled lazily by strata and containers/storage (same diff-ids)
     #[value(name = "zstd:chunked")]
     ZstdChunked,
 }
@@ -69,10 +72,15 @@ pub fn push(global: &Global, args: PushArgs) -> Result<()> {
                 FormatArg::Oci => ManifestFormat::Oci,
                 FormatArg::V2s2 => ManifestFormat::V2s2,
             }),
-            compression: args.compression_format.map(|c| match c {
-                CompressionArg::Gzip => LayerFormat::Plain(Compression::Gzip),
-                CompressionArg::Zstd => LayerFormat::Plain(Compression::Zstd),
-                CompressionArg::ZstdChunked => LayerFormat::ZstdChunked,
+            compression: args.compression_format.and_then(|c| match c {
+                CompressionArg::Gzip => Some(Compression::Gzip),
+                CompressionArg::Zstd => Some(Compression::Zstd),
+                CompressionArg::Estargz | CompressionArg::ZstdChunked => None,
+            }),
+            seekable: args.compression_format.and_then(|c| match c {
+                CompressionArg::Estargz => Some(LazyFormat::Estargz),
+                CompressionArg::ZstdChunked => Some(LazyFormat::ZstdChunked),
+                CompressionArg::Gzip | CompressionArg::Zstd => None,
             }),
             insecure: args.insecure,
         },

@@ -14,12 +14,13 @@ use strata_image::digest::Digest;
 use strata_image::lazy::cache::{BlobCache, ChunkCache};
 use strata_image::lazy::{estargz, Format, LazyData, RegistryChunks};
 use strata_image::registry::Client;
+use strata_tests::containerd::Containerd;
 use strata_tests::mounts::{unmount, Driver};
 use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
 use strata_tests::strata::Strata;
 use strata_tests::tree::{diff, snapshot_with_times};
-use strata_tests::users::have_root;
+use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
 /// Everything a layer shows under `dir`, as lines: name, attributes, link, xattrs, bytes.
 fn walk(layer: &dyn Layer, dir: &LayerPath, out: &mut Vec<String>) -> Result<()> {
@@ -388,4 +389,203 @@ fn a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry() -> Resul
     strata_ok(&strata, &[], &["rmi", &image])?;
     assert!(!chunks.exists(), "chunks of a removed image are kept");
     Ok(())
+}
+
+#[test]
+fn push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree() -> Result<()> {
+    if !have_root("push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // An ordinary gzip image: busybox under the nasty tree.
+    let layout = tmp.path().join("layout");
+    let top = super::nasty_layer().file("big/one", patterned(5 << 20, 3));
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .layer(&top)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "plain")?;
+    let plain = registry.push(&layout, "plain", "test/plain:v1")?;
+    let here = Strata::new(&tmp.path().join("here"))?;
+    strata_ok(&here, &[], &["pull", "--full", &plain])?;
+    let esgz = format!("{}/test/esgz:v1", registry.host);
+    strata_ok(&here, &[], &["tag", &plain, &esgz])?;
+    strata_ok(
+        &here,
+        &[],
+        &["push", "--compression-format", "estargz", &esgz],
+    )?;
+
+    // Elsewhere, the pushed image pulls lazily (both layers) and shows the same tree.
+    let there = Strata::new(&tmp.path().join("there"))?;
+    let out = strata_ok(&there, &[], &["pull", &esgz])?;
+    assert_eq!(out.matches("Lazy layer").count(), 2, "{out}");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a)?;
+    std::fs::create_dir(&b)?;
+    strata_ok(&here, &[], &["mount", &plain, a.to_str().unwrap()])?;
+    strata_ok(&there, &[], &["mount", &esgz, b.to_str().unwrap()])?;
+    let (full_view, lazy_view) = (snapshot_with_times(&a)?, snapshot_with_times(&b)?);
+    unmount(&a, Driver::Strata)?;
+    unmount(&b, Driver::Strata)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "the eStargz push differs from its source (- source only, + pushed only):\n{}",
+        differences.join("\n")
+    );
+    let out = strata_ok(&there, &[], &["run", "--rm", &esgz, "cat", "/data/owned"])?;
+    assert_eq!(out, "o");
+    Ok(())
+}
+
+#[test]
+fn rootless_lazy_pull_runs_like_a_full_pull() {
+    if !have_root("rootless_lazy_pull_runs_like_a_full_pull") {
+        return;
+    }
+    run_test_as_user(
+        "images::lazy::rootless_lazy_pull_runs_like_a_full_pull_child",
+        Rootless::Host,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by rootless_lazy_pull_runs_like_a_full_pull"]
+fn rootless_lazy_pull_runs_like_a_full_pull_child() -> Result<()> {
+    assert!(is_child());
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let lazy = Strata::new(&tmp.path().join("lazy-store"))?;
+    let full = Strata::new(&tmp.path().join("full-store"))?;
+    let out = strata_ok(&lazy, &[], &["pull", &image])?;
+    assert!(out.contains("Lazy layer"), "{out}");
+    strata_ok(&full, &[], &["pull", "--full", &image])?;
+    let script = "wc -c < /big/one; cat /data/xattr /old/new; ls /";
+    let run = |s: &Strata| strata_ok(s, &[], &["run", "--rm", &image, "sh", "-c", script]);
+    let (from_lazy, from_full) = (run(&lazy)?, run(&full)?);
+    assert_eq!(from_lazy, from_full);
+    assert!(from_lazy.starts_with("3145728\nxnew"), "{from_lazy}");
+    assert!(!from_lazy.contains(estargz::TOC_NAME), "{from_lazy}");
+    Ok(())
+}
+
+/// Fails with the command's output unless it exited 0.
+#[track_caller]
+fn ok(what: &str, run: strata_tests::strata::Run) -> String {
+    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+    run.stdout
+}
+
+#[test]
+fn ctr_remote_estargz_images_pull_lazily_and_strata_estargz_reads_in_ctr_remote() -> Result<()> {
+    if !have_root("ctr_remote_estargz_images_pull_lazily_and_strata_estargz_reads_in_ctr_remote") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::Builder::new().prefix("strata-esgz").tempdir()?;
+    let layout = tmp.path().join("layout");
+    let top = super::nasty_layer().file("big/one", patterned(5 << 20, 4));
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .layer(&top)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "plain")?;
+    let plain = registry.push(&layout, "plain", "test/plain:v1")?;
+    let converted = format!("{}/test/converted:v1", registry.host);
+
+    // containerd's converter (the Go estargz package) writes the eStargz image.
+    let ctd = Containerd::start(&tmp.path().join("containerd"));
+    ok(
+        "pull",
+        ctd.ctr_remote(&["images", "pull", "--plain-http", &plain]),
+    );
+    ok(
+        "convert",
+        ctd.ctr_remote(&[
+            "images",
+            "convert",
+            "--estargz",
+            "--oci",
+            &plain,
+            &converted,
+        ]),
+    );
+    ok(
+        "push",
+        ctd.ctr_remote(&["images", "push", "--plain-http", &converted]),
+    );
+
+    let lazy = Strata::new(&tmp.path().join("lazy"))?;
+    let full = Strata::new(&tmp.path().join("full"))?;
+    let out = strata_ok(&lazy, &[], &["pull", &converted])?;
+    assert_eq!(out.matches("Lazy layer").count(), 2, "{out}");
+    strata_ok(&full, &[], &["pull", "--full", &plain])?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a)?;
+    std::fs::create_dir(&b)?;
+    strata_ok(&full, &[], &["mount", &plain, a.to_str().unwrap()])?;
+    strata_ok(&lazy, &[], &["mount", &converted, b.to_str().unwrap()])?;
+    let (full_view, lazy_view) = (snapshot_with_times(&a)?, snapshot_with_times(&b)?);
+    unmount(&a, Driver::Strata)?;
+    unmount(&b, Driver::Strata)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "ctr-remote's eStargz differs from its source (- source only, + lazy only):\n{}",
+        differences.join("\n")
+    );
+    let out = strata_ok(&lazy, &[], &["run", "--rm", &converted, "cat", "/old/new"])?;
+    assert_eq!(out, "new");
+
+    // The other way: what strata's push writes, the Go package reads (its TOC digest
+    // is the one strata annotated).
+    let ours = format!("{}/test/ours:v1", registry.host);
+    strata_ok(&full, &[], &["tag", &plain, &ours])?;
+    strata_ok(
+        &full,
+        &[],
+        &["push", "--compression-format", "estargz", &ours],
+    )?;
+    ok(
+        "pull ours",
+        ctd.ctr_remote(&["images", "pull", "--plain-http", &ours]),
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&ok(
+        "manifest",
+        ctd.ctr(&["content", "get", &manifest_digest(&ctd, &ours)]),
+    ))?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(layers.len(), 2, "{manifest}");
+    for l in layers {
+        let digest = l["digest"].as_str().unwrap_or_default();
+        let toc = ok(
+            "get-toc-digest",
+            ctd.ctr_remote(&["images", "get-toc-digest", digest]),
+        );
+        assert_eq!(
+            toc.trim(),
+            l["annotations"][estargz::TOC_DIGEST_ANNOTATION]
+                .as_str()
+                .unwrap_or("(none)"),
+            "{l}"
+        );
+    }
+    Ok(())
+}
+
+/// The manifest digest containerd has for `reference` (`ctr images ls`: REF TYPE DIGEST …).
+fn manifest_digest(ctd: &Containerd, reference: &str) -> String {
+    let out = ok("images ls", ctd.ctr(&["images", "ls"]));
+    out.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&reference)).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_else(|| panic!("{reference} not in ctr images ls:\n{out}"))
 }
