@@ -300,6 +300,20 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
     )?;
     assert_eq!(out, "700000 /big/two\nx");
 
+    // What needs the blob says so, and how to get it.
+    let elsewhere = format!("{}/test/elsewhere:v1", registry.host);
+    strata_ok(&lazy, &[], &["tag", &image, &elsewhere])?;
+    let err = lazy.run(&["push", &elsewhere]).fails(1);
+    assert!(
+        err.contains("pulled lazily") && err.contains("pull --full"),
+        "{err}"
+    );
+    let archive = tmp.path().join("lazy.tar");
+    let err = lazy
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .fails(1);
+    assert!(err.contains("pulled lazily"), "{err}");
+
     // --full completes the lazy image: the layer becomes a local one, its chunks go.
     let out = strata_ok(&lazy, &[], &["pull", "--full", &image])?;
     assert!(!out.contains("Lazy layer"), "{out}");
