@@ -236,6 +236,14 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
         0
     );
 
+    // ps shows a container whose image is still being fetched (no background fetch
+    // here: it would make the whole layer local meanwhile).
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    let id = strata_ok(&lazy, &off, &["run", "-d", &image, "sleep", "1000"])?;
+    let ps = strata_ok(&lazy, &[], &["ps"])?;
+    strata_ok(&lazy, &[], &["rm", "-f", id.trim()])?;
+    assert!(ps.contains("(fetching, 0% local)"), "{ps}");
+
     // The two views, byte for byte, owners, modes, times and xattrs.
     let (lazy_mnt, full_mnt) = (tmp.path().join("lazy-mnt"), tmp.path().join("full-mnt"));
     std::fs::create_dir(&lazy_mnt)?;
