@@ -372,6 +372,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "layer {diff_id} of {image} was pulled lazily: its blob is in the registry, not \
+         here (run 'strata pull --full {image}' first)"
+    )]
+    LazyLayer { diff_id: Digest, image: String },
     #[error("STRATA_LAZY_CACHE_SIZE={0:?} is not a size (say 2G, 512M or a number of bytes)")]
     LazyCacheSize(String),
     #[error("reading the chunk table {path}")]

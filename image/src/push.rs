@@ -216,7 +216,13 @@ fn check_local(
     if !store.has_blob(&img.manifest.config.digest) {
         return Err(missing(&img.manifest.config.digest));
     }
-    for (layer, _) in img.layers() {
+    for (layer, diff_id) in img.layers() {
+        if store.is_lazy_layer(diff_id) && !store.has_blob(&layer.digest) {
+            return Err(Error::LazyLayer {
+                diff_id: diff_id.clone(),
+                image: reference.familiar(),
+            });
+        }
         if !store.has_blob(&layer.digest) {
             return Err(missing(&layer.digest));
         }

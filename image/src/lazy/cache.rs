@@ -94,6 +94,11 @@ impl ChunkCache {
         self.table.lock().expect("not poisoned")
     }
 
+    /// The bound, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
     /// Bytes of chunks present.
     pub fn used(&self) -> u64 {
         self.lock().used

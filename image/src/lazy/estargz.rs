@@ -246,6 +246,9 @@ impl LazyIndex {
             let bad = |reason| (e.name.clone(), reason);
             let trimmed = e.name.trim_start_matches("./").trim_end_matches('/');
             if trimmed == TOC_NAME || LANDMARKS.contains(&trimmed) {
+                if trimmed == LANDMARKS[0] {
+                    out.prefetch_end = Some(e.offset);
+                }
                 current = None;
                 continue;
             }

@@ -122,6 +122,9 @@ pub struct LazyIndex {
     pub chunks: Vec<Chunk>,
     /// Bytes of the virtual data (the regular files' sizes added up).
     pub data_len: u64,
+    /// Where the `.prefetch.landmark` entry's bytes start in the blob: the chunks before it
+    /// are the files an image producer marked as needed first.
+    pub prefetch_end: Option<u64>,
 }
 
 impl LazyIndex {

@@ -22,6 +22,8 @@ pub mod zstd_chunked;
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use strata_fs::layer::{DataSource, LocalData, StatVfs};
 use strata_fs::Errno;
@@ -124,6 +126,13 @@ pub fn lazy_timeout() -> std::time::Duration {
 /// A lazily pulled layer's data: the virtual uncompressed bytes the index points into,
 /// served from the blob's chunks.
 pub struct LazyData<F> {
+    inner: Arc<Inner<F>>,
+    /// Answers `statfs` for the filesystem the layer's directory is on.
+    local: LocalData,
+}
+
+/// What readers, the prefetch and the background fetch share.
+struct Inner<F> {
     format: Format,
     chunks: Vec<Chunk>,
     len: u64,
@@ -132,15 +141,15 @@ pub struct LazyData<F> {
     cache: Option<cache::BlobCache>,
     /// How long a read waits for a chunk another reader fetches.
     timeout: std::time::Duration,
-    /// Answers `statfs` for the filesystem the layer's directory is on.
-    local: LocalData,
+    /// Reads waiting for chunks from the registry: the background fetch pauses for them.
+    waiting: AtomicUsize,
 }
 
 impl<F> fmt::Debug for LazyData<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LazyData")
-            .field("chunks", &self.chunks.len())
-            .field("len", &self.len)
+            .field("chunks", &self.inner.chunks.len())
+            .field("len", &self.inner.len)
             .finish()
     }
 }
@@ -157,20 +166,92 @@ impl<F: ChunkFetcher> LazyData<F> {
         local: std::fs::File,
     ) -> io::Result<Self> {
         Ok(LazyData {
-            format,
-            chunks,
-            len,
-            fetcher,
-            cache: None,
-            timeout: lazy_timeout(),
+            inner: Arc::new(Inner {
+                format,
+                chunks,
+                len,
+                fetcher,
+                cache: None,
+                timeout: lazy_timeout(),
+                waiting: AtomicUsize::new(0),
+            }),
             local: LocalData::new(local)?,
         })
     }
 
     /// Keeps fetched chunks in `cache` (the store's chunk cache, this blob's files).
     pub fn with_cache(mut self, cache: cache::BlobCache) -> Self {
-        self.cache = Some(cache);
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the data is shared")
+            .cache = Some(cache);
         self
+    }
+
+    /// Fetches the chunks whose compressed bytes start before `blob_end` (the prefetch
+    /// region an image producer marked with `.prefetch.landmark`), adjacent ones in one
+    /// request, into the cache.
+    pub fn prefetch(&self, blob_end: u64) -> Result<(), Errno> {
+        let ns: Vec<u32> = (0..self.inner.chunks.len() as u32)
+            .filter(|n| self.inner.chunks[*n as usize].blob_offset < blob_end)
+            .collect();
+        self.inner.fetch_into_cache(&ns)
+    }
+
+    /// A handle that fetches every chunk in the background ([`Background::run`], on a
+    /// thread of its own) while this data is open.
+    pub fn background(&self) -> Background<F> {
+        Background {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// The background fetch of one lazy layer (the whole layer, in blob order, so that a
+/// container outlives its registry).
+pub struct Background<F> {
+    inner: Weak<Inner<F>>,
+}
+
+/// Compressed bytes the background fetch asks for at once.
+const BACKGROUND_BATCH: u64 = 4 << 20;
+
+impl<F: ChunkFetcher> Background<F> {
+    /// Fetches every chunk not yet present, a batch at a time, pausing while on-demand
+    /// reads wait for the registry and backing off while it fails. Returns when every
+    /// chunk has been fetched once or the layer is closed.
+    pub fn run(self) {
+        let pause = std::time::Duration::from_millis(20);
+        let mut backoff = std::time::Duration::from_millis(500);
+        let mut next = 0usize;
+        loop {
+            let Some(inner) = self.inner.upgrade() else {
+                return;
+            };
+            if inner.cache.is_none() || next >= inner.chunks.len() {
+                return;
+            }
+            if inner.waiting.load(Ordering::SeqCst) > 0 {
+                drop(inner);
+                std::thread::sleep(pause);
+                continue;
+            }
+            let start = next;
+            let mut bytes = 0u64;
+            let mut batch = Vec::new();
+            while next < inner.chunks.len() && bytes < BACKGROUND_BATCH {
+                bytes += inner.chunks[next].blob_len;
+                batch.push(next as u32);
+                next += 1;
+            }
+            if inner.fetch_into_cache(&batch).is_err() {
+                next = start;
+                drop(inner);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            } else {
+                backoff = std::time::Duration::from_millis(500);
+            }
+        }
     }
 }
 
@@ -198,7 +279,40 @@ fn runs(chunks: &[Chunk], ns: &[u32]) -> Vec<Vec<u32>> {
     out
 }
 
-impl<F: ChunkFetcher> LazyData<F> {
+impl<F: ChunkFetcher> Inner<F> {
+    /// Makes the chunks `ns` present in the cache: those absent are fetched (adjacent
+    /// ones in one request), unless another reader fetches them already.
+    fn fetch_into_cache(&self, ns: &[u32]) -> Result<(), Errno> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let mut pinned = Vec::new();
+        let mut missing = Vec::new();
+        let mut result = Ok(());
+        for &n in ns {
+            match cache.cache().acquire(&cache.key(n), self.timeout) {
+                Some(cache::Slot::Ready) => pinned.push(n),
+                Some(cache::Slot::Fetch) => missing.push(n),
+                None => {
+                    result = Err(Errno::EIO);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = self.fetch(&missing, &mut pinned).map(|_| ());
+        }
+        for n in &missing {
+            if !pinned.contains(n) {
+                cache.cache().abandon(&cache.key(*n));
+            }
+        }
+        for n in pinned {
+            cache.cache().release(&cache.key(n));
+        }
+        result
+    }
+
     /// Fetches the chunks `ns` (merged into Range requests), checks each against its
     /// digest, keeps them in the cache (pinned: they join `pinned`) and returns their bytes.
     fn fetch(&self, ns: &[u32], pinned: &mut Vec<u32>) -> Result<HashMap<u32, Vec<u8>>, Errno> {
@@ -240,9 +354,19 @@ impl<F: ChunkFetcher> LazyData<F> {
 
 impl<F: ChunkFetcher> DataSource for LazyData<F> {
     fn len(&self) -> u64 {
-        self.len
+        self.inner.len
     }
 
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
+        self.local.statfs()
+    }
+}
+
+impl<F: ChunkFetcher> Inner<F> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
@@ -269,8 +393,14 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
         }
         let fetched = if failed {
             Err(Errno::EIO)
+        } else if missing.is_empty() {
+            Ok(HashMap::new())
         } else {
-            self.fetch(&missing, &mut pinned)
+            // The background fetch gives way while this read waits.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let got = self.fetch(&missing, &mut pinned);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            got
         };
         let result = fetched.and_then(|fetched| {
             let mut done = 0u64;
@@ -314,9 +444,5 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
             }
         }
         result
-    }
-
-    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
-        self.local.statfs()
     }
 }

@@ -13,6 +13,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,9 @@ pub struct LazyLayer {
     pub repo: String,
     /// Bytes of the virtual data the index points into (the regular files' sizes).
     pub data_len: u64,
+    /// The end of the prefetch region in the blob ([`crate::lazy::LazyIndex::prefetch_end`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch_end: Option<u64>,
 }
 
 /// How much of a lazy layer is local.
@@ -66,6 +70,25 @@ pub struct LazyProgress {
 /// The chunk caches this process has opened, one per store root: every mount of a store
 /// in this process shares one table.
 static CACHES: Mutex<Vec<(PathBuf, Arc<ChunkCache>)>> = Mutex::new(Vec::new());
+
+/// Set in processes that serve mounts (a container's monitor or root file system server,
+/// `strata mount`): only they prefetch and fetch in the background.
+static SERVING: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process as one serving mounts: lazy layers it opens from now on prefetch
+/// their landmark region before the first read, then (unless `STRATA_LAZY_BACKGROUND=off`)
+/// fetch the rest on a thread of their own.
+pub fn serve_mounts() {
+    SERVING.store(true, Ordering::SeqCst);
+}
+
+/// Whether `STRATA_LAZY_BACKGROUND` allows fetching whole layers in the background.
+fn background_allowed() -> bool {
+    !matches!(
+        std::env::var("STRATA_LAZY_BACKGROUND").as_deref(),
+        Ok("off" | "0" | "false" | "no")
+    )
+}
 
 /// A tenth of the store's filesystem when `STRATA_LAZY_CACHE_SIZE` is unset.
 const DEFAULT_SHARE: u64 = 10;
@@ -149,6 +172,7 @@ impl Store {
                 base: client.base().to_string(),
                 repo: client.repo().to_string(),
                 data_len: index.data_len,
+                prefetch_end: index.prefetch_end,
             }),
         };
         let prepared = PreparedLayer::new(tmp, self.layer_dir(diff_id), meta);
@@ -190,7 +214,8 @@ impl Store {
             path: index_path.clone(),
             source,
         })?;
-        let blob_cache = BlobCache::open(&self.chunk_cache()?, meta.blob.hex(), &chunks)
+        let cache = self.chunk_cache()?;
+        let blob_cache = BlobCache::open(&cache, meta.blob.hex(), &chunks)
             .map_err(io_err(&self.chunks_dir()))?;
         let data = LazyData::new(
             lazy.format,
@@ -201,6 +226,19 @@ impl Store {
         )
         .map_err(io_err(&index_path))?
         .with_cache(blob_cache);
+        if SERVING.load(Ordering::SeqCst) {
+            if let Some(end) = lazy.prefetch_end {
+                // Best effort: a registry down now fails the reads, not the mount.
+                if data.prefetch(end).is_err() {
+                    log::warn!("prefetching the landmark region of layer {diff_id} failed");
+                }
+            }
+            // A layer larger than the cache would only churn it.
+            if background_allowed() && lazy.data_len <= cache.limit() {
+                let background = data.background();
+                std::thread::spawn(move || background.run());
+            }
+        }
         let layer =
             IndexedLayer::with_source(&index_path, data).map_err(|source| Error::OpenLayer {
                 diff_id: diff_id.clone(),

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::Result;
+use std::time::Duration;
 use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits, IndexedLayer};
 use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 use strata_fs::Errno;
@@ -15,7 +16,8 @@ use strata_image::lazy::cache::{BlobCache, ChunkCache};
 use strata_image::lazy::{estargz, Format, LazyData, RegistryChunks};
 use strata_image::registry::Client;
 use strata_tests::containerd::Containerd;
-use strata_tests::mounts::{unmount, Driver};
+use strata_tests::fixture::LayerBuilder;
+use strata_tests::mounts::{unmount, wait_for, Driver};
 use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
 use strata_tests::strata::Strata;
@@ -234,6 +236,14 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
         0
     );
 
+    // ps shows a container whose image is still being fetched (no background fetch
+    // here: it would make the whole layer local meanwhile).
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    let id = strata_ok(&lazy, &off, &["run", "-d", &image, "sleep", "1000"])?;
+    let ps = strata_ok(&lazy, &[], &["ps"])?;
+    strata_ok(&lazy, &[], &["rm", "-f", id.trim()])?;
+    assert!(ps.contains("(fetching, 0% local)"), "{ps}");
+
     // The two views, byte for byte, owners, modes, times and xattrs.
     let (lazy_mnt, full_mnt) = (tmp.path().join("lazy-mnt"), tmp.path().join("full-mnt"));
     std::fs::create_dir(&lazy_mnt)?;
@@ -297,6 +307,20 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
         ],
     )?;
     assert_eq!(out, "700000 /big/two\nx");
+
+    // What needs the blob says so, and how to get it.
+    let elsewhere = format!("{}/test/elsewhere:v1", registry.host);
+    strata_ok(&lazy, &[], &["tag", &image, &elsewhere])?;
+    let err = lazy.run(&["push", &elsewhere]).fails(1);
+    assert!(
+        err.contains("pulled lazily") && err.contains("pull --full"),
+        "{err}"
+    );
+    let archive = tmp.path().join("lazy.tar");
+    let err = lazy
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .fails(1);
+    assert!(err.contains("pulled lazily"), "{err}");
 
     // --full completes the lazy image: the layer becomes a local one, its chunks go.
     let out = strata_ok(&lazy, &[], &["pull", "--full", &image])?;
@@ -588,4 +612,54 @@ fn manifest_digest(ctd: &Containerd, reference: &str) -> String {
             (f.first() == Some(&reference)).then(|| f.get(2).unwrap_or(&"").to_string())
         })
         .unwrap_or_else(|| panic!("{reference} not in ctr images ls:\n{out}"))
+}
+
+#[test]
+fn a_lazy_mount_prefetches_the_landmark_region_then_fetches_the_rest_in_the_background(
+) -> Result<()> {
+    if !have_root(
+        "a_lazy_mount_prefetches_the_landmark_region_then_fetches_the_rest_in_the_background",
+    ) {
+        return Ok(());
+    }
+    let mut registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // Files before the landmark are the prefetch region.
+    let early = patterned(300_000, 5);
+    let late = patterned(2 << 20, 6);
+    let top = LayerBuilder::new()
+        .file("early", &early)
+        .file(estargz::LANDMARKS[0], [0xf])
+        .file("late", &late);
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(&top, TEST_CHUNK)?
+        .write_layout(&layout, "landmark")?;
+    let image = registry.push(&layout, "landmark", "test/landmark:v1")?;
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+
+    // Without the background fetch: the mount is ready with the region local, nothing
+    // else, before any read.
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    let chunks = chunk_dir(strata.root())?;
+    assert_eq!(bytes_present(&chunks)?, early.len() as u64);
+    assert!(!mnt.join(estargz::LANDMARKS[0]).exists());
+    unmount(&mnt, Driver::Strata)?;
+
+    // With it: the rest comes without a read, and then the registry is not needed.
+    strata_ok(&strata, &[], &["mount", &image, mnt.to_str().unwrap()])?;
+    let total = (early.len() + late.len()) as u64;
+    let all_local = wait_for(Duration::from_secs(120), "the background fetch", || {
+        bytes_present(&chunks).is_ok_and(|n| n == total)
+    });
+    registry.kill()?;
+    all_local?;
+    assert!(std::fs::read(mnt.join("late"))? == late, "late differs");
+    assert!(std::fs::read(mnt.join("early"))? == early, "early differs");
+    unmount(&mnt, Driver::Strata)?;
+    Ok(())
 }

@@ -36,7 +36,12 @@ fn skopeo(args: &[&str]) -> Result<String> {
 
 /// `strata ARGS`, required to succeed; returns stdout.
 fn strata_ok(strata: &Strata, args: &[&str]) -> Result<String> {
-    let out = strata.command(args).output()?;
+    strata_env(strata, &[], args)
+}
+
+/// [`strata_ok`] with `env` set.
+fn strata_env(strata: &Strata, env: &[(&str, &str)], args: &[&str]) -> Result<String> {
+    let out = strata.command(args).envs(env.iter().copied()).output()?;
     ensure!(
         out.status.success(),
         "strata {args:?} failed: {}{}",
@@ -71,10 +76,10 @@ fn chunked_layers(manifest: &Value, key: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// The merged tree of `image` in `strata`'s store, through `strata mount`.
-fn mounted_view(strata: &Strata, image: &str, mnt: &Path) -> Result<Tree> {
+/// The merged tree of `image` in `strata`'s store, through `strata mount` (run with `env`).
+fn mounted_view(strata: &Strata, env: &[(&str, &str)], image: &str, mnt: &Path) -> Result<Tree> {
     std::fs::create_dir_all(mnt)?;
-    strata_ok(strata, &["mount", image, mnt.to_str().unwrap()])?;
+    strata_env(strata, env, &["mount", image, mnt.to_str().unwrap()])?;
     let view = snapshot_with_times(mnt);
     strata_ok(strata, &["umount", mnt.to_str().unwrap()])?;
     view
@@ -152,6 +157,62 @@ fn skopeo_image_round(with_mounts: bool) -> Result<()> {
     let out = strata_ok(&full, &["pull", "--full", &image])?;
     assert!(!out.contains("zstd:chunked"), "{out}");
 
+    if with_mounts {
+        // The mounts first, with the background fetch off: what is local is then exactly what
+        // was read.
+        let quiet = [("STRATA_LAZY_BACKGROUND", "off")];
+        let full_view = mounted_view(&full, &[], &image, &env.tmp.path().join("full-mnt"))?;
+        let lazy_view = mounted_view(lazy, &quiet, &image, &env.tmp.path().join("lazy-mnt"))?;
+        assert_same(
+            &full_view,
+            &lazy_view,
+            "a lazy mount of skopeo's zstd:chunked image",
+        );
+        assert!(lazy_view.contains_key(Path::new("data/sparse")));
+        assert!(lazy_view.contains_key(Path::new("bin/busybox")));
+        // The walk read every file the view shows: the nasty layer's bytes are all local,
+        // busybox's but its /etc/group (whited out above), the middle layer's none (its files
+        // are under the nasty layer's opaque directory).
+        let inspect: Value = serde_json::from_str(&strata_ok(lazy, &["inspect", &image])?)?;
+        let progress: Vec<(u64, u64)> = inspect[0]["LazyLayers"]
+            .as_array()
+            .context("LazyLayers")?
+            .iter()
+            .map(|l| (l["Local"].as_u64().unwrap(), l["Size"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(progress.len(), 3, "{inspect}");
+        let group = "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n".len() as u64;
+        assert!(
+            progress[0].0 + group == progress[0].1 && progress[0].1 > 1 << 20,
+            "{inspect}"
+        );
+        assert_eq!(progress[1], (0, 2), "{inspect}");
+        assert!(
+            progress[2].0 == progress[2].1 && progress[2].1 > 3 << 20,
+            "{inspect}"
+        );
+        // A mount left alone fetches the rest in the background, the middle layer's hidden
+        // files too, until every lazy layer is local.
+        let mnt = env.tmp.path().join("background-mnt");
+        std::fs::create_dir_all(&mnt)?;
+        strata_ok(lazy, &["mount", &image, mnt.to_str().unwrap()])?;
+        let complete = || -> Result<bool> {
+            let inspect: Value = serde_json::from_str(&strata_ok(lazy, &["inspect", &image])?)?;
+            Ok(inspect[0]["LazyLayers"]
+                .as_array()
+                .is_some_and(|ls| ls.len() == 3 && ls.iter().all(|l| l["Local"] == l["Size"])))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !complete()? && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        strata_ok(lazy, &["umount", mnt.to_str().unwrap()])?;
+        assert!(
+            complete()?,
+            "the background fetch did not complete the lazy layers"
+        );
+    }
+
     // A container over the lazy layers (busybox itself is read through them) sees what
     // one over the full pull sees.
     let script = "wc -c < /data/sparse; cat /data/hard2 /old/new; ls -lnR /data /old; \
@@ -163,40 +224,7 @@ fn skopeo_image_round(with_mounts: bool) -> Result<()> {
         "{out}"
     );
     assert_eq!(out, run(&full)?);
-    if !with_mounts {
-        return Ok(());
-    }
 
-    let full_view = mounted_view(&full, &image, &env.tmp.path().join("full-mnt"))?;
-    let lazy_view = mounted_view(lazy, &image, &env.tmp.path().join("lazy-mnt"))?;
-    assert_same(
-        &full_view,
-        &lazy_view,
-        "a lazy mount of skopeo's zstd:chunked image",
-    );
-    assert!(lazy_view.contains_key(Path::new("data/sparse")));
-    assert!(lazy_view.contains_key(Path::new("bin/busybox")));
-    // The walk read every file the view shows: the nasty layer's bytes are all local,
-    // busybox's but its /etc/group (whited out above), the middle layer's none (its files
-    // are under the nasty layer's opaque directory).
-    let inspect: Value = serde_json::from_str(&strata_ok(lazy, &["inspect", &image])?)?;
-    let progress: Vec<(u64, u64)> = inspect[0]["LazyLayers"]
-        .as_array()
-        .context("LazyLayers")?
-        .iter()
-        .map(|l| (l["Local"].as_u64().unwrap(), l["Size"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(progress.len(), 3, "{inspect}");
-    let group = "root:x:0:\napp:x:1000:\nnogroup:x:65534:\n".len() as u64;
-    assert!(
-        progress[0].0 + group == progress[0].1 && progress[0].1 > 1 << 20,
-        "{inspect}"
-    );
-    assert_eq!(progress[1], (0, 2), "{inspect}");
-    assert!(
-        progress[2].0 == progress[2].1 && progress[2].1 > 3 << 20,
-        "{inspect}"
-    );
     Ok(())
 }
 
@@ -266,8 +294,8 @@ fn strata_pushed_zstd_chunked_is_read_whole_by_skopeo_and_lazily_by_strata() -> 
     let out = strata_ok(&other, &["pull", &image])?;
     assert_eq!(out.matches("(zstd:chunked): 0B of").count(), 3, "{out}");
     if have_root("strata_pushed_zstd_chunked_is_read_whole_by_skopeo_and_lazily_by_strata") {
-        let before = mounted_view(s, &env.layers, &env.tmp.path().join("before-mnt"))?;
-        let lazy = mounted_view(&other, &image, &env.tmp.path().join("lazy-mnt"))?;
+        let before = mounted_view(s, &[], &env.layers, &env.tmp.path().join("before-mnt"))?;
+        let lazy = mounted_view(&other, &[], &image, &env.tmp.path().join("lazy-mnt"))?;
         assert_same(&before, &lazy, "a lazy mount of strata's zstd:chunked push");
     }
     Ok(())
