@@ -36,7 +36,7 @@
 //! 11. **build** (`build.rs`): `strata build` of a 10-step Dockerfile, cold and cached,
 //!     against `podman build`; its own table.
 //! 12. **push** (`push.rs`): `strata push` against `skopeo copy` of the pull image from the
-//!     store to fresh loopback registries; its own table.
+//!     store to fresh loopback registries, as stored and as zstd:chunked; its own table.
 //! 13. **runtime** (`runtime.rs`): `strata-runtime` create+start+delete of a busybox bundle
 //!     against runc and crun; its own table.
 //!

@@ -4,6 +4,8 @@
 //! (the store is an OCI layout: skopeo reads it as `oci:STORE:REF`) to another fresh registry
 //! of the same kind. Fresh registries each round: no blob is there yet, and neither tool can
 //! mount one from a repository of an earlier round. The two alternate which goes first.
+//! Then the same as zstd:chunked: `strata push --compression-format zstd:chunked` against
+//! `skopeo copy --dest-compress-format zstd:chunked` (both recompress every layer).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -42,47 +44,60 @@ pub fn run_push(dir: &Path, runs: usize, quick: bool) -> Result<String> {
     };
     run(strata_cmd().args(["pull", "-q", &reference]))?;
     let no_auth = dir.join("no-auth.json");
-    let mut strata_secs = Vec::new();
-    let mut peer_secs = Vec::new();
-    for round in 1..=runs {
-        let time_strata = || -> Result<f64> {
-            let registry = Registry::start()?;
-            let target = format!("{}/bench/strata:v1", registry.host);
-            run(strata_cmd().args(["tag", &reference, &target]))?;
-            let ((), s) = timed(|| run(strata_cmd().args(["push", "-q", &target])))?;
-            run(strata_cmd().args(["rmi", &target]))?;
-            Ok(s)
-        };
-        let time_skopeo = || -> Result<f64> {
-            let registry = Registry::start()?;
-            let ((), s) = timed(|| {
-                run(Command::new("skopeo")
-                    .env("REGISTRY_AUTH_FILE", &no_auth)
-                    .args([
-                        "copy",
-                        "--quiet",
-                        "--preserve-digests",
-                        "--dest-tls-verify=false",
-                    ])
-                    .arg(format!("oci:{}:{reference}", store.display()))
-                    .arg(format!("docker://{}/bench/skopeo:v1", registry.host)))
-            })?;
-            Ok(s)
-        };
-        let (s, p) = if round % 2 == 1 {
-            let s = time_strata()?;
-            (s, time_skopeo()?)
-        } else {
-            let p = time_skopeo()?;
-            (time_strata()?, p)
-        };
-        eprintln!("  push {round}/{runs} strata push {s:.2} s, skopeo copy {p:.2} s");
-        strata_secs.push(s);
-        peer_secs.push(p);
-    }
+    // One pair of timings per round: strata push with `strata_flags`, skopeo copy with
+    // `skopeo_flags`, alternating which goes first.
+    let rounds = |what: &str, strata_flags: &[&str], skopeo_flags: &[&str]| -> Result<(f64, f64)> {
+        let mut strata_secs = Vec::new();
+        let mut peer_secs = Vec::new();
+        for round in 1..=runs {
+            let time_strata = || -> Result<f64> {
+                let registry = Registry::start()?;
+                let target = format!("{}/bench/strata:v1", registry.host);
+                run(strata_cmd().args(["tag", &reference, &target]))?;
+                let ((), s) = timed(|| {
+                    run(strata_cmd()
+                        .args(["push", "-q"])
+                        .args(strata_flags)
+                        .arg(&target))
+                })?;
+                run(strata_cmd().args(["rmi", &target]))?;
+                Ok(s)
+            };
+            let time_skopeo = || -> Result<f64> {
+                let registry = Registry::start()?;
+                let ((), s) = timed(|| {
+                    run(Command::new("skopeo")
+                        .env("REGISTRY_AUTH_FILE", &no_auth)
+                        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+                        .args(skopeo_flags)
+                        .arg(format!("oci:{}:{reference}", store.display()))
+                        .arg(format!("docker://{}/bench/skopeo:v1", registry.host)))
+                })?;
+                Ok(s)
+            };
+            let (s, p) = if round % 2 == 1 {
+                let s = time_strata()?;
+                (s, time_skopeo()?)
+            } else {
+                let p = time_skopeo()?;
+                (time_strata()?, p)
+            };
+            eprintln!("  push{what} {round}/{runs} strata push {s:.2} s, skopeo copy {p:.2} s");
+            strata_secs.push(s);
+            peer_secs.push(p);
+        }
+        Ok((
+            median(&strata_secs).context("no push rounds")?,
+            median(&peer_secs).context("no push rounds")?,
+        ))
+    };
+    let (s, p) = rounds("", &[], &["--preserve-digests"])?;
+    let (zs, zp) = rounds(
+        " zstd:chunked",
+        &["--compression-format", "zstd:chunked"],
+        &["--dest-compress-format", "zstd:chunked"],
+    )?;
     drop(source);
-    let s = median(&strata_secs).context("no push rounds")?;
-    let p = median(&peer_secs).context("no push rounds")?;
     let mut out = String::new();
     writeln!(
         out,
@@ -95,6 +110,12 @@ pub fn run_push(dir: &Path, runs: usize, quick: bool) -> Result<String> {
         "| `strata push` vs `skopeo copy oci:STORE docker://…` | {s:.2} s | {p:.2} s | {:.2} | ≤ 1.0 {} |",
         s / p,
         if s / p <= 1.0 { "met" } else { "**missed**" }
+    )?;
+    writeln!(
+        out,
+        "| as zstd:chunked: `strata push --compression-format zstd:chunked` vs `skopeo copy --dest-compress-format zstd:chunked` | {zs:.2} s | {zp:.2} s | {:.2} | ≤ 1.0 {} |",
+        zs / zp,
+        if zs / zp <= 1.0 { "met" } else { "**missed**" }
     )?;
     Ok(out)
 }

@@ -126,6 +126,7 @@ pub(crate) fn resolve_image(
             platform: strata_image::oci::PlatformSpec::host(),
             explicit_platform: false,
             insecure: false,
+            full: false,
         },
         pull,
     )?;

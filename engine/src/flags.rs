@@ -13,30 +13,8 @@ use crate::containers::PortBinding;
 
 /// docker's `RAMInBytes`: `512m`, `1g`, `1024`, `1.5G`, `100kb`.
 pub fn parse_bytes(s: &str) -> Result<u64> {
-    let bad = || Error::InvalidFlag(format!("invalid size: '{s}'"));
-    let t = s.trim().to_ascii_lowercase();
-    let t = t
-        .strip_suffix("ib")
-        .or_else(|| t.strip_suffix('b'))
-        .unwrap_or(&t);
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| bad())?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return Err(bad()),
-    };
-    if !n.is_finite() || n < 0.0 {
-        return Err(bad());
-    }
-    Ok((n * mult as f64) as u64)
+    strata_image::lazy::parse_size(s)
+        .ok_or_else(|| Error::InvalidFlag(format!("invalid size: '{s}'")))
 }
 
 /// `-e` and `--env-file` over the image's `Env`, by name.

@@ -129,6 +129,7 @@ pub fn serve_main(root: &Path, id: &str) -> Result<()> {
     let rec = containers.record(id)?;
     let dir = containers.dir(id);
     let init = crate::network::init_layer(&dir)?;
+    strata_image::store::lazy::serve_mounts();
     let (union, opts) = crate::rootfs::container_union(&store, &rec, &dir, Some(&init))?;
     mount::serve_handed(union, &opts, handoff, || mount::report_ready(true))
         .map_err(os("serving the container's root file system"))

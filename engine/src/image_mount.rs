@@ -70,6 +70,7 @@ pub fn serve(store: &Store, id: &str, dir: &Path, upper: Option<&Path>) -> Resul
     })?;
     let table = store.table()?;
     let img = store.find(&table, id)?.image().clone();
+    strata_image::store::lazy::serve_mounts();
     let lowers = store.image_layers(&img)?;
     let mut opts = MountOptions::default();
     if let Some(upper) = upper {

@@ -766,6 +766,9 @@ fn mount_root(
             return Ok(());
         }
     }
+    if init.is_some() {
+        strata_image::store::lazy::serve_mounts();
+    }
     let (union, opts) = container_union(store, rec, dir, init)?;
     let mounted = strata_fs::mount::mount(union, &opts, Some(&source), rootfs)?;
     session.unmounter = Some(mounted.unmounter());

@@ -175,7 +175,7 @@ pub enum Error {
     #[error("blob {digest} failed verification: its content hashes to {got}; nothing stored")]
     BlobVerify { digest: Digest, got: Digest },
 
-    // Lazy pulling (eStargz).
+    // Lazy pulling (eStargz, zstd:chunked).
     #[error("fetching bytes {offset}..{end} of layer {digest}")]
     FetchRange {
         digest: Digest,
@@ -186,6 +186,11 @@ pub enum Error {
     },
     #[error("layer {digest} is not eStargz: {reason}")]
     EstargzFooter {
+        digest: Digest,
+        reason: &'static str,
+    },
+    #[error("layer {digest} is not zstd:chunked: {reason}")]
+    NotZstdChunked {
         digest: Digest,
         reason: &'static str,
     },
@@ -366,6 +371,19 @@ pub enum Error {
         digest: Digest,
         #[source]
         source: io::Error,
+    },
+    #[error(
+        "layer {diff_id} of {image} was pulled lazily: its blob is in the registry, not \
+         here (run 'strata pull --full {image}' first)"
+    )]
+    LazyLayer { diff_id: Digest, image: String },
+    #[error("STRATA_LAZY_CACHE_SIZE={0:?} is not a size (say 2G, 512M or a number of bytes)")]
+    LazyCacheSize(String),
+    #[error("reading the chunk table {path}")]
+    ParseLazyChunks {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("indexing layer {digest}")]
     IndexLayer {

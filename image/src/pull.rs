@@ -9,11 +9,13 @@ use std::io;
 use std::sync::Mutex;
 
 use crate::digest::Digest;
+use crate::lazy::Format;
 use crate::oci::{parse_manifest, Descriptor, ImageConfig, ManifestKind, PlatformSpec};
 use crate::reference::Reference;
 use crate::registry::auth::AuthFile;
 use crate::registry::Client;
 use crate::store::ingest::Begin;
+use crate::store::lazy::LazyProgress;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -62,6 +64,9 @@ pub struct PullOptions {
     /// `--platform` was given: a single-platform image must match it.
     pub explicit_platform: bool,
     pub insecure: bool,
+    /// Download every layer whole (`pull --full`), also completing layers pulled lazily
+    /// before; otherwise seekable layers ([`Format::detect`]) are pulled lazily.
+    pub full: bool,
 }
 
 pub struct Pulled {
@@ -69,6 +74,8 @@ pub struct Pulled {
     pub digest: Digest,
     /// The tag already named this manifest before the pull.
     pub up_to_date: bool,
+    /// The image's layers that are lazy after the pull, bottom first.
+    pub lazy: Vec<LazyProgress>,
 }
 
 /// Pulls `reference`. A failed pull leaves nothing in the store but the partial file of an
@@ -193,7 +200,7 @@ fn pull_unguarded(
         .zip(&config.rootfs.diff_ids)
         .filter(|(l, _)| seen.insert(l.digest.clone()))
         .collect();
-    fetch_layers(store, &client, &jobs, progress)?;
+    fetch_layers(store, &client, &jobs, opts.full, progress)?;
 
     store.put_blob(&descriptor.digest, &bytes)?;
     store.update(|t| {
@@ -204,9 +211,16 @@ fn pull_unguarded(
         }
         Ok::<_, Error>(())
     })?;
+    let lazy = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .filter_map(|d| store.lazy_progress(d))
+        .collect();
     Ok(Pulled {
         digest: top.digest,
-        up_to_date,
+        up_to_date: up_to_date && !opts.full,
+        lazy,
     })
 }
 
@@ -215,6 +229,7 @@ fn fetch_layers(
     store: &Store,
     client: &Client,
     jobs: &[(&Descriptor, &Digest)],
+    full: bool,
     progress: &dyn PullObserver,
 ) -> Result<()> {
     let bars: Vec<Box<dyn LayerObserver + '_>> = jobs
@@ -236,7 +251,7 @@ fn fetch_layers(
                     return;
                 };
                 let (layer, diff_id) = jobs[i];
-                match fetch_layer(store, client, layer, diff_id, &*bars[i]) {
+                match fetch_layer(store, client, layer, diff_id, full, &*bars[i]) {
                     // A later push to this registry mounts the blob from here.
                     Ok(()) => {
                         store.note_blob_repository(diff_id, &layer.digest, &client.repository())
@@ -265,13 +280,31 @@ fn fetch_layer(
     client: &Client,
     layer: &Descriptor,
     diff_id: &Digest,
+    full: bool,
     bar: &dyn LayerObserver,
 ) -> Result<()> {
-    if store.has_blob(&layer.digest) && store.has_layer(diff_id) {
+    let lazy_here = store.is_lazy_layer(diff_id);
+    if store.has_layer(diff_id) && (store.has_blob(&layer.digest) || (lazy_here && !full)) {
         bar.finish("Already exists");
         return Ok(());
     }
     bar.status("Pulling fs layer");
+    if let Some(format) = Format::detect(layer).filter(|_| !full && !lazy_here) {
+        match store.prepare_lazy_layer(client, layer, diff_id, format) {
+            Ok(prepared) => {
+                prepared.commit()?;
+                bar.finish(&format!("Pulled lazily ({})", format.name()));
+                return Ok(());
+            }
+            // A registry that does not serve ranges: the layer comes whole, as any other.
+            Err(Error::FetchRange { source, .. })
+                if source.kind() == io::ErrorKind::Unsupported =>
+            {
+                bar.status("The registry does not serve byte ranges: pulling whole");
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let ingest = match store.begin_ingest(&layer.digest, layer.size)? {
         Begin::Present => {
             // Fetched by another process meanwhile, or copied in without an index.
@@ -284,7 +317,7 @@ fn fetch_layer(
     let source = client.blob(&layer.digest);
     let mut reader = ingest.reader(&source, Box::new(|n| bar.bytes(n)))?;
     bar.transfer("Downloading");
-    if store.has_layer(diff_id) {
+    if store.has_layer(diff_id) && !lazy_here {
         // Same content under another compression: only the blob is new.
         io::copy(&mut reader, &mut io::sink()).map_err(|source| Error::Download {
             digest: layer.digest.clone(),
@@ -299,6 +332,11 @@ fn fetch_layer(
             bar.status("Verifying Checksum");
             ingest.commit(reader)?;
             bar.status("Download complete");
+            if lazy_here {
+                // Completing a lazy layer: its index gives way to the whole one (mounts
+                // that have it open keep reading it).
+                store.retire_lazy_layer(diff_id)?;
+            }
             prepared.commit()?;
         }
         Err(e) => {

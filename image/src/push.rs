@@ -6,15 +6,21 @@
 //!
 //! `--format` rewrites the manifest's media types (OCI ↔ Docker schema 2); `--compression-
 //! format` recompresses layers whose stored blob is compressed otherwise, from the layer's
-//! uncompressed tar. The config is never rewritten: the image ID stays, and so do the diff-ids.
+//! uncompressed tar. `estargz` and `zstd:chunked` write them seekable (a compressed member or
+//! frame per file chunk and a TOC, [`crate::lazy`]): strata pulls them lazily. The config is
+//! rewritten only for `--compression-format estargz`: an eStargz blob decompresses to the
+//! layer's tar plus its TOC entry, a new diff-id (as `ctr-remote image convert --estargz`
+//! makes them); a zstd:chunked one decompresses to the tar itself, and otherwise too the
+//! image ID stays.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::digest::{Digest, Hasher, HashingReader};
+use crate::lazy::{estargz, zstd_chunked, Format};
 use crate::oci::{media, Compression, Descriptor, Manifest};
 use crate::pull::LayerObserver;
 use crate::reference::Reference;
@@ -85,6 +91,9 @@ pub struct PushOptions {
     pub format: Option<ManifestFormat>,
     /// None: each layer as it is stored.
     pub compression: Option<Compression>,
+    /// Write layers in a seekable format (pulled lazily: eStargz is gzip, zstd:chunked
+    /// zstd), `compression` unset.
+    pub seekable: Option<Format>,
     pub insecure: bool,
 }
 
@@ -139,19 +148,34 @@ pub fn push(
     let format = opts
         .format
         .unwrap_or_else(|| ManifestFormat::of_media_type(&img.manifest_media_type));
-    check_local(store, &img, reference, format, opts.compression)?;
+    let compression = match opts.seekable {
+        Some(Format::Estargz) => Some(Compression::Gzip),
+        Some(Format::ZstdChunked) => Some(Compression::Zstd),
+        None => opts.compression,
+    };
+    check_local(store, &img, reference, format, compression)?;
 
     let client = Client::new(reference, opts.insecure, auth.get(&reference.domain)?)?.for_push();
 
-    let layers = push_layers(store, &client, &img, format, opts.compression, progress)?;
+    let how = LayerHow {
+        format,
+        compression,
+        seekable: opts.seekable,
+    };
+    let pushed = push_layers(store, &client, &img, &how, progress)?;
+    let (layers, diff_ids): (Vec<Descriptor>, Vec<Digest>) = pushed.into_iter().unzip();
 
-    let config = Blob {
-        descriptor: Descriptor {
-            media_type: format.config_media_type().to_string(),
-            ..img.manifest.config.clone()
-        },
-        path: store.blob_path(&img.manifest.config.digest),
-        temp: false,
+    let config = if diff_ids == img.config.rootfs.diff_ids {
+        Blob {
+            descriptor: Descriptor {
+                media_type: format.config_media_type().to_string(),
+                ..img.manifest.config.clone()
+            },
+            path: store.blob_path(&img.manifest.config.digest),
+            temp: false,
+        }
+    } else {
+        rewritten_config(store, &img, format, &diff_ids)?
     };
     if !client.has_blob(&config.descriptor.digest)? {
         upload(&client, &config, &|_| {})?;
@@ -192,7 +216,13 @@ fn check_local(
     if !store.has_blob(&img.manifest.config.digest) {
         return Err(missing(&img.manifest.config.digest));
     }
-    for (layer, _) in img.layers() {
+    for (layer, diff_id) in img.layers() {
+        if store.is_lazy_layer(diff_id) && !store.has_blob(&layer.digest) {
+            return Err(Error::LazyLayer {
+                diff_id: diff_id.clone(),
+                image: reference.familiar(),
+            });
+        }
         if !store.has_blob(&layer.digest) {
             return Err(missing(&layer.digest));
         }
@@ -204,6 +234,50 @@ fn check_local(
         }
     }
     Ok(())
+}
+
+/// How layers go to the registry.
+struct LayerHow {
+    format: ManifestFormat,
+    /// None: as stored.
+    compression: Option<Compression>,
+    seekable: Option<Format>,
+}
+
+/// The image's config with `diff_ids`, in a temp file to upload.
+fn rewritten_config(
+    store: &Store,
+    img: &Image,
+    format: ManifestFormat,
+    diff_ids: &[Digest],
+) -> Result<Blob> {
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &store.read_blob(&img.manifest.config.digest)?,
+    )
+    .map_err(|source| Error::ParseConfig {
+        digest: img.manifest.config.digest.clone(),
+        source,
+    })?;
+    config["rootfs"]["diff_ids"] = serde_json::json!(diff_ids);
+    let bytes = serde_json::to_vec(&config).map_err(|source| Error::Serialize {
+        what: "the config to push",
+        source,
+    })?;
+    let path = fsutil::temp_name(&store.tmp_dir(), "config.push");
+    std::fs::write(&path, &bytes).map_err(|source| Error::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Blob {
+        descriptor: Descriptor {
+            media_type: format.config_media_type().to_string(),
+            digest: Digest::of(&bytes),
+            size: bytes.len() as u64,
+            ..img.manifest.config.clone()
+        },
+        path,
+        temp: true,
+    })
 }
 
 /// Layers that are not pushed as themselves keep their type (docker's foreign layers).
@@ -227,15 +301,15 @@ fn stored_compression(store: &Store, layer: &Descriptor) -> Result<Compression> 
     Ok(Compression::from_magic(&head[..n]))
 }
 
-/// Pushes the layers a few at a time; returns their descriptors as the manifest names them.
+/// Pushes the layers a few at a time; returns their descriptors as the manifest names them
+/// and their diff-ids (new ones for eStargz).
 fn push_layers(
     store: &Store,
     client: &Client,
     img: &Image,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     progress: &dyn PushObserver,
-) -> Result<Vec<Descriptor>> {
+) -> Result<Vec<(Descriptor, Digest)>> {
     let jobs: Vec<(&Descriptor, &Digest)> = img.layers().collect();
     // docker lists the top layer first.
     let mut seen = BTreeSet::new();
@@ -249,7 +323,8 @@ fn push_layers(
             })
         })
         .collect();
-    let results: Vec<Mutex<Option<Descriptor>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<(Descriptor, Digest)>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
     let queue = Mutex::new(
         (0..jobs.len())
             .filter(|&i| bars[i].is_some())
@@ -270,7 +345,7 @@ fn push_layers(
                 };
                 let (layer, diff_id) = jobs[i];
                 let bar = bars[i].as_deref().expect("queued layers have a bar");
-                match push_layer(store, client, layer, diff_id, format, compression, bar) {
+                match push_layer(store, client, layer, diff_id, how, bar) {
                     Ok(d) => *results[i].lock().expect("not poisoned") = Some(d),
                     Err(e) => {
                         bar.fail(&e);
@@ -315,17 +390,17 @@ fn push_layer(
     client: &Client,
     layer: &Descriptor,
     diff_id: &Digest,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     bar: &dyn LayerObserver,
-) -> Result<Descriptor> {
-    let blob = layer_blob(store, layer, diff_id, format, compression, bar)?;
+) -> Result<(Descriptor, Digest)> {
+    let (blob, pushed_diff_id) = layer_blob(store, layer, diff_id, how, bar)?;
+    let diff_id = &pushed_diff_id;
     let digest = &blob.descriptor.digest;
     let repository = client.repository();
     if client.has_blob(digest)? {
         store.note_blob_repository(diff_id, digest, &repository);
         bar.finish("Layer already exists");
-        return Ok(blob.descriptor.clone());
+        return Ok((blob.descriptor.clone(), pushed_diff_id.clone()));
     }
     // Another repository of this registry known to hold the blob: ask for a mount.
     let prefix = format!("{}/", client.domain());
@@ -339,7 +414,7 @@ fn push_layer(
             Mounted::Yes => {
                 store.note_blob_repository(diff_id, digest, &repository);
                 bar.finish(&format!("Mounted from {from}"));
-                return Ok(blob.descriptor.clone());
+                return Ok((blob.descriptor.clone(), pushed_diff_id.clone()));
             }
             Mounted::Upload(location) => location,
         },
@@ -349,21 +424,21 @@ fn push_layer(
     upload_to(client, &location, &blob, &|n| bar.bytes(n))?;
     store.note_blob_repository(diff_id, digest, &repository);
     bar.finish("Pushed");
-    Ok(blob.descriptor.clone())
+    Ok((blob.descriptor.clone(), pushed_diff_id.clone()))
 }
 
-/// The blob to push for a layer: the stored one, or a recompressed copy in the store's
-/// temp directory.
+/// The blob to push for a layer: the stored one, or a recompressed (or eStargz) copy in the
+/// store's temp directory; and the diff-id it has.
 fn layer_blob(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
-    format: ManifestFormat,
-    compression: Option<Compression>,
+    how: &LayerHow,
     bar: &dyn LayerObserver,
-) -> Result<Blob> {
+) -> Result<(Blob, Digest)> {
+    let format = how.format;
     let stored = stored_compression(store, layer)?;
-    let want = compression.unwrap_or(stored);
+    let want = how.compression.unwrap_or(stored);
     let media_type = if is_foreign(&layer.media_type) {
         layer.media_type.clone()
     } else {
@@ -372,75 +447,118 @@ fn layer_blob(
             .expect("checked before pushing")
             .to_string()
     };
-    if want == stored || is_foreign(&layer.media_type) {
-        return Ok(Blob {
+    // A zstd:chunked blob is a zstd blob too, an eStargz one a gzip one.
+    let as_stored = match how.seekable {
+        Some(f) => Format::detect(layer) == Some(f),
+        None => want == stored,
+    };
+    if as_stored || is_foreign(&layer.media_type) {
+        let blob = Blob {
             descriptor: Descriptor {
                 media_type,
                 ..layer.clone()
             },
             path: store.blob_path(&layer.digest),
             temp: false,
-        });
+        };
+        return Ok((blob, diff_id.clone()));
     }
     bar.transfer("Compressing");
-    let (path, digest, size) = recompress(store, layer, diff_id, stored, want)?;
-    Ok(Blob {
-        descriptor: Descriptor {
-            media_type,
-            digest,
-            size,
-            ..layer.clone()
-        },
+    let mut descriptor = Descriptor {
+        media_type,
+        annotations: without_toc_annotations(&layer.annotations),
+        ..layer.clone()
+    };
+    let (path, digest, size, new_diff_id) = match how.seekable {
+        Some(Format::Estargz) => {
+            let (path, digest, size, w) = rewrite(store, layer, diff_id, stored, |tar, out| {
+                estargz::write(tar, out, estargz::CHUNK_SIZE)
+            })?;
+            descriptor.annotations.insert(
+                estargz::TOC_DIGEST_ANNOTATION.into(),
+                w.toc_digest.to_string(),
+            );
+            descriptor.annotations.insert(
+                estargz::UNCOMPRESSED_SIZE_ANNOTATION.into(),
+                w.uncompressed_size.to_string(),
+            );
+            (path, digest, size, w.diff_id)
+        }
+        Some(Format::ZstdChunked) => {
+            let (path, digest, size, w) = rewrite(store, layer, diff_id, stored, |tar, out| {
+                zstd_chunked::write(tar, out, zstd_chunked::CHUNK_SIZE)
+            })?;
+            descriptor.annotations.extend(w.annotations());
+            // The blob decompresses to the tar itself.
+            (path, digest, size, diff_id.clone())
+        }
+        None => {
+            let (path, digest, size, ()) = recompress(store, layer, diff_id, stored, want)?;
+            (path, digest, size, diff_id.clone())
+        }
+    };
+    descriptor.digest = digest;
+    descriptor.size = size;
+    let blob = Blob {
+        descriptor,
         path,
         temp: true,
+    };
+    Ok((blob, new_diff_id))
+}
+
+/// The stored layer's tar, decompressed from its blob.
+fn layer_tar(store: &Store, layer: &Descriptor, stored: Compression) -> io::Result<Box<dyn Read>> {
+    let blob = File::open(store.blob_path(&layer.digest))?;
+    let blob = BufReader::with_capacity(1 << 20, blob);
+    Ok(match stored {
+        Compression::None => Box::new(blob),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob)?),
     })
 }
 
-/// Writes the layer compressed as `want` to a temp file; returns it, its digest and size.
-/// The uncompressed bytes are checked against the diff-id.
-fn recompress(
+/// A recompressed layer's annotations: the old ones but those that tell where a seekable
+/// format's TOC is in the old blob.
+fn without_toc_annotations(old: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const TOC_BOUND: [&str; 4] = [
+        "io.github.containers.zstd-chunked.",
+        "io.containers.zstd-chunked.",
+        "containerd.io/snapshot/stargz/",
+        "io.containers.estargz.",
+    ];
+    old.iter()
+        .filter(|(k, _)| !TOC_BOUND.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Writes the layer's tar through `write` (a compressor or a seekable format's writer) to a
+/// temp file; returns it, its digest and size, and what `write` returned. The tar read is
+/// checked against `diff_id`.
+fn rewrite<T>(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
     stored: Compression,
-    want: Compression,
-) -> Result<(PathBuf, Digest, u64)> {
+    write: impl FnOnce(&mut dyn Read, &mut dyn Write) -> io::Result<T>,
+) -> Result<(PathBuf, Digest, u64, T)> {
     let err = |source| Error::Recompress {
         diff_id: diff_id.clone(),
         source,
     };
-    let blob = File::open(store.blob_path(&layer.digest)).map_err(err)?;
-    let blob = BufReader::with_capacity(1 << 20, blob);
-    let tar: Box<dyn Read> = match stored {
-        Compression::None => Box::new(blob),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(blob)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(err)?),
-    };
-    let mut tar = HashingReader::new(tar);
+    let mut tar = HashingReader::new(layer_tar(store, layer, stored).map_err(err)?);
     let path = fsutil::temp_name(&store.tmp_dir(), &format!("{}.push", diff_id.hex()));
     let result = (|| {
         let file = File::create(&path)?;
         let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        match want {
-            Compression::None => {
-                io::copy(&mut tar, &mut out)?;
-            }
-            Compression::Gzip => {
-                let mut gz =
-                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
-                io::copy(&mut tar, &mut gz)?;
-                gz.finish()?;
-            }
-            Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(&mut out, 3)?;
-                io::copy(&mut tar, &mut z)?;
-                z.finish()?;
-            }
-        }
+        let made = write(&mut tar, &mut out)?;
+        // A writer may stop at the tar's end-of-archive blocks: read to the end for the hash.
+        io::copy(&mut tar, &mut io::sink())?;
         out.inner.flush()?;
-        Ok((out.hasher.finish(), out.count))
+        Ok((out.hasher.finish(), out.count, made))
     })();
-    let (digest, size) = match result {
+    let (digest, size, made) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -456,7 +574,35 @@ fn recompress(
             expected: diff_id.clone(),
         });
     }
-    Ok((path, digest, size))
+    Ok((path, digest, size, made))
+}
+
+/// Writes the layer compressed as `want` to a temp file (see [`rewrite`]).
+fn recompress(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    stored: Compression,
+    want: Compression,
+) -> Result<(PathBuf, Digest, u64, ())> {
+    rewrite(store, layer, diff_id, stored, |tar, out| {
+        match want {
+            Compression::None => {
+                io::copy(tar, out)?;
+            }
+            Compression::Gzip => {
+                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+                io::copy(tar, &mut gz)?;
+                gz.finish()?;
+            }
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(out, 3)?;
+                io::copy(tar, &mut z)?;
+                z.finish()?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Hashes and counts what is written through it.
@@ -612,20 +758,36 @@ mod tests {
             .unwrap();
         let (layer, diff_id) = img.layers().next().unwrap();
         let mut blobs = Vec::new();
-        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let blob = layer_blob(
-                &store,
-                layer,
-                diff_id,
-                ManifestFormat::Oci,
-                Some(c),
-                &crate::pull::Silent,
-            )
-            .unwrap();
+        for (c, seekable) in [
+            (Compression::Gzip, None),
+            (Compression::Zstd, None),
+            (Compression::None, None),
+            (Compression::Zstd, Some(Format::ZstdChunked)),
+        ] {
+            let how = LayerHow {
+                format: ManifestFormat::Oci,
+                compression: Some(c),
+                seekable,
+            };
+            let (blob, same) =
+                layer_blob(&store, layer, diff_id, &how, &crate::pull::Silent).unwrap();
+            assert_eq!(&same, diff_id);
             let bytes = std::fs::read(&blob.path).unwrap();
             assert_eq!(Digest::of(&bytes), blob.descriptor.digest);
             assert_eq!(bytes.len() as u64, blob.descriptor.size);
             assert_eq!(blob.descriptor.media_type, c.layer_media_type());
+            // Only zstd:chunked says where its TOC is, and it is there.
+            assert_eq!(Format::detect(&blob.descriptor), seekable);
+            if seekable.is_some() {
+                let opened = zstd_chunked::open(
+                    &bytes,
+                    &blob.descriptor.digest,
+                    blob.descriptor.size,
+                    &blob.descriptor.annotations,
+                )
+                .unwrap();
+                assert_eq!(opened.index.data_len, 5);
+            }
             let p = store
                 .prepare_layer(
                     &blob.descriptor.digest,

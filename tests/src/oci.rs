@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use strata_image::digest::Digest;
+use strata_image::lazy::estargz;
 pub use strata_image::oci::media::{
     OCI_CONFIG as CONFIG_MEDIA_TYPE, OCI_MANIFEST as MANIFEST_MEDIA_TYPE,
 };
@@ -37,6 +38,9 @@ pub fn digest(data: &[u8]) -> String {
 struct Layer {
     tar: Vec<u8>,
     compression: Compression,
+    /// Written as eStargz (gzip members, TOC, annotations) by strata's writer, chunks of
+    /// this many bytes.
+    estargz: Option<u64>,
     created_by: String,
 }
 
@@ -93,9 +97,20 @@ impl ImageBuilder {
         self.layers.push(Layer {
             tar,
             compression,
+            estargz: None,
             created_by: format!("/bin/sh -c #(nop) layer {n}"),
         });
         self
+    }
+
+    /// Adds an eStargz layer (strata's writer, files cut into chunks of `chunk_size`
+    /// bytes, with the TOC digest and uncompressed size annotations): pulled lazily.
+    pub fn estargz_layer(mut self, layer: &LayerBuilder, chunk_size: u64) -> Result<Self> {
+        self = self.layer_with(layer, Compression::Gzip)?;
+        if let Some(l) = self.layers.last_mut() {
+            l.estargz = Some(chunk_size);
+        }
+        Ok(self)
     }
 
     /// A history entry without a layer (as `ENV`, `CMD` make).
@@ -140,16 +155,35 @@ impl ImageBuilder {
         };
         let mut history = Vec::new();
         for layer in &self.layers {
-            let blob = compress(layer.compression, &layer.tar)?;
+            let (blob, diff_id, annotations) = match layer.estargz {
+                None => (
+                    compress(layer.compression, &layer.tar)?,
+                    digest(&layer.tar),
+                    Value::Null,
+                ),
+                Some(chunk_size) => {
+                    let mut blob = Vec::new();
+                    let w = estargz::write(&layer.tar[..], &mut blob, chunk_size)?;
+                    let annotations = json!({
+                        estargz::TOC_DIGEST_ANNOTATION: w.toc_digest.to_string(),
+                        estargz::UNCOMPRESSED_SIZE_ANNOTATION: w.uncompressed_size.to_string(),
+                    });
+                    (blob, w.diff_id.to_string(), annotations)
+                }
+            };
             let d = put(&blob)?;
-            layer_descs.push(json!({
+            let mut desc = json!({
                 "mediaType": layer.compression.layer_media_type(),
                 "digest": d,
                 "size": blob.len(),
-            }));
+            });
+            if !annotations.is_null() {
+                desc["annotations"] = annotations;
+            }
+            layer_descs.push(desc);
             built.layers_size += blob.len() as u64;
             built.layer_digests.push(d);
-            built.diff_ids.push(digest(&layer.tar));
+            built.diff_ids.push(diff_id);
             history.push(json!({"created": self.created, "created_by": layer.created_by}));
         }
         for created_by in &self.empty_history {

@@ -171,6 +171,15 @@ pub fn inspect_json(store: &Store, img: &Image) -> Value {
             "Layers": img.config.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         },
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        // Layers pulled lazily: bytes of their files local so far, of the layer's size.
+        "LazyLayers": img
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .filter_map(|d| store.lazy_progress(d))
+            .map(|l| json!({"Digest": l.blob.to_string(), "Local": l.local, "Size": l.size}))
+            .collect::<Vec<_>>(),
         "Descriptor": {
             "mediaType": img.manifest_media_type,
             "digest": img.manifest_digest.to_string(),

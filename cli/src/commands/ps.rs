@@ -128,6 +128,24 @@ pub fn command_text(rec: &Record, trunc: bool) -> String {
     format!("\"{cmd}\"")
 }
 
+/// ` (fetching, 42% local)` for a running container whose image has lazy layers not yet
+/// all local; empty otherwise.
+fn fetching_text(store: &Store, rec: &Record, st: &State) -> String {
+    if !st.status.is_active() {
+        return String::new();
+    }
+    let (local, total) = rec
+        .diff_ids
+        .iter()
+        .filter_map(|d| crate::digest::Digest::parse(d).ok())
+        .filter_map(|d| store.lazy_progress(&d))
+        .fold((0u64, 0u64), |(l, t), p| (l + p.local, t + p.data_len));
+    if local >= total {
+        return String::new();
+    }
+    format!(" (fetching, {}% local)", local * 100 / total)
+}
+
 /// A `ps` row: the fields docker's `--format` knows.
 fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, size: bool) -> Value {
     let created = unix(&rec.created);
@@ -139,7 +157,7 @@ fn row(store: &Store, c: &Containers, rec: &Record, st: &State, trunc: bool, siz
         "RunningFor": format::since(created),
         "Ports": ports_text(rec, st),
         "State": st.status.as_str(),
-        "Status": status_text(st),
+        "Status": status_text(st) + &fetching_text(store, rec, st),
         "Names": rec.name,
         "Labels": rec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
         "Mounts": rec.volumes.iter().filter(|v| v.kind != "tmpfs")

@@ -24,6 +24,11 @@ pub struct PullArgs {
     /// Allow plain HTTP to this registry
     #[arg(long)]
     pub insecure: bool,
+    /// Download every layer whole, also completing an image pulled lazily (by default
+    /// eStargz and zstd:chunked layers are pulled lazily: their files are fetched when first
+    /// read)
+    #[arg(long)]
+    pub full: bool,
 }
 
 pub fn run(global: &Global, args: PullArgs) -> Result<()> {
@@ -51,11 +56,21 @@ pub fn run(global: &Global, args: PullArgs) -> Result<()> {
             platform,
             explicit_platform: args.platform.is_some(),
             insecure: args.insecure,
+            full: args.full,
         },
         &progress,
     )?;
     let mut out = String::new();
     if !args.quiet {
+        for l in &pulled.lazy {
+            out.push_str(&format!(
+                "Lazy layer {} ({}): {} of {} local\n",
+                l.blob.short(),
+                l.format.name(),
+                crate::format::human_size(l.local),
+                crate::format::human_size(l.data_len),
+            ));
+        }
         out.push_str(&format!("Digest: {}\n", pulled.digest));
         out.push_str(&format!(
             "Status: {} for {}\n",

@@ -12,6 +12,7 @@ use crate::reference::Reference;
 use crate::registry::auth::AuthFile;
 use crate::store::Store;
 use crate::Global;
+use strata_image::lazy::Format as LazyFormat;
 use strata_image::push::{push as push_image, ManifestFormat, PushOptions};
 use strata_image::search::{search as search_registry, SearchResult};
 
@@ -25,6 +26,11 @@ pub enum FormatArg {
 pub enum CompressionArg {
     Gzip,
     Zstd,
+    /// gzip, seekable: pulled lazily (a new diff-id per layer: the TOC is part of the tar)
+    Estargz,
+    /// zstd, seekable: pulled lazily by strata and containers/storage (same diff-ids)
+    #[value(name = "zstd:chunked")]
+    ZstdChunked,
 }
 
 #[derive(Args)]
@@ -66,9 +72,15 @@ pub fn push(global: &Global, args: PushArgs) -> Result<()> {
                 FormatArg::Oci => ManifestFormat::Oci,
                 FormatArg::V2s2 => ManifestFormat::V2s2,
             }),
-            compression: args.compression_format.map(|c| match c {
-                CompressionArg::Gzip => Compression::Gzip,
-                CompressionArg::Zstd => Compression::Zstd,
+            compression: args.compression_format.and_then(|c| match c {
+                CompressionArg::Gzip => Some(Compression::Gzip),
+                CompressionArg::Zstd => Some(Compression::Zstd),
+                CompressionArg::Estargz | CompressionArg::ZstdChunked => None,
+            }),
+            seekable: args.compression_format.and_then(|c| match c {
+                CompressionArg::Estargz => Some(LazyFormat::Estargz),
+                CompressionArg::ZstdChunked => Some(LazyFormat::ZstdChunked),
+                CompressionArg::Gzip | CompressionArg::Zstd => None,
             }),
             insecure: args.insecure,
         },

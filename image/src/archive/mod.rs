@@ -128,6 +128,15 @@ pub fn write_archive(
         let mut layers = Vec::new();
         let mut layer_paths = Vec::new();
         for (blob, diff_id) in img.layers() {
+            if store.is_lazy_layer(diff_id) {
+                return Err(Error::LazyLayer {
+                    diff_id: diff_id.clone(),
+                    image: tags
+                        .first()
+                        .map(|t| t.familiar())
+                        .unwrap_or_else(|| img.id.to_string()),
+                });
+            }
             store
                 .ensure_layer(&blob.digest, &blob.media_type, diff_id)
                 .step(|| format!("preparing layer {diff_id}"))?;

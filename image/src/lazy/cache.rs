@@ -8,10 +8,18 @@
 //! `kill -9` a set byte always means whole, verified bytes (a torn chunk is only ever
 //! marked absent and fetched again).
 //!
-//! Locking: one mutex over the whole table (the LRU, the bytes used, the chunks being read
-//! or fetched). A reader pins its chunks; a pinned chunk is never evicted, and a chunk
-//! being fetched by one reader is waited for by the others (a condvar, with the lazy
-//! timeout) rather than fetched twice.
+//! Locking, in a process: one mutex over the whole table (the LRU, the bytes used, the
+//! chunks being read or fetched). A reader pins its chunks; a pinned chunk is never
+//! evicted, and a chunk being fetched by one reader is waited for by the others (a condvar,
+//! with the lazy timeout) rather than fetched twice.
+//!
+//! Between processes (every container's monitor and every `strata mount` serves its own
+//! mount over the same files): byte `n` of `ready` is locked (open file description locks)
+//! shared by a reader of chunk `n` while it reads the readiness byte and the data, and
+//! exclusively by an evictor, which skips a chunk it cannot lock at once. So a chunk is
+//! never punched under a reader of another process, and a reader that finds its chunk
+//! evicted by another process fetches it again. Each process bounds the chunks it knows:
+//! those present when it opened the blob and those it fetched.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -23,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{fallocate, FallocateFlags};
 
-use super::estargz::Chunk;
+use super::Chunk;
 
 /// One chunk: the blob's hex digest and the chunk's number in its table.
 type Key = (Arc<str>, u32);
@@ -84,6 +92,11 @@ impl ChunkCache {
 
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().expect("not poisoned")
+    }
+
+    /// The bound, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
     }
 
     /// Bytes of chunks present.
@@ -179,7 +192,15 @@ impl ChunkCache {
 
     fn punch(&self, blob: &str, n: u32) -> std::io::Result<()> {
         let dir = self.dir.join(blob);
-        let ready = OpenOptions::new().write(true).open(dir.join("ready"))?;
+        // Its own open file description: its lock conflicts with every reader's.
+        let ready = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("ready"))?;
+        if !lock_byte(&ready, n, LockKind::Exclusive)? {
+            // Another process reads it right now: it stays, present.
+            return Ok(());
+        }
         ready.write_all_at(&[0], u64::from(n))?;
         ready.sync_data()?;
         let data = OpenOptions::new().write(true).open(dir.join("data"))?;
@@ -200,6 +221,51 @@ impl ChunkCache {
     }
 }
 
+enum LockKind {
+    /// A reader: waits for an evictor (who holds the lock only to clear and punch).
+    Shared,
+    /// An evictor: does not wait; `false` when a reader holds the byte.
+    Exclusive,
+}
+
+/// Locks byte `n` of `file` (an open file description lock, released on close or
+/// [`unlock_byte`]). `Ok(false)`: an exclusive lock that another holder prevents.
+fn lock_byte(file: &File, n: u32, kind: LockKind) -> std::io::Result<bool> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let lock = nix::libc::flock {
+        l_type: match kind {
+            LockKind::Shared => nix::libc::F_RDLCK,
+            LockKind::Exclusive => nix::libc::F_WRLCK,
+        } as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: i64::from(n),
+        l_len: 1,
+        l_pid: 0,
+    };
+    let arg = match kind {
+        LockKind::Shared => FcntlArg::F_OFD_SETLKW(&lock),
+        LockKind::Exclusive => FcntlArg::F_OFD_SETLK(&lock),
+    };
+    match fcntl(file.as_raw_fd(), arg) {
+        Ok(_) => Ok(true),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unlock_byte(file: &File, n: u32) -> std::io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let lock = nix::libc::flock {
+        l_type: nix::libc::F_UNLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: i64::from(n),
+        l_len: 1,
+        l_pid: 0,
+    };
+    fcntl(file.as_raw_fd(), FcntlArg::F_OFD_SETLK(&lock))?;
+    Ok(())
+}
+
 /// One blob's files in the cache.
 #[derive(Debug)]
 pub struct BlobCache {
@@ -207,6 +273,10 @@ pub struct BlobCache {
     blob: Arc<str>,
     data: File,
     ready: File,
+    ready_path: PathBuf,
+    /// Descriptions of `ready` for readers' locks: one per concurrent read, as threads
+    /// sharing one description would share (and release) each other's locks.
+    readers: Mutex<Vec<File>>,
 }
 
 impl BlobCache {
@@ -253,6 +323,8 @@ impl BlobCache {
             blob,
             data,
             ready,
+            ready_path: dir.join("ready"),
+            readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -286,8 +358,26 @@ impl BlobCache {
         }
     }
 
-    /// Reads `buf.len()` bytes of present chunks at `offset`.
-    pub fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
-        self.data.read_exact_at(buf, offset)
+    /// Reads `buf.len()` bytes at `offset` of chunk `n`, which this process's table says is
+    /// present. `Ok(false)`: another process evicted it (fetch it again).
+    pub fn read_chunk(&self, n: u32, buf: &mut [u8], offset: u64) -> std::io::Result<bool> {
+        let spare = self.readers.lock().expect("not poisoned").pop();
+        let fd = match spare {
+            Some(f) => f,
+            None => File::open(&self.ready_path)?,
+        };
+        lock_byte(&fd, n, LockKind::Shared)?;
+        let mut flag = [0u8];
+        let read = fd
+            .read_exact_at(&mut flag, u64::from(n))
+            .and_then(|_| match flag[0] {
+                1 => self.data.read_exact_at(buf, offset).map(|_| true),
+                _ => Ok(false),
+            });
+        let unlocked = unlock_byte(&fd, n);
+        self.readers.lock().expect("not poisoned").push(fd);
+        let present = read?;
+        unlocked?;
+        Ok(present)
     }
 }

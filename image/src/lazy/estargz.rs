@@ -25,6 +25,7 @@ use strata_fs::layer::index::{TarEntry, TarKind};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
+pub use crate::lazy::format::{chunks_in, Chunk, LazyIndex, Opened};
 use crate::lazy::ChunkFetcher;
 
 /// Bytes of the footer at the end of an eStargz blob.
@@ -37,6 +38,8 @@ pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.diges
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// Marker files an image producer adds to delimit the prefetch region; never content.
 pub const LANDMARKS: [&str; 2] = [".prefetch.landmark", ".no.prefetch.landmark"];
+/// The TOC and the landmarks: an eStargz layer's metadata, hidden in every view of it.
+pub const HIDDEN: &[&str] = &[TOC_NAME, LANDMARKS[0], LANDMARKS[1]];
 /// Size of the chunks [`write()`] splits large files into (the Go package's default).
 pub const CHUNK_SIZE: u64 = 4 << 20;
 
@@ -58,15 +61,6 @@ pub fn parse_footer(footer: &[u8]) -> Result<u64, &'static str> {
     }
     let hex = std::str::from_utf8(&footer[16..32]).map_err(|_| "the TOC offset is not hex")?;
     u64::from_str_radix(hex, 16).map_err(|_| "the TOC offset is not hex")
-}
-
-/// A seekable layer read from its blob: the TOC's JSON (to keep beside the index) and what
-/// it turns into.
-#[derive(Debug)]
-pub struct Opened {
-    pub toc_json: Vec<u8>,
-    pub toc_offset: u64,
-    pub index: LazyIndex,
 }
 
 /// Reads the footer and the TOC of blob `digest` (`size` bytes) through `fetcher` — two
@@ -227,30 +221,6 @@ pub fn decode_toc(json: &[u8]) -> serde_json::Result<Toc> {
     serde_json::from_slice(json)
 }
 
-/// One chunk of a file: `len` bytes at `offset` of the layer's virtual uncompressed data,
-/// found `inner_offset` bytes into the gzip member at `blob_offset` (`blob_len` bytes long).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Chunk {
-    pub offset: u64,
-    pub len: u64,
-    pub blob_offset: u64,
-    pub blob_len: u64,
-    pub inner_offset: u64,
-    /// `sha256:…` of the chunk's bytes; empty when the TOC gives none (then the file's
-    /// whole digest is checked, which the single chunk covers).
-    pub digest: String,
-}
-
-/// What a TOC turns into: the entries of the layer index and the chunk table.
-#[derive(Debug, Default)]
-pub struct LazyIndex {
-    pub entries: Vec<TarEntry>,
-    /// Sorted by `offset`, not overlapping.
-    pub chunks: Vec<Chunk>,
-    /// Bytes of the virtual data (the regular files' sizes added up).
-    pub data_len: u64,
-}
-
 impl LazyIndex {
     /// Builds the entries and chunk table from `toc`, whose member starts at `toc_offset`
     /// in the blob. `Err` names the entry and what is wrong with it.
@@ -276,6 +246,9 @@ impl LazyIndex {
             let bad = |reason| (e.name.clone(), reason);
             let trimmed = e.name.trim_start_matches("./").trim_end_matches('/');
             if trimmed == TOC_NAME || LANDMARKS.contains(&trimmed) {
+                if trimmed == LANDMARKS[0] {
+                    out.prefetch_end = Some(e.offset);
+                }
                 current = None;
                 continue;
             }
@@ -353,19 +326,6 @@ impl LazyIndex {
         }
         Ok(out)
     }
-
-    /// The chunks overlapping `[offset, offset + len)`.
-    pub fn chunks_in(&self, offset: u64, len: u64) -> &[Chunk] {
-        chunks_in(&self.chunks, offset, len)
-    }
-}
-
-/// The chunks of a sorted table overlapping `[offset, offset + len)`.
-pub fn chunks_in(chunks: &[Chunk], offset: u64, len: u64) -> &[Chunk] {
-    let first = chunks.partition_point(|c| c.offset + c.len <= offset);
-    let end = offset.saturating_add(len);
-    let last = chunks.partition_point(|c| c.offset < end);
-    &chunks[first..last.max(first)]
 }
 
 fn chunk_of(
@@ -520,7 +480,9 @@ pub fn write(tar: impl Read, out: impl Write, chunk_size: u64) -> io::Result<Wri
         } else {
             one.append_data(&mut h, &name, &data[..])?;
         }
-        let bytes = one.into_inner()?;
+        // Not `into_inner`: that ends the archive (two zero blocks), which would end the
+        // whole blob's tar here for a client that reads it whole.
+        let bytes = std::mem::take(one.get_mut());
         let padded = data.len().div_ceil(512) * 512;
         let head = &bytes[..bytes.len() - padded];
         member(&mut out, &mut diff, head)?;
@@ -622,4 +584,4 @@ fn toc_kind(kind: tar::EntryType) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,9 @@
 //! fetched chunk by chunk on first read (issue 11).
 //!
 //! ```text
+//!   format    the seam: which layers are seekable, TOC fetch + verify, chunk decoding
 //!   estargz   footer → TOC → (entries for strata-fs's index builder, chunk table); writer
+//!   zstd_chunked  annotations (footer as fallback) → TOC → the same; writer
 //!   LazyData  strata-fs's DataSource over the chunk table: a read becomes Range fetches
 //!             (adjacent members merged into one) through a ChunkFetcher, each chunk
 //!             checked against its digest before a byte of it is served
@@ -14,15 +16,19 @@
 
 pub mod cache;
 pub mod estargz;
+pub mod format;
+pub mod zstd_chunked;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use strata_fs::layer::{DataSource, LocalData, StatVfs};
 use strata_fs::Errno;
 
-use estargz::Chunk;
+pub use format::{Chunk, Format};
 
 /// Byte ranges of one blob. One call is one attempt; the caller owns any retry policy.
 pub trait ChunkFetcher: Send + Sync + fmt::Debug + 'static {
@@ -78,6 +84,34 @@ impl ChunkFetcher for RegistryChunks {
     }
 }
 
+/// A size as docker writes one (`RAMInBytes`): `512m`, `1g`, `1024`, `1.5G`, `100kb`;
+/// `None` when it is not one. `run --memory` and `STRATA_LAZY_CACHE_SIZE` both read this.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        "p" => 1 << 50,
+        _ => return None,
+    };
+    if !n.is_finite() || n < 0.0 {
+        return None;
+    }
+    Some((n * mult as f64) as u64)
+}
+
 /// How long a lazy read may wait for the registry: `STRATA_LAZY_TIMEOUT` seconds, 30 when
 /// unset or not a number.
 pub fn lazy_timeout() -> std::time::Duration {
@@ -92,6 +126,14 @@ pub fn lazy_timeout() -> std::time::Duration {
 /// A lazily pulled layer's data: the virtual uncompressed bytes the index points into,
 /// served from the blob's chunks.
 pub struct LazyData<F> {
+    inner: Arc<Inner<F>>,
+    /// Answers `statfs` for the filesystem the layer's directory is on.
+    local: LocalData,
+}
+
+/// What readers, the prefetch and the background fetch share.
+struct Inner<F> {
+    format: Format,
     chunks: Vec<Chunk>,
     len: u64,
     fetcher: F,
@@ -99,38 +141,117 @@ pub struct LazyData<F> {
     cache: Option<cache::BlobCache>,
     /// How long a read waits for a chunk another reader fetches.
     timeout: std::time::Duration,
-    /// Answers `statfs` for the filesystem the layer's directory is on.
-    local: LocalData,
+    /// Reads waiting for chunks from the registry: the background fetch pauses for them.
+    waiting: AtomicUsize,
 }
 
 impl<F> fmt::Debug for LazyData<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LazyData")
-            .field("chunks", &self.chunks.len())
-            .field("len", &self.len)
+            .field("chunks", &self.inner.chunks.len())
+            .field("len", &self.inner.len)
             .finish()
     }
 }
 
 impl<F: ChunkFetcher> LazyData<F> {
-    /// Serves `len` virtual bytes cut into `chunks` (sorted, as
-    /// [`estargz::LazyIndex::from_toc`] makes them) from `fetcher`; `local` is any file on
-    /// the layer directory's filesystem, for `statfs`.
-    pub fn new(chunks: Vec<Chunk>, len: u64, fetcher: F, local: std::fs::File) -> io::Result<Self> {
+    /// Serves `len` virtual bytes cut into `chunks` (sorted, as a [`Format`] makes them)
+    /// of a blob in `format` from `fetcher`; `local` is any file on the layer directory's
+    /// filesystem, for `statfs`.
+    pub fn new(
+        format: Format,
+        chunks: Vec<Chunk>,
+        len: u64,
+        fetcher: F,
+        local: std::fs::File,
+    ) -> io::Result<Self> {
         Ok(LazyData {
-            chunks,
-            len,
-            fetcher,
-            cache: None,
-            timeout: lazy_timeout(),
+            inner: Arc::new(Inner {
+                format,
+                chunks,
+                len,
+                fetcher,
+                cache: None,
+                timeout: lazy_timeout(),
+                waiting: AtomicUsize::new(0),
+            }),
             local: LocalData::new(local)?,
         })
     }
 
     /// Keeps fetched chunks in `cache` (the store's chunk cache, this blob's files).
     pub fn with_cache(mut self, cache: cache::BlobCache) -> Self {
-        self.cache = Some(cache);
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the data is shared")
+            .cache = Some(cache);
         self
+    }
+
+    /// Fetches the chunks whose compressed bytes start before `blob_end` (the prefetch
+    /// region an image producer marked with `.prefetch.landmark`), adjacent ones in one
+    /// request, into the cache.
+    pub fn prefetch(&self, blob_end: u64) -> Result<(), Errno> {
+        let ns: Vec<u32> = (0..self.inner.chunks.len() as u32)
+            .filter(|n| self.inner.chunks[*n as usize].blob_offset < blob_end)
+            .collect();
+        self.inner.fetch_into_cache(&ns)
+    }
+
+    /// A handle that fetches every chunk in the background ([`Background::run`], on a
+    /// thread of its own) while this data is open.
+    pub fn background(&self) -> Background<F> {
+        Background {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
+/// The background fetch of one lazy layer (the whole layer, in blob order, so that a
+/// container outlives its registry).
+pub struct Background<F> {
+    inner: Weak<Inner<F>>,
+}
+
+/// Compressed bytes the background fetch asks for at once.
+const BACKGROUND_BATCH: u64 = 4 << 20;
+
+impl<F: ChunkFetcher> Background<F> {
+    /// Fetches every chunk not yet present, a batch at a time, pausing while on-demand
+    /// reads wait for the registry and backing off while it fails. Returns when every
+    /// chunk has been fetched once or the layer is closed.
+    pub fn run(self) {
+        let pause = std::time::Duration::from_millis(20);
+        let mut backoff = std::time::Duration::from_millis(500);
+        let mut next = 0usize;
+        loop {
+            let Some(inner) = self.inner.upgrade() else {
+                return;
+            };
+            if inner.cache.is_none() || next >= inner.chunks.len() {
+                return;
+            }
+            if inner.waiting.load(Ordering::SeqCst) > 0 {
+                drop(inner);
+                std::thread::sleep(pause);
+                continue;
+            }
+            let start = next;
+            let mut bytes = 0u64;
+            let mut batch = Vec::new();
+            while next < inner.chunks.len() && bytes < BACKGROUND_BATCH {
+                bytes += inner.chunks[next].blob_len;
+                batch.push(next as u32);
+                next += 1;
+            }
+            if inner.fetch_into_cache(&batch).is_err() {
+                next = start;
+                drop(inner);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            } else {
+                backoff = std::time::Duration::from_millis(500);
+            }
+        }
     }
 }
 
@@ -158,7 +279,40 @@ fn runs(chunks: &[Chunk], ns: &[u32]) -> Vec<Vec<u32>> {
     out
 }
 
-impl<F: ChunkFetcher> LazyData<F> {
+impl<F: ChunkFetcher> Inner<F> {
+    /// Makes the chunks `ns` present in the cache: those absent are fetched (adjacent
+    /// ones in one request), unless another reader fetches them already.
+    fn fetch_into_cache(&self, ns: &[u32]) -> Result<(), Errno> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        let mut pinned = Vec::new();
+        let mut missing = Vec::new();
+        let mut result = Ok(());
+        for &n in ns {
+            match cache.cache().acquire(&cache.key(n), self.timeout) {
+                Some(cache::Slot::Ready) => pinned.push(n),
+                Some(cache::Slot::Fetch) => missing.push(n),
+                None => {
+                    result = Err(Errno::EIO);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = self.fetch(&missing, &mut pinned).map(|_| ());
+        }
+        for n in &missing {
+            if !pinned.contains(n) {
+                cache.cache().abandon(&cache.key(*n));
+            }
+        }
+        for n in pinned {
+            cache.cache().release(&cache.key(n));
+        }
+        result
+    }
+
     /// Fetches the chunks `ns` (merged into Range requests), checks each against its
     /// digest, keeps them in the cache (pinned: they join `pinned`) and returns their bytes.
     fn fetch(&self, ns: &[u32], pinned: &mut Vec<u32>) -> Result<HashMap<u32, Vec<u8>>, Errno> {
@@ -180,7 +334,7 @@ impl<F: ChunkFetcher> LazyData<F> {
                 let c = &self.chunks[n as usize];
                 let at = (c.blob_offset - from) as usize;
                 let member = &bytes[at..at + c.blob_len as usize];
-                let data = estargz::decode_chunk(c, member).map_err(|why| {
+                let data = self.format.decode_chunk(c, member).map_err(|why| {
                     log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
                     Errno::EIO
                 })?;
@@ -200,13 +354,23 @@ impl<F: ChunkFetcher> LazyData<F> {
 
 impl<F: ChunkFetcher> DataSource for LazyData<F> {
     fn len(&self) -> u64 {
-        self.len
+        self.inner.len
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+
+    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
+        self.local.statfs()
+    }
+}
+
+impl<F: ChunkFetcher> Inner<F> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
-        let count = estargz::chunks_in(&self.chunks, offset, want).len() as u32;
+        let count = format::chunks_in(&self.chunks, offset, want).len() as u32;
         let all: Vec<u32> = (first..first + count).collect();
         // Which chunks are here (pinned) and which this reader fetches.
         let mut pinned = Vec::new();
@@ -229,8 +393,14 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
         }
         let fetched = if failed {
             Err(Errno::EIO)
+        } else if missing.is_empty() {
+            Ok(HashMap::new())
         } else {
-            self.fetch(&missing, &mut pinned)
+            // The background fetch gives way while this read waits.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let got = self.fetch(&missing, &mut pinned);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            got
         };
         let result = fetched.and_then(|fetched| {
             let mut done = 0u64;
@@ -243,10 +413,20 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
                 match (fetched.get(&n), &self.cache) {
                     (Some(data), _) => dst
                         .copy_from_slice(&data[(lo - c.offset) as usize..(hi - c.offset) as usize]),
-                    (None, Some(cache)) => cache.read(dst, lo).map_err(|e| {
-                        log::warn!("reading chunk {n} from the cache: {e}");
-                        Errno::EIO
-                    })?,
+                    (None, Some(cache)) => {
+                        let present = cache.read_chunk(n, dst, lo).map_err(|e| {
+                            log::warn!("reading chunk {n} from the cache: {e}");
+                            Errno::EIO
+                        })?;
+                        if !present {
+                            // Evicted by another process since this one saw it.
+                            let again = self.fetch(&[n], &mut pinned)?;
+                            let data = again.get(&n).ok_or(Errno::EIO)?;
+                            dst.copy_from_slice(
+                                &data[(lo - c.offset) as usize..(hi - c.offset) as usize],
+                            );
+                        }
+                    }
                     (None, None) => return Err(Errno::EIO),
                 }
                 done = done.max(hi - offset);
@@ -264,9 +444,5 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
             }
         }
         result
-    }
-
-    fn statfs(&self) -> strata_fs::errno::Result<StatVfs> {
-        self.local.statfs()
     }
 }

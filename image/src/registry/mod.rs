@@ -141,6 +141,33 @@ impl Client {
         Ok(client)
     }
 
+    /// A client for `repo` at `base` (`https://host`) without probing the registry: a lazy
+    /// layer reopened while its registry is down still opens (its reads fail until it is
+    /// back).
+    pub fn at(domain: &str, base: &str, repo: &str, creds: Option<Credentials>) -> Client {
+        Client {
+            agent: http_agent(),
+            domain: domain.to_string(),
+            base: base.to_string(),
+            repo: repo.to_string(),
+            creds,
+            actions: "pull",
+            authorization: Mutex::new(None),
+        }
+    }
+
+    /// Another client for the same repository and credentials (a pull's lazy reads).
+    pub fn reopen(&self) -> Client {
+        let mut c = Client::at(&self.domain, &self.base, &self.repo, self.creds.clone());
+        c.actions = self.actions;
+        c
+    }
+
+    /// The scheme and host requests go to (`https://registry-1.docker.io`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A client that asks for push access too (tokens with `repository:NAME:pull,push`).
     pub fn for_push(mut self) -> Client {
         self.actions = "pull,push";

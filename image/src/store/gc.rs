@@ -123,6 +123,19 @@ impl Store {
                 report.layers.extend(diff_id);
             }
         }
+        // Chunks of lazy layers no image uses any more (a mount that has them open keeps
+        // reading its open files).
+        if let Ok(rd) = fs::read_dir(self.chunks_dir()) {
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let used = Digest::parse(&format!("sha256:{name}"))
+                    .is_ok_and(|d| reachable.blobs.contains(&d));
+                if !used {
+                    report.bytes += fsutil::tree_size(&entry.path());
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
             for entry in rd.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

@@ -42,6 +42,9 @@ pub struct LayerMeta {
     /// where it was pulled from or pushed to. A push mounts the blob from one of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub seen_in: BTreeMap<Digest, BTreeSet<String>>,
+    /// Set for a lazily pulled layer: its blob is in the registry, not the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy: Option<super::lazy::LazyLayer>,
 }
 
 /// An index built in a temp directory, not yet in place. Dropped uncommitted, it is deleted.
@@ -52,6 +55,16 @@ pub struct PreparedLayer {
 }
 
 impl PreparedLayer {
+    /// An index built in `tmp`, to be moved to `dest`.
+    pub(super) fn new(tmp: PathBuf, dest: PathBuf, meta: LayerMeta) -> PreparedLayer {
+        PreparedLayer { tmp, dest, meta }
+    }
+
+    /// Where the index is being built.
+    pub(super) fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
     /// Moves the index into `layers/<diffid>/` (keeping one built meanwhile by another
     /// process: both describe the same bytes).
     pub fn commit(mut self) -> Result<LayerMeta> {
@@ -219,6 +232,7 @@ impl Store {
                 entries: 0,
                 blob: Digest::of(b""),
                 seen_in: BTreeMap::new(),
+                lazy: None,
             },
         };
         let mut tar = HashingReader::new(tar);
@@ -230,6 +244,7 @@ impl Store {
             entries,
             blob: diff_id.clone(),
             seen_in: BTreeMap::new(),
+            lazy: None,
         };
         prepared.dest = self.layer_dir(&diff_id);
         Ok(prepared)
@@ -254,6 +269,12 @@ impl Store {
                 return Err(Error::MissingLayer {
                     diff_id: diff_id.clone(),
                 });
+            }
+            if let Some(meta) = self.layer_meta(diff_id) {
+                if let Some(lazy) = &meta.lazy {
+                    lowers.push(self.open_lazy_layer(diff_id, &meta, lazy)?);
+                    continue;
+                }
             }
             let layer = IndexedLayer::open(&dir).map_err(|source| Error::OpenLayer {
                 diff_id: diff_id.clone(),
@@ -306,7 +327,11 @@ impl Store {
 /// number of names indexed. `STRATA_MAX_LAYER_BYTES` lowers the uncompressed size cap (the
 /// guard against decompression bombs; 64 GiB by default).
 fn build_layer_index(tar: &mut dyn Read, dir: &Path) -> Result<u64> {
-    let mut limits = IndexLimits::default();
+    let mut limits = IndexLimits {
+        // A full pull of an eStargz layer shows what a lazy one does.
+        hidden: crate::lazy::estargz::HIDDEN,
+        ..IndexLimits::default()
+    };
     if let Ok(v) = std::env::var("STRATA_MAX_LAYER_BYTES") {
         limits.max_bytes = v.parse().map_err(|e| Error::MaxLayerBytes(v.clone(), e))?;
     }

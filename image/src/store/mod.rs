@@ -5,6 +5,7 @@
 //! ROOT/index.json            one descriptor per (image, tag) — see table.rs
 //! ROOT/blobs/sha256/<hex>    manifests, configs, layer blobs; stored only once verified
 //! ROOT/layers/<diffid-hex>/  a layer's index (built while pulling) + strata-layer.json
+//! ROOT/chunks/<blob-hex>/    chunks of lazily pulled layers (see lazy.rs)
 //! ROOT/tmp/                  temp files, partial downloads (<hex>.partial), ingest locks
 //! ROOT/locks/index           exclusive while index.json is rewritten
 //! ROOT/locks/gc              shared while a pull holds unreferenced blobs; exclusive for GC
@@ -24,6 +25,7 @@ pub mod image;
 pub mod in_use;
 pub mod ingest;
 pub mod layers;
+pub mod lazy;
 pub mod lock;
 pub mod table;
 

@@ -1,18 +1,28 @@
 //! Lazy pulling: an eStargz layer (written by strata) read chunk by chunk from the real
-//! registry with Range requests, against the same tar indexed whole.
+//! registry with Range requests, against the same tar indexed whole; then through the
+//! `strata` binary: `pull` (lazy) and `pull --full`, mounts and containers over them.
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 
 use anyhow::Result;
+use std::time::Duration;
 use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits, IndexedLayer};
 use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 use strata_fs::Errno;
 use strata_image::digest::Digest;
 use strata_image::lazy::cache::{BlobCache, ChunkCache};
-use strata_image::lazy::{estargz, LazyData, RegistryChunks};
+use strata_image::lazy::{estargz, Format, LazyData, RegistryChunks};
 use strata_image::registry::Client;
+use strata_tests::containerd::Containerd;
+use strata_tests::fixture::LayerBuilder;
+use strata_tests::mounts::{unmount, wait_for, Driver};
+use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
+use strata_tests::strata::Strata;
+use strata_tests::tree::{diff, snapshot_with_times};
+use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
 /// Everything a layer shows under `dir`, as lines: name, attributes, link, xattrs, bytes.
 fn walk(layer: &dyn Layer, dir: &LayerPath, out: &mut Vec<String>) -> Result<()> {
@@ -103,6 +113,7 @@ fn estargz_layer_reads_from_the_registry_like_the_whole_tar_and_survives_a_regis
     let cache = ChunkCache::open(&dir.path().join("chunks"), 128 << 10)?;
     let blob_cache = BlobCache::open(&cache, digest.hex(), &index.chunks)?;
     let data = LazyData::new(
+        Format::Estargz,
         index.chunks,
         index.data_len,
         fetcher,
@@ -145,5 +156,510 @@ fn estargz_layer_reads_from_the_registry_like_the_whole_tar_and_survives_a_regis
     registry.restart()?;
     assert_eq!(one.read_at(&mut buf, 1000).map_err(errno)?, 1000);
     assert_eq!(buf, big[1000..2000]);
+    Ok(())
+}
+
+/// Bytes of a file that is no run of one byte: a chunk cut in the wrong place shows.
+fn patterned(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+/// Chunks of the eStargz layers these tests write: small, so one file is many chunks.
+const TEST_CHUNK: u64 = 256 << 10;
+
+/// An image whose top layer is eStargz (strata's writer): busybox (gzip, pulled whole)
+/// under the nasty tree with two large files, pushed as `REGISTRY/test/lazy:v1`.
+fn lazy_image(registry: &Registry, tmp: &std::path::Path) -> Result<String> {
+    let top = super::nasty_layer()
+        .file("big/one", patterned(3 << 20, 1))
+        .file("big/two", patterned(700_000, 2))
+        .mode(0o640)
+        .owner(1000, 1000);
+    let layout = tmp.join("layout");
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .estargz_layer(&top, TEST_CHUNK)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "lazy")?;
+    registry.push(&layout, "lazy", "test/lazy:v1")
+}
+
+/// Runs `strata ARGS` with `env`, requiring success; returns stdout.
+fn strata_ok(strata: &Strata, env: &[(&str, &str)], args: &[&str]) -> Result<String> {
+    let out = strata.command(args).envs(env.iter().copied()).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "strata {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The lazy layer's chunk files in a store (there is one lazy layer in these tests).
+fn chunk_dir(store: &std::path::Path) -> Result<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(store.join("chunks"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    anyhow::ensure!(dirs.len() == 1, "chunk directories: {dirs:?}");
+    Ok(dirs.remove(0))
+}
+
+/// Bytes of the chunks a cache directory marks present.
+fn chunks_present(dir: &std::path::Path) -> Result<usize> {
+    let ready = std::fs::read(dir.join("ready"))?;
+    Ok(ready.iter().filter(|b| **b == 1).count())
+}
+
+#[test]
+fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<()> {
+    if !have_root("lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let lazy = Strata::new(&tmp.path().join("lazy-store"))?;
+    let full = Strata::new(&tmp.path().join("full-store"))?;
+
+    let out = strata_ok(&lazy, &[], &["pull", &image])?;
+    assert!(out.contains("Lazy layer"), "{out}");
+    assert!(out.contains("(estargz): 0B of"), "{out}");
+    let out = strata_ok(&full, &[], &["pull", "--full", &image])?;
+    assert!(!out.contains("Lazy layer"), "{out}");
+    // Nothing of the lazy layer's files is local yet.
+    assert_eq!(
+        chunks_present(&chunk_dir(lazy.root()).unwrap_or_default()).unwrap_or(0),
+        0
+    );
+
+    // ps shows a container whose image is still being fetched (no background fetch
+    // here: it would make the whole layer local meanwhile).
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    let id = strata_ok(&lazy, &off, &["run", "-d", &image, "sleep", "1000"])?;
+    let ps = strata_ok(&lazy, &[], &["ps"])?;
+    strata_ok(&lazy, &[], &["rm", "-f", id.trim()])?;
+    assert!(ps.contains("(fetching, 0% local)"), "{ps}");
+
+    // The two views, byte for byte, owners, modes, times and xattrs.
+    let (lazy_mnt, full_mnt) = (tmp.path().join("lazy-mnt"), tmp.path().join("full-mnt"));
+    std::fs::create_dir(&lazy_mnt)?;
+    std::fs::create_dir(&full_mnt)?;
+    strata_ok(&lazy, &[], &["mount", &image, lazy_mnt.to_str().unwrap()])?;
+    strata_ok(&full, &[], &["mount", &image, full_mnt.to_str().unwrap()])?;
+    let lazy_view = snapshot_with_times(&lazy_mnt)?;
+    let full_view = snapshot_with_times(&full_mnt)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "a lazy mount differs from a full pull's (- full only, + lazy only):\n{}",
+        differences.join("\n")
+    );
+    for hidden in estargz::HIDDEN {
+        assert!(!lazy_mnt.join(hidden).exists(), "{hidden} shows lazily");
+        assert!(
+            !full_mnt.join(hidden).exists(),
+            "{hidden} shows in a full pull"
+        );
+    }
+    assert_eq!(
+        std::fs::read(lazy_mnt.join("big/one"))?,
+        patterned(3 << 20, 1)
+    );
+    // The files read are local now, and inspect says so.
+    let chunks = chunk_dir(lazy.root())?;
+    assert!(
+        chunks_present(&chunks)? > 12,
+        "3 MiB of 256 KiB chunks read"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&strata_ok(&lazy, &[], &["inspect", &image])?)?;
+    let layers = inspect[0]["LazyLayers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(layers.len(), 1, "{inspect}");
+    assert!(
+        layers[0]["Local"].as_u64().unwrap_or(0) >= 3 << 20,
+        "{inspect}"
+    );
+    assert!(
+        layers[0]["Size"].as_u64().unwrap_or(0) >= 3_700_000,
+        "{inspect}"
+    );
+    unmount(&lazy_mnt, Driver::Strata)?;
+    unmount(&full_mnt, Driver::Strata)?;
+
+    // A container over the lazy layer reads the same bytes.
+    let out = strata_ok(
+        &lazy,
+        &[],
+        &[
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "wc -c /big/two; cat /data/xattr",
+        ],
+    )?;
+    assert_eq!(out, "700000 /big/two\nx");
+
+    // What needs the blob says so, and how to get it.
+    let elsewhere = format!("{}/test/elsewhere:v1", registry.host);
+    strata_ok(&lazy, &[], &["tag", &image, &elsewhere])?;
+    let err = lazy.run(&["push", &elsewhere]).fails(1);
+    assert!(
+        err.contains("pulled lazily") && err.contains("pull --full"),
+        "{err}"
+    );
+    let archive = tmp.path().join("lazy.tar");
+    let err = lazy
+        .run(&["save", "-o", archive.to_str().unwrap(), &image])
+        .fails(1);
+    assert!(err.contains("pulled lazily"), "{err}");
+
+    // --full completes the lazy image: the layer becomes a local one, its chunks go.
+    let out = strata_ok(&lazy, &[], &["pull", "--full", &image])?;
+    assert!(!out.contains("Lazy layer"), "{out}");
+    assert!(!chunks.exists(), "the completed layer's chunks are kept");
+    std::fs::create_dir_all(&lazy_mnt)?;
+    strata_ok(&lazy, &[], &["mount", &image, lazy_mnt.to_str().unwrap()])?;
+    let completed = snapshot_with_times(&lazy_mnt)?;
+    unmount(&lazy_mnt, Driver::Strata)?;
+    assert!(diff(&full_view, &completed).is_empty());
+    let inspect: serde_json::Value =
+        serde_json::from_str(&strata_ok(&lazy, &[], &["inspect", &image])?)?;
+    assert_eq!(inspect[0]["LazyLayers"], serde_json::json!([]), "{inspect}");
+    Ok(())
+}
+
+/// Bytes of the chunks a cache directory marks present (its `chunks` table: offset and
+/// length of each chunk, 8 bytes each, little-endian).
+fn bytes_present(dir: &std::path::Path) -> Result<u64> {
+    let ready = std::fs::read(dir.join("ready"))?;
+    let table = std::fs::read(dir.join("chunks"))?;
+    Ok(ready
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == 1)
+        .map(|(n, _)| u64::from_le_bytes(table[n * 16 + 8..n * 16 + 16].try_into().unwrap()))
+        .sum())
+}
+
+#[test]
+fn a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry() -> Result<()> {
+    if !have_root("a_lazy_mount_reads_through_a_small_cache_and_outlives_its_registry") {
+        return Ok(());
+    }
+    let mut registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    // 512 KiB of cache for a 3 MiB file in 256 KiB chunks.
+    let bound = 512u64 << 10;
+    let env = [
+        ("STRATA_LAZY_CACHE_SIZE", "512K"),
+        ("STRATA_LAZY_TIMEOUT", "5"),
+    ];
+    strata_ok(&strata, &env, &["mount", &image, mnt.to_str().unwrap()])?;
+    let one = patterned(3 << 20, 1);
+    for _ in 0..2 {
+        assert!(
+            std::fs::read(mnt.join("big/one"))? == one,
+            "big/one differs"
+        );
+    }
+    let chunks = chunk_dir(strata.root())?;
+    let present = bytes_present(&chunks)?;
+    assert!(present <= bound, "{present} bytes cached, bound {bound}");
+    let allocated = std::fs::metadata(chunks.join("data"))?.blocks() * 512;
+    assert!(allocated <= 2 * bound, "{allocated} bytes allocated");
+
+    // Files read last are local; with the registry gone it still reads, while the
+    // beginning of big/one (evicted) fails with EIO rather than hang or come back wrong.
+    assert_eq!(std::fs::read(mnt.join("data/xattr"))?, b"x");
+    assert_eq!(std::fs::read_to_string(mnt.join("old/new"))?, "new");
+    registry.kill()?;
+    assert_eq!(std::fs::read(mnt.join("data/xattr"))?, b"x");
+    assert_eq!(std::fs::read_to_string(mnt.join("old/new"))?, "new");
+    // Out of the kernel's page cache, so that the read reaches the mount.
+    let f = File::open(mnt.join("big/one"))?;
+    nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(&f),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
+    drop(f);
+    let err = std::fs::read(mnt.join("big/one"))
+        .map(|b| b.len())
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    registry.restart()?;
+    assert!(
+        std::fs::read(mnt.join("big/one"))? == one,
+        "big/one differs"
+    );
+    unmount(&mnt, Driver::Strata)?;
+
+    // rmi: the image's chunks go with it.
+    strata_ok(&strata, &[], &["rmi", &image])?;
+    assert!(!chunks.exists(), "chunks of a removed image are kept");
+    Ok(())
+}
+
+#[test]
+fn push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree() -> Result<()> {
+    if !have_root("push_estargz_writes_an_image_that_pulls_lazily_and_shows_the_same_tree") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // An ordinary gzip image: busybox under the nasty tree.
+    let layout = tmp.path().join("layout");
+    let top = super::nasty_layer().file("big/one", patterned(5 << 20, 3));
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .layer(&top)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "plain")?;
+    let plain = registry.push(&layout, "plain", "test/plain:v1")?;
+    let here = Strata::new(&tmp.path().join("here"))?;
+    strata_ok(&here, &[], &["pull", "--full", &plain])?;
+    let esgz = format!("{}/test/esgz:v1", registry.host);
+    strata_ok(&here, &[], &["tag", &plain, &esgz])?;
+    strata_ok(
+        &here,
+        &[],
+        &["push", "--compression-format", "estargz", &esgz],
+    )?;
+
+    // Elsewhere, the pushed image pulls lazily (both layers) and shows the same tree.
+    let there = Strata::new(&tmp.path().join("there"))?;
+    let out = strata_ok(&there, &[], &["pull", &esgz])?;
+    assert_eq!(out.matches("Lazy layer").count(), 2, "{out}");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a)?;
+    std::fs::create_dir(&b)?;
+    strata_ok(&here, &[], &["mount", &plain, a.to_str().unwrap()])?;
+    strata_ok(&there, &[], &["mount", &esgz, b.to_str().unwrap()])?;
+    let (full_view, lazy_view) = (snapshot_with_times(&a)?, snapshot_with_times(&b)?);
+    unmount(&a, Driver::Strata)?;
+    unmount(&b, Driver::Strata)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "the eStargz push differs from its source (- source only, + pushed only):\n{}",
+        differences.join("\n")
+    );
+    let out = strata_ok(&there, &[], &["run", "--rm", &esgz, "cat", "/data/owned"])?;
+    assert_eq!(out, "o");
+    Ok(())
+}
+
+#[test]
+fn rootless_lazy_pull_runs_like_a_full_pull() {
+    if !have_root("rootless_lazy_pull_runs_like_a_full_pull") {
+        return;
+    }
+    run_test_as_user(
+        "images::lazy::rootless_lazy_pull_runs_like_a_full_pull_child",
+        Rootless::Host,
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by rootless_lazy_pull_runs_like_a_full_pull"]
+fn rootless_lazy_pull_runs_like_a_full_pull_child() -> Result<()> {
+    assert!(is_child());
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let image = lazy_image(&registry, tmp.path())?;
+    let lazy = Strata::new(&tmp.path().join("lazy-store"))?;
+    let full = Strata::new(&tmp.path().join("full-store"))?;
+    let out = strata_ok(&lazy, &[], &["pull", &image])?;
+    assert!(out.contains("Lazy layer"), "{out}");
+    strata_ok(&full, &[], &["pull", "--full", &image])?;
+    let script = "wc -c < /big/one; cat /data/xattr /old/new; ls /";
+    let run = |s: &Strata| strata_ok(s, &[], &["run", "--rm", &image, "sh", "-c", script]);
+    let (from_lazy, from_full) = (run(&lazy)?, run(&full)?);
+    assert_eq!(from_lazy, from_full);
+    assert!(from_lazy.starts_with("3145728\nxnew"), "{from_lazy}");
+    assert!(!from_lazy.contains(estargz::TOC_NAME), "{from_lazy}");
+    Ok(())
+}
+
+/// Fails with the command's output unless it exited 0.
+#[track_caller]
+fn ok(what: &str, run: strata_tests::strata::Run) -> String {
+    assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
+    run.stdout
+}
+
+#[test]
+fn ctr_remote_estargz_images_pull_lazily_and_strata_estargz_reads_in_ctr_remote() -> Result<()> {
+    if !have_root("ctr_remote_estargz_images_pull_lazily_and_strata_estargz_reads_in_ctr_remote") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::Builder::new().prefix("strata-esgz").tempdir()?;
+    let layout = tmp.path().join("layout");
+    let top = super::nasty_layer().file("big/one", patterned(5 << 20, 4));
+    ImageBuilder::new()
+        .layer(&busybox_layer()?)?
+        .layer(&top)?
+        .config("Cmd", serde_json::json!(["/bin/sh"]))
+        .config("Env", serde_json::json!(["PATH=/bin"]))
+        .write_layout(&layout, "plain")?;
+    let plain = registry.push(&layout, "plain", "test/plain:v1")?;
+    let converted = format!("{}/test/converted:v1", registry.host);
+
+    // containerd's converter (the Go estargz package) writes the eStargz image.
+    let ctd = Containerd::start(&tmp.path().join("containerd"));
+    ok(
+        "pull",
+        ctd.ctr_remote(&["images", "pull", "--plain-http", &plain]),
+    );
+    ok(
+        "convert",
+        ctd.ctr_remote(&[
+            "images",
+            "convert",
+            "--estargz",
+            "--oci",
+            &plain,
+            &converted,
+        ]),
+    );
+    ok(
+        "push",
+        ctd.ctr_remote(&["images", "push", "--plain-http", &converted]),
+    );
+
+    let lazy = Strata::new(&tmp.path().join("lazy"))?;
+    let full = Strata::new(&tmp.path().join("full"))?;
+    let out = strata_ok(&lazy, &[], &["pull", &converted])?;
+    assert_eq!(out.matches("Lazy layer").count(), 2, "{out}");
+    strata_ok(&full, &[], &["pull", "--full", &plain])?;
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir(&a)?;
+    std::fs::create_dir(&b)?;
+    strata_ok(&full, &[], &["mount", &plain, a.to_str().unwrap()])?;
+    strata_ok(&lazy, &[], &["mount", &converted, b.to_str().unwrap()])?;
+    let (full_view, lazy_view) = (snapshot_with_times(&a)?, snapshot_with_times(&b)?);
+    unmount(&a, Driver::Strata)?;
+    unmount(&b, Driver::Strata)?;
+    let differences = diff(&full_view, &lazy_view);
+    assert!(
+        differences.is_empty(),
+        "ctr-remote's eStargz differs from its source (- source only, + lazy only):\n{}",
+        differences.join("\n")
+    );
+    let out = strata_ok(&lazy, &[], &["run", "--rm", &converted, "cat", "/old/new"])?;
+    assert_eq!(out, "new");
+
+    // The other way: what strata's push writes, the Go package reads (its TOC digest
+    // is the one strata annotated).
+    let ours = format!("{}/test/ours:v1", registry.host);
+    strata_ok(&full, &[], &["tag", &plain, &ours])?;
+    strata_ok(
+        &full,
+        &[],
+        &["push", "--compression-format", "estargz", &ours],
+    )?;
+    ok(
+        "pull ours",
+        ctd.ctr_remote(&["images", "pull", "--plain-http", &ours]),
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&ok(
+        "manifest",
+        ctd.ctr(&["content", "get", &manifest_digest(&ctd, &ours)]),
+    ))?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(layers.len(), 2, "{manifest}");
+    for l in layers {
+        let digest = l["digest"].as_str().unwrap_or_default();
+        let toc = ok(
+            "get-toc-digest",
+            ctd.ctr_remote(&["images", "get-toc-digest", digest]),
+        );
+        assert_eq!(
+            toc.trim(),
+            l["annotations"][estargz::TOC_DIGEST_ANNOTATION]
+                .as_str()
+                .unwrap_or("(none)"),
+            "{l}"
+        );
+    }
+    Ok(())
+}
+
+/// The manifest digest containerd has for `reference` (`ctr images ls`: REF TYPE DIGEST …).
+fn manifest_digest(ctd: &Containerd, reference: &str) -> String {
+    let out = ok("images ls", ctd.ctr(&["images", "ls"]));
+    out.lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&reference)).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+        .unwrap_or_else(|| panic!("{reference} not in ctr images ls:\n{out}"))
+}
+
+#[test]
+fn a_lazy_mount_prefetches_the_landmark_region_then_fetches_the_rest_in_the_background(
+) -> Result<()> {
+    if !have_root(
+        "a_lazy_mount_prefetches_the_landmark_region_then_fetches_the_rest_in_the_background",
+    ) {
+        return Ok(());
+    }
+    let mut registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // Files before the landmark are the prefetch region.
+    let early = patterned(300_000, 5);
+    let late = patterned(2 << 20, 6);
+    let top = LayerBuilder::new()
+        .file("early", &early)
+        .file(estargz::LANDMARKS[0], [0xf])
+        .file("late", &late);
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(&top, TEST_CHUNK)?
+        .write_layout(&layout, "landmark")?;
+    let image = registry.push(&layout, "landmark", "test/landmark:v1")?;
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+
+    // Without the background fetch: the mount is ready with the region local, nothing
+    // else, before any read.
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    let chunks = chunk_dir(strata.root())?;
+    assert_eq!(bytes_present(&chunks)?, early.len() as u64);
+    assert!(!mnt.join(estargz::LANDMARKS[0]).exists());
+    unmount(&mnt, Driver::Strata)?;
+
+    // With it: the rest comes without a read, and then the registry is not needed.
+    strata_ok(&strata, &[], &["mount", &image, mnt.to_str().unwrap()])?;
+    let total = (early.len() + late.len()) as u64;
+    let all_local = wait_for(Duration::from_secs(120), "the background fetch", || {
+        bytes_present(&chunks).is_ok_and(|n| n == total)
+    });
+    registry.kill()?;
+    all_local?;
+    assert!(std::fs::read(mnt.join("late"))? == late, "late differs");
+    assert!(std::fs::read(mnt.join("early"))? == early, "early differs");
+    unmount(&mnt, Driver::Strata)?;
     Ok(())
 }

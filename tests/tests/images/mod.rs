@@ -11,6 +11,7 @@ mod lazy;
 mod mount;
 mod prune;
 mod push;
+mod zstd_chunked;
 
 use std::process::Command;
 

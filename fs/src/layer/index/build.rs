@@ -394,6 +394,9 @@ pub fn build_index(
                     max_entries: limits.max_entries,
                 });
             }
+            if limits.hides(&e.path) {
+                continue;
+            }
             tree.add(e)?;
         }
         parser.finish()?;

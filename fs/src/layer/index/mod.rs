@@ -51,6 +51,21 @@ pub struct IndexLimits {
     pub max_bytes: u64,
     /// Entries (names) in the archive.
     pub max_entries: u64,
+    /// Names at the layer's root that are the archive's metadata, not content (an eStargz
+    /// TOC and its landmarks): left out of the index, their bytes kept in the data.
+    pub hidden: &'static [&'static str],
+}
+
+impl IndexLimits {
+    /// Whether `path` (a tar entry's name) is one of [`IndexLimits::hidden`].
+    pub fn hides(&self, path: &[u8]) -> bool {
+        let mut p = path;
+        while let Some(rest) = p.strip_prefix(b"./") {
+            p = rest;
+        }
+        let p = p.strip_suffix(b"/").unwrap_or(p);
+        self.hidden.iter().any(|h| h.as_bytes() == p)
+    }
 }
 
 impl Default for IndexLimits {
@@ -59,6 +74,7 @@ impl Default for IndexLimits {
         IndexLimits {
             max_bytes: 64 << 30,
             max_entries: 10_000_000,
+            hidden: &[],
         }
     }
 }

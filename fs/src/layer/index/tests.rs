@@ -547,3 +547,28 @@ fn hard_link_group_is_found_by_the_walk() {
     assert_eq!(group, [&b"a/f"[..], b"a/h", b"b/h2"]);
     assert_eq!(layer.hard_links(&p("a/other")).unwrap(), [p("a/other")]);
 }
+
+#[test]
+fn hidden_root_names_stay_out_of_the_index_but_not_out_of_the_data() {
+    let tar = Tar::new()
+        .file("a", "1")
+        .file("./meta.json", "{}")
+        .file("d/meta.json", "kept below the root")
+        .bytes();
+    let (dir, r) = build_with(
+        &tar,
+        &IndexLimits {
+            hidden: &["meta.json"],
+            ..IndexLimits::default()
+        },
+    );
+    r.unwrap();
+    let layer = IndexedLayer::open(dir.path()).unwrap();
+    let mut root = names(&layer, "");
+    root.sort();
+    assert_eq!(root, ["a", "d"]);
+    assert_eq!(names(&layer, "d"), ["meta.json"]);
+    assert_eq!(read(&layer, "a"), b"1");
+    // The data is the tar byte for byte (its diff-id is the tar's).
+    assert_eq!(std::fs::read(dir.path().join("data")).unwrap(), tar);
+}

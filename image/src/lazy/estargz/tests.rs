@@ -7,10 +7,10 @@ use strata_fs::layer::index::{build_index, build_index_from_entries, IndexLimits
 use strata_fs::layer::{Layer, LayerDirEntry, LayerPath};
 
 use super::*;
-use crate::lazy::LazyData;
+use crate::lazy::{Format, LazyData};
 
 /// A header with every numeric field set, as real layer tars have them.
-fn hdr() -> tar::Header {
+pub(crate) fn hdr() -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_uid(0);
@@ -20,7 +20,7 @@ fn hdr() -> tar::Header {
 }
 
 /// A layer with a directory, small and chunked files, links, a fifo and an xattr.
-fn layer_tar() -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn layer_tar() -> (Vec<u8>, Vec<u8>) {
     let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let mut b = tar::Builder::new(Vec::new());
     let mut h = hdr();
@@ -95,7 +95,7 @@ fn open(blob: Vec<u8>, toc_digest: &Digest) -> Opened {
     .unwrap();
     let index = dir.path().join("index");
     let local = std::fs::File::open(&index).unwrap();
-    let data = LazyData::new(lazy.chunks, lazy.data_len, blob, local).unwrap();
+    let data = LazyData::new(Format::Estargz, lazy.chunks, lazy.data_len, blob, local).unwrap();
     let layer = IndexedLayer::with_source(&index, data).unwrap();
     Opened { _dir: dir, layer }
 }
@@ -135,6 +135,27 @@ fn written_blob_reads_lazily_like_the_tar() {
         .unwrap();
     assert_eq!(Digest::of(&whole), w.diff_id);
     assert_eq!(whole.len() as u64, w.uncompressed_size);
+    // ... and a tar of the same entries, with the same bytes, then the TOC.
+    let entries = |bytes: &[u8]| -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut a = tar::Archive::new(bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (e.path_bytes().into_owned(), data)
+            })
+            .collect()
+    };
+    let mut expected = entries(&tar);
+    let got = entries(&whole);
+    assert_eq!(
+        got.last().map(|e| e.0.as_slice()),
+        Some(TOC_NAME.as_bytes())
+    );
+    expected.push(got.last().cloned().unwrap());
+    assert_eq!(got, expected);
 
     let o = open(blob, &w.toc_digest);
     let layer: &dyn Layer = &o.layer;
@@ -363,6 +384,7 @@ fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening(
         let cache = ChunkCache::open(&dir.path().join("chunks"), limit).unwrap();
         let blob_cache = BlobCache::open(&cache, &hex, &lazy.chunks).unwrap();
         let data = LazyData::new(
+            Format::Estargz,
             lazy.chunks.clone(),
             lazy.data_len,
             fetcher.clone(),
@@ -401,4 +423,29 @@ fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening(
     fetcher.down.store(false, Ordering::SeqCst);
     f.read_at(&mut buf, 9_900).unwrap();
     assert_eq!(buf, big[9_900..10_000]);
+    drop((f, layer, cache));
+
+    // Two processes (two caches over the same files): one evicts a chunk the other still
+    // has in its table; the other finds it gone and fetches it again, never reading the
+    // hole.
+    let _ = std::fs::remove_dir_all(dir.path().join("chunks"));
+    let (first, first_layer) = open(64 << 10);
+    let f1 = first_layer.open(&p("usr/bin/big")).unwrap();
+    f1.read_at(&mut buf, 0).unwrap();
+    let (second, second_layer) = open(1 << 10);
+    let f2 = second_layer.open(&p("usr/bin/big")).unwrap();
+    let mut far = vec![0; 100];
+    f2.read_at(&mut far, 5_000).unwrap();
+    assert_eq!(far, big[5_000..5_100]);
+    assert!(second.used() <= 1 << 10);
+    let before = fetcher.calls.load(Ordering::SeqCst);
+    buf.fill(0);
+    f1.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, big[..100]);
+    assert_eq!(
+        fetcher.calls.load(Ordering::SeqCst),
+        before + 1,
+        "fetched again"
+    );
+    assert!(first.used() > 0);
 }
