@@ -364,7 +364,43 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
     }
 }
 
+/// Compressed bytes a read that goes to the registry fetches at least, the chunks after its
+/// own included: files read together are mostly stored together (a directory's small
+/// files), and one request for them costs one round trip instead of one each.
+const READ_AHEAD: u64 = 512 << 10;
+
 impl<F: ChunkFetcher> Inner<F> {
+    /// Adds to `missing` (the chunks of a read that go to the registry) the chunks that
+    /// follow the read's last one in the blob, up to [`READ_AHEAD`] bytes from the first
+    /// missing one, while they are absent and nobody fetches them — and while they take a
+    /// quarter of the cache's bound at most (more would evict what the read itself needs).
+    fn read_ahead(&self, cache: &cache::BlobCache, all: &[u32], missing: &mut Vec<u32>) {
+        let (Some(&first), Some(&last)) = (missing.first(), all.last()) else {
+            return;
+        };
+        if missing.last() != Some(&last) {
+            return;
+        }
+        let start = self.chunks[first as usize].blob_offset;
+        let room = cache.cache().limit() / 4;
+        let mut taken = 0u64;
+        let mut prev = &self.chunks[last as usize];
+        for n in last as usize + 1..self.chunks.len() {
+            let c = &self.chunks[n];
+            let adjacent = c.blob_offset == prev.blob_offset
+                || c.blob_offset == prev.blob_offset + prev.blob_len;
+            taken += c.len;
+            if !adjacent || c.blob_offset + c.blob_len - start > READ_AHEAD || taken > room {
+                return;
+            }
+            if !cache.cache().try_fetch(&cache.key(n as u32)) {
+                return;
+            }
+            missing.push(n as u32);
+            prev = c;
+        }
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
@@ -388,6 +424,9 @@ impl<F: ChunkFetcher> Inner<F> {
                     }
                 }
             }
+        }
+        if let (Some(cache), false) = (&self.cache, failed) {
+            self.read_ahead(cache, &all, &mut missing);
         }
         let fetched = if failed {
             Err(Errno::EIO)
