@@ -298,7 +298,8 @@ impl<F: ChunkFetcher> Inner<F> {
             }
         }
         if result.is_ok() {
-            result = self.fetch(&missing, &mut pinned).map(|_| ());
+            // Nothing here is a read's own: a bad chunk is left absent (a read of it fails).
+            result = self.fetch(&missing, &missing, &mut pinned).map(|_| ());
         }
         for n in &missing {
             if !pinned.contains(n) {
@@ -313,7 +314,13 @@ impl<F: ChunkFetcher> Inner<F> {
 
     /// Fetches the chunks `ns` (merged into Range requests), checks each against its
     /// digest, keeps them in the cache (pinned: they join `pinned`) and returns their bytes.
-    fn fetch(&self, ns: &[u32], pinned: &mut Vec<u32>) -> Result<HashMap<u32, Vec<u8>>, Errno> {
+    /// A chunk of `optional` (read ahead) that fails its check is only left out.
+    fn fetch(
+        &self,
+        ns: &[u32],
+        optional: &[u32],
+        pinned: &mut Vec<u32>,
+    ) -> Result<HashMap<u32, Vec<u8>>, Errno> {
         let mut out = HashMap::new();
         for run in runs(&self.chunks, ns) {
             let first = &self.chunks[run[0] as usize];
@@ -332,10 +339,16 @@ impl<F: ChunkFetcher> Inner<F> {
                 let c = &self.chunks[n as usize];
                 let at = (c.blob_offset - from) as usize;
                 let member = &bytes[at..at + c.blob_len as usize];
-                let data = self.format.decode_chunk(c, member).map_err(|why| {
-                    log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
-                    Errno::EIO
-                })?;
+                let data = match self.format.decode_chunk(c, member) {
+                    Ok(data) => data,
+                    Err(why) => {
+                        log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
+                        if optional.contains(&n) {
+                            continue;
+                        }
+                        return Err(Errno::EIO);
+                    }
+                };
                 if let Some(cache) = &self.cache {
                     cache.store(n, c, &data).map_err(|e| {
                         log::warn!("keeping chunk {n} in the cache: {e}");
@@ -425,6 +438,8 @@ impl<F: ChunkFetcher> Inner<F> {
                 }
             }
         }
+        // The read's own chunks come first in `missing`, those read ahead after.
+        let own = missing.len();
         if let (Some(cache), false) = (&self.cache, failed) {
             self.read_ahead(cache, &all, &mut missing);
         }
@@ -435,7 +450,7 @@ impl<F: ChunkFetcher> Inner<F> {
         } else {
             // The background fetch gives way while this read waits.
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let got = self.fetch(&missing, &mut pinned);
+            let got = self.fetch(&missing, &missing[own..], &mut pinned);
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             got
         };
@@ -457,7 +472,7 @@ impl<F: ChunkFetcher> Inner<F> {
                         })?;
                         if !present {
                             // Evicted by another process since this one saw it.
-                            let again = self.fetch(&[n], &mut pinned)?;
+                            let again = self.fetch(&[n], &[], &mut pinned)?;
                             let data = again.get(&n).ok_or(Errno::EIO)?;
                             dst.copy_from_slice(
                                 &data[(lo - c.offset) as usize..(hi - c.offset) as usize],
