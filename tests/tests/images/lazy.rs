@@ -22,6 +22,7 @@ use strata_tests::mounts::{unmount, wait_for, Driver};
 use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
 use strata_tests::strata::Strata;
+use strata_tests::throttle::Throttle;
 use strata_tests::tree::{diff, snapshot_with_times};
 use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
@@ -725,5 +726,67 @@ fn a_corrupt_chunk_is_eio_and_never_cached_while_its_neighbours_read() -> Result
     // Only the good chunks are in the cache.
     let present = bytes_present(&chunk_dir(strata.root())?)?;
     assert_eq!(present, (good.len() + after.len()) as u64);
+    Ok(())
+}
+
+#[test]
+fn a_mount_server_killed_mid_fetch_leaves_no_torn_chunk() -> Result<()> {
+    if !have_root("a_mount_server_killed_mid_fetch_leaves_no_torn_chunk") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // Bytes that do not compress, so that the link paces their chunks.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let one: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(&LayerBuilder::new().file("big/one", &one), TEST_CHUNK)?
+        .write_layout(&layout, "noise")?;
+    registry.push(&layout, "noise", "test/noise:v1")?;
+    // 1 MB/s: reading the 3 MiB file takes seconds, time to kill the server in it.
+    let slow = Throttle::start(&registry.host, 1_000_000, Duration::from_millis(5))?;
+    let image = format!("{}/test/noise:v1", slow.addr);
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    let servers = super::mount::mount_servers(&mnt);
+    assert_eq!(servers.len(), 1, "mount servers: {servers:?}");
+    let path = mnt.join("big/one");
+    let reader = std::thread::spawn(move || std::fs::read(path).map(|b| b.len()));
+    let chunks = chunk_dir(strata.root())?;
+    wait_for(Duration::from_secs(60), "a first chunk", || {
+        chunks_present(&chunks).is_ok_and(|n| n > 0)
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(servers[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    // It fails (its server is gone), unless it was done already.
+    let _ = reader.join().expect("reader");
+    std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&mnt)
+        .status()?;
+
+    // A new server: what the cache marks present is whole (served from it), the rest is
+    // fetched; the file is right.
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    assert!(
+        std::fs::read(mnt.join("big/one"))? == one,
+        "big/one differs"
+    );
+    unmount(&mnt, Driver::Strata)?;
     Ok(())
 }
