@@ -1,6 +1,7 @@
 //! Shared harness for strata's end-to-end tests and benchmarks.
 //!
 //! ```text
+//!   containerd.rs a private containerd 1.6 (own root, state, socket, config) and ctr
 //!   dirstream.rs opendir/readdir with telldir/seekdir
 //!   fake_registry.rs a registry that misbehaves on purpose (digests, cut transfers, auth)
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)
@@ -13,6 +14,7 @@
 //!   users.rs    root or not, the unprivileged test user, re-running a test as that user
 //! ```
 
+pub mod containerd;
 pub mod dirstream;
 pub mod fake_registry;
 pub mod fixture;

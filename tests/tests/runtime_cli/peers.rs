@@ -4,9 +4,11 @@
 //! shim calls the runtime with `--root`, `--log`, `--log-format json`) through
 //! `ctr run --runc-binary --rootfs`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
+
+use strata_tests::containerd::Containerd;
 
 use strata_tests::mounts::wait_for;
 
@@ -142,91 +144,6 @@ impl Drop for RemoveAll<'_> {
     }
 }
 
-/// A containerd of the test's own: config, root, state and socket under `dir`; stopped
-/// on drop.
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Containerd {
-    fn start(dir: &Path) -> Containerd {
-        let socket = dir.join("sock");
-        let config = dir.join("config.toml");
-        let text = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
-            root = dir.join("root").display(),
-            state = dir.join("state").display(),
-            sock = socket.display(),
-        );
-        std::fs::write(&config, text).unwrap();
-        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let c = Containerd { child, socket };
-        let ready = wait_for(Duration::from_secs(30), "containerd's socket", || {
-            c.ctr(&["version"]).code == 0
-        });
-        assert!(
-            ready.is_ok(),
-            "containerd did not start: {}",
-            std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
-        );
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Out {
-        let mut c = Command::new("ctr");
-        c.arg("--address").arg(&self.socket).args(args);
-        let out = c.output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `ctr run --runc-binary strata-runtime --rootfs ROOTFS` with `args`.
-    fn run(&self, rootfs: &Path, head: &[&str], id: &str, cmd: &[&str]) -> Out {
-        let bin = runtime_bin();
-        let mut v = vec!["run", "--runc-binary", bin.to_str().unwrap()];
-        v.extend_from_slice(head);
-        v.extend_from_slice(&["--rootfs", rootfs.to_str().unwrap(), id]);
-        v.extend_from_slice(cmd);
-        self.ctr(&v)
-    }
-
-    /// The STATUS column of `ctr task ls` for `id`.
-    fn task_status(&self, id: &str) -> String {
-        let out = self.ctr(&["task", "ls"]);
-        out.stdout
-            .lines()
-            .find_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.first() == Some(&id)).then(|| f.get(2).unwrap_or(&"").to_string())
-            })
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn containerd_runs_tasks_through_strata_runtime() {
     if !have_root("containerd_runs_tasks_through_strata_runtime") {
@@ -238,18 +155,19 @@ fn containerd_runs_tasks_through_strata_runtime() {
         .unwrap();
     let rootfs = tmp.path().join("rootfs");
     super::busybox_rootfs(&rootfs);
-    let ctd = Containerd::start(tmp.path());
-    let out = ctd.run(&rootfs, &["--rm"], "t1", &["echo", "hello"]);
+    let ctd = Containerd::start(tmp.path()).unwrap();
+    let rt = runtime_bin();
+    let out = ctd.run_rootfs(&rt, &rootfs, &["--rm"], "t1", &["echo", "hello"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (0, "hello\n"),
         "{}",
         out.stderr
     );
-    let out = ctd.run(&rootfs, &["--rm"], "t2", &["sh", "-c", "exit 5"]);
+    let out = ctd.run_rootfs(&rt, &rootfs, &["--rm"], "t2", &["sh", "-c", "exit 5"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
 
-    let out = ctd.run(&rootfs, &["-d"], "t3", &["sleep", "1000"]);
+    let out = ctd.run_rootfs(&rt, &rootfs, &["-d"], "t3", &["sleep", "1000"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(ctd.task_status("t3"), "RUNNING");
     // The shim drove strata-runtime, under its per-namespace root: the task is ours.
