@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push,runtime] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push,runtime,snapshotter] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -39,6 +39,8 @@
 //!     store to fresh loopback registries; its own table.
 //! 13. **runtime** (`runtime.rs`): `strata-runtime` create+start+delete of a busybox bundle
 //!     against runc and crun; its own table.
+//! 14. **snapshotter** (`snapshotter.rs`): containerd's `ctr run --rm` of busybox with
+//!     strata-snapshotter + strata-runtime against overlayfs + runc; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -64,6 +66,7 @@ mod report;
 mod run;
 mod runtime;
 mod scratch;
+mod snapshotter;
 mod workloads;
 
 use std::path::PathBuf;
@@ -125,6 +128,8 @@ enum Workload {
     Push,
     /// strata-runtime vs runc and crun: create+start+delete of a busybox bundle.
     Runtime,
+    /// containerd `ctr run --rm`: strata-snapshotter + strata-runtime vs overlayfs + runc.
+    Snapshotter,
 }
 
 fn main() -> ExitCode {
@@ -223,6 +228,8 @@ fn run(args: &Args) -> Result<bool> {
     };
     let runtime_section = wanted(Workload::Runtime)
         .then(|| runtime::run_runtime(&scratch.root().join("runtime"), runs));
+    let snapshotter_section = wanted(Workload::Snapshotter)
+        .then(|| snapshotter::run_snapshotter(&scratch.root().join("snapshotter"), runs));
     let build_section = match wanted(Workload::Build) {
         true => Some(build::run_build(&scratch.root().join("build"), runs)),
         false => None,
@@ -275,6 +282,11 @@ fn run(args: &Args) -> Result<bool> {
     match build_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("build: {e:#}")),
+        None => {}
+    }
+    match snapshotter_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("snapshotter: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {

@@ -6,14 +6,23 @@
 //!                                                          ▼
 //!                                                    Snapshots (this file): the table, dirs,
 //!                                                    mounts; sync, one lock
-//!                                                          │
-//!       <root>/snapshotter/{metadata.json, lock, snapshots/<id>/{fs,work}}
+//!                                                          │ mounter.rs (the seam)
+//!                                                          ▼
+//!       <root>/snapshotter/{metadata.json, lock, snapshots/<id>/{fs,work,mnt}}
+//!       snapshots/<id>/mnt: a strata-fs union, served by a strata-fs process of its own
 //!
-//!  containerd / its shim mounts what Prepare and View return:
-//!    fuse3.strata-fs  (mount.fuse3 → `strata-fs SOURCE TARGET -o lowerdir=…,upperdir=…`)
-//!    → one strata-fs process per mount, owned by nobody here: the mounts outlive this
-//!      process, so a restarted snapshotter breaks no running container.
+//!  containerd (or its shim) gets `bind snapshots/<id>/mnt` and bind-mounts it: a plain
+//!  mount(2), no helper process.
 //! ```
+//!
+//! Why the snapshotter mounts the unions itself rather than answer `fuse3.strata-fs` for
+//! containerd to mount through `mount.fuse3`: containerd's runc shim reaps every child
+//! process, which races with its own wait for the mount helper; the helper's exit then
+//! reads as ECHILD, and after ten retries the container fails to start (seen here in about
+//! one start in ten). A bind mount is one syscall. The unions stay out of this process:
+//! each `strata-fs` daemonizes, so a killed or restarted snapshotter breaks no running
+//! container; a union found dead (after a reboot, or its server killed) is mounted again
+//! when containerd next asks for the snapshot's mounts.
 //!
 //! Snapshots are directories. An active snapshot is an upper (`fs`) and a work directory
 //! over its parents' `fs` directories; containerd applies a layer tar into that union, so the
@@ -27,8 +36,8 @@
 //! root, beside `layers/`, where strata's GC (which only walks `blobs/` and `layers/`)
 //! never removes them.
 //!
-//! A snapshot without parents is a plain bind mount of its directory, as containerd's own
-//! snapshotters do for a base layer (strata-fs needs at least one lower).
+//! A snapshot without parents is a plain bind mount of its `fs` directory, as containerd's
+//! own snapshotters do for a base layer (strata-fs needs at least one lower).
 //!
 //! Errors carry the gRPC codes containerd's errdefs expect (see [`Error::code`]).
 
@@ -44,10 +53,10 @@ use serde::{Deserialize, Serialize};
 use strata_image::store::fsutil;
 use strata_image::store::lock::Lock;
 
+pub mod mounter;
 pub mod service;
 
-/// The mount type containerd hands to `mount.fuse3` (`fuse3.` prefix, then the program).
-pub const FUSE_TYPE: &str = "fuse3.strata-fs";
+use mounter::{Mounter, StrataFs, Union};
 
 /// What went wrong, one variant per refusal containerd distinguishes.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +83,14 @@ pub enum Error {
     Filters(Vec<String>),
     #[error("root {0:?} cannot be a snapshotter root: its path holds ',' or ':', which mount options cannot carry")]
     BadRoot(PathBuf),
+    #[error("mounting strata-fs at {at:?}: {message}")]
+    Mount { at: PathBuf, message: String },
+    #[error("unmounting {at:?}: {source}")]
+    Unmount {
+        at: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("another strata-snapshotter serves {0:?}")]
     Busy(PathBuf),
     #[error("{step} {path:?}: {source}")]
@@ -119,7 +136,11 @@ impl Error {
             | Error::Filters(_)
             | Error::BadRoot(_) => Code::InvalidArgument,
             Error::Busy(_) => Code::Unavailable,
-            Error::Io { .. } | Error::Metadata { .. } | Error::Store(_) => Code::Internal,
+            Error::Io { .. }
+            | Error::Metadata { .. }
+            | Error::Store(_)
+            | Error::Mount { .. }
+            | Error::Unmount { .. } => Code::Internal,
         }
     }
 }
@@ -183,6 +204,7 @@ struct Table {
 pub struct Snapshots {
     dir: PathBuf,
     table: Mutex<Table>,
+    mounter: Box<dyn Mounter>,
     _lock: Lock,
 }
 
@@ -190,9 +212,15 @@ pub struct Snapshots {
 const LABELS: &str = "labels";
 
 impl Snapshots {
-    /// Opens (creating) the snapshotter's state under the strata store root `root`. One
-    /// snapshotter per root: a second one is refused.
+    /// Opens (creating) the snapshotter's state under the strata store root `root`, with
+    /// unions served by `strata-fs` ([`StrataFs::locate`]). One snapshotter per root: a
+    /// second one is refused.
     pub fn open(root: &Path) -> Result<Snapshots> {
+        Snapshots::open_with(root, Box::new(StrataFs::locate()))
+    }
+
+    /// [`Snapshots::open`] with the unions mounted by `mounter`.
+    pub fn open_with(root: &Path, mounter: Box<dyn Mounter>) -> Result<Snapshots> {
         let text = root.to_string_lossy();
         if text.contains(',') || text.contains(':') {
             return Err(Error::BadRoot(root.to_path_buf()));
@@ -212,6 +240,7 @@ impl Snapshots {
         Ok(Snapshots {
             dir,
             table: Mutex::new(table),
+            mounter,
             _lock: lock,
         })
     }
@@ -231,7 +260,7 @@ impl Snapshots {
         Ok(())
     }
 
-    fn snapshot_dir(&self, id: u64) -> PathBuf {
+    pub(crate) fn snapshot_dir(&self, id: u64) -> PathBuf {
         self.dir.join("snapshots").join(id.to_string())
     }
 
@@ -274,7 +303,7 @@ impl Snapshots {
         let dir = self.snapshot_dir(id);
         // A directory left by a crash between mkdir and the table write is stale.
         let _ = fs::remove_dir_all(&dir);
-        for sub in ["fs", "work"] {
+        for sub in ["fs", "work", "mnt"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
         }
@@ -291,12 +320,14 @@ impl Snapshots {
                 usage: None,
             },
         );
-        if let Err(e) = self.save(&table) {
+        let mounts = self.save(&table).and_then(|()| self.mounts_of(&table, key));
+        if mounts.is_err() {
             table.snapshots.remove(key);
+            let _ = self.save(&table);
+            let _ = self.mounter.unmount(&dir.join("mnt"));
             let _ = fs::remove_dir_all(&dir);
-            return Err(e);
         }
-        Ok(self.mounts_of(&table, key))
+        mounts
     }
 
     /// The mounts of an active snapshot or view.
@@ -309,7 +340,7 @@ impl Snapshots {
         if rec.kind == Kind::Committed {
             return Err(Error::NoMounts(key.to_string()));
         }
-        Ok(self.mounts_of(&table, key))
+        self.mounts_of(&table, key)
     }
 
     /// The `fs` directories of `key`'s ancestors, nearest first.
@@ -326,37 +357,40 @@ impl Snapshots {
         out
     }
 
-    fn mounts_of(&self, table: &Table, key: &str) -> Vec<Mount> {
+    /// The union a snapshot with parents is (`None` for one without).
+    fn union_of(&self, table: &Table, key: &str) -> Option<Union> {
         let rec = &table.snapshots[key];
         let lowers = self.lowers(table, key);
-        let fs_dir = self.fs_dir(rec.id);
-        let rw = rec.kind == Kind::Active;
         if lowers.is_empty() {
-            return vec![Mount {
-                kind: "bind".into(),
-                source: fs_dir.display().to_string(),
-                options: vec!["rbind".into(), if rw { "rw" } else { "ro" }.into()],
-            }];
+            return None;
         }
-        let joined: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
-        let mut options = vec![format!("lowerdir={}", joined.join(":"))];
-        if rw {
-            options.push(format!("upperdir={}", fs_dir.display()));
-            options.push(format!(
-                "workdir={}",
-                self.snapshot_dir(rec.id).join("work").display()
-            ));
-        } else {
-            options.push("ro".into());
-        }
-        // Containers may run as any user: the kernel lets only the mounter into a FUSE
-        // mount without it.
-        options.push("allow_other".into());
-        vec![Mount {
-            kind: FUSE_TYPE.into(),
-            source: "strata-fs".into(),
-            options,
-        }]
+        let upper = (rec.kind == Kind::Active)
+            .then(|| (self.fs_dir(rec.id), self.snapshot_dir(rec.id).join("work")));
+        Some(Union { lowers, upper })
+    }
+
+    /// The snapshot's union mount point (mounted if it is not, or no longer, live) or, for
+    /// one without parents, its `fs` directory, as a bind mount.
+    fn mounts_of(&self, table: &Table, key: &str) -> Result<Vec<Mount>> {
+        let rec = &table.snapshots[key];
+        let rw = rec.kind == Kind::Active;
+        let source = match self.union_of(table, key) {
+            None => self.fs_dir(rec.id),
+            Some(union) => {
+                let mnt = self.snapshot_dir(rec.id).join("mnt");
+                if !self.mounter.is_mounted(&mnt) {
+                    // A dead server's mount may still be there: take it away first.
+                    let _ = self.mounter.unmount(&mnt);
+                    self.mounter.mount(&union, &mnt)?;
+                }
+                mnt
+            }
+        };
+        Ok(vec![Mount {
+            kind: "bind".into(),
+            source: source.display().to_string(),
+            options: vec!["rbind".into(), if rw { "rw" } else { "ro" }.into()],
+        }])
     }
 
     /// Commits active snapshot `key` as `name`: its upper becomes a layer, as it is.
@@ -375,6 +409,9 @@ impl Snapshots {
         if table.snapshots.contains_key(name) {
             return Err(Error::AlreadyExists(name.to_string()));
         }
+        // The layer is final: nothing writes into the upper any more.
+        self.mounter
+            .unmount(&self.snapshot_dir(rec.id).join("mnt"))?;
         let usage = disk_usage(&self.fs_dir(rec.id))?;
         let mut rec = table.snapshots.remove(key).expect("looked up above");
         let old = rec.clone();
@@ -389,8 +426,9 @@ impl Snapshots {
             table.snapshots.insert(key.to_string(), old);
             return Err(e);
         }
-        // The work directory only mattered to the mount that wrote the upper.
+        // The work directory and mount point only mattered to the union that wrote the upper.
         let _ = fs::remove_dir_all(self.snapshot_dir(id).join("work"));
+        let _ = fs::remove_dir(self.snapshot_dir(id).join("mnt"));
         Ok(())
     }
 
@@ -405,6 +443,8 @@ impl Snapshots {
         if table.snapshots.values().any(|r| r.parent == key) {
             return Err(Error::HasChildren(key.to_string()));
         }
+        let dir = self.snapshot_dir(id);
+        self.mounter.unmount(&dir.join("mnt"))?;
         let rec = table.snapshots.remove(key).expect("looked up above");
         if let Err(e) = self.save(&table) {
             table.snapshots.insert(key.to_string(), rec);
@@ -412,7 +452,6 @@ impl Snapshots {
         }
         // After the table: a crash here leaves a directory nobody names, which cleanup
         // removes.
-        let dir = self.snapshot_dir(id);
         fs::remove_dir_all(&dir)
             .or_else(ignore_missing)
             .map_err(io_err("removing", &dir))
@@ -516,6 +555,8 @@ impl Snapshots {
                 continue;
             }
             let path = entry.path();
+            // Never delete through a live union (it would write whiteouts into the upper).
+            self.mounter.unmount(&path.join("mnt"))?;
             fs::remove_dir_all(&path)
                 .or_else(ignore_missing)
                 .map_err(io_err("removing", &path))?;

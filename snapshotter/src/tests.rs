@@ -1,14 +1,46 @@
 //! The table's rules without containerd: codes for bad requests, mounts over the parent
 //! chain, commit and remove, persistence across a reopen.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use super::*;
 
+/// Records the unions asked for and keeps a set of what is mounted.
+#[derive(Clone, Default)]
+struct Fake {
+    mounted: Arc<Mutex<BTreeSet<PathBuf>>>,
+    unions: Arc<Mutex<Vec<(PathBuf, Union)>>>,
+}
+
+impl Mounter for Fake {
+    fn mount(&self, union: &Union, at: &Path) -> Result<()> {
+        self.mounted.lock().unwrap().insert(at.to_path_buf());
+        self.unions
+            .lock()
+            .unwrap()
+            .push((at.to_path_buf(), union.clone()));
+        Ok(())
+    }
+    fn unmount(&self, at: &Path) -> Result<()> {
+        self.mounted.lock().unwrap().remove(at);
+        Ok(())
+    }
+    fn is_mounted(&self, at: &Path) -> bool {
+        self.mounted.lock().unwrap().contains(at)
+    }
+}
+
 fn open() -> (tempfile::TempDir, Snapshots) {
-    let tmp = tempfile::tempdir().unwrap();
-    let s = Snapshots::open(tmp.path()).unwrap();
+    let (tmp, s, _) = open_fake();
     (tmp, s)
+}
+
+fn open_fake() -> (tempfile::TempDir, Snapshots, Fake) {
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = Fake::default();
+    let s = Snapshots::open_with(tmp.path(), Box::new(fake.clone())).unwrap();
+    (tmp, s, fake)
 }
 
 fn no_labels() -> BTreeMap<String, String> {
@@ -16,27 +48,51 @@ fn no_labels() -> BTreeMap<String, String> {
 }
 
 #[test]
-fn base_layer_is_a_bind_mount_and_children_are_strata_fs_unions() {
-    let (_tmp, s) = open();
+fn base_layer_is_its_directory_and_children_are_unions_the_snapshotter_holds() {
+    let (_tmp, s, fake) = open_fake();
     let m = s.create(Kind::Active, "a", "", no_labels()).unwrap();
+    let a = s.stat("a").unwrap().id;
     assert_eq!(m[0].kind, "bind");
+    assert_eq!(m[0].source, s.fs_dir(a).display().to_string());
     assert_eq!(m[0].options, ["rbind", "rw"]);
     s.commit("l1", "a", no_labels()).unwrap();
-    let m = s.create(Kind::Active, "b", "l1", no_labels()).unwrap();
+    s.create(Kind::Active, "b", "l1", no_labels()).unwrap();
+    let b_mnt = s.snapshot_dir(s.stat("b").unwrap().id).join("mnt");
+    assert!(fake.is_mounted(&b_mnt));
     s.commit("l2", "b", no_labels()).unwrap();
+    assert!(!fake.is_mounted(&b_mnt), "commit leaves the upper mounted");
     let m2 = s.create(Kind::Active, "c", "l2", no_labels()).unwrap();
-    assert_eq!(m[0].kind, FUSE_TYPE);
+    let c = s.stat("c").unwrap().id;
+    assert_eq!(
+        m2[0].source,
+        s.snapshot_dir(c).join("mnt").display().to_string()
+    );
     let l1 = s.fs_dir(s.stat("l1").unwrap().id);
     let l2 = s.fs_dir(s.stat("l2").unwrap().id);
+    let (_, union) = fake.unions.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(union.lowers, [l2.clone(), l1.clone()]);
     assert_eq!(
-        m2[0].options[0],
-        format!("lowerdir={}:{}", l2.display(), l1.display())
+        union.options(),
+        format!(
+            "lowerdir={}:{},upperdir={},workdir={},allow_other",
+            l2.display(),
+            l1.display(),
+            s.fs_dir(c).display(),
+            s.snapshot_dir(c).join("work").display()
+        )
     );
-    assert!(m2[0].options[1].starts_with("upperdir="));
     let v = s.create(Kind::View, "v", "l2", no_labels()).unwrap();
-    assert!(v[0].options.contains(&"ro".to_string()));
-    assert!(!v[0].options.iter().any(|o| o.starts_with("upperdir=")));
+    assert_eq!(v[0].options, ["rbind", "ro"]);
+    let (_, union) = fake.unions.lock().unwrap().last().cloned().unwrap();
+    assert!(union.upper.is_none());
+    assert!(union.options().contains(",ro,"));
+    // A union found dead is mounted again when containerd asks.
+    let c_mnt = s.snapshot_dir(c).join("mnt");
+    fake.unmount(&c_mnt).unwrap();
     assert_eq!(s.mounts("c").unwrap(), m2);
+    assert!(fake.is_mounted(&c_mnt));
+    s.remove("c").unwrap();
+    assert!(!fake.is_mounted(&c_mnt));
 }
 
 #[test]
@@ -84,12 +140,15 @@ fn bad_requests_get_the_codes_containerd_expects() {
 fn labels_update_by_field_and_survive_a_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     {
-        let s = Snapshots::open(tmp.path()).unwrap();
+        let s = Snapshots::open_with(tmp.path(), Box::new(Fake::default())).unwrap();
         let mut l = BTreeMap::new();
         l.insert("a".to_string(), "1".to_string());
         l.insert("b".to_string(), "2".to_string());
         s.create(Kind::Active, "k", "", l).unwrap();
-        assert!(matches!(Snapshots::open(tmp.path()), Err(Error::Busy(_))));
+        assert!(matches!(
+            Snapshots::open_with(tmp.path(), Box::new(Fake::default())),
+            Err(Error::Busy(_))
+        ));
         let mut upd = BTreeMap::new();
         upd.insert("c".to_string(), "3".to_string());
         let r = s
@@ -97,7 +156,7 @@ fn labels_update_by_field_and_survive_a_reopen() {
             .unwrap();
         assert_eq!(r.labels.keys().collect::<Vec<_>>(), ["b", "c"]);
     }
-    let s = Snapshots::open(tmp.path()).unwrap();
+    let s = Snapshots::open_with(tmp.path(), Box::new(Fake::default())).unwrap();
     assert_eq!(s.stat("k").unwrap().labels.len(), 2);
     assert_eq!(s.list(&[]).unwrap().len(), 1);
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strata_tests::containerd::{Containerd, Out, Snapshotter};
-use strata_tests::mounts::{strata_fs_bin, wait_for, workspace_bin};
+use strata_tests::mounts::{wait_for, workspace_bin};
 use strata_tests::tree::{diff, snapshot, snapshot_with_times};
 use strata_tests::users::have_root;
 use tempfile::TempDir;
@@ -36,12 +36,11 @@ fn setup() -> Setup {
         .unwrap();
     let root = tmp.path().join("store");
     let snap = Snapshotter::start(tmp.path(), &root).unwrap();
-    // mount.fuse3 runs `strata-fs` from containerd's (and its shims') PATH.
-    let bin_dir = strata_fs_bin().unwrap().parent().unwrap().to_path_buf();
+    // containerd only bind-mounts: it needs no strata binary in its PATH.
     let ctd = Containerd::start_with(
         &tmp.path().join("containerd"),
         &snap.proxy_config("strata"),
-        Some(&bin_dir),
+        None,
     )
     .unwrap();
     Setup {
@@ -212,7 +211,13 @@ fn containerd_pulls_and_runs_images_on_strata_fs() {
         assert_eq!(out.code, 0, "rm {key}: {}", out.stderr);
     }
     assert_eq!(s.snapshot_keys(), Vec::<String>::new());
-    assert_eq!(s.snapshot_dirs(), Vec::<PathBuf>::new());
+    // containerd removes the backend's snapshots in its garbage collection, after `rm`.
+    let gone = wait_for(
+        Duration::from_secs(30),
+        "the snapshot directories to go",
+        || s.snapshot_dirs().is_empty(),
+    );
+    assert!(gone.is_ok(), "{:?}", s.snapshot_dirs());
     assert_eq!(strata_mounts_over(&s.root), Vec::<String>::new());
     let _ = &s.snap;
 }
@@ -239,26 +244,31 @@ fn snapshotter_view_equals_strata_mount_of_the_image() {
         .map(|r| r[0])
         .find(|k| !rows.iter().any(|r| r.len() == 3 && r[1] == *k))
         .unwrap_or_else(|| panic!("no top layer in:\n{listing}"));
-    let out = s.snapshots(&["view", "v1", top]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    // `ctr snapshots mounts` prints `mount -t TYPE SOURCE TARGET -o OPTIONS`: mount it as
-    // containerd does, through the helper of the type's prefix.
-    let out = s.snapshots(&["mounts", view.to_str().unwrap(), "v1"]);
+    // A view nothing references is garbage to containerd: label it a GC root, again with a
+    // new key if its GC took it between the two commands.
+    let key = (0..5)
+        .map(|i| format!("v{i}"))
+        .find(|key| {
+            let out = s.snapshots(&["view", key, top]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            s.snapshots(&["label", key, "containerd.io/gc.root=1"]).code == 0
+        })
+        .expect("containerd collected five views in a row");
+    let key = key.as_str();
+    // `ctr snapshots mounts` prints `mount -t TYPE SOURCE TARGET -o OPTIONS`: a bind
+    // mount of the union the snapshotter holds, which we make as containerd does.
+    let out = s.snapshots(&["mounts", view.to_str().unwrap(), key]);
     let words: Vec<&str> = out.stdout.split_whitespace().collect();
     assert_eq!(
         words.get(..3),
-        Some(&["mount", "-t", "fuse3.strata-fs"][..]),
+        Some(&["mount", "-t", "bind"][..]),
         "{}{}",
         out.stdout,
         out.stderr
     );
-    let bin_dir = strata_fs_bin().unwrap().parent().unwrap().to_path_buf();
-    let status = std::process::Command::new("mount.fuse3")
-        .env(
-            "PATH",
-            format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()),
-        )
-        .args([words[3], words[4], "-o", words[6], "-t", "strata-fs"])
+    assert_eq!(words.get(6), Some(&"rbind,ro"), "{}", out.stdout);
+    let status = std::process::Command::new("mount")
+        .args(["--rbind", words[3], words[4]])
         .status()
         .unwrap();
     assert!(status.success());
@@ -296,6 +306,14 @@ fn snapshotter_view_equals_strata_mount_of_the_image() {
         differences.join("\n")
     );
     drop(guard);
+    // Removing the view takes its union down (containerd removes the backend's snapshot
+    // in its garbage collection, after `rm` returned).
+    let out = s.snapshots(&["rm", key]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let gone = wait_for(Duration::from_secs(30), "the view's union to go", || {
+        strata_mounts_over(&s.root).is_empty()
+    });
+    assert!(gone.is_ok(), "{:?}", strata_mounts_over(&s.root));
 }
 
 /// Unmounts on drop, so a failed test leaves no mount behind.
@@ -303,7 +321,7 @@ struct ViewMount<'a>(&'a Path);
 
 impl Drop for ViewMount<'_> {
     fn drop(&mut self) {
-        let _ = strata_tests::mounts::unmount(self.0, strata_tests::mounts::Driver::Strata);
+        let _ = nix::mount::umount2(self.0, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
