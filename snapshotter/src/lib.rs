@@ -18,8 +18,8 @@
 //! Why the snapshotter mounts the unions itself rather than answer `fuse3.strata-fs` for
 //! containerd to mount through `mount.fuse3`: containerd's runc shim reaps every child
 //! process, which races with its own wait for the mount helper; the helper's exit then
-//! reads as ECHILD, and after ten retries the container fails to start (seen here in about
-//! one start in ten). A bind mount is one syscall. The unions stay out of this process:
+//! reads as ECHILD, and after ten retries the container fails to start (a bench round here
+//! failed so at its 7th start). A bind mount is one syscall. The unions stay out of this process:
 //! each `strata-fs` daemonizes, so a killed or restarted snapshotter breaks no running
 //! container; a union found dead (after a reboot, or its server killed) is mounted again
 //! when containerd next asks for the snapshot's mounts.
