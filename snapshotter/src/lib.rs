@@ -39,6 +39,12 @@
 //! A snapshot without parents is a plain bind mount of its `fs` directory, as containerd's
 //! own snapshotters do for a base layer (strata-fs needs at least one lower).
 //!
+//! Lazy layers ([`lazy`]): a Prepare carrying stargz-snapshotter's remote labels commits
+//! the target layer from its eStargz TOC (an index in `snapshots/<id>/lazy`, the data left
+//! in the registry) and answers ALREADY_EXISTS; unions over such layers are served by this
+//! program's `serve-union`. Walk filters ([`filter`]) are what containerd then uses to find
+//! the target.
+//!
 //! Errors carry the gRPC codes containerd's errdefs expect (see [`Error::code`]).
 
 use std::collections::BTreeMap;
@@ -53,10 +59,12 @@ use serde::{Deserialize, Serialize};
 use strata_image::store::fsutil;
 use strata_image::store::lock::Lock;
 
+pub mod filter;
+pub mod lazy;
 pub mod mounter;
 pub mod service;
 
-use mounter::{Mounter, StrataFs, Union};
+use mounter::{Lower, Mounter, StrataFs, Union};
 
 /// What went wrong, one variant per refusal containerd distinguishes.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +87,12 @@ pub enum Error {
     Immutable(String),
     #[error("a snapshot key must not be empty")]
     EmptyKey,
-    #[error("walk filters are not supported (got {0:?})")]
-    Filters(Vec<String>),
+    #[error("bad walk filter: {0}")]
+    Filters(String),
     #[error("root {0:?} cannot be a snapshotter root: its path holds ',' or ':', which mount options cannot carry")]
     BadRoot(PathBuf),
+    #[error("lazy layer: {0}")]
+    Lazy(String),
     #[error("mounting strata-fs at {at:?}: {message}")]
     Mount { at: PathBuf, message: String },
     #[error("unmounting {at:?}: {source}")]
@@ -140,6 +150,7 @@ impl Error {
             | Error::Metadata { .. }
             | Error::Store(_)
             | Error::Mount { .. }
+            | Error::Lazy(_)
             | Error::Unmount { .. } => Code::Internal,
         }
     }
@@ -174,6 +185,9 @@ pub struct Record {
     /// A committed snapshot's usage, measured once at commit (it no longer changes).
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// A lazy layer's origin: its index is in `lazy/`, its data in the registry.
+    #[serde(default)]
+    pub remote: Option<lazy::Remote>,
 }
 
 /// Disk use: bytes allocated and inodes (hard links counted once), as containerd's
@@ -216,7 +230,7 @@ impl Snapshots {
     /// unions served by `strata-fs` ([`StrataFs::locate`]). One snapshotter per root: a
     /// second one is refused.
     pub fn open(root: &Path) -> Result<Snapshots> {
-        Snapshots::open_with(root, Box::new(StrataFs::locate()))
+        Snapshots::open_with(root, Box::new(StrataFs::locate(lazy::cache_dir(root))))
     }
 
     /// [`Snapshots::open`] with the unions mounted by `mounter`.
@@ -264,6 +278,11 @@ impl Snapshots {
         self.dir.join("snapshots").join(id.to_string())
     }
 
+    /// `snapshots/<id>/lazy`: a lazy layer's index.
+    fn lazy_dir(&self, id: u64) -> PathBuf {
+        self.snapshot_dir(id).join("lazy")
+    }
+
     /// `snapshots/<id>/fs`: an active snapshot's upper, a committed one's layer.
     pub fn fs_dir(&self, id: u64) -> PathBuf {
         self.snapshot_dir(id).join("fs")
@@ -298,6 +317,15 @@ impl Snapshots {
                 Some(_) => {}
             }
         }
+        if kind == Kind::Active {
+            if let Some(req) = lazy::Request::from_labels(&labels) {
+                match self.create_lazy(&mut table, &req, parent, &labels) {
+                    Ok(()) => return Err(Error::AlreadyExists(req.target)),
+                    // containerd downloads it then, as it would without us.
+                    Err(e) => log::warn!("layer {} stays eager: {e}", req.digest),
+                }
+            }
+        }
         table.next_id += 1;
         let id = table.next_id;
         let dir = self.snapshot_dir(id);
@@ -318,6 +346,7 @@ impl Snapshots {
                 created: now,
                 updated: now,
                 usage: None,
+                remote: None,
             },
         );
         let mounts = self.save(&table).and_then(|()| self.mounts_of(&table, key));
@@ -328,6 +357,55 @@ impl Snapshots {
             let _ = fs::remove_dir_all(&dir);
         }
         mounts
+    }
+
+    /// Builds the lazy layer `req` asks for and commits it as `req.target` over `parent`.
+    fn create_lazy(
+        &self,
+        table: &mut Table,
+        req: &lazy::Request,
+        parent: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        if table.snapshots.contains_key(&req.target) {
+            return Ok(());
+        }
+        table.next_id += 1;
+        let id = table.next_id;
+        let dir = self.snapshot_dir(id);
+        let _ = fs::remove_dir_all(&dir);
+        let built = (|| {
+            fs::create_dir_all(self.fs_dir(id)).map_err(io_err("creating", &dir))?;
+            lazy::build(req, &self.lazy_dir(id)).map_err(|e| Error::Lazy(e.to_string()))
+        })();
+        let remote = match built {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        let now = SystemTime::now();
+        table.snapshots.insert(
+            req.target.clone(),
+            Record {
+                id,
+                kind: Kind::Committed,
+                parent: parent.to_string(),
+                labels: labels.clone(),
+                created: now,
+                updated: now,
+                usage: Some(Usage::default()),
+                remote: Some(remote),
+            },
+        );
+        if let Err(e) = self.save(table) {
+            table.snapshots.remove(&req.target);
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        log::info!("layer {} is lazy, as {}", req.digest, req.target);
+        Ok(())
     }
 
     /// The mounts of an active snapshot or view.
@@ -343,15 +421,18 @@ impl Snapshots {
         self.mounts_of(&table, key)
     }
 
-    /// The `fs` directories of `key`'s ancestors, nearest first.
-    fn lowers(&self, table: &Table, key: &str) -> Vec<PathBuf> {
+    /// The layers of `key`'s ancestors, nearest first.
+    fn lowers(&self, table: &Table, key: &str) -> Vec<Lower> {
         let mut out = Vec::new();
         let mut next = table.snapshots.get(key).map(|r| r.parent.as_str());
         while let Some(p) = next.filter(|p| !p.is_empty()) {
             let Some(rec) = table.snapshots.get(p) else {
                 break;
             };
-            out.push(self.fs_dir(rec.id));
+            out.push(match &rec.remote {
+                Some(remote) => Lower::Lazy(self.lazy_dir(rec.id), remote.clone()),
+                None => Lower::Dir(self.fs_dir(rec.id)),
+            });
             next = Some(rec.parent.as_str());
         }
         out
@@ -527,16 +608,14 @@ impl Snapshots {
         }
     }
 
-    /// Every snapshot, by key.
+    /// Every snapshot `filters` (containerd's syntax, see [`filter`]) let through, by key.
     pub fn list(&self, filters: &[String]) -> Result<Vec<(String, Record)>> {
-        let filters: Vec<String> = filters.iter().filter(|f| !f.is_empty()).cloned().collect();
-        if !filters.is_empty() {
-            return Err(Error::Filters(filters));
-        }
+        let filters = filter::Filters::parse(filters).map_err(Error::Filters)?;
         Ok(self
             .lock()
             .snapshots
             .iter()
+            .filter(|(k, r)| filters.matches(k, r))
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect())
     }

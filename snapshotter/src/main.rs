@@ -1,5 +1,8 @@
 //! `strata-snapshotter --address SOCKET --root DIR`: serves the snapshots API on a unix
 //! socket for containerd's `[proxy_plugins]` (see the library docs for what a snapshot is).
+//! `strata-snapshotter serve-union --cache DIR SPEC MOUNTPOINT` (hidden) serves one union
+//! with lazy layers, as `strata-fs` serves the others: it returns once the mount is ready
+//! and goes on in a daemonized process of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,11 +31,64 @@ struct Args {
     /// Log every request.
     #[arg(long)]
     debug: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Serve one union (JSON, as the snapshotter writes it) at MOUNTPOINT.
+    #[command(hide = true)]
+    ServeUnion {
+        #[arg(long)]
+        cache: PathBuf,
+        spec: String,
+        mountpoint: PathBuf,
+    },
+}
+
+/// Set in the daemonized `serve-union` process.
+const SERVE_ENV: &str = "STRATA_SNAPSHOTTER_SERVE";
+
+fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Sub::ServeUnion {
+        cache,
+        spec,
+        mountpoint,
+    }) = &args.command
+    {
+        return serve_union(cache, spec, mountpoint);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(args))
+}
+
+fn serve_union(cache: &std::path::Path, spec: &str, at: &std::path::Path) -> Result<()> {
+    if std::env::var_os(SERVE_ENV).is_none() {
+        let exe = std::env::current_exe().context("locating this program")?;
+        strata_fs::mount::start_server(
+            std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env(SERVE_ENV, "1")
+                .stdin(std::process::Stdio::null()),
+        )
+        .context("starting the union's server")?;
+        return Ok(());
+    }
+    let _ = nix::unistd::setsid();
+    let union: strata_snapshotter::mounter::Union =
+        serde_json::from_str(spec).context("reading the union's spec")?;
+    strata_snapshotter::mounter::serve_union(&union, at, cache, || {
+        strata_fs::mount::report_ready(false)
+    })
+    .map_err(anyhow::Error::msg)
+}
+
+async fn serve(args: Args) -> Result<()> {
     env_logger::Builder::new()
         .filter_level(if args.debug {
             log::LevelFilter::Debug

@@ -120,7 +120,7 @@ impl Snapshotter for Service {
         parent: String,
         labels: HashMap<String, String>,
     ) -> Result<Vec<ApiMount>, Status> {
-        log::debug!("prepare {key:?} over {parent:?}");
+        log::debug!("prepare {key:?} over {parent:?} labels {labels:?}");
         self.blocking(move |s| {
             s.create(Kind::Active, &key, &parent, sorted(labels))
                 .map(api_mounts)

@@ -70,7 +70,10 @@ fn base_layer_is_its_directory_and_children_are_unions_the_snapshotter_holds() {
     let l1 = s.fs_dir(s.stat("l1").unwrap().id);
     let l2 = s.fs_dir(s.stat("l2").unwrap().id);
     let (_, union) = fake.unions.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(union.lowers, [l2.clone(), l1.clone()]);
+    assert_eq!(
+        union.lowers,
+        [Lower::Dir(l2.clone()), Lower::Dir(l1.clone())]
+    );
     assert_eq!(
         union.options(),
         format!(
@@ -177,4 +180,31 @@ fn remove_and_cleanup_leave_no_directories() {
         .unwrap()
         .collect();
     assert!(left.is_empty());
+}
+
+#[test]
+fn a_layer_that_cannot_be_made_lazy_is_prepared_for_containerd_to_download() {
+    let (_tmp, s) = open();
+    let labels: BTreeMap<String, String> = [
+        (lazy::TARGET_LABEL, "sha256:target"),
+        (
+            "containerd.io/snapshot/remote/stargz.reference",
+            // Nothing listens on port 1.
+            "127.0.0.1:1/test/busybox:esgz",
+        ),
+        (
+            "containerd.io/snapshot/remote/stargz.digest",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        ("containerd.io/snapshot/stargz/toc.digest", "sha256:00"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let req = lazy::Request::from_labels(&labels).unwrap();
+    assert_eq!(req.target, "sha256:target");
+    let m = s.create(Kind::Active, "extract", "", labels).unwrap();
+    assert_eq!(m[0].kind, "bind");
+    assert!(s.stat("sha256:target").is_err());
+    assert!(lazy::Request::from_labels(&BTreeMap::new()).is_none());
 }

@@ -1,10 +1,12 @@
 //! `strata-snapshotter` under a private containerd 1.6 (`[proxy_plugins.strata]`): images
 //! pulled from the test registry unpack into strata-fs unions, containers run on them with
 //! runc and with strata-runtime, `ctr snapshots` lists, measures and removes them, a killed
-//! and restarted snapshotter leaves running containers working, and bad requests sent
-//! straight to its socket get the gRPC codes containerd expects.
+//! and restarted snapshotter leaves running containers working, bad requests sent straight
+//! to its socket get the gRPC codes containerd expects (grpc.rs), and an eStargz image
+//! rpulled with ctr-remote runs without containerd downloading a layer (lazy.rs).
 
 mod grpc;
+mod lazy;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
