@@ -228,8 +228,9 @@ fn run(args: &Args) -> Result<bool> {
     };
     let runtime_section = wanted(Workload::Runtime)
         .then(|| runtime::run_runtime(&scratch.root().join("runtime"), runs));
-    let snapshotter_section = wanted(Workload::Snapshotter)
-        .then(|| snapshotter::run_snapshotter(&scratch.root().join("snapshotter"), runs));
+    let snapshotter_section = wanted(Workload::Snapshotter).then(|| {
+        snapshotter::run_snapshotter(&scratch.root().join("snapshotter"), runs, args.quick)
+    });
     let build_section = match wanted(Workload::Build) {
         true => Some(build::run_build(&scratch.root().join("build"), runs)),
         false => None,

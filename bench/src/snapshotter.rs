@@ -3,6 +3,12 @@
 //! overlayfs snapshotter + runc, and strata-snapshotter + runc to tell the two parts apart.
 //! The image is pulled from a loopback registry into both snapshotters first; the rows
 //! alternate run by run so load changes hit them alike. Medians of `runs` (at least 10).
+//!
+//! Then a lazy start: the pull workload's image (busybox under 4 layers of incompressible
+//! files, about 200 MiB) converted by `ctr-remote image convert --estargz` and pushed back,
+//! started as `ctr-remote image rpull --snapshotter strata` + `ctr run --rm … cat FILE`
+//! against `ctr image pull` (overlayfs) + the same `ctr run`, each from nothing (images
+//! removed, containerd's GC done, the chunk cache emptied). Loopback registry, no throttle.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -40,8 +46,8 @@ const ROWS: [Row; 3] = [
     },
 ];
 
-/// Runs the workload; its markdown table.
-pub fn run_snapshotter(dir: &Path, runs: usize) -> Result<String> {
+/// Runs the workload; its markdown tables.
+pub fn run_snapshotter(dir: &Path, runs: usize, quick: bool) -> Result<String> {
     let runs = runs.max(10);
     std::fs::create_dir_all(dir)?;
     let registry = Registry::start()?;
@@ -93,5 +99,134 @@ pub fn run_snapshotter(dir: &Path, runs: usize) -> Result<String> {
     for (row, m) in ROWS.iter().zip(&medians) {
         writeln!(t, "| {} | {:.1} | {:.2} |", row.label, m * 1e3, m / base)?;
     }
+    t.push('\n');
+    t.push_str(&lazy_start(
+        dir,
+        &registry,
+        &ctd,
+        &snap,
+        runs.min(3),
+        quick,
+    )?);
+    Ok(t)
+}
+
+/// `ctr`, which must succeed.
+fn ctr(ctd: &Containerd, args: &[&str]) -> Result<()> {
+    let out = ctd.ctr(args);
+    if out.code != 0 {
+        bail!("ctr {args:?}: {}", out.stderr.trim());
+    }
+    Ok(())
+}
+
+/// `ctr-remote` against the same containerd, which must succeed.
+fn ctr_remote(ctd: &Containerd, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ctr-remote")
+        .arg("--address")
+        .arg(ctd.socket())
+        .args(args)
+        .output()
+        .context("running ctr-remote (apt-get install stargz-snapshotter)")?;
+    if !out.status.success() {
+        bail!(
+            "ctr-remote {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn lazy_start(
+    dir: &Path,
+    registry: &Registry,
+    ctd: &Containerd,
+    snap: &Snapshotter,
+    runs: usize,
+    quick: bool,
+) -> Result<String> {
+    let (files, mean) = crate::pull::shape(quick);
+    eprintln!("strata-bench: snapshotter: building the lazy-start image");
+    let mut image = ImageBuilder::new().layer(&busybox_layer()?)?;
+    for l in 0..crate::pull::LAYERS {
+        image = image.layer(&crate::pull::image_layer(l, files, mean))?;
+    }
+    let layout = dir.join("lazy-layout");
+    let built = image.write_layout(&layout, "big")?;
+    let full = registry.push(&layout, "big", "bench/big:v1")?;
+    let esgz = format!("{full}-esgz");
+    ctr(ctd, &["image", "pull", "--plain-http", &full])?;
+    ctr_remote(
+        ctd,
+        &["image", "convert", "--estargz", "--oci", &full, &esgz],
+    )?;
+    ctr_remote(ctd, &["image", "push", "--plain-http", &esgz])?;
+    let cache = snap.root().join("chunks");
+    // Both images gone (their snapshots with them, by containerd's GC) and no chunk cached.
+    let reset = || {
+        let _ = ctd.ctr(&["image", "rm", "--sync", &full, &esgz]);
+        let _ = std::fs::remove_dir_all(&cache);
+    };
+    let file = "/l0/d0/f1";
+    let (mut lazy, mut eager) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        reset();
+        let (_, l) = timed(|| {
+            ctr_remote(
+                ctd,
+                &[
+                    "image",
+                    "rpull",
+                    "--plain-http",
+                    "--snapshotter",
+                    "strata",
+                    &esgz,
+                ],
+            )?;
+            ctr(
+                ctd,
+                &[
+                    "run",
+                    "--rm",
+                    "--snapshotter",
+                    "strata",
+                    &esgz,
+                    &format!("lz{i}"),
+                    "cat",
+                    file,
+                ],
+            )
+        })?;
+        reset();
+        let (_, e) = timed(|| {
+            ctr(ctd, &["image", "pull", "--plain-http", &full])?;
+            ctr(ctd, &["run", "--rm", &full, &format!("ea{i}"), "cat", file])
+        })?;
+        eprintln!(
+            "  lazy start {}/{runs}: rpull + run {l:.2} s, pull + run {e:.2} s",
+            i + 1
+        );
+        lazy.push(l);
+        eager.push(e);
+    }
+    reset();
+    let l = median(&lazy).context("no rounds")?;
+    let e = median(&eager).context("no rounds")?;
+    let mib = built.layers_size as f64 / (1 << 20) as f64;
+    let mut t = String::new();
+    writeln!(
+        t,
+        "| start of a {mib:.0} MiB image, `cat` of one file (median of {runs}) | s | ×full pull |"
+    )?;
+    writeln!(t, "|---|---:|---:|")?;
+    writeln!(
+        t,
+        "| eStargz: `ctr-remote image rpull` (strata) + `ctr run --rm` | {l:.2} | {:.2} |",
+        l / e
+    )?;
+    writeln!(
+        t,
+        "| `ctr image pull` (overlayfs) + `ctr run --rm` | {e:.2} | 1.00 |"
+    )?;
     Ok(t)
 }

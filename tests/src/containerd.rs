@@ -262,6 +262,11 @@ impl Snapshotter {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The store root it serves.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
 }
 
 impl Drop for Snapshotter {
