@@ -68,9 +68,10 @@ impl Setup {
 
     /// `ctr run --rm --snapshotter strata [head…] IMAGE ID cmd…`.
     fn run(&self, head: &[&str], image: &str, id: &str, cmd: &[&str]) -> Out {
+        let id = unique(id);
         let mut v = vec!["run", "--rm", "--snapshotter", "strata"];
         v.extend_from_slice(head);
-        v.extend_from_slice(&[image, id]);
+        v.extend_from_slice(&[image, &id]);
         v.extend_from_slice(cmd);
         self.ctd.ctr(&v)
     }
@@ -100,6 +101,12 @@ impl Setup {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// `name` made unique to this process: runc's state directory
+/// (`/run/containerd/runc/NAMESPACE/ID`) is shared by every containerd on the host.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
 }
 
 fn runtime_bin() -> PathBuf {
@@ -334,20 +341,21 @@ fn running_container_survives_a_snapshotter_restart() {
     }
     let mut s = setup();
     s.pull(&s.env.busybox);
+    let long = unique("long");
     s.ctd.ctr_ok(&[
         "run",
         "-d",
         "--snapshotter",
         "strata",
         &s.env.busybox,
-        "long",
+        &long,
         "sleep",
         "1000",
     ]);
-    let task = TaskGuard(&s.ctd, "long");
+    let task = TaskGuard(&s.ctd, &long);
     let exec = |id: &str, script: &str| {
         s.ctd
-            .ctr(&["task", "exec", "--exec-id", id, "long", "sh", "-c", script])
+            .ctr(&["task", "exec", "--exec-id", id, &long, "sh", "-c", script])
     };
     s.snap.kill().unwrap();
     // Its mounts are strata-fs processes of their own: the root file system still serves.
