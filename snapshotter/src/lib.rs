@@ -299,6 +299,23 @@ impl Snapshots {
         if key.is_empty() {
             return Err(Error::EmptyKey);
         }
+        if kind == Kind::Active {
+            if let Some(req) = lazy::Request::from_labels(&labels) {
+                let parent_ok = parent.is_empty()
+                    || self
+                        .lock()
+                        .snapshots
+                        .get(parent)
+                        .is_some_and(|p| p.kind == Kind::Committed);
+                if parent_ok {
+                    match self.create_lazy(&req, parent, &labels) {
+                        Ok(()) => return Err(Error::AlreadyExists(req.target)),
+                        // containerd downloads it then, as it would without us.
+                        Err(e) => log::warn!("layer {} stays eager: {e}", req.digest),
+                    }
+                }
+            }
+        }
         let mut table = self.lock();
         if table.snapshots.contains_key(key) {
             return Err(Error::AlreadyExists(key.to_string()));
@@ -315,15 +332,6 @@ impl Snapshots {
                     return Err(Error::ParentNotCommitted(parent.to_string()))
                 }
                 Some(_) => {}
-            }
-        }
-        if kind == Kind::Active {
-            if let Some(req) = lazy::Request::from_labels(&labels) {
-                match self.create_lazy(&mut table, &req, parent, &labels) {
-                    Ok(()) => return Err(Error::AlreadyExists(req.target)),
-                    // containerd downloads it then, as it would without us.
-                    Err(e) => log::warn!("layer {} stays eager: {e}", req.digest),
-                }
             }
         }
         table.next_id += 1;
@@ -360,18 +368,25 @@ impl Snapshots {
     }
 
     /// Builds the lazy layer `req` asks for and commits it as `req.target` over `parent`.
+    /// The registry is read without the table's lock (layers are prepared in parallel, and
+    /// running containers' Mounts must not wait on the network); the lock guards the id
+    /// taken before and the insert after.
     fn create_lazy(
         &self,
-        table: &mut Table,
         req: &lazy::Request,
         parent: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<()> {
-        if table.snapshots.contains_key(&req.target) {
-            return Ok(());
-        }
-        table.next_id += 1;
-        let id = table.next_id;
+        let id = {
+            let mut table = self.lock();
+            if table.snapshots.contains_key(&req.target) {
+                return Ok(());
+            }
+            table.next_id += 1;
+            // Written now so that no later snapshot takes this id after a crash.
+            self.save(&table)?;
+            table.next_id
+        };
         let dir = self.snapshot_dir(id);
         let _ = fs::remove_dir_all(&dir);
         let built = (|| {
@@ -385,6 +400,19 @@ impl Snapshots {
                 return Err(e);
             }
         };
+        let mut table = self.lock();
+        // Made meanwhile by another Prepare of the same layer, or its parent removed.
+        let parent_gone = !parent.is_empty() && !table.snapshots.contains_key(parent);
+        if table.snapshots.contains_key(&req.target) || parent_gone {
+            let _ = fs::remove_dir_all(&dir);
+            return match parent_gone {
+                true => Err(Error::ParentNotFound {
+                    key: req.target.clone(),
+                    parent: parent.to_string(),
+                }),
+                false => Ok(()),
+            };
+        }
         let now = SystemTime::now();
         table.snapshots.insert(
             req.target.clone(),
@@ -399,7 +427,7 @@ impl Snapshots {
                 remote: Some(remote),
             },
         );
-        if let Err(e) = self.save(table) {
+        if let Err(e) = self.save(&table) {
             table.snapshots.remove(&req.target);
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
