@@ -2,7 +2,7 @@
 //! pulled with `ctr-remote image rpull --snapshotter strata`, runs without containerd
 //! downloading its layers.
 
-use super::setup;
+use super::{setup, unique, TaskGuard};
 use strata_tests::users::have_root;
 
 #[test]
@@ -10,7 +10,7 @@ fn rpull_of_an_estargz_image_starts_without_downloading_its_layers() {
     if !have_root("rpull_of_an_estargz_image_starts_without_downloading_its_layers") {
         return;
     }
-    let s = setup();
+    let mut s = setup();
     let src = &s.env.busybox;
     let esgz = format!("{}-esgz", src);
     s.ctd.ctr_ok(&["image", "pull", "--plain-http", src]);
@@ -82,4 +82,40 @@ fn rpull_of_an_estargz_image_starts_without_downloading_its_layers() {
         "{}",
         out.stdout
     );
+
+    // A running container's union over lazy layers keeps serving with the snapshotter
+    // gone: its server (`serve-union`) is a process of its own.
+    let id = unique("lazylong");
+    s.ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "strata",
+        &esgz,
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let task = TaskGuard(&s.ctd, &id);
+    s.snap.kill().unwrap();
+    let out = s.ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "cat /hello && wc -c < /bin/busybox",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "world", "{}", out.stdout);
+    assert!(
+        lines[1].trim().parse::<u64>().unwrap() > 100_000,
+        "{}",
+        out.stdout
+    );
+    drop(task);
+    s.snap.restart().unwrap();
 }
