@@ -3,7 +3,7 @@
 //! markdown table of medians with strata-fs's ratios to kernel overlayfs and fuse-overlayfs.
 //!
 //! ```text
-//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push,runtime] [--runs N]
+//!   strata-bench [--quick] [--only walk,readdir,seqread,randread,copyup,untar,pull,run,commit,build,push,runtime,snapshotter] [--runs N]
 //! ```
 //! Needs root (loop devices, kernel overlayfs, `drop_caches`), `fio`, `fuse-overlayfs`, and
 //! `strata-fs` built beside it (`cargo build --release -p strata-fs -p strata-bench`) or
@@ -39,6 +39,8 @@
 //!     store to fresh loopback registries, as stored and as zstd:chunked; its own table.
 //! 13. **runtime** (`runtime.rs`): `strata-runtime` create+start+delete of a busybox bundle
 //!     against runc and crun; its own table.
+//! 14. **snapshotter** (`snapshotter.rs`): containerd's `ctr run --rm` of busybox with
+//!     strata-snapshotter + strata-runtime against overlayfs + runc; its own table.
 //!
 //! The native column runs the same operations without a union: on the merged tree copied
 //! flat (walk, readdir), on the bottom layer's file itself (seqread, randread), on a plain
@@ -65,6 +67,7 @@ mod report;
 mod run;
 mod runtime;
 mod scratch;
+mod snapshotter;
 mod workloads;
 
 use std::path::PathBuf;
@@ -128,6 +131,8 @@ enum Workload {
     Runtime,
     /// Lazy pull + run to first output vs a full pull, eStargz through a 10 MB/s proxy.
     Lazy,
+    /// containerd `ctr run --rm`: strata-snapshotter + strata-runtime vs overlayfs + runc.
+    Snapshotter,
 }
 
 fn main() -> ExitCode {
@@ -234,6 +239,9 @@ fn run(args: &Args) -> Result<bool> {
     };
     let runtime_section = wanted(Workload::Runtime)
         .then(|| runtime::run_runtime(&scratch.root().join("runtime"), runs));
+    let snapshotter_section = wanted(Workload::Snapshotter).then(|| {
+        snapshotter::run_snapshotter(&scratch.root().join("snapshotter"), runs, args.quick)
+    });
     let build_section = match wanted(Workload::Build) {
         true => Some(build::run_build(&scratch.root().join("build"), runs)),
         false => None,
@@ -291,6 +299,11 @@ fn run(args: &Args) -> Result<bool> {
     match build_section {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("build: {e:#}")),
+        None => {}
+    }
+    match snapshotter_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("snapshotter: {e:#}")),
         None => {}
     }
     if !errors.is_empty() {

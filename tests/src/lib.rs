@@ -1,7 +1,7 @@
 //! Shared harness for strata's end-to-end tests and benchmarks.
 //!
 //! ```text
-//!   containerd.rs a private containerd, driven with ctr and ctr-remote
+//!   containerd.rs a private containerd 1.6 (own root, state, socket, config), ctr and ctr-remote
 //!   dirstream.rs opendir/readdir with telldir/seekdir
 //!   fake_registry.rs a registry that misbehaves on purpose (digests, cut transfers, auth)
 //!   fixture.rs  LayerBuilder: layer content → a directory (OCI or kernel whiteouts)

@@ -5,4 +5,5 @@ mod containers;
 mod differential;
 mod images;
 mod runtime_cli;
+mod snapshotter;
 mod union;

@@ -502,7 +502,7 @@ fn rootless_lazy_pull_runs_like_a_full_pull_child() -> Result<()> {
 
 /// Fails with the command's output unless it exited 0.
 #[track_caller]
-fn ok(what: &str, run: strata_tests::strata::Run) -> String {
+fn ok(what: &str, run: strata_tests::containerd::Out) -> String {
     assert_eq!(run.code, 0, "{what}: {}{}", run.stdout, run.stderr);
     run.stdout
 }
@@ -526,7 +526,7 @@ fn ctr_remote_estargz_images_pull_lazily_and_strata_estargz_reads_in_ctr_remote(
     let converted = format!("{}/test/converted:v1", registry.host);
 
     // containerd's converter (the Go estargz package) writes the eStargz image.
-    let ctd = Containerd::start(&tmp.path().join("containerd"));
+    let ctd = Containerd::start(&tmp.path().join("containerd"))?;
     ok(
         "pull",
         ctd.ctr_remote(&["images", "pull", "--plain-http", &plain]),

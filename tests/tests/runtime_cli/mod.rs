@@ -19,12 +19,7 @@ pub fn runtime_bin() -> PathBuf {
     strata_tests::mounts::workspace_bin("strata-runtime", "STRATA_RUNTIME_BIN").unwrap()
 }
 
-/// What a command did.
-pub struct Out {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
+pub use strata_tests::containerd::Out;
 
 /// Runs `cmd` with stdout and stderr in files under `dir`, not pipes: a container created
 /// by it inherits them and would hold pipes open.

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use strata_tests::containerd::Containerd;
 use strata_tests::mounts::wait_for;
-use strata_tests::strata::Run;
-
 use strata_tests::users::have_root;
 
 use super::{run_to_files, runtime_bin, Out};
@@ -203,16 +201,6 @@ impl Drop for RemoveAll<'_> {
     }
 }
 
-/// `ctr run --runc-binary strata-runtime --rootfs ROOTFS` with `args`.
-fn ctr_run(ctd: &Containerd, rootfs: &Path, head: &[&str], id: &str, cmd: &[&str]) -> Run {
-    let bin = runtime_bin();
-    let mut v = vec!["run", "--runc-binary", bin.to_str().unwrap()];
-    v.extend_from_slice(head);
-    v.extend_from_slice(&["--rootfs", rootfs.to_str().unwrap(), id]);
-    v.extend_from_slice(cmd);
-    ctd.ctr(&v)
-}
-
 #[test]
 fn containerd_runs_tasks_through_strata_runtime() {
     if !have_root("containerd_runs_tasks_through_strata_runtime") {
@@ -224,18 +212,19 @@ fn containerd_runs_tasks_through_strata_runtime() {
         .unwrap();
     let rootfs = tmp.path().join("rootfs");
     super::busybox_rootfs(&rootfs);
-    let ctd = Containerd::start(tmp.path());
-    let out = ctr_run(&ctd, &rootfs, &["--rm"], "t1", &["echo", "hello"]);
+    let ctd = Containerd::start(tmp.path()).unwrap();
+    let rt = runtime_bin();
+    let out = ctd.run_rootfs(&rt, &rootfs, &["--rm"], "t1", &["echo", "hello"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),
         (0, "hello\n"),
         "{}",
         out.stderr
     );
-    let out = ctr_run(&ctd, &rootfs, &["--rm"], "t2", &["sh", "-c", "exit 5"]);
+    let out = ctd.run_rootfs(&rt, &rootfs, &["--rm"], "t2", &["sh", "-c", "exit 5"]);
     assert_eq!(out.code, 5, "{}", out.stderr);
 
-    let out = ctr_run(&ctd, &rootfs, &["-d"], "t3", &["sleep", "1000"]);
+    let out = ctd.run_rootfs(&rt, &rootfs, &["-d"], "t3", &["sleep", "1000"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(ctd.task_status("t3"), "RUNNING");
     // The shim drove strata-runtime, under its per-namespace root: the task is ours.
