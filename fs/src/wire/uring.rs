@@ -14,7 +14,7 @@
 //! every queue has an entry; so one `/dev/fuse` reader runs beside the queues. If the kernel
 //! refuses a registration, it serves the connection over `/dev/fuse` from then on, and so
 //! does this server. A request's bytes are put back together as a `/dev/fuse` read would
-//! give them (header, per-op header, payload), so [`Server::respond`] answers both alike.
+//! give them (header, per-op header, payload), so the server answers both alike (`Server::respond`).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
