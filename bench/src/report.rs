@@ -106,6 +106,8 @@ impl Unit {
             Unit::MegabytesPerSecond => format!("{value:.0} MB/s"),
             Unit::Iops => format!("{value:.0} IOPS"),
             Unit::Bytes => format!("{:.1} MiB", value / (1024.0 * 1024.0)),
+            // Listings answer dozens of entries per request: hundredths show.
+            Unit::PerFile if value < 1.0 => format!("{value:.3} req/file"),
             Unit::PerFile => format!("{value:.1} req/file"),
         }
     }

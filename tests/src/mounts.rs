@@ -241,10 +241,11 @@ pub fn mount(driver: Driver, dirs: &UnionDirs, extra: &[&str]) -> Result<MountGu
         Driver::Kernel => {
             use nix::mount::MsFlags;
             // A process that unshared its mount namespace while an earlier overlay over the
-            // same upper was mounted (a container started by a test running in parallel) holds
-            // a copy of that mount, and with it the upper's "in use" lock, until it exits or
-            // pivots away: EBUSY then is transient.
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // same upper was mounted (a container started by a test running in parallel, or
+            // the rootless suite's `unshare -Urm` child, which lives for its whole suite)
+            // holds a copy of that mount, and with it the upper's "in use" lock, until it
+            // exits or pivots away: EBUSY then is transient, if for as long as that suite.
+            let deadline = Instant::now() + Duration::from_secs(90);
             loop {
                 let mounted = nix::mount::mount(
                     Some("overlay"),

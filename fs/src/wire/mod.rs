@@ -101,7 +101,7 @@ pub fn serve(
     let served = match rings {
         Some(rings) => {
             server.attach(dev)?;
-            uring::serve(server, dev, rings)
+            uring::serve(server, dev, rings, threads)
         }
         None => {
             log::info!("FUSE transport: /dev/fuse, {threads} reading threads");

@@ -11,10 +11,10 @@
 //! A request made on CPU q is handed to queue q's thread, which runs there: no wake-up of
 //! another CPU, and the reply and the next fetch are one submission. The kernel keeps
 //! sending FORGET and INTERRUPT through `/dev/fuse`, and does the same for everything until
-//! every queue has an entry; so one `/dev/fuse` reader runs beside the queues. If the kernel
+//! every queue has an entry; so `/dev/fuse` readers run beside the queues. If the kernel
 //! refuses a registration, it serves the connection over `/dev/fuse` from then on, and so
 //! does this server. A request's bytes are put back together as a `/dev/fuse` read would
-//! give them (header, per-op header, payload), so `Server::respond` answers both alike.
+//! give them (header, per-op header, payload), so the server answers both alike (`Server::respond`).
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -372,15 +372,18 @@ fn unique_of(header: &[u8]) -> u64 {
     u64::from_ne_bytes(header[8..16].try_into().expect("8 bytes"))
 }
 
-/// Serves `server` over io_uring queues, with one `/dev/fuse` reader beside them.
+/// Serves `server` over io_uring queues, with `readers` threads reading `/dev/fuse` beside
+/// them: idle while the ring serves (FORGET and INTERRUPT come that way), the whole load if
+/// the kernel refuses the ring.
 pub(super) fn serve(
     server: &Server,
     dev: &dyn super::Transport,
     rings: Rings,
+    readers: usize,
 ) -> std::io::Result<()> {
     server.uring.want();
     std::thread::scope(|s| {
-        let reader = s.spawn(|| server.run(dev, 1));
+        let reader = s.spawn(|| server.run(dev, readers));
         let queues = rings.serve(server, dev.device());
         let reader = reader
             .join()
