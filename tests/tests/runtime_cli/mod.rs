@@ -26,6 +26,16 @@ pub struct Out {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Out {
+    fn from(out: std::process::Output) -> Out {
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs `cmd` with stdout and stderr in files under `dir`, not pipes: a container created
 /// by it inherits them and would hold pipes open.
 pub fn run_to_files(mut cmd: Command, dir: &Path) -> Out {

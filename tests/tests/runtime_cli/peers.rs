@@ -261,12 +261,7 @@ impl Containerd {
     fn ctr(&self, args: &[&str]) -> Out {
         let mut c = Command::new("ctr");
         c.arg("--address").arg(&self.socket).args(args);
-        let out = c.output().unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        c.output().unwrap().into()
     }
 
     /// `ctr run --runc-binary strata-runtime --rootfs ROOTFS` with `args`.
