@@ -93,6 +93,9 @@ impl ExecRunning {
     }
 }
 
+/// What [`Container::start_with`] calls before pid 1 pivots: given pid 1's host pid.
+pub type BeforePivot<'a> = &'a mut dyn FnMut(i32) -> Result<()>;
+
 /// Namespace container runtime entry point.
 pub struct Container;
 
@@ -107,6 +110,18 @@ impl Container {
     /// The caller may be multi-threaded (the work that needs a single thread happens in a
     /// forked child), but must not ignore SIGCHLD.
     pub fn start(spec: &ContainerSpec, stdio: Stdio) -> Result<Running> {
+        Container::start_with(spec, stdio, None)
+    }
+
+    /// [`Container::start`], with `before_pivot` called in the caller once pid 1 made its
+    /// namespaces and mounts and before it pivots into the root (OCI `createRuntime`
+    /// hooks), with pid 1's host pid. Pid 1 waits for it; its error stops the start (pid 1
+    /// is killed).
+    pub fn start_with(
+        spec: &ContainerSpec,
+        stdio: Stdio,
+        before_pivot: Option<BeforePivot<'_>>,
+    ) -> Result<Running> {
         if spec.process.args.is_empty() {
             return Err(Error::NoCommand);
         }
@@ -138,7 +153,7 @@ impl Container {
             spec,
             cgroup: cgroup.as_ref(),
         };
-        match launch(target, &spec.process, stdio) {
+        match launch(target, &spec.process, stdio, before_pivot) {
             Ok((pid, pty_master)) => Ok(Running {
                 pid,
                 pty_master,
@@ -174,7 +189,7 @@ pub fn exec(target_pid: i32, process: &ProcessSpec, stdio: Stdio) -> Result<Exec
         pid: target_pid,
         cgroup,
     };
-    let (pid, pty_master) = launch(target, process, stdio)?;
+    let (pid, pty_master) = launch(target, process, stdio, None)?;
     Ok(ExecRunning { pid, pty_master })
 }
 
@@ -208,6 +223,9 @@ struct Ends {
     /// whose root is not the caller, pivot_root). Pid 1 reopens it for writing through
     /// /proc/self/fd.
     gate: Option<OwnedFd>,
+    /// With a [`BeforePivot`] callback: pid 1 says it is ready to pivot (write end), then
+    /// waits for the caller's go (read end).
+    pivot: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -220,6 +238,7 @@ fn launch(
     target: Target<'_>,
     process: &ProcessSpec,
     stdio: Stdio,
+    before_pivot: Option<BeforePivot<'_>>,
 ) -> Result<(i32, Option<OwnedFd>)> {
     let (pid_r, pid_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -259,6 +278,14 @@ fn launch(
         }
         false => (None, None),
     };
+    let (pivot_here, pivot_there) = match before_pivot.is_some() {
+        true => {
+            let (ready_r, ready_w) = pipe()?;
+            let (go_r, go_w) = pipe()?;
+            (Some((ready_r, go_w)), Some((ready_w, go_r)))
+        }
+        false => (None, None),
+    };
     let ends = Ends {
         pid: Some(pid_w),
         err: Some(err_w),
@@ -267,10 +294,11 @@ fn launch(
         size,
         userns: userns_there,
         gate: None,
+        pivot: pivot_there,
     };
     let child = match sys::fork().map_err(Error::sys("fork"))? {
         ForkResult::Child => {
-            drop((pid_r, err_r, sock_here, userns_here));
+            drop((pid_r, err_r, sock_here, userns_here, pivot_here));
             setup_child(target, process, ends)
         }
         ForkResult::Parent { child } => child,
@@ -282,6 +310,18 @@ fn launch(
     let pid = read_pid(pid_r);
     // (Retries EINTR: a caller with signal handlers must not leave it a zombie.)
     let _ = process::wait(child.as_raw());
+    if let (Some(pid), Some((ready_r, go_w)), Some(callback)) = (pid, pivot_here, before_pivot) {
+        // EOF instead of the byte: pid 1 failed first and reports why below.
+        let mut byte = [0u8; 1];
+        if File::from(ready_r).read(&mut byte).unwrap_or(0) == 1 {
+            if let Err(e) = callback(pid) {
+                let _ = process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = process::wait(pid);
+                return Err(e);
+            }
+            let _ = nix::unistd::write(&go_w, &[1]);
+        }
+    }
     // The master arrives before the exec; EOF instead when setup failed first.
     let master = match (pid, sock_here) {
         (Some(_), Some(sock)) => pty::recv_fd(&sock).unwrap_or(None),
@@ -419,6 +459,7 @@ fn setup_steps(target: Target<'_>, process: &ProcessSpec, ends: &mut Ends) -> Re
         .chain(
             ends.userns
                 .iter()
+                .chain(&ends.pivot)
                 .flat_map(|(a, b)| [a.as_raw_fd(), b.as_raw_fd()]),
         )
         .collect();
@@ -655,7 +696,20 @@ fn process_main(
         .filter(|s| !s.start_container_hooks.is_empty())
         .map(|s| (&s.start_container_hooks, crate::hooks::state_of_pid1(s)));
     if let Some(spec) = spec {
-        setup::container(&setup::Kernel, spec)?;
+        let mut pivot = ends.pivot.take();
+        let mut wait_for_caller = || -> Result<()> {
+            let Some((ready_w, go_r)) = pivot.take() else {
+                return Ok(());
+            };
+            nix::unistd::write(&ready_w, &[1]).map_err(Error::sys("telling the caller"))?;
+            drop(ready_w);
+            let mut byte = [0u8; 1];
+            match File::from(go_r).read(&mut byte).unwrap_or(0) {
+                1 => Ok(()),
+                _ => Err(Error::Other("the caller stopped the start".into())),
+            }
+        };
+        setup::container(&setup::Kernel, spec, &mut wait_for_caller)?;
     }
     setsid().map_err(Error::sys("setsid"))?;
     if let Some(sock) = ends.pty.take() {

@@ -1,7 +1,10 @@
 //! OCI hooks: programs run at lifecycle points with the container's state JSON on stdin.
 //!
 //! ```text
-//! createRuntime, poststart, poststop   the strata-runtime binary, in its own namespaces
+//! createRuntime                        the strata-runtime binary, in its own namespaces,
+//!                                      while pid 1 waits before pivot_root
+//!                                      ([`crate::Container::start_with`])
+//! poststart, poststop                  the strata-runtime binary
 //! createContainer                      pid 1, in the container's namespaces, after the
 //!                                      mounts and before pivot_root
 //! startContainer                       pid 1, at `start`, in the container's root, before

@@ -227,7 +227,14 @@ fn remount_read_only(sc: &dyn Syscalls, path: &Path) -> Result<()> {
 
 /// Everything up to and including pivot_root and the read-only root, in pid 1 of the new
 /// namespaces (proc must be mounted from inside the pid namespace).
-pub(crate) fn container(sc: &dyn Syscalls, spec: &ContainerSpec) -> Result<()> {
+///
+/// `before_pivot` runs once the mounts are made, before the createContainer hooks (the
+/// caller's createRuntime hooks run meanwhile).
+pub(crate) fn container(
+    sc: &dyn Syscalls,
+    spec: &ContainerSpec,
+    before_pivot: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let root = spec.rootfs.as_path();
     // pivot_root needs the new root to be a mount point, whatever the caller gave.
     mnt(
@@ -265,6 +272,7 @@ pub(crate) fn container(sc: &dyn Syscalls, spec: &ContainerSpec) -> Result<()> {
         let readonly = readonly.unwrap_or_else(|| READ_ONLY.map(String::from).to_vec());
         mask_paths(sc, root, &masked, &readonly)?;
     }
+    before_pivot()?;
     if !spec.create_container_hooks.is_empty() {
         crate::hooks::run_all(
             &spec.create_container_hooks,
@@ -752,7 +760,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        container(&rec, &spec).unwrap();
+        container(&rec, &spec, &mut || Ok(())).unwrap();
         let calls = rec.calls.into_inner();
         let pts = match idmap::gid_mapped(5) {
             true => "newinstance,ptmxmode=0666,mode=0620,gid=5",
@@ -806,7 +814,7 @@ mod tests {
             network: NetworkMode::Host,
             ..Default::default()
         };
-        container(&rec, &spec).unwrap();
+        container(&rec, &spec, &mut || Ok(())).unwrap();
         let calls = rec.calls.into_inner();
         // No loopback for the host network; sysfs refused: /sys bound read-only instead.
         assert!(!calls.iter().any(|c| c == "lo up"));
@@ -826,7 +834,7 @@ mod tests {
             privileged: true,
             ..Default::default()
         };
-        container(&rec, &spec).unwrap();
+        container(&rec, &spec, &mut || Ok(())).unwrap();
         let calls = rec.calls.into_inner();
         // Host devices, sysfs read-write, nothing masked or read-only.
         assert!(calls.contains(&"mount /dev R/dev - bind,rec".to_string()));

@@ -503,7 +503,24 @@ fn create(
         }
         _ => Stdio::Inherit,
     };
-    let running = Container::start(&spec, stdio)?;
+    let hooks = oci::RuntimeHooks::of(&oci_spec);
+    // prestart/createRuntime: in this process's namespaces, once pid 1 made its own and its
+    // mounts, before it pivots (the spec's point), with the state as `creating`.
+    let mut create_runtime = |pid: i32| {
+        let state = serde_json::json!({
+            "ociVersion": oci::OCI_VERSION,
+            "id": id,
+            "status": "creating",
+            "pid": pid,
+            "bundle": bundle,
+            "annotations": oci_spec.annotations().clone().unwrap_or_default(),
+        });
+        strata_runtime::hooks::run_all(&hooks.create_runtime, &state.to_string(), "createRuntime")
+    };
+    let running = match hooks.create_runtime.is_empty() {
+        true => Container::start(&spec, stdio)?,
+        false => Container::start_with(&spec, stdio, Some(&mut create_runtime))?,
+    };
     if let (Some(master), Some(path)) = (&running.pty_master, console_socket) {
         send_console(path, master)?;
     }
@@ -521,11 +538,9 @@ fn create(
             .unwrap_or_else(|| nix::unistd::geteuid().to_string()),
         annotations: oci_spec.annotations().clone().unwrap_or_default(),
         cgroup_path: spec.cgroup_path.clone(),
-        hooks: oci::RuntimeHooks::of(&oci_spec),
+        hooks: hooks.clone(),
     };
     root.save(&saved)?;
-    let state = serde_json::to_string(&root.state(&saved)).unwrap_or_default();
-    strata_runtime::hooks::run_all(&saved.hooks.create_runtime, &state, "createRuntime")?;
     if let Some(path) = pid_file {
         write_pid_file(path, running.pid)?;
     }

@@ -11,11 +11,13 @@ use strata_tests::users::have_root;
 use super::bundle::Bundle;
 
 /// A hook that saves its stdin to `to` (a host path, or for startContainer a path in the
-/// container: both have /bin/sh).
+/// container: both have /bin/sh) and appends its file name to `order` beside it.
 fn save_stdin(to: &Path) -> serde_json::Value {
+    let order = to.with_file_name("order");
+    let name = to.file_stem().unwrap().to_string_lossy();
     serde_json::json!({
         "path": "/bin/sh",
-        "args": ["sh", "-c", format!("cat > {}", to.display())],
+        "args": ["sh", "-c", format!("cat > {}; echo {name} >> {}", to.display(), order.display())],
         "env": ["PATH=/bin:/usr/bin"],
     })
 }
@@ -57,6 +59,10 @@ fn bundle_hooks_get_state_on_stdin() {
         assert_eq!(s["pid"], pid, "{s}");
         assert_eq!(s["bundle"], b.dir().to_str().unwrap(), "{s}");
     }
+    assert_eq!(state_in(&cr)["status"], "creating");
+    // createRuntime before createContainer, both at create.
+    let order = || std::fs::read_to_string(out.join("order")).unwrap();
+    assert_eq!(order(), "createRuntime\ncreateContainer\n");
     assert!(
         !b.rootfs("startContainer.json").exists() && !pst.exists(),
         "start hooks ran at create"
@@ -76,6 +82,10 @@ fn bundle_hooks_get_state_on_stdin() {
     );
     assert!(!pstop.exists());
     b.ok(&["delete", "--force", "h1"]);
+    assert_eq!(
+        order(),
+        "createRuntime\ncreateContainer\npoststart\npoststop\n"
+    );
     let s = state_in(&pstop);
     assert_eq!(
         (&s["id"], &s["status"]),

@@ -192,12 +192,28 @@ fn runtime_state(id: &str) -> serde_json::Value {
 }
 
 /// Removes the test's podman containers even when the test failed half-way, so no
-/// container outlives it.
+/// container outlives it (rootless, the store too).
 struct RemoveAll<'a>(&'a Path);
 
 impl Drop for RemoveAll<'_> {
     fn drop(&mut self) {
         let _ = podman(self.0, &["rm", "-af", "-t", "0"]);
+        if !nix::unistd::geteuid().is_root() {
+            // Rootless, the store holds files of subordinate ids the user cannot remove
+            // (the test's temporary directory would stay): remove it from podman's
+            // namespace.
+            let (root, run) = (self.0.join("root"), self.0.join("run"));
+            let _ = podman(
+                self.0,
+                &[
+                    "unshare",
+                    "rm",
+                    "-rf",
+                    root.to_str().unwrap(),
+                    run.to_str().unwrap(),
+                ],
+            );
+        }
     }
 }
 

@@ -148,5 +148,22 @@ fn rootless_podman_runs_containers_through_strata_runtime_child() {
         .tempdir()
         .unwrap();
     std::env::set_var("XDG_RUNTIME_DIR", xdg.path());
+    let _pause = PausePodman(xdg.path().join("libpod/tmp/pause.pid"));
     super::peers::podman_lifecycle();
+}
+
+/// Rootless podman keeps its user namespace alive with a pause process that outlives it;
+/// stopped on drop, so no test leaves one behind.
+struct PausePodman(std::path::PathBuf);
+
+impl Drop for PausePodman {
+    fn drop(&mut self) {
+        let pid = std::fs::read_to_string(&self.0).ok();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }
