@@ -105,7 +105,11 @@ impl Containerd {
 
     /// `ctr --address SOCKET args…`.
     pub fn ctr(&self, args: &[&str]) -> Out {
-        let mut c = Command::new("ctr");
+        self.client("ctr", args)
+    }
+
+    fn client(&self, program: &str, args: &[&str]) -> Out {
+        let mut c = Command::new(program);
         c.arg("--address").arg(&self.socket).args(args);
         if let Some(path) = &self.path {
             c.env("PATH", path);
@@ -115,9 +119,34 @@ impl Containerd {
             Err(e) => Out {
                 code: -1,
                 stdout: String::new(),
-                stderr: format!("running ctr: {e}"),
+                stderr: format!("running {program}: {e}"),
             },
         }
+    }
+
+    /// `ctr-remote --address SOCKET args…` (stargz-snapshotter's ctr, with `image convert`
+    /// and `image rpull`).
+    pub fn ctr_remote(&self, args: &[&str]) -> Out {
+        self.client("ctr-remote", args)
+    }
+
+    /// Pulls `src` (into the default snapshotter), converts it to eStargz as `dst` with
+    /// `ctr-remote image convert` and pushes that to `dst`'s registry (plain HTTP).
+    pub fn push_estargz(&self, src: &str, dst: &str) -> Result<()> {
+        for (tool, args) in [
+            ("ctr", &["image", "pull", "--plain-http", src][..]),
+            (
+                "ctr-remote",
+                &["image", "convert", "--estargz", "--oci", src, dst][..],
+            ),
+            ("ctr-remote", &["image", "push", "--plain-http", dst][..]),
+        ] {
+            let out = self.client(tool, args);
+            if out.code != 0 {
+                bail!("{tool} {args:?}: {}", out.stderr.trim());
+            }
+        }
+        Ok(())
     }
 
     /// [`Containerd::ctr`] that must succeed; its stdout.
