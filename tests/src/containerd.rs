@@ -299,8 +299,24 @@ impl Snapshotter {
 }
 
 impl Drop for Snapshotter {
+    /// Kills it and takes down the unions it left mounted under its root (its snapshots'
+    /// servers outlive it on purpose; containerd removes snapshots in a GC that a stopped
+    /// containerd never runs): each server exits once its mount is gone.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for at in mounts_under(&self.root).iter().rev() {
+            let _ = nix::mount::umount2(at.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Mount points at or below `root`, in mount order.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(root))
+        .collect()
 }
