@@ -122,17 +122,9 @@ fn ctr(ctd: &Containerd, args: &[&str]) -> Result<()> {
 
 /// `ctr-remote` against the same containerd, which must succeed.
 fn ctr_remote(ctd: &Containerd, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new("ctr-remote")
-        .arg("--address")
-        .arg(ctd.socket())
-        .args(args)
-        .output()
-        .context("running ctr-remote (apt-get install stargz-snapshotter)")?;
-    if !out.status.success() {
-        bail!(
-            "ctr-remote {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    let out = ctd.ctr_remote(args);
+    if out.code != 0 {
+        bail!("ctr-remote {args:?}: {}", out.stderr.trim());
     }
     Ok(())
 }
@@ -155,12 +147,7 @@ fn lazy_start(
     let built = image.write_layout(&layout, "big")?;
     let full = registry.push(&layout, "big", "bench/big:v1")?;
     let esgz = format!("{full}-esgz");
-    ctr(ctd, &["image", "pull", "--plain-http", &full])?;
-    ctr_remote(
-        ctd,
-        &["image", "convert", "--estargz", "--oci", &full, &esgz],
-    )?;
-    ctr_remote(ctd, &["image", "push", "--plain-http", &esgz])?;
+    ctd.push_estargz(&full, &esgz)?;
     let cache = snap.root().join("chunks");
     // Both images gone (their snapshots with them, by containerd's GC) and no chunk cached.
     let reset = || {

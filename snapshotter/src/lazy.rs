@@ -129,7 +129,67 @@ fn layer_size(client: &Client, reference: &str, digest: &Digest) -> Result<u64, 
     Err(fail(digest.as_str(), format!("not a layer of {reference}")))
 }
 
-/// Reads the layer's TOC from the registry and builds its index in `dir`.
+/// [`estargz::Chunk`] as `lazy/chunks.json` keeps it, so that a union's server need not
+/// read and parse the TOC again.
+#[derive(Serialize, Deserialize)]
+struct SavedChunk {
+    offset: u64,
+    len: u64,
+    blob_offset: u64,
+    blob_len: u64,
+    inner_offset: u64,
+    digest: String,
+}
+
+/// The chunk table and the virtual data's length.
+#[derive(Serialize, Deserialize)]
+struct SavedChunks {
+    data_len: u64,
+    chunks: Vec<SavedChunk>,
+}
+
+const CHUNKS_FILE: &str = "chunks.json";
+
+fn save_chunks(dir: &Path, chunks: &[estargz::Chunk], data_len: u64) -> std::io::Result<()> {
+    let saved = SavedChunks {
+        data_len,
+        chunks: chunks
+            .iter()
+            .map(|c| SavedChunk {
+                offset: c.offset,
+                len: c.len,
+                blob_offset: c.blob_offset,
+                blob_len: c.blob_len,
+                inner_offset: c.inner_offset,
+                digest: c.digest.clone(),
+            })
+            .collect(),
+    };
+    let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+    let tmp = dir.join(".chunks.json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, dir.join(CHUNKS_FILE))
+}
+
+fn load_chunks(dir: &Path) -> std::io::Result<(Vec<estargz::Chunk>, u64)> {
+    let bytes = std::fs::read(dir.join(CHUNKS_FILE))?;
+    let saved: SavedChunks = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    let chunks = saved
+        .chunks
+        .into_iter()
+        .map(|c| estargz::Chunk {
+            offset: c.offset,
+            len: c.len,
+            blob_offset: c.blob_offset,
+            blob_len: c.blob_len,
+            inner_offset: c.inner_offset,
+            digest: c.digest,
+        })
+        .collect();
+    Ok((chunks, saved.data_len))
+}
+
+/// Reads the layer's TOC from the registry and builds its index (and chunk table) in `dir`.
 pub fn build(req: &Request, dir: &Path) -> Result<Remote, LazyError> {
     let client = client(&req.reference, &req.digest)?;
     let blob = Digest::parse(&req.digest).map_err(|e| fail(&req.digest, e))?;
@@ -138,6 +198,8 @@ pub fn build(req: &Request, dir: &Path) -> Result<Remote, LazyError> {
     let opened =
         estargz::open(&fetcher, &blob, size, &req.toc_digest).map_err(|e| fail(&req.digest, e))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(&req.digest, e))?;
+    save_chunks(dir, &opened.index.chunks, opened.index.data_len)
+        .map_err(|e| fail(&req.digest, e))?;
     build_index_from_entries(
         opened.index.entries,
         opened.index.data_len,
@@ -162,22 +224,14 @@ pub fn open(
 ) -> Result<Arc<dyn Layer>, LazyError> {
     let blob = remote.blob()?;
     let fetcher = RegistryChunks::new(remote.client()?, blob.clone());
-    // The chunk table again (two Range requests): it is the TOC's, deterministic.
-    let opened = estargz::open(&fetcher, &blob, remote.size, &remote.toc_digest)
-        .map_err(|e| fail(&remote.digest, e))?;
+    let (chunks, data_len) = load_chunks(dir).map_err(|e| fail(&remote.digest, e))?;
     let index = dir.join("index");
-    let blob_cache = BlobCache::open(cache, blob.hex(), &opened.index.chunks)
-        .map_err(|e| fail(&remote.digest, e))?;
+    let blob_cache =
+        BlobCache::open(cache, blob.hex(), &chunks).map_err(|e| fail(&remote.digest, e))?;
     let local = File::open(&index).map_err(|e| fail(&remote.digest, e))?;
-    let data = LazyData::new(
-        Format::Estargz,
-        opened.index.chunks,
-        opened.index.data_len,
-        fetcher,
-        local,
-    )
-    .map_err(|e| fail(&remote.digest, e))?
-    .with_cache(blob_cache);
+    let data = LazyData::new(Format::Estargz, chunks, data_len, fetcher, local)
+        .map_err(|e| fail(&remote.digest, e))?
+        .with_cache(blob_cache);
     let layer = IndexedLayer::with_source(&index, data).map_err(|e| fail(&remote.digest, e))?;
     Ok(Arc::new(layer))
 }

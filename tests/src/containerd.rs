@@ -108,12 +108,6 @@ impl Containerd {
         self.client("ctr", args)
     }
 
-    /// `ctr-remote --address SOCKET args…` (Debian's stargz-snapshotter: eStargz
-    /// conversion, TOC digests).
-    pub fn ctr_remote(&self, args: &[&str]) -> Out {
-        self.client("ctr-remote", args)
-    }
-
     fn client(&self, program: &str, args: &[&str]) -> Out {
         let mut c = Command::new(program);
         c.arg("--address").arg(&self.socket).args(args);
@@ -128,6 +122,31 @@ impl Containerd {
                 stderr: format!("running {program}: {e}"),
             },
         }
+    }
+
+    /// `ctr-remote --address SOCKET args…` (stargz-snapshotter's ctr, with `image convert`
+    /// and `image rpull`).
+    pub fn ctr_remote(&self, args: &[&str]) -> Out {
+        self.client("ctr-remote", args)
+    }
+
+    /// Pulls `src` (into the default snapshotter), converts it to eStargz as `dst` with
+    /// `ctr-remote image convert` and pushes that to `dst`'s registry (plain HTTP).
+    pub fn push_estargz(&self, src: &str, dst: &str) -> Result<()> {
+        for (tool, args) in [
+            ("ctr", &["image", "pull", "--plain-http", src][..]),
+            (
+                "ctr-remote",
+                &["image", "convert", "--estargz", "--oci", src, dst][..],
+            ),
+            ("ctr-remote", &["image", "push", "--plain-http", dst][..]),
+        ] {
+            let out = self.client(tool, args);
+            if out.code != 0 {
+                bail!("{tool} {args:?}: {}", out.stderr.trim());
+            }
+        }
+        Ok(())
     }
 
     /// [`Containerd::ctr`] that must succeed; its stdout.
@@ -280,8 +299,24 @@ impl Snapshotter {
 }
 
 impl Drop for Snapshotter {
+    /// Kills it and takes down the unions it left mounted under its root (its snapshots'
+    /// servers outlive it on purpose; containerd removes snapshots in a GC that a stopped
+    /// containerd never runs): each server exits once its mount is gone.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        for at in mounts_under(&self.root).iter().rev() {
+            let _ = nix::mount::umount2(at.as_path(), nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// Mount points at or below `root`, in mount order.
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(root))
+        .collect()
 }

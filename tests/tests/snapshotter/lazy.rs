@@ -13,22 +13,9 @@ fn rpull_of_an_estargz_image_starts_without_downloading_its_layers() {
     let mut s = setup();
     let src = &s.env.busybox;
     let esgz = format!("{}-esgz", src);
-    s.ctd.ctr_ok(&["image", "pull", "--plain-http", src]);
-    let remote = |args: &[&str]| {
-        let mut c = std::process::Command::new("ctr-remote");
-        c.arg("--address").arg(s.ctd.socket()).args(args);
-        let out: strata_tests::containerd::Out = c.output().unwrap().into();
-        assert_eq!(
-            out.code, 0,
-            "ctr-remote {args:?}: {}{}",
-            out.stdout, out.stderr
-        );
-        out.stdout
-    };
-    remote(&["image", "convert", "--estargz", "--oci", src, &esgz]);
-    remote(&["image", "push", "--plain-http", &esgz]);
+    s.ctd.push_estargz(src, &esgz).unwrap();
     s.ctd.ctr_ok(&["image", "rm", "--sync", src, &esgz]);
-    remote(&[
+    let out = s.ctd.ctr_remote(&[
         "image",
         "rpull",
         "--plain-http",
@@ -36,6 +23,7 @@ fn rpull_of_an_estargz_image_starts_without_downloading_its_layers() {
         "strata",
         &esgz,
     ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
     let out = s.run(&[], &esgz, "lazy1", &["cat", "/hello"]);
     assert_eq!(
         (out.code, out.stdout.as_str()),
