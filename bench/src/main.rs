@@ -54,6 +54,7 @@
 mod build;
 mod commit;
 mod data;
+mod lazy;
 mod machine;
 mod memcg;
 mod ops;
@@ -125,6 +126,8 @@ enum Workload {
     Push,
     /// strata-runtime vs runc and crun: create+start+delete of a busybox bundle.
     Runtime,
+    /// Lazy pull + run to first output vs a full pull, eStargz through a 10 MB/s proxy.
+    Lazy,
 }
 
 fn main() -> ExitCode {
@@ -207,6 +210,8 @@ fn run(args: &Args) -> Result<bool> {
         )),
         false => None,
     };
+    let lazy_section = wanted(Workload::Lazy)
+        .then(|| lazy::run_lazy(&scratch.root().join("lazy"), runs, args.quick));
     let push = wanted(Workload::Push)
         .then(|| push::run_push(&scratch.root().join("push"), runs, args.quick));
     let run_section = match wanted(Workload::Run) {
@@ -250,6 +255,11 @@ fn run(args: &Args) -> Result<bool> {
     match pull {
         Some(Ok(table)) => print!("\n{table}"),
         Some(Err(e)) => errors.push(format!("pull: {e:#}")),
+        None => {}
+    }
+    match lazy_section {
+        Some(Ok(table)) => print!("\n{table}"),
+        Some(Err(e)) => errors.push(format!("lazy: {e:#}")),
         None => {}
     }
     match push {

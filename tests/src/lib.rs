@@ -10,6 +10,7 @@
 //!   registry.rs docker-registry on a free loopback port; push with skopeo
 //!   strata.rs   the strata binary with a test store (--root), its exit code and output
 //!   mounts.rs   mount/unmount strata-fs, fuse-overlayfs, kernel overlayfs; MountGuard
+//!   throttle.rs a TCP proxy pacing loopback to a slow link, counting bytes
 //!   tree.rs     a merged tree as comparable data (snapshot, diff)
 //!   users.rs    root or not, the unprivileged test user, re-running a test as that user
 //! ```
@@ -23,5 +24,6 @@ pub mod oci;
 pub mod podman;
 pub mod registry;
 pub mod strata;
+pub mod throttle;
 pub mod tree;
 pub mod users;

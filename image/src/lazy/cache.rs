@@ -122,6 +122,16 @@ impl ChunkCache {
         }
     }
 
+    /// Takes chunk `key` to fetch if it is neither present nor being fetched (then
+    /// [`BlobCache::store`] or [`ChunkCache::abandon`] it); never waits.
+    pub fn try_fetch(&self, key: &Key) -> bool {
+        let mut t = self.lock();
+        if t.lru.peek(key).is_some() {
+            return false;
+        }
+        t.fetching.insert(key.clone())
+    }
+
     /// Unpins a chunk [`Slot::Ready`] (or a store) gave; evicts if the cache is over its
     /// bound now that it may go.
     pub fn release(&self, key: &Key) {

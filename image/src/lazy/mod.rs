@@ -300,7 +300,8 @@ impl<F: ChunkFetcher> Inner<F> {
             }
         }
         if result.is_ok() {
-            result = self.fetch(&missing, &mut pinned).map(|_| ());
+            // Nothing here is a read's own: a bad chunk is left absent (a read of it fails).
+            result = self.fetch(&missing, &missing, &mut pinned).map(|_| ());
         }
         for n in &missing {
             if !pinned.contains(n) {
@@ -315,7 +316,13 @@ impl<F: ChunkFetcher> Inner<F> {
 
     /// Fetches the chunks `ns` (merged into Range requests), checks each against its
     /// digest, keeps them in the cache (pinned: they join `pinned`) and returns their bytes.
-    fn fetch(&self, ns: &[u32], pinned: &mut Vec<u32>) -> Result<HashMap<u32, Vec<u8>>, Errno> {
+    /// A chunk of `optional` (read ahead) that fails its check is only left out.
+    fn fetch(
+        &self,
+        ns: &[u32],
+        optional: &[u32],
+        pinned: &mut Vec<u32>,
+    ) -> Result<HashMap<u32, Vec<u8>>, Errno> {
         let mut out = HashMap::new();
         for run in runs(&self.chunks, ns) {
             let first = &self.chunks[run[0] as usize];
@@ -334,10 +341,16 @@ impl<F: ChunkFetcher> Inner<F> {
                 let c = &self.chunks[n as usize];
                 let at = (c.blob_offset - from) as usize;
                 let member = &bytes[at..at + c.blob_len as usize];
-                let data = self.format.decode_chunk(c, member).map_err(|why| {
-                    log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
-                    Errno::EIO
-                })?;
+                let data = match self.format.decode_chunk(c, member) {
+                    Ok(data) => data,
+                    Err(why) => {
+                        log::warn!("chunk at blob offset {}: {why}", c.blob_offset);
+                        if optional.contains(&n) {
+                            continue;
+                        }
+                        return Err(Errno::EIO);
+                    }
+                };
                 if let Some(cache) = &self.cache {
                     cache.store(n, c, &data).map_err(|e| {
                         log::warn!("keeping chunk {n} in the cache: {e}");
@@ -366,7 +379,43 @@ impl<F: ChunkFetcher> DataSource for LazyData<F> {
     }
 }
 
+/// Compressed bytes a read that goes to the registry fetches at least, the chunks after its
+/// own included: files read together are mostly stored together (a directory's small
+/// files), and one request for them costs one round trip instead of one each.
+const READ_AHEAD: u64 = 512 << 10;
+
 impl<F: ChunkFetcher> Inner<F> {
+    /// Adds to `missing` (the chunks of a read that go to the registry) the chunks that
+    /// follow the read's last one in the blob, up to [`READ_AHEAD`] bytes from the first
+    /// missing one, while they are absent and nobody fetches them — and while they take a
+    /// quarter of the cache's bound at most (more would evict what the read itself needs).
+    fn read_ahead(&self, cache: &cache::BlobCache, all: &[u32], missing: &mut Vec<u32>) {
+        let (Some(&first), Some(&last)) = (missing.first(), all.last()) else {
+            return;
+        };
+        if missing.last() != Some(&last) {
+            return;
+        }
+        let start = self.chunks[first as usize].blob_offset;
+        let room = cache.cache().limit() / 4;
+        let mut taken = 0u64;
+        let mut prev = &self.chunks[last as usize];
+        for n in last as usize + 1..self.chunks.len() {
+            let c = &self.chunks[n];
+            let adjacent = c.blob_offset == prev.blob_offset
+                || c.blob_offset == prev.blob_offset + prev.blob_len;
+            taken += c.len;
+            if !adjacent || c.blob_offset + c.blob_len - start > READ_AHEAD || taken > room {
+                return;
+            }
+            if !cache.cache().try_fetch(&cache.key(n as u32)) {
+                return;
+            }
+            missing.push(n as u32);
+            prev = c;
+        }
+    }
+
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
@@ -391,6 +440,11 @@ impl<F: ChunkFetcher> Inner<F> {
                 }
             }
         }
+        // The read's own chunks come first in `missing`, those read ahead after.
+        let own = missing.len();
+        if let (Some(cache), false) = (&self.cache, failed) {
+            self.read_ahead(cache, &all, &mut missing);
+        }
         let fetched = if failed {
             Err(Errno::EIO)
         } else if missing.is_empty() {
@@ -398,7 +452,7 @@ impl<F: ChunkFetcher> Inner<F> {
         } else {
             // The background fetch gives way while this read waits.
             self.waiting.fetch_add(1, Ordering::SeqCst);
-            let got = self.fetch(&missing, &mut pinned);
+            let got = self.fetch(&missing, &missing[own..], &mut pinned);
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             got
         };
@@ -420,7 +474,7 @@ impl<F: ChunkFetcher> Inner<F> {
                         })?;
                         if !present {
                             // Evicted by another process since this one saw it.
-                            let again = self.fetch(&[n], &mut pinned)?;
+                            let again = self.fetch(&[n], &[], &mut pinned)?;
                             let data = again.get(&n).ok_or(Errno::EIO)?;
                             dst.copy_from_slice(
                                 &data[(lo - c.offset) as usize..(hi - c.offset) as usize],

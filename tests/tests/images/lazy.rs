@@ -16,11 +16,13 @@ use strata_image::lazy::cache::{BlobCache, ChunkCache};
 use strata_image::lazy::{estargz, Format, LazyData, RegistryChunks};
 use strata_image::registry::Client;
 use strata_tests::containerd::Containerd;
+use strata_tests::fake_registry::{FakeRegistry, Faults};
 use strata_tests::fixture::LayerBuilder;
 use strata_tests::mounts::{unmount, wait_for, Driver};
 use strata_tests::oci::{busybox_layer, ImageBuilder};
 use strata_tests::registry::Registry;
 use strata_tests::strata::Strata;
+use strata_tests::throttle::Throttle;
 use strata_tests::tree::{diff, snapshot_with_times};
 use strata_tests::users::{have_root, is_child, run_test_as_user, Rootless};
 
@@ -660,6 +662,131 @@ fn a_lazy_mount_prefetches_the_landmark_region_then_fetches_the_rest_in_the_back
     all_local?;
     assert!(std::fs::read(mnt.join("late"))? == late, "late differs");
     assert!(std::fs::read(mnt.join("early"))? == early, "early differs");
+    unmount(&mnt, Driver::Strata)?;
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_chunk_is_eio_and_never_cached_while_its_neighbours_read() -> Result<()> {
+    if !have_root("a_corrupt_chunk_is_eio_and_never_cached_while_its_neighbours_read") {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let good = patterned(100_000, 7);
+    let bad = patterned(100_000, 8);
+    let after = patterned(100_000, 9);
+    let top = LayerBuilder::new()
+        .file("good", &good)
+        .file("bad", &bad)
+        .file("after", &after);
+    let layout = tmp.path().join("layout");
+    let built = ImageBuilder::new()
+        .estargz_layer(&top, TEST_CHUNK)?
+        .write_layout(&layout, "corrupt")?;
+    // The blob with a byte of `bad`'s gzip member flipped (its TOC and footer intact).
+    let digest = built.layer_digests[0].clone();
+    let mut blob = std::fs::read(layout.join("blobs/sha256").join(&digest[7..]))?;
+    let n = blob.len() as u64;
+    let toc_offset = estargz::parse_footer(&blob[(n - estargz::FOOTER_LEN) as usize..])
+        .map_err(anyhow::Error::msg)?;
+    let json =
+        estargz::extract_toc(&blob[toc_offset as usize..(n - estargz::FOOTER_LEN) as usize])?;
+    let toc = estargz::decode_toc(&json)?;
+    let at = toc
+        .entries
+        .iter()
+        .find(|e| e.name == "bad")
+        .map(|e| e.offset)
+        .expect("bad in the TOC");
+    blob[at as usize + 40] ^= 0xff;
+    let registry = FakeRegistry::serve(
+        &layout,
+        "corrupt",
+        Faults {
+            wrong_blob: Some((digest, blob)),
+            ..Faults::default()
+        },
+    )?;
+    let image = format!("{}/test/corrupt:v1", registry.host);
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", "--insecure", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    // `good` reads (the corrupt chunk it reads ahead is only left out), `bad` is EIO every
+    // time, and `after` reads.
+    assert!(std::fs::read(mnt.join("good"))? == good, "good differs");
+    for _ in 0..2 {
+        let err = std::fs::read(mnt.join("bad")).map(|b| b.len()).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    }
+    assert!(std::fs::read(mnt.join("after"))? == after, "after differs");
+    unmount(&mnt, Driver::Strata)?;
+    // Only the good chunks are in the cache.
+    let present = bytes_present(&chunk_dir(strata.root())?)?;
+    assert_eq!(present, (good.len() + after.len()) as u64);
+    Ok(())
+}
+
+#[test]
+fn a_mount_server_killed_mid_fetch_leaves_no_torn_chunk() -> Result<()> {
+    if !have_root("a_mount_server_killed_mid_fetch_leaves_no_torn_chunk") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // Bytes that do not compress, so that the link paces their chunks.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let one: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(&LayerBuilder::new().file("big/one", &one), TEST_CHUNK)?
+        .write_layout(&layout, "noise")?;
+    registry.push(&layout, "noise", "test/noise:v1")?;
+    // 1 MB/s: reading the 3 MiB file takes seconds, time to kill the server in it.
+    let slow = Throttle::start(&registry.host, 1_000_000, Duration::from_millis(5))?;
+    let image = format!("{}/test/noise:v1", slow.addr);
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    let servers = super::mount::mount_servers(&mnt);
+    assert_eq!(servers.len(), 1, "mount servers: {servers:?}");
+    let path = mnt.join("big/one");
+    let reader = std::thread::spawn(move || std::fs::read(path).map(|b| b.len()));
+    let chunks = chunk_dir(strata.root())?;
+    wait_for(Duration::from_secs(60), "a first chunk", || {
+        chunks_present(&chunks).is_ok_and(|n| n > 0)
+    })?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(servers[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    // It fails (its server is gone), unless it was done already.
+    let _ = reader.join().expect("reader");
+    std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("-z")
+        .arg(&mnt)
+        .status()?;
+
+    // A new server: what the cache marks present is whole (served from it), the rest is
+    // fetched; the file is right.
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    assert!(
+        std::fs::read(mnt.join("big/one"))? == one,
+        "big/one differs"
+    );
     unmount(&mnt, Driver::Strata)?;
     Ok(())
 }

@@ -97,7 +97,7 @@ fn mount_with_upper_is_writable_and_keeps_changes() {
 }
 
 /// The pids whose command line holds `__mount` (strata mount's server) and `dir`.
-fn mount_servers(dir: &std::path::Path) -> Vec<u32> {
+pub(super) fn mount_servers(dir: &std::path::Path) -> Vec<u32> {
     let dir = dir.as_os_str().as_encoded_bytes();
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {

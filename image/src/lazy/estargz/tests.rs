@@ -448,4 +448,19 @@ fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening(
         "fetched again"
     );
     assert!(first.used() > 0);
+    drop((f1, f2, first_layer, second_layer, first, second));
+
+    // Read-ahead: the first read of a small file fetches the chunks stored after it in the
+    // same request; the next file then costs no request.
+    let _ = std::fs::remove_dir_all(dir.path().join("chunks"));
+    let (_cache, layer) = open(64 << 10);
+    let before = fetcher.calls.load(Ordering::SeqCst);
+    assert_eq!(read_all(&layer, "etc/hostname").unwrap(), b"strata");
+    assert_eq!(fetcher.calls.load(Ordering::SeqCst), before + 1);
+    assert_eq!(read_all(&layer, "usr/bin/big").unwrap(), big);
+    assert_eq!(
+        fetcher.calls.load(Ordering::SeqCst),
+        before + 1,
+        "read ahead"
+    );
 }
