@@ -48,7 +48,7 @@ pub struct LazyLayer {
     pub repo: String,
     /// Bytes of the virtual data the index points into (the regular files' sizes).
     pub data_len: u64,
-    /// The end of the prefetch region in the blob ([`crate::lazy::LazyIndex::prefetch_end`]).
+    /// The end of the prefetch region in the blob ([`crate::lazy::format::LazyIndex::prefetch_end`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetch_end: Option<u64>,
 }
