@@ -305,6 +305,18 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
         layers[0]["Size"].as_u64().unwrap_or(0) >= 3_700_000,
         "{inspect}"
     );
+    let df = strata_ok(
+        &lazy,
+        &[("STRATA_LAZY_CACHE_SIZE", "1G")],
+        &["system", "df", "-v"],
+    )?;
+    assert!(
+        df.contains("Lazy layers space usage (chunk cache") && df.contains("of 1.07GB)"),
+        "{df}"
+    );
+    assert!(df.contains("estargz"), "{df}");
+    let df = strata_ok(&full, &[], &["system", "df", "-v"])?;
+    assert!(!df.contains("Lazy layers"), "{df}");
     unmount(&lazy_mnt, Driver::Strata)?;
     unmount(&full_mnt, Driver::Strata)?;
 
