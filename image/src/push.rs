@@ -509,61 +509,13 @@ fn layer_tar(store: &Store, layer: &Descriptor, stored: Compression) -> io::Resu
 }
 
 /// Writes the layer as eStargz to a temp file; returns it, its digest and size, and what
-/// the writer made (TOC digest, new diff-id).
+/// the writer made (TOC digest, new diff-id). The tar read is checked against `diff_id`.
 fn to_estargz(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,
     stored: Compression,
 ) -> Result<(PathBuf, Digest, u64, crate::lazy::estargz::Written)> {
-    rewrite(store, layer, diff_id, stored, |tar, out| {
-        let written =
-            crate::lazy::estargz::write(&mut *tar, out, crate::lazy::estargz::CHUNK_SIZE)?;
-        // The writer stops at the tar's end-of-archive blocks: read to the end for the hash.
-        io::copy(tar, &mut io::sink())?;
-        Ok(written)
-    })
-}
-
-/// Writes the layer compressed as `want` to a temp file; returns it, its digest and size.
-fn recompress(
-    store: &Store,
-    layer: &Descriptor,
-    diff_id: &Digest,
-    stored: Compression,
-    want: Compression,
-) -> Result<(PathBuf, Digest, u64)> {
-    let (path, digest, size, ()) = rewrite(store, layer, diff_id, stored, |tar, out| {
-        match want {
-            Compression::None => {
-                io::copy(tar, out)?;
-            }
-            Compression::Gzip => {
-                let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
-                io::copy(tar, &mut gz)?;
-                gz.finish()?;
-            }
-            Compression::Zstd => {
-                let mut z = zstd::stream::write::Encoder::new(out, 3)?;
-                io::copy(tar, &mut z)?;
-                z.finish()?;
-            }
-        }
-        Ok(())
-    })?;
-    Ok((path, digest, size))
-}
-
-/// Writes the stored layer's tar through `write` to a temp file in the store; returns the
-/// file, its digest and size and what `write` returned. The tar read is checked against
-/// `diff_id`; on any failure the file is deleted.
-fn rewrite<T>(
-    store: &Store,
-    layer: &Descriptor,
-    diff_id: &Digest,
-    stored: Compression,
-    write: impl FnOnce(&mut dyn Read, &mut dyn Write) -> io::Result<T>,
-) -> Result<(PathBuf, Digest, u64, T)> {
     let err = |source| Error::Recompress {
         diff_id: diff_id.clone(),
         source,
@@ -573,11 +525,14 @@ fn rewrite<T>(
     let result = (|| {
         let file = File::create(&path)?;
         let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
-        let made = write(&mut tar, &mut out)?;
+        let written =
+            crate::lazy::estargz::write(&mut tar, &mut out, crate::lazy::estargz::CHUNK_SIZE)?;
+        // The writer stops at the tar's end-of-archive blocks: read to the end for the hash.
+        io::copy(&mut tar, &mut io::sink())?;
         out.inner.flush()?;
-        Ok((out.hasher.finish(), out.count, made))
+        Ok((out.hasher.finish(), out.count, written))
     })();
-    let (digest, size, made) = match result {
+    let (digest, size, written) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_file(&path);
@@ -593,7 +548,63 @@ fn rewrite<T>(
             expected: diff_id.clone(),
         });
     }
-    Ok((path, digest, size, made))
+    Ok((path, digest, size, written))
+}
+
+/// Writes the layer compressed as `want` to a temp file; returns it, its digest and size.
+/// The uncompressed bytes are checked against the diff-id.
+fn recompress(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    stored: Compression,
+    want: Compression,
+) -> Result<(PathBuf, Digest, u64)> {
+    let err = |source| Error::Recompress {
+        diff_id: diff_id.clone(),
+        source,
+    };
+    let mut tar = HashingReader::new(layer_tar(store, layer, stored).map_err(err)?);
+    let path = fsutil::temp_name(&store.tmp_dir(), &format!("{}.push", diff_id.hex()));
+    let result = (|| {
+        let file = File::create(&path)?;
+        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+        match want {
+            Compression::None => {
+                io::copy(&mut tar, &mut out)?;
+            }
+            Compression::Gzip => {
+                let mut gz =
+                    flate2::write::GzEncoder::new(&mut out, flate2::Compression::default());
+                io::copy(&mut tar, &mut gz)?;
+                gz.finish()?;
+            }
+            Compression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(&mut out, 3)?;
+                io::copy(&mut tar, &mut z)?;
+                z.finish()?;
+            }
+        }
+        out.inner.flush()?;
+        Ok((out.hasher.finish(), out.count))
+    })();
+    let (digest, size) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            return Err(err(e));
+        }
+    };
+    let (got, _) = tar.finish().map_err(err)?;
+    if &got != diff_id {
+        let _ = std::fs::remove_file(&path);
+        return Err(Error::DiffId {
+            blob: layer.digest.clone(),
+            diff_id: got,
+            expected: diff_id.clone(),
+        });
+    }
+    Ok((path, digest, size))
 }
 
 /// Hashes and counts what is written through it.
