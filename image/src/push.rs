@@ -735,6 +735,23 @@ mod tests {
     }
 
     #[test]
+    fn a_recompressed_layer_keeps_no_toc_annotation_of_its_old_blob() {
+        let old: BTreeMap<String, String> = [
+            (estargz::TOC_DIGEST_ANNOTATION, "sha256:aa"),
+            (estargz::UNCOMPRESSED_SIZE_ANNOTATION, "5"),
+            (zstd_chunked::MANIFEST_CHECKSUM_ANNOTATION, "sha256:bb"),
+            (zstd_chunked::OLD_MANIFEST_POSITION_ANNOTATION, "1:2:3:1"),
+            ("org.opencontainers.image.title", "kept"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let kept = without_toc_annotations(&old);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept["org.opencontainers.image.title"], "kept");
+    }
+
+    #[test]
     fn recompresses_with_the_same_diff_id() {
         use crate::store::image::testing::{name_image, put_image};
         let dir = tempfile::tempdir().unwrap();

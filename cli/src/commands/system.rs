@@ -255,6 +255,39 @@ fn reclaimable(bytes: u64, of: u64) -> String {
     }
 }
 
+/// `df -v`'s section on lazily pulled layers (none: nothing, as docker prints): each layer,
+/// how much of it is local, and the chunk cache against its bound.
+fn lazy_usage(store: &Store, images: &[crate::store::image::Image]) -> Result<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let layers: Vec<_> = images
+        .iter()
+        .flat_map(|img| img.config.rootfs.diff_ids.iter())
+        .filter(|d| seen.insert((*d).clone()))
+        .filter_map(|d| store.lazy_progress(d))
+        .collect();
+    if layers.is_empty() {
+        return Ok(String::new());
+    }
+    let used: u64 = layers.iter().map(|l| l.local).sum();
+    let mut out = format!(
+        "\n\nLazy layers space usage (chunk cache {} of {}):\n\n",
+        human_size(used),
+        human_size(store.chunk_cache_limit()?)
+    );
+    let mut lines = vec!["LAYER\tFORMAT\tLOCAL\tSIZE".to_string()];
+    for l in &layers {
+        lines.push(format!(
+            "{}\t{}\t{}\t{}",
+            l.blob.short(),
+            l.format.name(),
+            human_size(l.local),
+            human_size(l.data_len)
+        ));
+    }
+    out.push_str(&format::tabwrite(&lines.join("\n")));
+    Ok(out)
+}
+
 pub fn df(global: &Global, args: DfArgs) -> Result<()> {
     let store = Store::new(&global.root);
     let usage = ImageUsage::of(&store)?;
@@ -358,6 +391,7 @@ pub fn df(global: &Global, args: DfArgs) -> Result<()> {
         ));
     }
     out.push_str(&format::tabwrite(&lines.join("\n")));
+    out.push_str(&lazy_usage(&store, &usage.images)?);
     out.push_str("\n\nContainers space usage:\n\n");
     let mut lines = vec![
         "CONTAINER ID\tIMAGE\tCOMMAND\tLOCAL VOLUMES\tSIZE\tCREATED\tSTATUS\tNAMES".to_string(),

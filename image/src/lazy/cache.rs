@@ -276,6 +276,22 @@ fn unlock_byte(file: &File, n: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// This process fetches a chunk; dropped (after [`BlobCache::store`] or a failure), the
+/// others may look again.
+pub struct Claim {
+    _fd: File,
+}
+
+/// What [`BlobCache::claim`] found.
+pub enum Claimed {
+    /// This process fetches it.
+    Mine(Claim),
+    /// Another process fetched it meanwhile: present and pinned.
+    Present,
+    /// Another process fetches it now.
+    Busy,
+}
+
 /// One blob's files in the cache.
 #[derive(Debug)]
 pub struct BlobCache {
@@ -284,6 +300,9 @@ pub struct BlobCache {
     data: File,
     ready: File,
     ready_path: PathBuf,
+    /// `fetching`: byte `n` locked by the process fetching chunk `n`, so that another
+    /// process waits for it instead of fetching it too.
+    claims_path: PathBuf,
     /// Descriptions of `ready` for readers' locks: one per concurrent read, as threads
     /// sharing one description would share (and release) each other's locks.
     readers: Mutex<Vec<File>>,
@@ -305,6 +324,7 @@ impl BlobCache {
         };
         let data = open("data")?;
         let ready = open("ready")?;
+        open("fetching")?;
         // Where each chunk lies, for eviction by another layer's reader.
         let mut table = Vec::with_capacity(chunks.len() * 16);
         for c in chunks {
@@ -334,6 +354,7 @@ impl BlobCache {
             data,
             ready,
             ready_path: dir.join("ready"),
+            claims_path: dir.join("fetching"),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -364,6 +385,39 @@ impl BlobCache {
             Err(e) => {
                 self.cache.abandon(&self.key(n));
                 Err(e)
+            }
+        }
+    }
+
+    /// Claims the fetch of chunk `n` (`len` bytes) among processes, once this process's
+    /// table gave it to this reader ([`Slot::Fetch`]). Another process fetching it is
+    /// waited for, up to `wait` (`None`: not at all, [`Claimed::Busy`]); if it turns up
+    /// present, it is entered in the table, pinned ([`Claimed::Present`]).
+    pub fn claim(&self, n: u32, len: u64, wait: Option<Duration>) -> std::io::Result<Claimed> {
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            let fd = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.claims_path)?;
+            if lock_byte(&fd, n, LockKind::Exclusive)? {
+                let mut flag = [0u8];
+                self.ready.read_exact_at(&mut flag, u64::from(n))?;
+                if flag[0] == 1 {
+                    self.cache.insert(self.key(n), len);
+                    return Ok(Claimed::Present);
+                }
+                return Ok(Claimed::Mine(Claim { _fd: fd }));
+            }
+            match deadline {
+                None => return Ok(Claimed::Busy),
+                Some(d) if Instant::now() >= d => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("chunk {n}: another process's fetch did not end in time"),
+                    ))
+                }
+                Some(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }

@@ -289,10 +289,21 @@ impl<F: ChunkFetcher> Inner<F> {
         let mut pinned = Vec::new();
         let mut missing = Vec::new();
         let mut result = Ok(());
+        let mut claims = Vec::new();
         for &n in ns {
             match cache.cache().acquire(&cache.key(n), self.timeout) {
                 Some(cache::Slot::Ready) => pinned.push(n),
-                Some(cache::Slot::Fetch) => missing.push(n),
+                // Another process fetching it: left to that one.
+                Some(cache::Slot::Fetch) => {
+                    match cache.claim(n, self.chunks[n as usize].len, None) {
+                        Ok(cache::Claimed::Mine(claim)) => {
+                            claims.push(claim);
+                            missing.push(n);
+                        }
+                        Ok(cache::Claimed::Present) => pinned.push(n),
+                        Ok(cache::Claimed::Busy) | Err(_) => cache.cache().abandon(&cache.key(n)),
+                    }
+                }
                 None => {
                     result = Err(Errno::EIO);
                     break;
@@ -389,7 +400,14 @@ impl<F: ChunkFetcher> Inner<F> {
     /// follow the read's last one in the blob, up to [`READ_AHEAD`] bytes from the first
     /// missing one, while they are absent and nobody fetches them — and while they take a
     /// quarter of the cache's bound at most (more would evict what the read itself needs).
-    fn read_ahead(&self, cache: &cache::BlobCache, all: &[u32], missing: &mut Vec<u32>) {
+    fn read_ahead(
+        &self,
+        cache: &cache::BlobCache,
+        all: &[u32],
+        missing: &mut Vec<u32>,
+        claims: &mut Vec<cache::Claim>,
+        pinned: &mut Vec<u32>,
+    ) {
         let (Some(&first), Some(&last)) = (missing.first(), all.last()) else {
             return;
         };
@@ -411,7 +429,17 @@ impl<F: ChunkFetcher> Inner<F> {
             if !cache.cache().try_fetch(&cache.key(n as u32)) {
                 return;
             }
-            missing.push(n as u32);
+            match cache.claim(n as u32, c.len, None) {
+                Ok(cache::Claimed::Mine(claim)) => {
+                    claims.push(claim);
+                    missing.push(n as u32);
+                }
+                Ok(cache::Claimed::Present) => pinned.push(n as u32),
+                Ok(cache::Claimed::Busy) | Err(_) => {
+                    cache.cache().abandon(&cache.key(n as u32));
+                    return;
+                }
+            }
             prev = c;
         }
     }
@@ -440,10 +468,38 @@ impl<F: ChunkFetcher> Inner<F> {
                 }
             }
         }
+        // Other processes fetching the same chunks are waited for (their locks are held
+        // until the end of this read).
+        let mut claims = Vec::new();
+        if let (Some(cache), false) = (&self.cache, failed) {
+            let mut mine = Vec::new();
+            for n in std::mem::take(&mut missing) {
+                if failed {
+                    cache.cache().abandon(&cache.key(n));
+                    continue;
+                }
+                let len = self.chunks[n as usize].len;
+                match cache.claim(n, len, Some(self.timeout)) {
+                    Ok(cache::Claimed::Mine(claim)) => {
+                        claims.push(claim);
+                        mine.push(n);
+                    }
+                    Ok(cache::Claimed::Present) => pinned.push(n),
+                    result => {
+                        if let Err(e) = result {
+                            log::warn!("waiting for chunk {n}: {e}");
+                        }
+                        cache.cache().abandon(&cache.key(n));
+                        failed = true;
+                    }
+                }
+            }
+            missing = mine;
+        }
         // The read's own chunks come first in `missing`, those read ahead after.
         let own = missing.len();
         if let (Some(cache), false) = (&self.cache, failed) {
-            self.read_ahead(cache, &all, &mut missing);
+            self.read_ahead(cache, &all, &mut missing, &mut claims, &mut pinned);
         }
         let fetched = if failed {
             Err(Errno::EIO)

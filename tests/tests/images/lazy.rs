@@ -168,6 +168,19 @@ fn patterned(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// Bytes that do not compress (xorshift).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Chunks of the eStargz layers these tests write: small, so one file is many chunks.
 const TEST_CHUNK: u64 = 256 << 10;
 
@@ -292,6 +305,18 @@ fn lazy_pull_mounts_and_runs_like_a_full_pull_and_full_completes_it() -> Result<
         layers[0]["Size"].as_u64().unwrap_or(0) >= 3_700_000,
         "{inspect}"
     );
+    let df = strata_ok(
+        &lazy,
+        &[("STRATA_LAZY_CACHE_SIZE", "1G")],
+        &["system", "df", "-v"],
+    )?;
+    assert!(
+        df.contains("Lazy layers space usage (chunk cache") && df.contains("of 1.07GB)"),
+        "{df}"
+    );
+    assert!(df.contains("estargz"), "{df}");
+    let df = strata_ok(&full, &[], &["system", "df", "-v"])?;
+    assert!(!df.contains("Lazy layers"), "{df}");
     unmount(&lazy_mnt, Driver::Strata)?;
     unmount(&full_mnt, Driver::Strata)?;
 
@@ -737,15 +762,7 @@ fn a_mount_server_killed_mid_fetch_leaves_no_torn_chunk() -> Result<()> {
     let registry = Registry::start()?;
     let tmp = tempfile::tempdir()?;
     // Bytes that do not compress, so that the link paces their chunks.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let one: Vec<u8> = (0..3 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let one = noise(3 << 20);
     let layout = tmp.path().join("layout");
     ImageBuilder::new()
         .estargz_layer(&LayerBuilder::new().file("big/one", &one), TEST_CHUNK)?
@@ -788,5 +805,52 @@ fn a_mount_server_killed_mid_fetch_leaves_no_torn_chunk() -> Result<()> {
         "big/one differs"
     );
     unmount(&mnt, Driver::Strata)?;
+    Ok(())
+}
+
+#[test]
+fn two_mounts_reading_the_same_file_at_once_fetch_it_once() -> Result<()> {
+    if !have_root("two_mounts_reading_the_same_file_at_once_fetch_it_once") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    let one = noise(2 << 20);
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(&LayerBuilder::new().file("one", &one), TEST_CHUNK)?
+        .write_layout(&layout, "noise")?;
+    registry.push(&layout, "noise", "test/noise:v1")?;
+    let slow = Throttle::start(&registry.host, 2_000_000, Duration::from_millis(5))?;
+    let image = format!("{}/test/noise:v1", slow.addr);
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    let mnts = [tmp.path().join("a"), tmp.path().join("b")];
+    for m in &mnts {
+        std::fs::create_dir(m)?;
+        strata_ok(&strata, &off, &["mount", &image, m.to_str().unwrap()])?;
+    }
+    // Two processes (the mounts' servers) read it at once.
+    let before = slow.bytes();
+    let readers: Vec<_> = mnts
+        .iter()
+        .map(|m| {
+            let path = m.join("one");
+            std::thread::spawn(move || std::fs::read(path))
+        })
+        .collect();
+    for r in readers {
+        assert!(r.join().expect("reader")? == one, "one differs");
+    }
+    let fetched = slow.bytes() - before;
+    for m in &mnts {
+        unmount(m, Driver::Strata)?;
+    }
+    assert!(
+        fetched < one.len() as u64 * 3 / 2,
+        "{fetched} bytes fetched for a file of {}",
+        one.len()
+    );
     Ok(())
 }

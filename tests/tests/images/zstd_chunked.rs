@@ -80,9 +80,21 @@ fn chunked_layers(manifest: &Value, key: &str) -> usize {
 fn mounted_view(strata: &Strata, env: &[(&str, &str)], image: &str, mnt: &Path) -> Result<Tree> {
     std::fs::create_dir_all(mnt)?;
     strata_env(strata, env, &["mount", image, mnt.to_str().unwrap()])?;
+    let _left = Unmount(mnt);
     let view = snapshot_with_times(mnt);
     strata_ok(strata, &["umount", mnt.to_str().unwrap()])?;
     view
+}
+
+/// Unmounts a mount a failed step left behind, so the temporary directory can go.
+struct Unmount<'a>(&'a Path);
+
+impl Drop for Unmount<'_> {
+    fn drop(&mut self) {
+        if strata_tests::mounts::is_mounted(self.0) {
+            let _ = strata_tests::mounts::unmount(self.0, strata_tests::mounts::Driver::Strata);
+        }
+    }
 }
 
 #[track_caller]

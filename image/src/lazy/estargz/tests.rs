@@ -464,3 +464,49 @@ fn a_cache_smaller_than_the_layer_still_reads_everything_and_survives_reopening(
         "read ahead"
     );
 }
+
+#[test]
+fn a_chunk_another_process_fetches_is_waited_for_not_fetched_again() {
+    use crate::lazy::cache::{BlobCache, ChunkCache, Claimed, Slot};
+    use std::time::Duration;
+    let (tar, _) = layer_tar();
+    let mut blob = Vec::new();
+    write(&tar[..], &mut blob, 1024).unwrap();
+    let n = blob.len() as u64;
+    let toc_offset = parse_footer(&blob[(n - FOOTER_LEN) as usize..]).unwrap();
+    let json = extract_toc(&blob[toc_offset as usize..(n - FOOTER_LEN) as usize]).unwrap();
+    let lazy = LazyIndex::from_toc(&decode_toc(&json).unwrap(), toc_offset).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Two processes: two caches over the same files.
+    let (a, b) = (
+        ChunkCache::open(dir.path(), 1 << 20).unwrap(),
+        ChunkCache::open(dir.path(), 1 << 20).unwrap(),
+    );
+    let (ba, bb) = (
+        BlobCache::open(&a, "blob", &lazy.chunks).unwrap(),
+        BlobCache::open(&b, "blob", &lazy.chunks).unwrap(),
+    );
+    let c = &lazy.chunks[0];
+    let wait = Duration::from_secs(5);
+    assert!(matches!(a.acquire(&ba.key(0), wait), Some(Slot::Fetch)));
+    let Ok(Claimed::Mine(claim)) = ba.claim(0, c.len, None) else {
+        panic!("the first claim is not this process's");
+    };
+    assert!(matches!(b.acquire(&bb.key(0), wait), Some(Slot::Fetch)));
+    assert!(matches!(bb.claim(0, c.len, None), Ok(Claimed::Busy)));
+    // The other process times out while the first one holds its claim...
+    assert!(bb.claim(0, c.len, Some(Duration::from_millis(50))).is_err());
+    // ... and finds the chunk present once it is stored and the claim dropped.
+    let member = &blob[c.blob_offset as usize..(c.blob_offset + c.blob_len) as usize];
+    let bytes = decode_chunk(c, member).unwrap();
+    ba.store(0, c, &bytes).unwrap();
+    drop(claim);
+    assert!(matches!(
+        bb.claim(0, c.len, Some(wait)),
+        Ok(Claimed::Present)
+    ));
+    let mut buf = vec![0; c.len as usize];
+    assert!(bb.read_chunk(0, &mut buf, c.offset).unwrap());
+    assert_eq!(buf, bytes);
+    assert_eq!(b.used(), c.len);
+}
