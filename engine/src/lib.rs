@@ -40,6 +40,7 @@ pub mod network;
 pub mod rootfs;
 pub mod terminal;
 pub mod volume_mount;
+pub mod volume_options;
 pub mod volumes;
 
 pub use error::{Error, Result};

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use strata_image::store::{fsutil, lock::Lock, Store};
 
 use crate::containers::{dir_size, Containers, Record};
-use crate::volume_mount::LocalMount;
+use crate::volume_options::LocalMount;
 use crate::{Error, Result};
 
 /// docker's label on anonymous volumes (docker 23+): `volume prune` without `-a` takes

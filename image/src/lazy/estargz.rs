@@ -25,7 +25,7 @@ use strata_fs::layer::index::{TarEntry, TarKind};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-pub use crate::lazy::format::{chunks_in, Chunk, LazyIndex, Opened};
+pub use crate::lazy::chunks::{chunks_in, Chunk, LazyIndex, Opened};
 use crate::lazy::ChunkFetcher;
 
 /// Bytes of the footer at the end of an eStargz blob.

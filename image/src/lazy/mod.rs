@@ -15,6 +15,7 @@
 //! A chunk that fails its digest or cannot be fetched is `EIO`, never wrong bytes.
 
 pub mod cache;
+pub mod chunks;
 pub mod estargz;
 pub mod format;
 pub mod zstd_chunked;
@@ -28,7 +29,8 @@ use std::sync::{Arc, Weak};
 use strata_fs::layer::{DataSource, LocalData, StatVfs};
 use strata_fs::Errno;
 
-pub use format::{Chunk, Format};
+pub use chunks::Chunk;
+pub use format::Format;
 
 /// Byte ranges of one blob. One call is one attempt; the caller owns any retry policy.
 pub trait ChunkFetcher: Send + Sync + fmt::Debug + 'static {
@@ -447,7 +449,7 @@ impl<F: ChunkFetcher> Inner<F> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> strata_fs::errno::Result<usize> {
         let want = (buf.len() as u64).min(self.len.saturating_sub(offset));
         let first = self.chunks.partition_point(|c| c.offset + c.len <= offset) as u32;
-        let count = format::chunks_in(&self.chunks, offset, want).len() as u32;
+        let count = chunks::chunks_in(&self.chunks, offset, want).len() as u32;
         let all: Vec<u32> = (first..first + count).collect();
         // Which chunks are here (pinned) and which this reader fetches.
         let mut pinned = Vec::new();

@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::lazy::estargz::{Chunk, LazyIndex, Opened, Toc, TocEntry};
+use crate::lazy::chunks::{Chunk, LazyIndex, Opened};
+use crate::lazy::estargz::{Toc, TocEntry};
 use crate::lazy::ChunkFetcher;
 
 /// The annotation holding the sha256 of the compressed TOC (containers/storage ≥ 1.45).

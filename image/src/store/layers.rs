@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{fsutil, Store};
 use crate::digest::{Digest, HashingReader};
+use crate::lazy::Format;
 use crate::oci::Compression;
 use std::sync::Arc;
 use strata_fs::layer::index::{build_index, IndexLimits, IndexedLayer};
@@ -44,7 +45,27 @@ pub struct LayerMeta {
     pub seen_in: BTreeMap<Digest, BTreeSet<String>>,
     /// Set for a lazily pulled layer: its blob is in the registry, not the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lazy: Option<super::lazy::LazyLayer>,
+    pub lazy: Option<LazyLayer>,
+}
+
+/// Where a lazy layer's blob is and how to read it: strata-layer.json's `lazy`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LazyLayer {
+    pub format: Format,
+    pub media_type: String,
+    /// Bytes of the compressed blob.
+    pub blob_size: u64,
+    /// The registry's domain (credentials are looked up by it), its base URL
+    /// (`https://host`, `http://127.0.0.1:5000`: no probe is needed to reopen) and the
+    /// repository path.
+    pub domain: String,
+    pub base: String,
+    pub repo: String,
+    /// Bytes of the virtual data the index points into (the regular files' sizes).
+    pub data_len: u64,
+    /// The end of the prefetch region in the blob ([`crate::lazy::chunks::LazyIndex::prefetch_end`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch_end: Option<u64>,
 }
 
 /// An index built in a temp directory, not yet in place. Dropped uncommitted, it is deleted.

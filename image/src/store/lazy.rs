@@ -16,11 +16,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use strata_fs::layer::index::{build_index_from_entries, IndexLimits, IndexedLayer};
 use strata_fs::layer::Layer;
 
-use super::layers::{LayerMeta, PreparedLayer};
+use super::layers::{LayerMeta, LazyLayer, PreparedLayer};
 use super::{fsutil, Store};
 use crate::digest::Digest;
 use crate::lazy::cache::{BlobCache, ChunkCache};
@@ -32,26 +31,6 @@ use crate::{Error, Result};
 
 /// The chunk table of a lazy layer, beside its index.
 pub const LAZY_CHUNKS: &str = "lazy-chunks.json";
-
-/// Where a lazy layer's blob is and how to read it: strata-layer.json's `lazy`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct LazyLayer {
-    pub format: Format,
-    pub media_type: String,
-    /// Bytes of the compressed blob.
-    pub blob_size: u64,
-    /// The registry's domain (credentials are looked up by it), its base URL
-    /// (`https://host`, `http://127.0.0.1:5000`: no probe is needed to reopen) and the
-    /// repository path.
-    pub domain: String,
-    pub base: String,
-    pub repo: String,
-    /// Bytes of the virtual data the index points into (the regular files' sizes).
-    pub data_len: u64,
-    /// The end of the prefetch region in the blob ([`crate::lazy::format::LazyIndex::prefetch_end`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefetch_end: Option<u64>,
-}
 
 /// How much of a lazy layer is local.
 #[derive(Clone, Debug, PartialEq, Eq)]
