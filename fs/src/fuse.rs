@@ -100,11 +100,15 @@ impl Filesystem for StrataFs {
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
-        // Listing with attributes saves a LOOKUP per entry on `ls -l`, find and du. Always,
-        // not READDIRPLUS_AUTO: AUTO answers only a listing's first batch with attributes
-        // when the caller reads the whole directory before stat-ing (find, fts), and our
-        // lookups of listed names cost no syscall on the lower layers.
+        // The readdir policy, per directory and left to the kernel (READDIRPLUS_AUTO): a
+        // listing's first batch comes with attributes (a READDIRPLUS), later batches only
+        // when the caller looked up or stat-ed an entry since the previous one (a walk);
+        // a names-only listing (`ls`, `find -name`) reads the rest with plain READDIR and
+        // costs no lstat per entry. A caller that reads a whole long directory before
+        // stat-ing any entry (fts: `ls -l`, `du`) gets LOOKUPs for the entries past the
+        // first batch. `wire::init` asks for the same.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.backing.enabled() {
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
                 let _ = config.set_max_stack_depth(1);

@@ -827,6 +827,7 @@ impl Server {
             | ATOMIC_O_TRUNC
             | BIG_WRITES
             | DO_READDIRPLUS
+            | READDIRPLUS_AUTO
             | PARALLEL_DIROPS
             | MAX_PAGES
             | CACHE_SYMLINKS

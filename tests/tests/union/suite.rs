@@ -47,6 +47,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("merged_view", merged_view),
         ("readdir_offsets_are_stable", readdir_offsets_are_stable),
         ("readdir_while_changing", readdir_while_changing),
+        ("listing_follows_changes", listing_follows_changes),
         ("read_write_create", read_write_create),
         ("special_files", special_files),
         (
@@ -214,6 +215,93 @@ fn readdir_while_changing(fx: &Fixture, v: &Variant) -> Result<()> {
     ensure!(unique.len() == seen.len(), "a name was listed twice");
     for name in before.iter().filter(|n| !removed.contains(n)) {
         ensure!(seen.contains(name), "{name} (never removed) was not listed");
+    }
+    Ok(())
+}
+
+/// The kernel keeps a directory's listing (FOPEN_CACHE_DIR) and, with READDIRPLUS_AUTO,
+/// reads a long directory's later batches without attributes: every change must show in
+/// the next listing, and a long listing must name each entry once, with the type and the
+/// inode number a stat gives.
+fn listing_follows_changes(fx: &Fixture, v: &Variant) -> Result<()> {
+    use std::os::unix::fs::DirEntryExt;
+    let m = fx.mount(v.driver)?;
+    let m = m.path();
+    let d = m.join("d");
+    let e = m.join("emptydir");
+    let expect = |dir: &Path, want: &[&str], after: &str| -> Result<()> {
+        let got = names(dir);
+        ensure!(
+            got == want,
+            "after {after}: {} lists {got:?}, expected {want:?}",
+            dir.display()
+        );
+        Ok(())
+    };
+    // Twice: the second listing may come from the kernel's cache.
+    expect(&d, &["x", "z"], "mounting")?;
+    expect(&d, &["x", "z"], "listing again")?;
+    expect(&e, &[], "mounting")?;
+    fs::write(d.join("new"), "")?;
+    expect(&d, &["new", "x", "z"], "a create")?;
+    fs::remove_file(d.join("x"))?;
+    expect(&d, &["new", "z"], "unlinking a lower file")?;
+    fs::create_dir(d.join("sub"))?;
+    std::os::unix::fs::symlink("new", d.join("sym"))?;
+    expect(&d, &["new", "sub", "sym", "z"], "a mkdir and a symlink")?;
+    fs::rename(d.join("z"), e.join("z2"))?;
+    expect(&d, &["new", "sub", "sym"], "renaming a lower file out")?;
+    expect(&e, &["z2"], "renaming a lower file in")?;
+    fs::remove_dir(d.join("sub"))?;
+    fs::hard_link(d.join("new"), e.join("link"))?;
+    expect(&d, &["new", "sym"], "an rmdir")?;
+    expect(&e, &["link", "z2"], "a hard link")?;
+    // A long directory, read in many batches: every entry once, typed as stat says.
+    let long = m.join("long");
+    fs::create_dir(&long)?;
+    expect(&long, &[], "a mkdir")?;
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..1500 {
+        let name = format!("entry-with-a-longer-name-{i:05}");
+        if i % 10 == 0 {
+            fs::create_dir(long.join(&name))?;
+        } else {
+            fs::write(long.join(&name), "")?;
+        }
+        want.insert(name, i % 10 == 0);
+    }
+    for round in ["filling", "removing a third"] {
+        let mut seen = std::collections::BTreeMap::new();
+        for entry in fs::read_dir(&long)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let st = fs::symlink_metadata(entry.path())?;
+            ensure!(
+                entry.file_type()?.is_dir() == st.is_dir() && entry.ino() == st.ino(),
+                "after {round}: {name} is listed as {:?} ino {} but stat says {:?} ino {}",
+                entry.file_type()?,
+                entry.ino(),
+                st.file_type(),
+                st.ino()
+            );
+            ensure!(
+                seen.insert(name.clone(), st.is_dir()).is_none(),
+                "after {round}: {name} listed twice"
+            );
+        }
+        ensure!(
+            seen == want,
+            "after {round}: {} entries listed, {} expected",
+            seen.len(),
+            want.len()
+        );
+        let gone: Vec<String> = want.keys().step_by(3).cloned().collect();
+        for name in gone {
+            match want.remove(&name) {
+                Some(true) => fs::remove_dir(long.join(&name))?,
+                _ => fs::remove_file(long.join(&name))?,
+            }
+        }
     }
     Ok(())
 }
