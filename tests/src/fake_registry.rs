@@ -1,13 +1,14 @@
 //! A registry that misbehaves on purpose, for the bad-input tests the real registry cannot
 //! stage: a blob whose bytes do not match its digest, a transfer cut off half-way (then a
 //! Range request to resume), a manifest that is not JSON or has an unknown media type,
-//! Basic auth. It serves one image from memory over plain HTTP/1.1 on a loopback port.
+//! Basic auth, Bearer tokens that expire. It serves one image from memory over plain HTTP/1.1 on a loopback port.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -22,6 +23,9 @@ pub struct Faults {
     pub manifest: Option<(Vec<u8>, String)>,
     /// Require `Authorization: Basic base64(user:pass)`.
     pub basic_auth: Option<(String, String)>,
+    /// Require `Authorization: Bearer TOKEN`, tokens handed out anonymously at `/token`
+    /// (the challenge's realm) and refused (401) once older than this.
+    pub token_lifetime: Option<Duration>,
 }
 
 /// What the server saw, for assertions.
@@ -40,6 +44,10 @@ struct Content {
     manifest: (Vec<u8>, String),
     blobs: HashMap<String, Vec<u8>>,
     faults: Mutex<Faults>,
+    /// The loopback address, for the token realm.
+    host: String,
+    /// Bearer tokens handed out, with when.
+    tokens: Mutex<HashMap<String, Instant>>,
 }
 
 impl FakeRegistry {
@@ -65,6 +73,8 @@ impl FakeRegistry {
             let d = layer["digest"].as_str().context("layer digest")?;
             blobs.insert(d.to_string(), blob(d)?);
         }
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let host = listener.local_addr()?.to_string();
         let content = Arc::new(Content {
             manifest: faults
                 .manifest
@@ -72,9 +82,9 @@ impl FakeRegistry {
                 .unwrap_or((manifest_bytes, crate::oci::MANIFEST_MEDIA_TYPE.to_string())),
             blobs,
             faults: Mutex::new(faults),
+            host: host.clone(),
+            tokens: Mutex::new(HashMap::new()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let host = listener.local_addr()?.to_string();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let seen_by_server = seen.clone();
         std::thread::spawn(move || {
@@ -143,6 +153,35 @@ fn handle(conn: TcpStream, content: &Content, seen: &Mutex<Seen>) -> Result<()> 
                     "401 Unauthorized",
                     &[("WWW-Authenticate", "Basic realm=\"fake\"".into())],
                     br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                )?;
+                continue;
+            }
+        }
+        if let Some(lifetime) = faults.token_lifetime {
+            if path.starts_with("/token") {
+                let mut tokens = content.tokens.lock().expect("tokens");
+                let token = format!("t{}", tokens.len());
+                tokens.insert(token.clone(), Instant::now());
+                drop(tokens);
+                let body = serde_json::json!({ "token": token }).to_string();
+                respond(&mut conn, "200 OK", &[], body.as_bytes())?;
+                continue;
+            }
+            let fresh = headers
+                .get("authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .and_then(|t| content.tokens.lock().expect("tokens").get(t).copied())
+                .is_some_and(|issued| issued.elapsed() < lifetime);
+            if !fresh {
+                let challenge = format!(
+                    "Bearer realm=\"http://{}/token\",service=\"fake\"",
+                    content.host
+                );
+                respond(
+                    &mut conn,
+                    "401 Unauthorized",
+                    &[("WWW-Authenticate", challenge)],
+                    br#"{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}"#,
                 )?;
                 continue;
             }

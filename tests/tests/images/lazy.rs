@@ -854,3 +854,61 @@ fn two_mounts_reading_the_same_file_at_once_fetch_it_once() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_lazy_mount_renews_its_expired_token_and_keeps_reading() -> Result<()> {
+    if !have_root("a_lazy_mount_renews_its_expired_token_and_keeps_reading") {
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    // Incompressible, so that reading `first` does not read `second` ahead.
+    let bytes = noise(2 << 20);
+    let (first, second) = bytes.split_at(1 << 20);
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(
+            &LayerBuilder::new()
+                .file("first", first)
+                .file("second", second),
+            TEST_CHUNK,
+        )?
+        .write_layout(&layout, "token")?;
+    let lifetime = Duration::from_secs(2);
+    let registry = FakeRegistry::serve(
+        &layout,
+        "token",
+        Faults {
+            token_lifetime: Some(lifetime),
+            ..Faults::default()
+        },
+    )?;
+    let image = format!("{}/test/token:v1", registry.host);
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", "--insecure", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    assert!(std::fs::read(mnt.join("first"))? == first, "first differs");
+    let tokens = |r: &FakeRegistry| {
+        r.seen()
+            .requests
+            .iter()
+            .filter(|q| q.starts_with("GET /token"))
+            .count()
+    };
+    let before = tokens(&registry);
+    // The mount's token is now refused: the next chunk needs a new one.
+    std::thread::sleep(lifetime + Duration::from_millis(500));
+    assert!(
+        std::fs::read(mnt.join("second"))? == second,
+        "second differs"
+    );
+    unmount(&mnt, Driver::Strata)?;
+    assert!(
+        tokens(&registry) > before,
+        "no new token after expiry: {:?}",
+        registry.seen().requests
+    );
+    Ok(())
+}
