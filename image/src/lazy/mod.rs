@@ -18,6 +18,7 @@ pub mod cache;
 pub mod chunks;
 pub mod estargz;
 pub mod format;
+pub mod order;
 pub mod zstd_chunked;
 
 use std::collections::HashMap;
@@ -145,6 +146,8 @@ struct Inner<F> {
     timeout: std::time::Duration,
     /// Reads waiting for chunks from the registry: the background fetch pauses for them.
     waiting: AtomicUsize,
+    /// Where the order of first reads goes; `None`: not recorded.
+    record: Option<order::AccessRecorder>,
 }
 
 impl<F> fmt::Debug for LazyData<F> {
@@ -176,6 +179,7 @@ impl<F: ChunkFetcher> LazyData<F> {
                 cache: None,
                 timeout: lazy_timeout(),
                 waiting: AtomicUsize::new(0),
+                record: None,
             }),
             local: LocalData::new(local)?,
         })
@@ -187,6 +191,38 @@ impl<F: ChunkFetcher> LazyData<F> {
             .expect("set before the data is shared")
             .cache = Some(cache);
         self
+    }
+
+    /// Records the order in which chunks are first read into `path` ([`order`]).
+    pub fn with_record(mut self, path: &std::path::Path) -> Self {
+        let inner = Arc::get_mut(&mut self.inner).expect("set before the data is shared");
+        inner.record = Some(order::AccessRecorder::new(path, inner.chunks.len()));
+        self
+    }
+
+    /// Fetches the chunks `ns` into the cache in that order (a recorded access order),
+    /// stopping before they would fill more than half the cache: they are to be read, not
+    /// to evict each other.
+    pub fn prefetch_chunks(&self, ns: &[u32]) -> Result<(), Errno> {
+        let Some(cache) = &self.inner.cache else {
+            return Ok(());
+        };
+        let room = cache.cache().limit() / 2;
+        let mut total = 0u64;
+        let ns: Vec<u32> = ns
+            .iter()
+            .copied()
+            .filter(|n| (*n as usize) < self.inner.chunks.len())
+            .take_while(|n| {
+                total += self.inner.chunks[*n as usize].len;
+                total <= room
+            })
+            .collect();
+        // In batches, so that what was read first comes first.
+        for batch in ns.chunks(64) {
+            self.inner.fetch_into_cache(batch)?;
+        }
+        Ok(())
     }
 
     /// Fetches the chunks whose compressed bytes start before `blob_end` (the prefetch
@@ -545,6 +581,9 @@ impl<F: ChunkFetcher> Inner<F> {
             }
             Ok(done as usize)
         });
+        if let (Some(record), Ok(_)) = (&self.record, &result) {
+            record.read(all.iter().copied());
+        }
         if let Some(cache) = &self.cache {
             for n in &missing {
                 if !pinned.contains(n) {

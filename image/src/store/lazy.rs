@@ -4,6 +4,7 @@
 //! ROOT/layers/<diffid-hex>/index              built from the TOC (no `data` file)
 //! ROOT/layers/<diffid-hex>/lazy-chunks.json   the chunk table (format-independent)
 //! ROOT/layers/<diffid-hex>/strata-layer.json  LayerMeta with `lazy`: format, registry, repo
+//! ROOT/layers/<diffid-hex>/access-order       chunks in first-read order (lazy::order)
 //! ROOT/chunks/<blob-hex>/{data,ready,chunks}  the store's chunk cache (lazy::cache)
 //! ```
 //!
@@ -31,6 +32,9 @@ use crate::{Error, Result};
 
 /// The chunk table of a lazy layer, beside its index.
 pub const LAZY_CHUNKS: &str = "lazy-chunks.json";
+
+/// The recorded access order of a lazy layer, beside its index.
+pub const ACCESS_ORDER: &str = "access-order";
 
 /// How much of a lazy layer is local.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,6 +190,7 @@ impl Store {
     ) -> Result<Arc<dyn Layer>> {
         let dir = self.layer_dir(diff_id);
         let chunks = self.lazy_chunks(diff_id)?;
+        let chunks_len = chunks.len();
         let creds = AuthFile::new(self.root()).get(&lazy.domain)?;
         let client = Client::at(&lazy.domain, &lazy.base, &lazy.repo, creds);
         let index_path = dir.join(strata_fs::layer::index::INDEX_FILE);
@@ -205,7 +210,21 @@ impl Store {
         )
         .map_err(io_err(&index_path))?
         .with_cache(blob_cache);
-        if SERVING.load(Ordering::SeqCst) {
+        let serving = SERVING.load(Ordering::SeqCst);
+        // Only mounts record: a read by `strata export` or a diff is no container's start.
+        let order_path = dir.join(ACCESS_ORDER);
+        let recorded = crate::lazy::order::load(&order_path, chunks_len);
+        let data = if serving {
+            data.with_record(&order_path)
+        } else {
+            data
+        };
+        if serving {
+            // What the last mount read first comes first, then the producer's landmark
+            // region, then (in the background) the rest.
+            if !recorded.is_empty() && data.prefetch_chunks(&recorded).is_err() {
+                log::warn!("prefetching the recorded access order of layer {diff_id} failed");
+            }
             if let Some(end) = lazy.prefetch_end {
                 // Best effort: a registry down now fails the reads, not the mount.
                 if data.prefetch(end).is_err() {

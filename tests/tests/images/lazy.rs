@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
 use anyhow::Result;
@@ -910,5 +911,52 @@ fn a_lazy_mount_renews_its_expired_token_and_keeps_reading() -> Result<()> {
         "no new token after expiry: {:?}",
         registry.seen().requests
     );
+    Ok(())
+}
+
+#[test]
+fn a_second_mount_prefetches_what_the_first_read_in_that_order() -> Result<()> {
+    if !have_root("a_second_mount_prefetches_what_the_first_read_in_that_order") {
+        return Ok(());
+    }
+    let registry = Registry::start()?;
+    let tmp = tempfile::tempdir()?;
+    // Incompressible, so that reading one file reads no other ahead.
+    let bytes = noise(3 << 20);
+    let (a, rest) = bytes.split_at(1 << 20);
+    let (b, c) = rest.split_at(1 << 20);
+    let layout = tmp.path().join("layout");
+    ImageBuilder::new()
+        .estargz_layer(
+            &LayerBuilder::new().file("a", a).file("b", b).file("c", c),
+            TEST_CHUNK,
+        )?
+        .write_layout(&layout, "order")?;
+    let image = registry.push(&layout, "order", "test/order:v1")?;
+    let strata = Strata::new(&tmp.path().join("store"))?;
+    strata_ok(&strata, &[], &["pull", &image])?;
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    let off = [("STRATA_LAZY_BACKGROUND", "off")];
+
+    // The first mount reads c, then the start of b.
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    let chunks = chunk_dir(strata.root())?;
+    assert_eq!(bytes_present(&chunks)?, 0, "fetched before any read");
+    assert!(std::fs::read(mnt.join("c"))? == c, "c differs");
+    let mut head = vec![0; 1000];
+    File::open(mnt.join("b"))?.read_exact(&mut head)?;
+    assert!(head == b[..1000], "b differs");
+    unmount(&mnt, Driver::Strata)?;
+    let read_first = bytes_present(&chunks)?;
+    assert!(read_first >= c.len() as u64, "{read_first} bytes local");
+
+    // With the cache emptied, the next mount has them local before anything reads.
+    std::fs::remove_dir_all(&chunks)?;
+    strata_ok(&strata, &off, &["mount", &image, mnt.to_str().unwrap()])?;
+    assert_eq!(bytes_present(&chunk_dir(strata.root())?)?, read_first);
+    assert!(std::fs::read(mnt.join("c"))? == c, "c differs");
+    assert!(std::fs::read(mnt.join("a"))? == a, "a differs");
+    unmount(&mnt, Driver::Strata)?;
     Ok(())
 }
