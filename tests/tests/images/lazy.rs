@@ -950,6 +950,22 @@ fn a_second_mount_prefetches_what_the_first_read_in_that_order() -> Result<()> {
     unmount(&mnt, Driver::Strata)?;
     let read_first = bytes_present(&chunks)?;
     assert!(read_first >= c.len() as u64, "{read_first} bytes local");
+    // The record: c's chunks, then b's first (which comes before c's in the blob).
+    let layers: Vec<_> = std::fs::read_dir(strata.root().join("layers"))?
+        .map(|e| e.map(|e| e.path().join("access-order")))
+        .filter(|p| p.as_ref().map_or(true, |p| p.exists()))
+        .collect::<std::io::Result<_>>()?;
+    anyhow::ensure!(layers.len() == 1, "access orders: {layers:?}");
+    let recorded: Vec<u32> = std::fs::read(&layers[0])?
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let in_c = (c.len() as u64).div_ceil(TEST_CHUNK) as usize;
+    assert_eq!(recorded.len(), in_c + 1, "{recorded:?}");
+    assert!(
+        recorded[..in_c].iter().all(|n| *n > recorded[in_c]),
+        "{recorded:?}"
+    );
 
     // With the cache emptied, the next mount has them local before anything reads.
     std::fs::remove_dir_all(&chunks)?;
