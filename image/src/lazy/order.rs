@@ -71,13 +71,14 @@ impl AccessRecorder {
         st.recorded += new.len() / 4;
         let written = (|| -> io::Result<()> {
             if st.file.is_none() {
-                st.file = Some(
-                    OpenOptions::new()
-                        .create(true)
-                        .write(true)
-                        .truncate(true)
-                        .open(&self.path)?,
-                );
+                // Appending: two mounts of one layer interleave their records rather than
+                // leave holes (read back as chunk 0) in each other's.
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                file.set_len(0)?;
+                st.file = Some(file);
             }
             st.file.as_mut().expect("opened above").write_all(&new)
         })();
