@@ -26,6 +26,9 @@ pub struct Faults {
     /// Require `Authorization: Bearer TOKEN`, tokens handed out anonymously at `/token`
     /// (the challenge's realm) and refused (401) once older than this.
     pub token_lifetime: Option<Duration>,
+    /// Refuse an expired token with 403 and no challenge (as some registries do) rather
+    /// than 401.
+    pub expired_is_forbidden: bool,
 }
 
 /// What the server saw, for assertions.
@@ -172,6 +175,19 @@ fn handle(conn: TcpStream, content: &Content, seen: &Mutex<Seen>) -> Result<()> 
                 .and_then(|a| a.strip_prefix("Bearer "))
                 .and_then(|t| content.tokens.lock().expect("tokens").get(t).copied())
                 .is_some_and(|issued| issued.elapsed() < lifetime);
+            let known = headers
+                .get("authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .is_some_and(|t| content.tokens.lock().expect("tokens").contains_key(t));
+            if !fresh && known && faults.expired_is_forbidden {
+                respond(
+                    &mut conn,
+                    "403 Forbidden",
+                    &[],
+                    br#"{"errors":[{"code":"DENIED","message":"token expired"}]}"#,
+                )?;
+                continue;
+            }
             if !fresh {
                 let challenge = format!(
                     "Bearer realm=\"http://{}/token\",service=\"fake\"",

@@ -38,6 +38,9 @@ pub struct Client {
     actions: &'static str,
     /// The Authorization header that worked last.
     authorization: Mutex<Option<String>>,
+    /// The Bearer challenge answered last: a 403 to an expired token carries none, and a
+    /// new token is asked for with this one.
+    challenge: Mutex<Option<String>>,
 }
 
 /// A failed request: the HTTP status (0 for transport errors) and a message built from the
@@ -110,6 +113,7 @@ impl Client {
             creds,
             actions: "pull",
             authorization: Mutex::new(None),
+            challenge: Mutex::new(None),
         };
         let plain_ok = insecure || is_loopback_domain(domain);
         match client.agent.get(&format!("{}/v2/", client.base)).call() {
@@ -153,6 +157,7 @@ impl Client {
             creds,
             actions: "pull",
             authorization: Mutex::new(None),
+            challenge: Mutex::new(None),
         }
     }
 
@@ -230,6 +235,18 @@ impl Client {
                 Ok(r) => return Ok(r),
                 Err(ureq::Error::Status(401, resp)) if !answered => {
                     let challenge = resp.header("WWW-Authenticate").unwrap_or("").to_string();
+                    self.answer(&challenge)?;
+                    answered = true;
+                }
+                // Some registries refuse an expired token with 403 and no challenge: one
+                // new token, then the 403 stands.
+                Err(ureq::Error::Status(403, resp))
+                    if !answered && authz.as_deref().is_some_and(|a| a.starts_with("Bearer ")) =>
+                {
+                    let Some(challenge) = self.challenge.lock().expect("not poisoned").clone()
+                    else {
+                        return Err(self.status_error(403, resp, true));
+                    };
                     self.answer(&challenge)?;
                     answered = true;
                 }
@@ -359,6 +376,7 @@ impl Client {
                 .and_then(Value::as_str)
                 .ok_or_else(|| err(0, format!("{}: token response has no token", self.domain)))?;
             *self.authorization.lock().expect("not poisoned") = Some(format!("Bearer {token}"));
+            *self.challenge.lock().expect("not poisoned") = Some(header.to_string());
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {

@@ -861,6 +861,12 @@ fn a_lazy_mount_renews_its_expired_token_and_keeps_reading() -> Result<()> {
     if !have_root("a_lazy_mount_renews_its_expired_token_and_keeps_reading") {
         return Ok(());
     }
+    // Refused with 401 and a challenge, then with 403 and none.
+    renews_expired_token(false)?;
+    renews_expired_token(true)
+}
+
+fn renews_expired_token(expired_is_forbidden: bool) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     // Incompressible, so that reading `first` does not read `second` ahead.
     let bytes = noise(2 << 20);
@@ -880,6 +886,7 @@ fn a_lazy_mount_renews_its_expired_token_and_keeps_reading() -> Result<()> {
         "token",
         Faults {
             token_lifetime: Some(lifetime),
+            expired_is_forbidden,
             ..Faults::default()
         },
     )?;
