@@ -44,6 +44,11 @@ pub trait Transport: Send + Sync {
     fn send(&self, parts: &[IoSlice<'_>]) -> std::io::Result<()>;
     /// The connection's `/dev/fuse` descriptor (passthrough registrations are made on it).
     fn device(&self) -> BorrowedFd<'_>;
+    /// A transport of the same connection for one more reading thread, if it can have its
+    /// own descriptor; `None`: the thread shares this one.
+    fn clone_for_thread(&self) -> Option<Box<dyn Transport>> {
+        None
+    }
 }
 
 /// The `/dev/fuse` descriptor of a mount, read and written with plain syscalls.
@@ -74,6 +79,16 @@ impl Transport for DevFuse {
 
     fn device(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+
+    fn clone_for_thread(&self) -> Option<Box<dyn Transport>> {
+        match sys::clone_device(self.0.as_fd()) {
+            Ok(fd) => Some(Box::new(DevFuse(fd))),
+            Err(e) => {
+                log::debug!("FUSE: /dev/fuse not cloned ({e}); threads share one descriptor");
+                None
+            }
+        }
     }
 }
 
@@ -346,7 +361,17 @@ impl Server {
         self.attach(transport)?;
         std::thread::scope(|s| {
             let workers: Vec<_> = (0..threads.max(1))
-                .map(|_| s.spawn(|| self.worker(transport)))
+                .map(|i| {
+                    // Each thread past the first reads its own clone of the device, unless
+                    // the connection must outlive this server: a clone closed by a server
+                    // that dies takes its unanswered requests with it (the kernel ends
+                    // them with ECONNABORTED), where on the supervisor's descriptor they
+                    // wait for the next server to ask for them again.
+                    let own = (i > 0 && self.journal.is_none())
+                        .then(|| transport.clone_for_thread())
+                        .flatten();
+                    s.spawn(move || self.worker(own.as_deref().unwrap_or(transport)))
+                })
                 .collect();
             let mut result = Ok(());
             for w in workers {

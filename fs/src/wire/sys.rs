@@ -16,6 +16,22 @@ const IOC_MAGIC: u8 = 229;
 
 nix::ioctl_write_ptr!(backing_open_ioctl, IOC_MAGIC, 1, BackingMap);
 nix::ioctl_write_ptr!(backing_close_ioctl, IOC_MAGIC, 2, u32);
+nix::ioctl_read!(clone_ioctl, IOC_MAGIC, 0, u32);
+
+/// `FUSE_DEV_IOC_CLONE`: a new `/dev/fuse` descriptor serving the same connection as `dev`,
+/// with its own queue of requests being processed, so threads that each read their own
+/// clone do not contend on one file's lock (a reply must go back on the descriptor its
+/// request was read from).
+#[allow(unsafe_code)]
+pub fn clone_device(dev: BorrowedFd<'_>) -> std::io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let clone = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
+    let mut old = dev.as_raw_fd() as u32;
+    // SAFETY: one ioctl on a descriptor we own; the kernel reads the u32 (the descriptor
+    // to clone) behind a pointer to a live local.
+    unsafe { clone_ioctl(clone.as_raw_fd(), &mut old) }?;
+    Ok(clone)
+}
 
 /// `FUSE_DEV_IOC_BACKING_OPEN`: registers `file` as a passthrough backing file of the
 /// connection `dev` serves; returns the backing id an open reply names.
