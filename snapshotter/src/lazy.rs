@@ -35,9 +35,6 @@ const DIGEST_LABELS: [&str; 2] = [
     "containerd.io/snapshot/cri.layer-digest",
 ];
 
-/// Bytes the chunk cache may hold (LRU beyond).
-pub const CACHE_BYTES: u64 = 4 << 30;
-
 /// A lazy layer's origin, kept in its snapshot's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remote {
@@ -238,5 +235,5 @@ pub fn open(
 
 /// The store's chunk cache directory.
 pub fn cache_dir(root: &Path) -> PathBuf {
-    root.join("chunks")
+    strata_image::store::Store::new(root).chunks_dir()
 }

@@ -179,7 +179,13 @@ pub fn serve_union(
     // Modes in the upper are the container's, not reduced by ours.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let signals = mount::block_end_signals().map_err(|e| format!("blocking signals: {e}"))?;
-    let chunks = strata_image::lazy::cache::ChunkCache::open(cache, crate::lazy::CACHE_BYTES)
+    // The store's cache, bounded as strata bounds it (STRATA_LAZY_CACHE_SIZE, else a share of
+    // the store's filesystem): `cache` is the store's chunks directory.
+    let root = cache
+        .parent()
+        .ok_or_else(|| format!("chunk cache {} is not in a store", cache.display()))?;
+    let chunks = strata_image::store::Store::new(root)
+        .chunk_cache()
         .map_err(|e| format!("chunk cache {}: {e}", cache.display()))?;
     let mut lowers: Vec<Arc<dyn Layer>> = Vec::new();
     for l in &union.lowers {
