@@ -192,6 +192,11 @@ impl Cgroup {
                     }),
                 };
             }
+            // One of the same name made by another user (a stale root one, seen rootless)
+            // exists but is not ours to write: as if there were none.
+            if nix::unistd::access(d.as_path(), nix::unistd::AccessFlags::W_OK).is_err() {
+                return unavailable();
+            }
         }
         // A stale cgroup of the same name left frozen would freeze the new container.
         if cg.is_frozen() {

@@ -215,8 +215,9 @@ fn bundle_lifecycle_create_blocks_until_start() {
     );
 
     b.ok(&["start", "c1"]);
+    // Written, not only created: the shell creates the file before echo writes to it.
     wait_for(Duration::from_secs(30), "/started", || {
-        b.rootfs("started").exists()
+        std::fs::read_to_string(b.rootfs("started")).is_ok_and(|s| s.ends_with('\n'))
     })
     .unwrap();
     // pid 1 of its own pid namespace.

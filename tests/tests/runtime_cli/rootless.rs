@@ -51,8 +51,9 @@ fn rootless_bundle_lifecycle_child() {
         "no state under $XDG_RUNTIME_DIR/strata-runtime"
     );
     b.ok(&["start", "c1"]);
+    // Written, not only created: the shell creates the file before echo writes to it.
     wait_for(Duration::from_secs(30), "/started", || {
-        b.rootfs("started").exists()
+        std::fs::read_to_string(b.rootfs("started")).is_ok_and(|s| s.ends_with('\n'))
     })
     .unwrap();
     assert_eq!(std::fs::read_to_string(b.rootfs("started")).unwrap(), "1\n");
