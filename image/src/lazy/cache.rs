@@ -309,6 +309,19 @@ pub struct BlobCache {
 }
 
 impl BlobCache {
+    /// Ends a read's hold on this blob's chunks: the claims on `claimed` chunks it did not
+    /// get are given up (another reader may fetch them), the `pinned` ones released.
+    pub fn let_go(&self, claimed: &[u32], pinned: Vec<u32>) {
+        for n in claimed {
+            if !pinned.contains(n) {
+                self.cache().abandon(&self.key(*n));
+            }
+        }
+        for n in pinned {
+            self.cache().release(&self.key(n));
+        }
+    }
+
     /// Opens (creating) the files of blob `hex`, whose chunk table is `chunks`, and enters
     /// the chunks its readiness bytes say are present into the cache's table.
     pub fn open(cache: &Arc<ChunkCache>, hex: &str, chunks: &[Chunk]) -> std::io::Result<Self> {

@@ -2,7 +2,11 @@
 //! of chunks (where each piece of the layer's virtual uncompressed data lies in the blob).
 //! Shared by the formats and by everything after them (the store, the chunk cache, reads).
 
+use std::io::{self, Read};
+
 use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
 
 /// A seekable layer read from its blob: the TOC's bytes (as the blob holds them) and what
 /// it turns into.
@@ -54,4 +58,32 @@ pub fn chunks_in(chunks: &[Chunk], offset: u64, len: u64) -> &[Chunk] {
     let end = offset.saturating_add(len);
     let last = chunks.partition_point(|c| c.offset < end);
     &chunks[first..last.max(first)]
+}
+
+/// Reads `chunk`'s bytes out of `decoder` (its compressed unit, decompressing), checked
+/// against its digest. `Err` is a short reason: `bad` when it does not decompress, `short`
+/// when it ends before the chunk, or a digest mismatch.
+pub fn decode(
+    chunk: &Chunk,
+    mut decoder: impl Read,
+    bad: &'static str,
+    short: &'static str,
+) -> Result<Vec<u8>, &'static str> {
+    io::copy(
+        &mut (&mut decoder).take(chunk.inner_offset),
+        &mut io::sink(),
+    )
+    .map_err(|_| bad)?;
+    let mut out = Vec::with_capacity(chunk.len as usize);
+    decoder
+        .take(chunk.len)
+        .read_to_end(&mut out)
+        .map_err(|_| bad)?;
+    if out.len() as u64 != chunk.len {
+        return Err(short);
+    }
+    if !chunk.digest.is_empty() && Digest::of(&out).as_str() != chunk.digest {
+        return Err("the chunk's bytes do not match its digest");
+    }
+    Ok(out)
 }

@@ -371,21 +371,12 @@ fn mtime(s: &str) -> Option<Timestamp> {
 /// Decompresses the member `member` (the chunk's `blob_len` bytes) and returns the chunk's
 /// bytes, checked against its digest. `Err` is a short reason: bad gzip, short, mismatch.
 pub fn decode_chunk(chunk: &Chunk, member: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut d = GzDecoder::new(member);
-    io::copy(&mut (&mut d).take(chunk.inner_offset), &mut io::sink())
-        .map_err(|_| "the chunk's gzip member does not decompress")?;
-    let mut out = Vec::with_capacity(chunk.len as usize);
-    (&mut d)
-        .take(chunk.len)
-        .read_to_end(&mut out)
-        .map_err(|_| "the chunk's gzip member does not decompress")?;
-    if out.len() as u64 != chunk.len {
-        return Err("the chunk's gzip member is shorter than the chunk");
-    }
-    if !chunk.digest.is_empty() && Digest::of(&out).as_str() != chunk.digest {
-        return Err("the chunk's bytes do not match its digest");
-    }
-    Ok(out)
+    crate::lazy::chunks::decode(
+        chunk,
+        GzDecoder::new(member),
+        "the chunk's gzip member does not decompress",
+        "the chunk's gzip member is shorter than the chunk",
+    )
 }
 
 /// What [`write()`] made.

@@ -352,14 +352,7 @@ impl<F: ChunkFetcher> Inner<F> {
             // Nothing here is a read's own: a bad chunk is left absent (a read of it fails).
             result = self.fetch(&missing, &missing, &mut pinned).map(|_| ());
         }
-        for n in &missing {
-            if !pinned.contains(n) {
-                cache.cache().abandon(&cache.key(*n));
-            }
-        }
-        for n in pinned {
-            cache.cache().release(&cache.key(n));
-        }
+        cache.let_go(&missing, pinned);
         result
     }
 
@@ -585,14 +578,7 @@ impl<F: ChunkFetcher> Inner<F> {
             record.read(all.iter().copied());
         }
         if let Some(cache) = &self.cache {
-            for n in &missing {
-                if !pinned.contains(n) {
-                    cache.cache().abandon(&cache.key(*n));
-                }
-            }
-            for n in pinned {
-                cache.cache().release(&cache.key(n));
-            }
+            cache.let_go(&missing, pinned);
         }
         result
     }

@@ -326,22 +326,14 @@ fn frame_ends(entries: &[ZstdTocEntry]) -> HashMap<u64, u64> {
 /// Decompresses the chunk's frame (`frame`, the chunk's `blob_len` bytes) and returns the
 /// chunk's bytes, checked against its digest. `Err` is a short reason.
 pub fn decode_chunk(chunk: &Chunk, frame: &[u8]) -> Result<Vec<u8>, &'static str> {
-    let mut d = zstd::stream::read::Decoder::with_buffer(frame)
-        .map_err(|_| "the chunk's zstd frame does not decompress")?;
-    io::copy(&mut (&mut d).take(chunk.inner_offset), &mut io::sink())
-        .map_err(|_| "the chunk's zstd frame does not decompress")?;
-    let mut out = Vec::with_capacity(chunk.len as usize);
-    (&mut d)
-        .take(chunk.len)
-        .read_to_end(&mut out)
-        .map_err(|_| "the chunk's zstd frame does not decompress")?;
-    if out.len() as u64 != chunk.len {
-        return Err("the chunk's zstd frame is shorter than the chunk");
-    }
-    if !chunk.digest.is_empty() && Digest::of(&out).as_str() != chunk.digest {
-        return Err("the chunk's bytes do not match its digest");
-    }
-    Ok(out)
+    const BAD: &str = "the chunk's zstd frame does not decompress";
+    let decoder = zstd::stream::read::Decoder::with_buffer(frame).map_err(|_| BAD)?;
+    crate::lazy::chunks::decode(
+        chunk,
+        decoder,
+        BAD,
+        "the chunk's zstd frame is shorter than the chunk",
+    )
 }
 
 /// What [`write()`] made.
